@@ -1,0 +1,1 @@
+"""What every part shares: settings, errors, database, metrics, the app factory and serving."""

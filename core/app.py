@@ -1,0 +1,209 @@
+"""The app factory every service (and the framework's own HTTP apps) is built with.
+
+``create_app`` adds what each process must have: ``/healthz`` (the process answers), ``/readyz``
+(its database answers), ``/metrics``, JSON error bodies for every error (never an HTML traceback),
+a request body size limit and an ``X-Request-Id`` on every answer.  Resources (engines, clients)
+are made in the lifespan and kept on ``app.state``, so nothing exists before the app starts and
+tests can build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.db import ping
+from core.errors import HTTPError, PayloadTooLarge, Unauthorized
+from core.metrics import AppMetrics, RequestMetricsMiddleware
+from core.settings import Settings
+
+log = logging.getLogger("releasewarden")
+
+Lifespan = Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings,
+    routes: Sequence[BaseRoute],
+    *,
+    lifespan: Lifespan | None = None,
+    max_body_bytes: int | None = None,
+    metrics: AppMetrics | None = None,
+) -> Starlette:
+    metrics = metrics or AppMetrics(settings.service, settings.release)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+        if lifespan is None:
+            yield
+            return
+        async with lifespan(app):
+            yield
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", _healthz, methods=["GET"]),
+            Route("/readyz", _readyz, methods=["GET"]),
+            Route("/metrics", _metrics, methods=["GET"]),
+            *routes,
+        ],
+        exception_handlers={HTTPError: _http_error, HTTPException: _starlette_error, Exception: _unexpected},
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.engine = None
+    app.add_middleware(BodySizeLimitMiddleware, limit=max_body_bytes or settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+async def _healthz(request: Request) -> Response:
+    s: Settings = request.app.state.settings
+    return JSONResponse({"status": "ok", "service": s.service, "release": s.release})
+
+
+async def _readyz(request: Request) -> Response:
+    engine: Engine | None = request.app.state.engine
+    if engine is not None:
+        try:
+            await run_in_threadpool(ping, engine)
+        except Exception as exc:
+            return JSONResponse(
+                {"status": "unavailable", "database": type(exc).__name__}, status_code=503
+            )
+    return JSONResponse({"status": "ready"})
+
+
+async def _metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _starlette_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": {"code": "internal_error", "message": f"internal error ({type(exc).__name__})"}},
+        status_code=500,
+    )
+
+
+def require_token(request: Request, expected: str) -> None:
+    """Bearer-token check for admin and controller endpoints (constant-time compare)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized("a valid bearer token is required", code="token_required")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read a request body, refusing (413) as soon as it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes", detail={"limit": limit})
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes", detail={"limit": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class BodySizeLimitMiddleware:
+    """Refuses bodies over ``limit`` bytes, by Content-Length up front or while they stream in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _send_json(send, 413, PayloadTooLarge(f"request body over {limit} bytes").body())
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"request body over {limit} bytes", detail={"limit": limit})
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and 0 < len(value) <= 128:
+                request_id = value
+                break
+        if not request_id:
+            request_id = uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+Handler = Callable[[Request], Awaitable[Response]]

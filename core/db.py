@@ -1,0 +1,98 @@
+"""Database engines and schema creation, for SQLite (the embedded default) and PostgreSQL.
+
+``make_engine`` turns a URL into a configured engine: SQLite gets WAL mode, a busy timeout and
+foreign keys on every connection; ``postgresql://`` URLs use psycopg 3.  ``create_schema`` is safe
+to run twice and on a live database that another process is creating at the same moment.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+
+from core.errors import ConfigError
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            echo=echo,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        # pysqlite's own transaction handling starts transactions late; we issue BEGIN ourselves so
+        # that a claiming transaction takes its write lock up front (BEGIN IMMEDIATE where asked).
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # autocommit at the driver; SQLAlchemy's BEGIN rules
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "")
+    conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def placeholder(engine: Engine) -> str:
+    """The driver's positional placeholder, for raw ``executemany`` on hot paths."""
+    return "?" if engine.dialect.paramstyle == "qmark" else "%s"
+
+
+def create_schema(engine: Engine, metadata: MetaData, *, attempts: int = 5) -> None:
+    """Create missing tables and indexes; tables that exist are left alone.
+
+    Two processes starting at once may both see a table missing and race to create it; the loser
+    gets a duplicate-object error, which we answer by looking again.
+    """
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except (IntegrityError, ProgrammingError, OperationalError) as exc:
+            if attempt == attempts - 1 or not _is_duplicate_object(exc):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _is_duplicate_object(exc: DBAPIError) -> bool:
+    message = str(exc.orig).lower()
+    return "already exists" in message or "duplicate" in message
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -1,0 +1,66 @@
+"""Command-line serving: ``python -m services.<name> --release R --port N --db URL``.
+
+Each service's ``__main__`` hands its app factory and its known releases to :func:`serve_main`,
+which parses flags, loads settings (flags over environment over YAML), and runs uvicorn.  Bad flags
+and bad settings end with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import uvicorn
+from starlette.applications import Starlette
+
+from core.errors import ConfigError
+from core.settings import Settings, load_settings
+
+
+def build_parser(prog: str, releases: Sequence[str], description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--release", default=releases[0], help=f"release to run: {', '.join(releases)}")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--db", dest="db_url", help="database URL: sqlite:///PATH or postgresql://...")
+    parser.add_argument("--state-dir", help="directory for local state (default ./state)")
+    parser.add_argument("--config", help="YAML settings file (also CANARY_CONFIG)")
+    parser.add_argument("--log-level", default=None, help="uvicorn log level (default warning)")
+    return parser
+
+
+def settings_from_args(
+    service: str, releases: Sequence[str], args: argparse.Namespace
+) -> Settings:
+    if args.release not in releases:
+        raise ConfigError(f"unknown release {args.release!r} of {service}: choose one of {', '.join(releases)}")
+    return load_settings(
+        config_file=args.config,
+        service=service,
+        release=args.release,
+        port=args.port,
+        host=args.host,
+        db_url=args.db_url,
+        state_dir=args.state_dir,
+        log_level=args.log_level,
+    )
+
+
+def serve_main(
+    service: str,
+    releases: Sequence[str],
+    factory: Callable[[Settings], Starlette],
+    argv: Sequence[str] | None = None,
+    description: str = "",
+) -> int:
+    parser = build_parser(f"python -m services.{service}", releases, description or f"Run the {service} service.")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(service, releases, args)
+        app = factory(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    return 0

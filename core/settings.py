@@ -1,0 +1,112 @@
+"""Settings for every process: defaults, then an optional YAML file, then environment variables.
+
+Nothing is read at import time: call :func:`load_settings` (the command-line entry points do) or
+build :class:`Settings` directly (tests do).  Environment variables are the upper-cased field names
+with the prefix ``CANARY_`` (``CANARY_DB_URL``, ``CANARY_ADMIN_TOKEN``, ...); ``CANARY_CONFIG`` names
+the YAML file, whose keys are the field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import ConfigError
+
+ENV_PREFIX = "CANARY_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    service: str = "service"
+    release: str = "1.0"
+    db_url: str = "sqlite:///state/canary.db"
+    state_dir: str = "state"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Bearer token for admin endpoints; empty means admin endpoints refuse everyone.
+    admin_token: str = ""
+    # HMAC key for tracking tokens (opens).  Must be the same for every release of a service.
+    token_secret: str = ""
+    max_body_bytes: int = 1 << 20
+    # Importer
+    import_max_bytes: int = 64 << 20
+    import_max_rows: int = 500_000
+    # Resizer
+    image_max_bytes: int = 25 << 20
+    image_max_pixels: int = 50_000_000
+    image_max_side: int = 4000
+    variant_cache: bool = True
+    # Opens
+    spool_dir: str = ""
+    group_commit_ms: float = 2.0
+    log_level: str = "warning"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def spool_path(self) -> Path:
+        return Path(self.spool_dir or Path(self.state_dir) / "spool")
+
+
+def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    kind = field.type if isinstance(field.type, type) else str(field.type)
+    try:
+        if kind in (bool, "bool"):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {field.name} must be {kind!s}, got {raw!r}") from None
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, config_file: str | None = None, **overrides: Any
+) -> Settings:
+    """Defaults < YAML file < environment < explicit overrides (command-line flags)."""
+    env = os.environ if env is None else env
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        for key, raw in data.items():
+            if key not in fields:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(fields[key], raw, path)
+    for name, field in fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(field, raw, ENV_PREFIX + name.upper())
+    for key, raw in overrides.items():
+        if raw is not None:
+            values[key] = _coerce(fields[key], raw, "--" + key.replace("_", "-"))
+    return Settings(**values)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)

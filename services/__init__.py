@@ -1,0 +1,1 @@
+"""The three services of the incident, each with its releases."""

@@ -1,0 +1,203 @@
+"""HTTP API of the importer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, select
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from core.app import create_app, read_body
+from core.db import create_schema, make_engine
+from core.errors import BadRequest, NotFound, UnsupportedMedia, Unprocessable
+from core.settings import Settings
+from services.importer import csvfile, store, suppressed
+from services.importer.schema import contacts, metadata, suppressions
+
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained")
+MAX_IDEMPOTENCY_KEY = 128
+
+
+def create_importer_app(settings: Settings) -> Starlette:
+    settings = settings.with_overrides(service="importer")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = make_engine(settings.db_url)
+        await run_in_threadpool(create_schema, engine, metadata)
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = create_app(
+        settings,
+        [
+            Route("/address-books/{book_id:int}/imports", create_import, methods=["POST"]),
+            Route("/imports/{import_id}", get_import, methods=["GET"]),
+            Route("/address-books/{book_id:int}/contacts", list_contacts, methods=["GET"]),
+            Route("/suppressions", list_suppressions, methods=["GET"]),
+            Route("/suppressions/{email}", put_suppression, methods=["PUT"]),
+            Route("/suppressions/{email}", delete_suppression, methods=["DELETE"]),
+        ],
+        lifespan=lifespan,
+        max_body_bytes=settings.import_max_bytes,
+    )
+    counters = app.state.metrics
+    app.state.import_rows = counters.counter(
+        "importer_rows_total", "Rows seen by imports, by outcome.", ["outcome"]
+    )
+    return app
+
+
+async def create_import(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    engine: Engine = request.app.state.engine
+    book_id: int = request.path_params["book_id"]
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UnsupportedMedia("send the CSV as multipart/form-data with fields 'file' and 'mapping'")
+    async with request.form(max_files=1, max_fields=5) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise Unprocessable("a 'file' field with the CSV is required", code="file_missing")
+        raw_mapping = form.get("mapping")
+        mapping = csvfile.Mapping.parse(raw_mapping if isinstance(raw_mapping, str) else None)
+        upload.file.seek(0)
+        result, replayed = await run_in_threadpool(
+            _import_file, engine, book_id, upload, mapping, settings, key
+        )
+    if not replayed:
+        rows = request.app.state.import_rows
+        s, r = settings.service, settings.release
+        for outcome in ("created", "updated", "suppressed_skipped", "rejected"):
+            rows.labels(s, r, outcome).inc(result[outcome])
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return JSONResponse(result, status_code=200 if replayed else 201, headers=headers)
+
+
+def _import_file(
+    engine: Engine,
+    book_id: int,
+    upload: UploadFile,
+    mapping: csvfile.Mapping,
+    settings: Settings,
+    key: str | None,
+) -> tuple[dict[str, Any], bool]:
+    items = csvfile.read_rows(upload.file, mapping, settings.import_max_rows)
+    return store.run_import(
+        engine,
+        book_id,
+        items,
+        release=settings.release,
+        idempotency_key=key,
+        on_suppressed=suppressed.update_for_suppressed,
+    )
+
+
+async def get_import(request: Request) -> Response:
+    result = await run_in_threadpool(store.get_import, request.app.state.engine, request.path_params["import_id"])
+    if result is None:
+        raise NotFound("no such import")
+    return JSONResponse(result)
+
+
+def _page_args(request: Request) -> tuple[int, str]:
+    try:
+        limit = int(request.query_params.get("limit", "100"))
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    if not 1 <= limit <= 1000:
+        raise BadRequest("limit must be between 1 and 1000")
+    return limit, request.query_params.get("after", "")
+
+
+async def list_contacts(request: Request) -> Response:
+    limit, after = _page_args(request)
+    try:
+        after_id = int(after or 0)
+    except ValueError:
+        raise BadRequest("after must be a contact id") from None
+    book_id = request.path_params["book_id"]
+    query = (
+        select(contacts)
+        .where(contacts.c.address_book_id == book_id, contacts.c.id > after_id)
+        .order_by(contacts.c.id)
+        .limit(limit)
+    )
+
+    def fetch() -> list[dict[str, Any]]:
+        with request.app.state.engine.connect() as conn:
+            return [
+                {
+                    "id": r.id,
+                    "email": r.email,
+                    "first_name": r.first_name,
+                    "last_name": r.last_name,
+                    "data": json.loads(r.data),
+                    "updated_at": r.updated_at.isoformat(),
+                }
+                for r in conn.execute(query)
+            ]
+
+    items = await run_in_threadpool(fetch)
+    next_after = items[-1]["id"] if len(items) == limit else None
+    return JSONResponse({"contacts": items, "next_after": next_after})
+
+
+async def list_suppressions(request: Request) -> Response:
+    limit, after = _page_args(request)
+    query = select(suppressions).where(suppressions.c.email > after).order_by(suppressions.c.email).limit(limit)
+
+    def fetch() -> list[dict[str, Any]]:
+        with request.app.state.engine.connect() as conn:
+            return [{"email": r.email, "reason": r.reason} for r in conn.execute(query)]
+
+    items = await run_in_threadpool(fetch)
+    next_after = items[-1]["email"] if len(items) == limit else None
+    return JSONResponse({"suppressions": items, "next_after": next_after})
+
+
+async def put_suppression(request: Request) -> Response:
+    email = request.path_params["email"].strip().lower()
+    if not csvfile.EMAIL_RE.match(email) or len(email) > csvfile.MAX_EMAIL:
+        raise Unprocessable(f"{email[:80]!r} is not a valid address")
+    try:
+        body = json.loads(await read_body(request, 4096) or b"{}")
+    except json.JSONDecodeError:
+        raise BadRequest("body must be JSON like {\"reason\": \"unsubscribed\"}") from None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if reason not in SUPPRESSION_REASONS:
+        raise Unprocessable(f"reason must be one of {', '.join(SUPPRESSION_REASONS)}")
+
+    def upsert() -> None:
+        with request.app.state.engine.begin() as conn:
+            conn.execute(delete(suppressions).where(suppressions.c.email == email))
+            conn.execute(suppressions.insert().values(email=email, reason=reason, created_at=datetime.now(UTC)))
+
+    await run_in_threadpool(upsert)
+    return JSONResponse({"email": email, "reason": reason})
+
+
+async def delete_suppression(request: Request) -> Response:
+    email = request.path_params["email"].strip().lower()
+
+    def remove() -> int:
+        with request.app.state.engine.begin() as conn:
+            return conn.execute(delete(suppressions).where(suppressions.c.email == email)).rowcount
+
+    if not await run_in_threadpool(remove):
+        raise NotFound(f"{email} is not suppressed")
+    return Response(status_code=204)

@@ -1,0 +1,168 @@
+"""Reading an uploaded CSV: encoding, delimiter, header, the column mapping and row validation.
+
+Rows are parsed as a stream from the spooled upload (never the whole file as one string).  Each
+row becomes either a :class:`ContactRow` or a rejection with its line number and reason; what
+makes the whole file unusable (not UTF-8, a mapped column missing, empty) raises ``Unprocessable``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from core.errors import PayloadTooLarge, Unprocessable
+
+FIELDS = ("email", "first_name", "last_name")
+DATA_PREFIX = "data."
+MAX_EMAIL = 254
+MAX_NAME = 255
+MAX_DATA_VALUE = 1000
+MAX_COLUMNS = 200
+DELIMITERS = (",", ";", "\t", "|")
+EMAIL_RE = re.compile(r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+
+csv.field_size_limit(64 * 1024)
+
+
+@dataclass(slots=True)
+class ContactRow:
+    line: int
+    email: str
+    first_name: str
+    last_name: str
+    data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """CSV column -> contact field (``email``, ``first_name``, ``last_name`` or ``data.NAME``)."""
+
+    columns: dict[str, str]
+
+    @classmethod
+    def parse(cls, raw: str | None) -> Mapping:
+        if not raw:
+            raise Unprocessable("a 'mapping' field is required: a JSON object of CSV column -> contact field")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise Unprocessable(f"mapping is not valid JSON: {exc.msg}", code="bad_mapping") from None
+        if not isinstance(value, dict) or not value:
+            raise Unprocessable("mapping must be a non-empty JSON object", code="bad_mapping")
+        targets: list[str] = []
+        for column, target in value.items():
+            if not isinstance(target, str) or not (
+                target in FIELDS or (target.startswith(DATA_PREFIX) and 0 < len(target) - len(DATA_PREFIX) <= 64)
+            ):
+                raise Unprocessable(
+                    f"mapping for column {column!r}: {target!r} is not a contact field "
+                    "(email, first_name, last_name or data.NAME)",
+                    code="bad_mapping",
+                )
+            targets.append(target)
+        duplicated = sorted({t for t in targets if targets.count(t) > 1})
+        if duplicated:
+            raise Unprocessable(f"mapping: field {duplicated[0]!r} is mapped twice", code="bad_mapping")
+        if "email" not in targets:
+            raise Unprocessable("mapping: one column must map to 'email'", code="bad_mapping")
+        return cls(columns=dict(value))
+
+
+def _text_stream(upload: IO[bytes]) -> io.TextIOWrapper:
+    head = upload.read(4)
+    upload.seek(0)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise Unprocessable("file is UTF-16; save it as UTF-8", code="not_utf8")
+    return io.TextIOWrapper(upload, encoding="utf-8-sig", newline="", errors="strict")
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    counts = {d: header_line.count(d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read_rows(
+    upload: IO[bytes], mapping: Mapping, max_rows: int
+) -> Iterator[ContactRow | tuple[int, str]]:
+    """Yield a contact or ``(line, reason)`` per data row, in file order."""
+    text = _text_stream(upload)
+    try:
+        header_line = text.readline()
+    except UnicodeDecodeError:
+        raise Unprocessable("file is not UTF-8 text (line 1)", code="not_utf8") from None
+    if not header_line.strip():
+        raise Unprocessable("file is empty: a header row is required", code="empty_file")
+    delimiter = _sniff_delimiter(header_line)
+    header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
+    if len(header) > MAX_COLUMNS:
+        raise Unprocessable(f"too many columns ({len(header)} > {MAX_COLUMNS})", code="too_many_columns")
+    missing = [c for c in mapping.columns if c not in header]
+    if missing:
+        raise Unprocessable(
+            f"mapped column {missing[0]!r} is not in the file's header",
+            code="mapped_column_missing",
+            detail={"missing": missing, "header": header[:50]},
+        )
+    index = {target: header.index(column) for column, target in mapping.columns.items()}
+    email_at = index.pop("email")
+    first_at = index.pop("first_name", None)
+    last_at = index.pop("last_name", None)
+    data_at = [(target[len(DATA_PREFIX):], at) for target, at in index.items()]
+    width = len(header)
+    reader = csv.reader(text, delimiter=delimiter)
+    rows = 0
+    seen: dict[str, int] = {}
+    try:
+        for raw in reader:
+            line = reader.line_num + 1
+            if not raw or (len(raw) == 1 and not raw[0].strip()):
+                continue
+            rows += 1
+            if rows > max_rows:
+                raise PayloadTooLarge(f"too many rows: at most {max_rows} per import", code="too_many_rows")
+            if len(raw) < width:
+                raw += [""] * (width - len(raw))
+            email = raw[email_at].strip().lower()
+            if not email:
+                yield line, "email is empty"
+                continue
+            if len(email) > MAX_EMAIL or not EMAIL_RE.match(email):
+                yield line, f"email {email[:80]!r} is not a valid address"
+                continue
+            first_line = seen.get(email)
+            if first_line is not None:
+                yield line, f"duplicate of line {first_line}"
+                continue
+            seen[email] = line
+            first = raw[first_at].strip() if first_at is not None else ""
+            last = raw[last_at].strip() if last_at is not None else ""
+            if len(first) > MAX_NAME or len(last) > MAX_NAME:
+                yield line, f"name longer than {MAX_NAME} characters"
+                continue
+            data: dict[str, str] = {}
+            too_long = ""
+            for name, at in data_at:
+                value = raw[at].strip()
+                if len(value) > MAX_DATA_VALUE:
+                    too_long = name
+                    break
+                data[name] = value
+            if too_long:
+                yield line, f"value of {too_long!r} longer than {MAX_DATA_VALUE} characters"
+                continue
+            yield ContactRow(line, email, first, last, data)
+    except UnicodeDecodeError:
+        raise Unprocessable(f"file is not UTF-8 text (near line {reader.line_num + 1})", code="not_utf8") from None
+    except csv.Error as exc:
+        raise Unprocessable(f"CSV error near line {reader.line_num + 1}: {exc}", code="bad_csv") from None
+
+
+def jsonable(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

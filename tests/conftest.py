@@ -1,0 +1,71 @@
+"""Shared fixtures: a database URL per backend (real SQLite file, real PostgreSQL) and an ASGI client.
+
+PostgreSQL tests need ``CANARY_TEST_PG_URL`` (``make test`` starts a server and sets it).  Outside
+CI they are skipped without it; in CI (``CI=true``) a missing server is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from starlette.applications import Starlette
+
+from core.db import normalise_url
+
+PG_ENV = "CANARY_TEST_PG_URL"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def pg_base_url() -> str | None:
+    url = os.environ.get(PG_ENV)
+    if not url and os.environ.get("CI"):
+        pytest.fail(f"{PG_ENV} is not set: `make test` starts PostgreSQL and sets it")
+    return url
+
+
+@contextlib.contextmanager
+def pg_schema_url(base: str) -> Iterator[str]:
+    """A fresh schema per test: fast, isolated, dropped afterwards."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(normalise_url(base), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    base = pg_base_url()
+    if not base:
+        pytest.skip(f"{PG_ENV} not set (run through `make test`)")
+    with pg_schema_url(base) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(app: Starlette, **kwargs: object) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and talk to it in-process through httpx.ASGITransport."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", **kwargs) as client:  # type: ignore[arg-type]
+            yield client

@@ -1,0 +1,179 @@
+"""The importer's contract, through its HTTP API, on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.settings import Settings
+from services.importer.app import create_importer_app
+from tests.conftest import asgi_client
+
+pytestmark = pytest.mark.anyio
+
+MAPPING = json.dumps({"Email": "email", "First": "first_name", "Last": "last_name", "City": "data.city"})
+
+
+def csv_bytes(rows: list[list[str]], header: str = "Email,First,Last,City", sep: str = ",") -> bytes:
+    lines = [header.replace(",", sep)] + [sep.join(r) for r in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def app_for(db_url: str, **overrides: object):
+    return create_importer_app(Settings(db_url=db_url, **overrides))  # type: ignore[arg-type]
+
+
+async def upload(client, data: bytes, mapping: str = MAPPING, book: int = 1, headers=None):
+    return await client.post(
+        f"/address-books/{book}/imports",
+        files={"file": ("contacts.csv", data, "text/csv")},
+        data={"mapping": mapping},
+        headers=headers or {},
+    )
+
+
+async def contacts_of(client, book: int = 1) -> dict[str, dict]:
+    r = await client.get(f"/address-books/{book}/contacts", params={"limit": 1000})
+    assert r.status_code == 200
+    return {c["email"]: c for c in r.json()["contacts"]}
+
+
+async def test_import_creates_and_rejects_with_line_and_reason(db_url):
+    data = csv_bytes(
+        [
+            ["ann@example.com", "Ann", "Lee", "Leeds"],
+            ["not-an-email", "Bob", "", ""],
+            ["ANN@example.com", "Ann2", "", ""],
+            ["cy@example.org", "C" * 300, "", ""],
+            ["dee@example.org", "Dee", "", ""],
+        ]
+    )
+    async with asgi_client(app_for(db_url)) as c:
+        r = await upload(c, data)
+        assert r.status_code == 201, r.text
+        result = r.json()
+        assert (result["created"], result["updated"], result["rejected"]) == (2, 0, 3)
+        reasons = {x["line"]: x["reason"] for x in result["rejections"]}
+        assert "not a valid address" in reasons[3]
+        assert reasons[4] == "duplicate of line 2"
+        assert "longer than 255" in reasons[5]
+        stored = await contacts_of(c)
+        assert set(stored) == {"ann@example.com", "dee@example.org"}
+        assert stored["ann@example.com"]["data"] == {"city": "Leeds"}
+        again = await c.get(f"/imports/{result['id']}")
+        assert again.json() == result
+
+
+async def test_suppressed_contacts_are_skipped_and_counted(db_url):
+    async with asgi_client(app_for(db_url)) as c:
+        await upload(c, csv_bytes([["sup@example.com", "Old", "Name", "Paris"]]))
+        r = await c.put("/suppressions/sup@example.com", json={"reason": "unsubscribed"})
+        assert r.status_code == 200
+        r = await upload(c, csv_bytes([["sup@example.com", "New", "", ""], ["new@example.com", "N", "", ""]]))
+        result = r.json()
+        assert (result["created"], result["updated"], result["suppressed_skipped"]) == (1, 0, 1)
+        stored = await contacts_of(c)
+        assert stored["sup@example.com"]["first_name"] == "Old"
+        listed = (await c.get("/suppressions")).json()["suppressions"]
+        assert listed == [{"email": "sup@example.com", "reason": "unsubscribed"}]
+        assert (await c.delete("/suppressions/sup@example.com")).status_code == 204
+        assert (await c.delete("/suppressions/sup@example.com")).status_code == 404
+        assert (await c.put("/suppressions/x@example.com", json={"reason": "bored"})).status_code == 422
+
+
+async def test_update_keeps_values_of_empty_cells(db_url):
+    async with asgi_client(app_for(db_url)) as c:
+        await upload(c, csv_bytes([["ann@example.com", "Ann", "Lee", "Leeds"]]))
+        r = await upload(c, csv_bytes([["ann@example.com", "", "Smith", ""]]))
+        assert r.json()["updated"] == 1
+        ann = (await contacts_of(c))["ann@example.com"]
+        assert (ann["first_name"], ann["last_name"], ann["data"]) == ("Ann", "Smith", {"city": "Leeds"})
+
+
+async def test_idempotency_key_returns_first_result_without_importing_twice(db_url):
+    async with asgi_client(app_for(db_url)) as c:
+        data = csv_bytes([["ann@example.com", "Ann", "", ""]])
+        first = await upload(c, data, headers={"Idempotency-Key": "k-1"})
+        second = await upload(c, data, headers={"Idempotency-Key": "k-1"})
+        assert first.status_code == 201 and second.status_code == 200
+        assert second.headers["idempotent-replayed"] == "true"
+        assert second.json() == first.json()
+        third = await upload(c, data, headers={"Idempotency-Key": "k-2"})
+        assert third.json()["updated"] == 1 and third.json()["id"] != first.json()["id"]
+
+
+async def test_bom_and_semicolons_are_accepted(db_url):
+    data = b"\xef\xbb\xbf" + csv_bytes([["ann@example.com", "Ann", "", "Lyon"]], sep=";")
+    async with asgi_client(app_for(db_url)) as c:
+        r = await upload(c, data)
+        assert r.status_code == 201 and r.json()["created"] == 1
+        assert (await contacts_of(c))["ann@example.com"]["data"] == {"city": "Lyon"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "mapping", "status", "code"),
+    [
+        ("Email,First\nann@example.com,J\xe9r\xf4me\n".encode("latin-1"), None, 422, "not_utf8"),
+        ("Email,First\nann@example.com,Ann\n".encode("utf-16"), None, 422, "not_utf8"),
+        (b"", None, 422, "empty_file"),
+        (b"Mail,First\nann@example.com,Ann\n", None, 422, "mapped_column_missing"),
+        (b"Email\nann@example.com\n", json.dumps({"Email": "phone"}), 422, "bad_mapping"),
+        (b"Email\nann@example.com\n", "{not json", 422, "bad_mapping"),
+        (b"Email\nann@example.com\n", json.dumps({"Email": "first_name"}), 422, "bad_mapping"),
+    ],
+)
+async def test_bad_files_get_a_clear_4xx_and_import_nothing(db_url, payload, mapping, status, code):
+    mapping = mapping or json.dumps({"Email": "email", "First": "first_name"})
+    async with asgi_client(app_for(db_url)) as c:
+        r = await upload(c, payload, mapping=mapping)
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["code"] == code
+        assert await contacts_of(c) == {}
+
+
+async def test_too_many_rows_and_too_large_leave_no_partial_rows(db_url):
+    rows = [[f"u{i}@example.com", "U", "", ""] for i in range(50)]
+    async with asgi_client(app_for(db_url, import_max_rows=20, import_max_bytes=4000)) as c:
+        r = await upload(c, csv_bytes(rows[:30]))
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_rows"
+        r = await upload(c, csv_bytes(rows * 6))
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+        assert await contacts_of(c) == {}
+
+
+async def test_non_multipart_upload_is_refused(db_url):
+    async with asgi_client(app_for(db_url)) as c:
+        r = await c.post("/address-books/1/imports", content=b"Email\na@b.co\n", headers={"content-type": "text/csv"})
+        assert r.status_code == 415
+
+
+async def test_contact_listing_pages(db_url):
+    rows = [[f"u{i:03d}@example.com", "U", "", ""] for i in range(25)]
+    async with asgi_client(app_for(db_url)) as c:
+        await upload(c, csv_bytes(rows), book=7)
+        await upload(c, csv_bytes(rows[:3]), book=8)
+        page = (await c.get("/address-books/7/contacts", params={"limit": 10})).json()
+        seen = [x["email"] for x in page["contacts"]]
+        while page["next_after"]:
+            page = (await c.get("/address-books/7/contacts", params={"limit": 10, "after": page["next_after"]})).json()
+            seen += [x["email"] for x in page["contacts"]]
+        assert sorted(seen) == sorted(r[0] for r in rows)
+        assert (await c.get("/address-books/7/contacts", params={"limit": 0})).status_code == 400
+        assert (await c.get("/imports/nope")).status_code == 404
+
+
+async def test_health_ready_and_metrics(db_url):
+    async with asgi_client(app_for(db_url, release="1.0")) as c:
+        assert (await c.get("/healthz")).json() == {"status": "ok", "service": "importer", "release": "1.0"}
+        assert (await c.get("/readyz")).status_code == 200
+        await upload(c, csv_bytes([["ann@example.com", "Ann", "", ""]]))
+        metrics = (await c.get("/metrics")).text
+        assert (
+            'http_requests_total{method="POST",release="1.0",route="/address-books/{book_id:int}/imports",'
+            'service="importer",status="201"} 1.0' in metrics
+        )
+        assert 'importer_rows_total{outcome="created",release="1.0",service="importer"} 1.0' in metrics
+        r = await c.get("/nowhere")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert "x-request-id" in r.headers
