@@ -7,6 +7,7 @@ to run twice and on a live database that another process is creating at the same
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from core.errors import ConfigError
+from core.settings import Settings
 
-SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
 def normalise_url(url: str) -> str:
@@ -25,7 +26,7 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000, echo: bool = False) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
@@ -36,9 +37,9 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
             echo=echo,
             pool_size=pool_size,
             max_overflow=pool_size,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
         )
-        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "connect", functools.partial(_sqlite_on_connect, busy_timeout_ms))
         # pysqlite's own transaction handling starts transactions late; we issue BEGIN ourselves so
         # that a claiming transaction takes its write lock up front (BEGIN IMMEDIATE where asked).
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -48,11 +49,15 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def engine_for(settings: Settings) -> Engine:
+    return make_engine(settings.db_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+
+
+def _sqlite_on_connect(busy_timeout_ms: int, dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # autocommit at the driver; SQLAlchemy's BEGIN rules
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

@@ -53,8 +53,10 @@ def serve_main(
     factory: Callable[[Settings], Starlette],
     argv: Sequence[str] | None = None,
     description: str = "",
+    prog: str | None = None,
 ) -> int:
-    parser = build_parser(f"python -m services.{service}", releases, description or f"Run the {service} service.")
+    prog = prog or f"python -m services.{service}"
+    parser = build_parser(prog, releases, description or f"Run the {service} service.")
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(service, releases, args)

@@ -27,6 +27,7 @@ class Settings:
     service: str = "service"
     release: str = "1.0"
     db_url: str = "sqlite:///state/canary.db"
+    db_busy_timeout_ms: int = 10_000
     state_dir: str = "state"
     host: str = "127.0.0.1"
     port: int = 8000

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.app import create_app, read_body
-from core.db import create_schema, make_engine
+from core.db import create_schema, engine_for
 from core.errors import BadRequest, NotFound, UnsupportedMedia, Unprocessable
 from core.settings import Settings
 from services.importer import csvfile, store, suppressed
@@ -32,7 +32,7 @@ def create_importer_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = make_engine(settings.db_url)
+        engine = engine_for(settings)
         await run_in_threadpool(create_schema, engine, metadata)
         app.state.engine = engine
         try:

@@ -1,0 +1,179 @@
+"""HTTP API of the open tracker: the pixel, campaign reports, token minting (admin) and stats."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, distinct, func, select
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from core.app import create_app, read_body, require_token
+from core.db import create_schema, engine_for
+from core.errors import BadRequest, Unprocessable
+from core.hashing import bucket
+from core.settings import Settings
+from services.opens import tokens
+from services.opens.intake import EventWriter
+from services.opens.schema import metadata, opens, raw_events
+from services.opens.spool import Spool
+
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_CACHE = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+}
+MAX_MINT = 10_000
+
+
+def create_opens_app(settings: Settings) -> Starlette:
+    settings = settings.with_overrides(service="opens")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = engine_for(settings)
+        await run_in_threadpool(create_schema, engine, metadata)
+        app.state.engine = engine
+        app.state.secret = tokens.load_or_create_secret(settings.token_secret, settings.state_dir)
+        writer = EventWriter(engine, Spool(settings.spool_path), settings.group_commit_ms / 1000)
+        app.state.writer = writer
+        await writer.start()
+        try:
+            yield
+        finally:
+            await writer.stop()
+            engine.dispose()
+
+    app = create_app(
+        settings,
+        [
+            Route("/o/{token}.gif", pixel, methods=["GET", "HEAD"]),
+            Route("/campaigns/{campaign_id:int}/opens", campaign_report, methods=["GET"]),
+            Route("/admin/tokens", mint_tokens, methods=["POST"]),
+            Route("/stats", stats, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    m = app.state.metrics
+    app.state.pixel_hits = m.counter("opens_pixel_hits_total", "Pixel hits by outcome.", ["outcome"])
+    return app
+
+
+async def pixel(request: Request) -> Response:
+    app = request.app
+    s: Settings = app.state.settings
+    send = tokens.verify(app.state.secret, request.path_params["token"])
+    if send is None:
+        app.state.pixel_hits.labels(s.service, s.release, "bad_token").inc()
+        return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+    event_id = uuid.uuid4().hex
+    forwarded = request.headers.get("x-forwarded-for", "")
+    client_ip = forwarded.split(",")[0].strip() if forwarded else (request.client.host if request.client else "")
+    event = {
+        "event_id": event_id,
+        "campaign_id": send.campaign_id,
+        "contact_id": send.contact_id,
+        "send_id": send.send_id,
+        "user_agent": request.headers.get("user-agent", "")[:512],
+        "client_ip": client_ip[:64],
+        "received_at": datetime.now(UTC).isoformat(),
+        "bucket": bucket(event_id),
+    }
+    where = await app.state.writer.submit(event)
+    app.state.pixel_hits.labels(s.service, s.release, f"stored_{where}").inc()
+    return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+
+
+async def campaign_report(request: Request) -> Response:
+    campaign_id = request.path_params["campaign_id"]
+    engine: Engine = request.app.state.engine
+
+    def fetch() -> dict[str, Any]:
+        counted = opens.c.filtered.is_(None)
+        where = (opens.c.campaign_id == campaign_id, counted)
+        with engine.connect() as conn:
+            total, unique, machine = conn.execute(
+                select(
+                    func.count(),
+                    func.count(distinct(opens.c.contact_id)),
+                    func.count().filter(opens.c.machine.is_(True)),
+                ).where(*where)
+            ).one()
+            by_client = dict(
+                conn.execute(select(opens.c.client, func.count()).where(*where).group_by(opens.c.client)).all()
+            )
+            filtered = conn.execute(
+                select(func.count()).where(opens.c.campaign_id == campaign_id, ~counted)
+            ).scalar_one()
+        return {
+            "campaign_id": campaign_id,
+            "total": total,
+            "unique": unique,
+            "machine": machine,
+            "filtered": filtered,
+            "by_client": by_client,
+        }
+
+    return JSONResponse(await run_in_threadpool(fetch))
+
+
+async def mint_tokens(request: Request) -> Response:
+    require_token(request, request.app.state.settings.admin_token)
+    try:
+        body = json.loads(await read_body(request, 2 << 20))
+    except json.JSONDecodeError:
+        raise BadRequest("body must be JSON: {\"sends\": [{\"campaign_id\", \"contact_id\", \"send_id\"}]}") from None
+    sends = body.get("sends") if isinstance(body, dict) else None
+    if not isinstance(sends, list) or not 0 < len(sends) <= MAX_MINT:
+        raise Unprocessable(f"'sends' must be a list of 1 to {MAX_MINT} sends")
+    out = []
+    for i, item in enumerate(sends):
+        try:
+            send = tokens.Send(int(item["campaign_id"]), int(item["contact_id"]), int(item["send_id"]))
+            token = tokens.mint(request.app.state.secret, send)
+        except (KeyError, TypeError, ValueError):
+            raise Unprocessable(f"sends[{i}]: campaign_id, contact_id and send_id must be ids >= 0") from None
+        out.append({**item, "token": token, "url": f"/o/{token}.gif"})
+    return JSONResponse({"tokens": out})
+
+
+def event_stats(engine: Engine) -> dict[str, Any]:
+    """Counts that reconcile pixel hits with outcomes: stored = processed + pending."""
+    with engine.connect() as conn:
+        stored, pending = conn.execute(
+            select(func.count(), func.count().filter(raw_events.c.processed_at.is_(None)))
+        ).one()
+        by_release = dict(
+            conn.execute(
+                select(raw_events.c.processed_by, func.count())
+                .where(raw_events.c.processed_at.is_not(None))
+                .group_by(raw_events.c.processed_by)
+            ).all()
+        )
+        recorded, filtered = conn.execute(
+            select(func.count().filter(opens.c.filtered.is_(None)), func.count().filter(opens.c.filtered.is_not(None)))
+        ).one()
+    return {
+        "events_stored": stored,
+        "events_pending": pending,
+        "events_processed_by_release": by_release,
+        "opens_recorded": recorded,
+        "events_filtered": filtered,
+        "unaccounted": stored - pending - recorded - filtered,
+    }
+
+
+async def stats(request: Request) -> Response:
+    data = await run_in_threadpool(event_stats, request.app.state.engine)
+    data["events_spooled"] = await run_in_threadpool(request.app.state.writer.spool.size)
+    return JSONResponse(data)

@@ -1,0 +1,84 @@
+"""One processing step of the open-event queue: claim a batch, record outcomes, acknowledge.
+
+The batch is claimed, handled and acknowledged in one transaction: on PostgreSQL rows are claimed
+with ``FOR UPDATE SKIP LOCKED`` so that several processors share the queue; on SQLite the claiming
+transaction takes the write lock up front (``BEGIN IMMEDIATE``).  A processor that dies mid-batch
+rolls back, and its events are claimed again.  Outcomes are inserted with ``ON CONFLICT DO
+NOTHING`` on the event id, so an event handled twice (after a rollback of a canary, say) counts once.
+A processor may be given a range of buckets (a stable hash of the event id) to take its share only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from core.db import is_sqlite, placeholder
+from services.opens.schema import raw_events
+
+OUTCOME_COLUMNS = (
+    "event_id", "campaign_id", "contact_id", "send_id", "client", "device", "machine", "filtered",
+    "opened_at", "release",
+)
+Handler = Callable[[list[dict[str, Any]], str], list[dict[str, Any]]]
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    recorded: int = 0
+    filtered: Counter[str] = field(default_factory=Counter)
+
+
+def process_batch(
+    engine: Engine,
+    release: str,
+    handler: Handler,
+    *,
+    limit: int = 500,
+    buckets: tuple[int, int] = (0, 10_000),
+) -> BatchResult:
+    query = (
+        select(
+            raw_events.c.id, raw_events.c.event_id, raw_events.c.campaign_id, raw_events.c.contact_id,
+            raw_events.c.send_id, raw_events.c.user_agent, raw_events.c.received_at,
+        )
+        .where(raw_events.c.processed_at.is_(None))
+        .order_by(raw_events.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    lo, hi = buckets
+    if (lo, hi) != (0, 10_000):
+        query = query.where(raw_events.c.bucket >= lo, raw_events.c.bucket < hi)
+    result = BatchResult()
+    options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
+    with engine.connect().execution_options(**options) as conn, conn.begin():
+        events = [r._asdict() for r in conn.execute(query)]
+        if not events:
+            return result
+        result.claimed = len(events)
+        rows = handler(events, release)
+        p = placeholder(engine)
+        if rows:
+            conn.exec_driver_sql(
+                f"INSERT INTO opens ({', '.join(OUTCOME_COLUMNS)}) VALUES ({', '.join([p] * len(OUTCOME_COLUMNS))})"
+                " ON CONFLICT (event_id) DO NOTHING",
+                [tuple(r[c] for c in OUTCOME_COLUMNS) for r in rows],
+            )
+        now = datetime.now(UTC)
+        conn.exec_driver_sql(
+            f"UPDATE raw_events SET processed_at = {p}, processed_by = {p} WHERE id = {p}",
+            [(now, release, e["id"]) for e in events],
+        )
+    for r in rows:
+        if r["filtered"]:
+            result.filtered[r["filtered"]] += 1
+        else:
+            result.recorded += 1
+    return result

@@ -1,0 +1,100 @@
+"""The open-event processor as its own process: ``python -m services.opens.processor --release R``.
+
+It serves ``/healthz``, ``/readyz`` and ``/metrics`` on its port and runs the processing loop as a
+background task.  Per release it counts events claimed and acknowledged, opens recorded, events
+filtered (by reason) and failures, so that "acknowledged but not accounted for" is measurable from
+outside: acknowledged - recorded - filtered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+
+from core.app import create_app
+from core.db import create_schema, engine_for
+from core.serve import serve_main
+from core.settings import Settings
+from services.opens import RELEASES, handling
+from services.opens.processing import process_batch
+from services.opens.schema import metadata
+
+log = logging.getLogger("releasewarden.opens.processor")
+POLL_IDLE_S = 0.05
+RETRY_S = 1.0
+BATCH = 500
+
+
+def create_processor_app(settings: Settings) -> Starlette:
+    settings = settings.with_overrides(service="opens-processor")
+    app: Starlette
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_: Starlette) -> AsyncIterator[None]:
+        engine = engine_for(settings)
+        await run_in_threadpool(create_schema, engine, metadata)
+        app.state.engine = engine
+        task = asyncio.create_task(run_loop(app, engine))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            engine.dispose()
+
+    app = create_app(settings, [], lifespan=lifespan)
+    m = app.state.metrics
+    app.state.counters = {
+        "claimed": m.counter("opens_events_claimed_total", "Raw events claimed by the processor.", []),
+        "acknowledged": m.counter(
+            "opens_events_acknowledged_total", "Raw events marked processed (acknowledged).", []
+        ),
+        "recorded": m.counter("opens_recorded_total", "Opens recorded.", []),
+        "filtered": m.counter("opens_events_filtered_total", "Events that are not opens, by reason.", ["reason"]),
+        "failures": m.counter("opens_processing_failures_total", "Batches that failed and were retried.", []),
+    }
+    return app
+
+
+async def run_loop(app: Starlette, engine: Engine) -> None:
+    s: Settings = app.state.settings
+    c = app.state.counters
+    labels = (s.service, s.release)
+    while True:
+        try:
+            result = await run_in_threadpool(process_batch, engine, s.release, handling.outcomes, limit=BATCH)
+        except Exception as exc:
+            c["failures"].labels(*labels).inc()
+            log.warning("processing batch failed (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(RETRY_S)
+            continue
+        if not result.claimed:
+            await asyncio.sleep(POLL_IDLE_S)
+            continue
+        c["claimed"].labels(*labels).inc(result.claimed)
+        c["acknowledged"].labels(*labels).inc(result.claimed)
+        c["recorded"].labels(*labels).inc(result.recorded)
+        for reason, n in result.filtered.items():
+            c["filtered"].labels(*labels, reason).inc(n)
+
+
+def main() -> int:
+    return serve_main(
+        "opens-processor",
+        RELEASES,
+        create_processor_app,
+        description="Open-event processor.",
+        prog="python -m services.opens.processor",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
