@@ -1,0 +1,1 @@
+"""The canary framework: router, analysis, providers, platforms, controller, CLI."""

@@ -1,0 +1,1 @@
+"""Realistic traffic for the services: generated CSVs, pixel hits and images."""

@@ -1,0 +1,3 @@
+"""Image resizer: stores originals and answers resized variants (Pillow)."""
+
+RELEASES = ("1.0",)

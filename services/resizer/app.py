@@ -1,0 +1,171 @@
+"""HTTP API of the resizer."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from core.app import create_app, read_body
+from core.db import create_schema, engine_for
+from core.errors import BadRequest, NotFound, Unprocessable
+from core.settings import Settings
+from services.resizer import imaging
+from services.resizer.schema import metadata, originals, variants
+
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+def create_resizer_app(settings: Settings) -> Starlette:
+    settings = settings.with_overrides(service="resizer")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = engine_for(settings)
+        await run_in_threadpool(create_schema, engine, metadata)
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = create_app(
+        settings,
+        [
+            Route("/images", upload_image, methods=["POST"]),
+            Route("/images/{image_id}", get_variant, methods=["GET", "HEAD"]),
+            Route("/images/{image_id}/info", get_info, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        max_body_bytes=settings.image_max_bytes,
+    )
+    app.state.variant_outcomes = app.state.metrics.counter(
+        "resizer_variants_total", "Variants answered, by cache outcome.", ["cache"]
+    )
+    return app
+
+
+async def upload_image(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    data = await read_body(request, settings.image_max_bytes)
+    if not data:
+        raise Unprocessable("empty body: send the image bytes as the request body", code="empty_body")
+    info = await run_in_threadpool(imaging.inspect, data, settings.image_max_pixels)
+    image_id = uuid.uuid4().hex
+    row = {
+        "id": image_id,
+        "format": info.format,
+        "width": info.width,
+        "height": info.height,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+    def store() -> None:
+        with request.app.state.engine.begin() as conn:
+            conn.execute(originals.insert().values(**row, data=data, created_at=datetime.now(UTC)))
+
+    await run_in_threadpool(store)
+    return JSONResponse({**row, "url": f"/images/{image_id}"}, status_code=201)
+
+
+def _int_param(request: Request, name: str, lo: int, hi: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise BadRequest(f"{name} must be an integer between {lo} and {hi}")
+    return int(raw)
+
+
+def parse_spec(request: Request, max_side: int) -> imaging.VariantSpec:
+    fit = request.query_params.get("fit", "contain")
+    if fit not in ("contain", "cover"):
+        raise BadRequest("fit must be contain or cover")
+    output = request.query_params.get("format") or None
+    if output is not None and output not in imaging.OUTPUTS:
+        raise BadRequest(f"format must be one of {', '.join(imaging.OUTPUTS)}")
+    quality = _int_param(request, "q", 1, 95)
+    return imaging.VariantSpec(
+        width=_int_param(request, "w", 1, max_side),
+        height=_int_param(request, "h", 1, max_side),
+        fit=fit,
+        output=output,
+        quality=85 if quality is None else quality,
+    )
+
+
+async def get_variant(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    engine: Engine = request.app.state.engine
+    image_id = request.path_params["image_id"]
+    spec = parse_spec(request, settings.image_max_side)
+    key = spec.key()
+    found = await run_in_threadpool(_load, engine, image_id, key, settings.variant_cache)
+    if found is None:
+        raise NotFound(f"no image {image_id}")
+    sha, cached = found
+    hit = isinstance(cached, tuple)
+    etag = '"' + hashlib.sha256(f"{sha}/{key}".encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    outcome = request.app.state.variant_outcomes.labels(settings.service, settings.release, "hit" if hit else "miss")
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        outcome.inc()
+        return Response(status_code=304, headers=headers)
+    if hit:
+        body, content_type = cached
+    else:
+        body, content_type = await run_in_threadpool(imaging.render, cached, spec)
+        if settings.variant_cache:
+            await run_in_threadpool(_store_variant, engine, image_id, key, body, content_type)
+    outcome.inc()
+    return Response(body if request.method == "GET" else b"", media_type=content_type, headers=headers)
+
+
+def _load(engine: Engine, image_id: str, key: str, use_cache: bool) -> tuple[str, Any] | None:
+    """(sha256, (bytes, content type)) from the variant cache, or (sha256, original bytes)."""
+    with engine.connect() as conn:
+        if use_cache:
+            hit = conn.execute(
+                select(originals.c.sha256, variants.c.data, variants.c.content_type)
+                .join(variants, variants.c.image_id == originals.c.id)
+                .where(originals.c.id == image_id, variants.c.key == key)
+            ).first()
+            if hit:
+                return hit.sha256, (hit.data, hit.content_type)
+        row = conn.execute(select(originals.c.sha256, originals.c.data).where(originals.c.id == image_id)).first()
+    return (row.sha256, row.data) if row else None
+
+
+def _store_variant(engine: Engine, image_id: str, key: str, body: bytes, content_type: str) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(variants.insert().values(image_id=image_id, key=key, content_type=content_type, data=body))
+    except IntegrityError:
+        pass  # another request rendered the same variant first
+
+
+async def get_info(request: Request) -> Response:
+    image_id = request.path_params["image_id"]
+
+    def fetch() -> dict[str, Any] | None:
+        cols = (originals.c.id, originals.c.format, originals.c.width, originals.c.height, originals.c.size)
+        with request.app.state.engine.connect() as conn:
+            row = conn.execute(select(*cols).where(originals.c.id == image_id)).first()
+        return row._asdict() if row else None
+
+    info = await run_in_threadpool(fetch)
+    if info is None:
+        raise NotFound(f"no image {image_id}")
+    return JSONResponse(info)

@@ -1,0 +1,136 @@
+"""Checking uploaded images and rendering resized variants with Pillow.
+
+Checks happen on the header before any pixel is decoded (format, dimensions against the
+decompression-bomb limit), then a full decode proves the file is complete.  Rendering asks the
+JPEG decoder for a reduced size first (``draft``: DCT scaling, many times faster than decoding
+every pixel), applies EXIF orientation, converts CMYK, palette and alpha modes, and resizes with
+``reducing_gap`` so that large reductions run in integer steps before the final filter.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.errors import UnsupportedMedia, Unprocessable
+
+ACCEPTED = {"JPEG", "PNG", "GIF", "WEBP"}
+OUTPUTS = {"jpeg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp")}
+DEFAULT_OUTPUT = {"JPEG": "jpeg", "PNG": "png", "GIF": "png", "WEBP": "webp"}
+SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
+ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    width: int | None
+    height: int | None
+    fit: str = "contain"
+    output: str | None = None
+    quality: int = 85
+
+    def key(self) -> str:
+        return f"{self.width or 0}x{self.height or 0}-{self.fit}-{self.output or 'auto'}-q{self.quality}"
+
+
+def inspect(data: bytes, max_pixels: int) -> ImageInfo:
+    """Validate an upload; raise 415/422 with a reason a person can act on."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format or ""
+            if fmt not in ACCEPTED:
+                raise UnsupportedMedia(f"{fmt or 'this'} images are not accepted: send JPEG, PNG, GIF or WebP")
+            width, height = im.size
+            if width * height > max_pixels:
+                raise Unprocessable(
+                    f"image is {width}x{height} pixels, over the limit of {max_pixels} (decompression bomb?)",
+                    code="too_many_pixels",
+                )
+            orientation = im.getexif().get(ORIENTATION_TAG, 1)
+            im.load()
+    except Image.DecompressionBombError:
+        raise Unprocessable("image is too large to decode safely (decompression bomb)", code="too_many_pixels") from None
+    except UnidentifiedImageError:
+        raise UnsupportedMedia("not an image: send JPEG, PNG, GIF or WebP") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise Unprocessable(f"image is corrupt or truncated: {exc}", code="corrupt_image") from None
+    if orientation in SWAPS_AXES:
+        width, height = height, width
+    return ImageInfo(fmt, width, height)
+
+
+def target_size(src: tuple[int, int], spec: VariantSpec) -> tuple[int, int]:
+    """The size to resize to before any crop (never larger than the source)."""
+    sw, sh = src
+    scales = [s for s in ((spec.width / sw) if spec.width else None, (spec.height / sh) if spec.height else None) if s]
+    if not scales:
+        return src
+    scale = max(scales) if spec.fit == "cover" and len(scales) == 2 else min(scales)
+    scale = min(scale, 1.0)
+    return max(1, round(sw * scale)), max(1, round(sh * scale))
+
+
+def render(data: bytes, spec: VariantSpec) -> tuple[bytes, str]:
+    im = Image.open(io.BytesIO(data))
+    fmt = im.format or "PNG"
+    orientation = im.getexif().get(ORIENTATION_TAG, 1)
+    shown = (im.height, im.width) if orientation in SWAPS_AXES else im.size
+    want = target_size(shown, spec)
+    if fmt == "JPEG":
+        stored_want = (want[1], want[0]) if orientation in SWAPS_AXES else want
+        im.draft(None, stored_want)
+    im = upright(im)
+    im = _normalise_mode(im)
+    if im.size != want:
+        want = target_size(im.size, spec)  # draft may have changed the source size
+        im = im.resize(want, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    if spec.fit == "cover" and spec.width and spec.height:
+        im = _centre_crop(im, min(spec.width, im.width), min(spec.height, im.height))
+    output = spec.output or DEFAULT_OUTPUT[fmt]
+    pil_format, content_type = OUTPUTS[output]
+    if pil_format == "JPEG" and im.mode != "RGB" and im.mode != "L":
+        im = _flatten(im)
+    buf = io.BytesIO()
+    options = {"quality": spec.quality} if pil_format in ("JPEG", "WEBP") else {"compress_level": 3}
+    im.save(buf, pil_format, **options)
+    return buf.getvalue(), content_type
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation, so that a phone photo taken sideways is shown the right way up."""
+    return ImageOps.exif_transpose(im) or im
+
+
+def _normalise_mode(im: Image.Image) -> Image.Image:
+    if im.mode == "CMYK":
+        return im.convert("RGB")
+    if im.mode == "P":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("LA", "PA", "RGBa"):
+        return im.convert("RGBA")
+    if im.mode not in ("RGB", "RGBA", "L"):
+        return im.convert("RGB")
+    return im
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    rgba = im.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+def _centre_crop(im: Image.Image, width: int, height: int) -> Image.Image:
+    left = math.floor((im.width - width) / 2)
+    top = math.floor((im.height - height) / 2)
+    return im.crop((left, top, left + width, top + height))
