@@ -84,9 +84,7 @@ async def _readyz(request: Request) -> Response:
         try:
             await run_in_threadpool(ping, engine)
         except Exception as exc:
-            return JSONResponse(
-                {"status": "unavailable", "database": type(exc).__name__}, status_code=503
-            )
+            return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 

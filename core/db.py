@@ -7,17 +7,18 @@ to run twice and on a live database that another process is creating at the same
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from core.errors import ConfigError
 from core.settings import Settings
-
 
 
 def normalise_url(url: str) -> str:
@@ -77,6 +78,19 @@ def placeholder(engine: Engine) -> str:
     return "?" if engine.dialect.paramstyle == "qmark" else "%s"
 
 
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write after it reads.
+
+    On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): two deferred transactions
+    that both read and then write deadlock, and SQLite answers one of them "database is locked"
+    at once instead of waiting out the busy timeout.
+    """
+    options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
+    with engine.connect().execution_options(**options) as conn, conn.begin():
+        yield conn
+
+
 def create_schema(engine: Engine, metadata: MetaData, *, attempts: int = 5) -> None:
     """Create missing tables and indexes; tables that exist are left alone.
 
@@ -85,7 +99,8 @@ def create_schema(engine: Engine, metadata: MetaData, *, attempts: int = 5) -> N
     """
     for attempt in range(attempts):
         try:
-            metadata.create_all(engine, checkfirst=True)
+            with write_transaction(engine) as conn:
+                metadata.create_all(conn, checkfirst=True)
             return
         except (IntegrityError, ProgrammingError, OperationalError) as exc:
             if attempt == attempts - 1 or not _is_duplicate_object(exc):

@@ -8,7 +8,6 @@ with the same labels but status.  Apps add their own metrics to ``AppMetrics.reg
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -21,7 +20,7 @@ class AppMetrics:
     def __init__(self, service: str, release: str) -> None:
         self.service = service
         self.release = release
-        disable_created_metrics()  # *_created series only add noise to every scrape
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "http_requests_total",
@@ -75,7 +74,7 @@ class RequestMetricsMiddleware:
             m.latency.labels(m.service, m.release, route, method).observe(time.perf_counter() - start)
 
 
-def _route_template(scope: dict[str, Any]) -> str:
+def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"

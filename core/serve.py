@@ -30,9 +30,7 @@ def build_parser(prog: str, releases: Sequence[str], description: str) -> argpar
     return parser
 
 
-def settings_from_args(
-    service: str, releases: Sequence[str], args: argparse.Namespace
-) -> Settings:
+def settings_from_args(service: str, releases: Sequence[str], args: argparse.Namespace) -> Settings:
     if args.release not in releases:
         raise ConfigError(f"unknown release {args.release!r} of {service}: choose one of {', '.join(releases)}")
     return load_settings(

@@ -78,9 +78,7 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {field.name} must be {kind!s}, got {raw!r}") from None
 
 
-def load_settings(
-    env: Mapping[str, str] | None = None, config_file: str | None = None, **overrides: Any
-) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, config_file: str | None = None, **overrides: Any) -> Settings:
     """Defaults < YAML file < environment < explicit overrides (command-line flags)."""
     env = os.environ if env is None else env
     fields = {f.name: f for f in dataclasses.fields(Settings)}

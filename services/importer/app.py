@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from core.app import create_app, read_body
 from core.db import create_schema, engine_for
-from core.errors import BadRequest, NotFound, UnsupportedMedia, Unprocessable
+from core.errors import BadRequest, NotFound, Unprocessable, UnsupportedMedia
 from core.settings import Settings
 from services.importer import csvfile, store, suppressed
 from services.importer.schema import contacts, metadata, suppressions
@@ -54,9 +54,7 @@ def create_importer_app(settings: Settings) -> Starlette:
         max_body_bytes=settings.import_max_bytes,
     )
     counters = app.state.metrics
-    app.state.import_rows = counters.counter(
-        "importer_rows_total", "Rows seen by imports, by outcome.", ["outcome"]
-    )
+    app.state.import_rows = counters.counter("importer_rows_total", "Rows seen by imports, by outcome.", ["outcome"])
     return app
 
 
@@ -76,9 +74,7 @@ async def create_import(request: Request) -> Response:
         raw_mapping = form.get("mapping")
         mapping = csvfile.Mapping.parse(raw_mapping if isinstance(raw_mapping, str) else None)
         upload.file.seek(0)
-        result, replayed = await run_in_threadpool(
-            _import_file, engine, book_id, upload, mapping, settings, key
-        )
+        result, replayed = await run_in_threadpool(_import_file, engine, book_id, upload, mapping, settings, key)
     if not replayed:
         rows = request.app.state.import_rows
         s, r = settings.service, settings.release
@@ -177,7 +173,7 @@ async def put_suppression(request: Request) -> Response:
     try:
         body = json.loads(await read_body(request, 4096) or b"{}")
     except json.JSONDecodeError:
-        raise BadRequest("body must be JSON like {\"reason\": \"unsubscribed\"}") from None
+        raise BadRequest('body must be JSON like {"reason": "unsubscribed"}') from None
     reason = body.get("reason") if isinstance(body, dict) else None
     if reason not in SUPPRESSION_REASONS:
         raise Unprocessable(f"reason must be one of {', '.join(SUPPRESSION_REASONS)}")
@@ -196,7 +192,8 @@ async def delete_suppression(request: Request) -> Response:
 
     def remove() -> int:
         with request.app.state.engine.begin() as conn:
-            return conn.execute(delete(suppressions).where(suppressions.c.email == email)).rowcount
+            removed: int = conn.execute(delete(suppressions).where(suppressions.c.email == email)).rowcount
+            return removed
 
     if not await run_in_threadpool(remove):
         raise NotFound(f"{email} is not suppressed")

@@ -25,7 +25,9 @@ MAX_NAME = 255
 MAX_DATA_VALUE = 1000
 MAX_COLUMNS = 200
 DELIMITERS = (",", ";", "\t", "|")
-EMAIL_RE = re.compile(r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+EMAIL_RE = re.compile(
+    r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+)
 
 csv.field_size_limit(64 * 1024)
 
@@ -88,9 +90,7 @@ def _sniff_delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def read_rows(
-    upload: IO[bytes], mapping: Mapping, max_rows: int
-) -> Iterator[ContactRow | tuple[int, str]]:
+def read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[ContactRow | tuple[int, str]]:
     """Yield a contact or ``(line, reason)`` per data row, in file order."""
     text = _text_stream(upload)
     try:
@@ -114,7 +114,7 @@ def read_rows(
     email_at = index.pop("email")
     first_at = index.pop("first_name", None)
     last_at = index.pop("last_name", None)
-    data_at = [(target[len(DATA_PREFIX):], at) for target, at in index.items()]
+    data_at = [(target[len(DATA_PREFIX) :], at) for target, at in index.items()]
     width = len(header)
     reader = csv.reader(text, delimiter=delimiter)
     rows = 0

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from core.db import placeholder
+from core.db import placeholder, write_transaction
 from core.errors import Conflict
 from services.importer.csvfile import ContactRow, jsonable
 from services.importer.schema import contacts, imports, suppressions
@@ -79,7 +79,7 @@ def run_import(
             rejections.append({"line": item[0], "reason": item[1]})
     import_id = uuid.uuid4().hex
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             if idempotency_key:
                 previous = find_import(conn, book_id, idempotency_key)
                 if previous is not None:
@@ -135,8 +135,9 @@ def _write_contacts(
                 skipped += 1
                 continue
         elif current is None:
-            inserts.append((book_id, row.email, row.first_name or None, row.last_name or None,
-                            jsonable(row.data), now, now))
+            inserts.append(
+                (book_id, row.email, row.first_name or None, row.last_name or None, jsonable(row.data), now, now)
+            )
             continue
         else:
             change = merge(row, current)

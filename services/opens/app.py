@@ -109,7 +109,7 @@ async def campaign_report(request: Request) -> Response:
                     func.count().filter(opens.c.machine.is_(True)),
                 ).where(*where)
             ).one()
-            by_client = dict(
+            by_client: dict[str, int] = dict(
                 conn.execute(select(opens.c.client, func.count()).where(*where).group_by(opens.c.client)).all()
             )
             filtered = conn.execute(
@@ -132,7 +132,7 @@ async def mint_tokens(request: Request) -> Response:
     try:
         body = json.loads(await read_body(request, 2 << 20))
     except json.JSONDecodeError:
-        raise BadRequest("body must be JSON: {\"sends\": [{\"campaign_id\", \"contact_id\", \"send_id\"}]}") from None
+        raise BadRequest('body must be JSON: {"sends": [{"campaign_id", "contact_id", "send_id"}]}') from None
     sends = body.get("sends") if isinstance(body, dict) else None
     if not isinstance(sends, list) or not 0 < len(sends) <= MAX_MINT:
         raise Unprocessable(f"'sends' must be a list of 1 to {MAX_MINT} sends")
@@ -153,7 +153,7 @@ def event_stats(engine: Engine) -> dict[str, Any]:
         stored, pending = conn.execute(
             select(func.count(), func.count().filter(raw_events.c.processed_at.is_(None)))
         ).one()
-        by_release = dict(
+        by_release: dict[str, int] = dict(
             conn.execute(
                 select(raw_events.c.processed_by, func.count())
                 .where(raw_events.c.processed_at.is_not(None))

@@ -2,7 +2,7 @@
 
 The batch is claimed, handled and acknowledged in one transaction: on PostgreSQL rows are claimed
 with ``FOR UPDATE SKIP LOCKED`` so that several processors share the queue; on SQLite the claiming
-transaction takes the write lock up front (``BEGIN IMMEDIATE``).  A processor that dies mid-batch
+transaction takes the write lock up front (``core.db.write_transaction``).  A processor that dies mid-batch
 rolls back, and its events are claimed again.  Outcomes are inserted with ``ON CONFLICT DO
 NOTHING`` on the event id, so an event handled twice (after a rollback of a canary, say) counts once.
 A processor may be given a range of buckets (a stable hash of the event id) to take its share only.
@@ -18,12 +18,20 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from core.db import is_sqlite, placeholder
+from core.db import placeholder, write_transaction
 from services.opens.schema import raw_events
 
 OUTCOME_COLUMNS = (
-    "event_id", "campaign_id", "contact_id", "send_id", "client", "device", "machine", "filtered",
-    "opened_at", "release",
+    "event_id",
+    "campaign_id",
+    "contact_id",
+    "send_id",
+    "client",
+    "device",
+    "machine",
+    "filtered",
+    "opened_at",
+    "release",
 )
 Handler = Callable[[list[dict[str, Any]], str], list[dict[str, Any]]]
 
@@ -45,8 +53,13 @@ def process_batch(
 ) -> BatchResult:
     query = (
         select(
-            raw_events.c.id, raw_events.c.event_id, raw_events.c.campaign_id, raw_events.c.contact_id,
-            raw_events.c.send_id, raw_events.c.user_agent, raw_events.c.received_at,
+            raw_events.c.id,
+            raw_events.c.event_id,
+            raw_events.c.campaign_id,
+            raw_events.c.contact_id,
+            raw_events.c.send_id,
+            raw_events.c.user_agent,
+            raw_events.c.received_at,
         )
         .where(raw_events.c.processed_at.is_(None))
         .order_by(raw_events.c.id)
@@ -57,8 +70,7 @@ def process_batch(
     if (lo, hi) != (0, 10_000):
         query = query.where(raw_events.c.bucket >= lo, raw_events.c.bucket < hi)
     result = BatchResult()
-    options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(engine) else {}
-    with engine.connect().execution_options(**options) as conn, conn.begin():
+    with write_transaction(engine) as conn:
         events = [r._asdict() for r in conn.execute(query)]
         if not events:
             return result

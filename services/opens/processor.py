@@ -54,9 +54,7 @@ def create_processor_app(settings: Settings) -> Starlette:
     m = app.state.metrics
     app.state.counters = {
         "claimed": m.counter("opens_events_claimed_total", "Raw events claimed by the processor.", []),
-        "acknowledged": m.counter(
-            "opens_events_acknowledged_total", "Raw events marked processed (acknowledged).", []
-        ),
+        "acknowledged": m.counter("opens_events_acknowledged_total", "Raw events marked processed (acknowledged).", []),
         "recorded": m.counter("opens_recorded_total", "Opens recorded.", []),
         "filtered": m.counter("opens_events_filtered_total", "Events that are not opens, by reason.", ["reason"]),
         "failures": m.counter("opens_processing_failures_total", "Batches that failed and were retried.", []),

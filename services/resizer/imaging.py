@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import UnsupportedMedia, Unprocessable
+from core.errors import Unprocessable, UnsupportedMedia
 
 ACCEPTED = {"JPEG", "PNG", "GIF", "WEBP"}
 OUTPUTS = {"jpeg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp")}
@@ -59,7 +59,9 @@ def inspect(data: bytes, max_pixels: int) -> ImageInfo:
             orientation = im.getexif().get(ORIENTATION_TAG, 1)
             im.load()
     except Image.DecompressionBombError:
-        raise Unprocessable("image is too large to decode safely (decompression bomb)", code="too_many_pixels") from None
+        raise Unprocessable(
+            "image is too large to decode safely (decompression bomb)", code="too_many_pixels"
+        ) from None
     except UnidentifiedImageError:
         raise UnsupportedMedia("not an image: send JPEG, PNG, GIF or WebP") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -81,15 +83,15 @@ def target_size(src: tuple[int, int], spec: VariantSpec) -> tuple[int, int]:
 
 
 def render(data: bytes, spec: VariantSpec) -> tuple[bytes, str]:
-    im = Image.open(io.BytesIO(data))
-    fmt = im.format or "PNG"
-    orientation = im.getexif().get(ORIENTATION_TAG, 1)
-    shown = (im.height, im.width) if orientation in SWAPS_AXES else im.size
+    source = Image.open(io.BytesIO(data))
+    fmt = source.format or "PNG"
+    orientation = source.getexif().get(ORIENTATION_TAG, 1)
+    shown = (source.height, source.width) if orientation in SWAPS_AXES else source.size
     want = target_size(shown, spec)
     if fmt == "JPEG":
         stored_want = (want[1], want[0]) if orientation in SWAPS_AXES else want
-        im.draft(None, stored_want)
-    im = upright(im)
+        source.draft(None, stored_want)
+    im = upright(source)
     im = _normalise_mode(im)
     if im.size != want:
         want = target_size(im.size, spec)  # draft may have changed the source size

@@ -24,7 +24,9 @@ from tests.conftest import asgi_client
 pytestmark = pytest.mark.anyio
 ADMIN = {"Authorization": "Bearer admin-secret"}
 OUTLOOK = "Mozilla/4.0 (compatible; ms-office; MSOffice 16) Microsoft Outlook 16.0"
-IPHONE_MAIL = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
+IPHONE_MAIL = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
+)
 GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 
 
@@ -94,7 +96,11 @@ async def test_pixel_stores_event_and_report_counts_it(db_url, tmp_path):
         assert process_all(db_url) == 5
         report = (await c.get("/campaigns/9/opens")).json()
         assert report == {
-            "campaign_id": 9, "total": 4, "unique": 3, "machine": 1, "filtered": 1,
+            "campaign_id": 9,
+            "total": 4,
+            "unique": 3,
+            "machine": 1,
+            "filtered": 1,
             "by_client": {"outlook": 2, "apple-mail": 1, "gmail": 1},
         }
         stats = (await c.get("/stats")).json()

@@ -91,8 +91,11 @@ async def test_cmyk_palette_alpha_gif_webp_and_progressive_are_converted(db_url)
         wp = await c.get(f"/images/{await upload(c, images.webp())}", params={"w": 150, "format": "webp"})
         assert wp.headers["content-type"] == "image/webp" and decode(wp.content).size == (150, 100)
 
-        prog = decode((await c.get(f"/images/{await upload(c, images.jpeg(1200, 800, progressive=True))}",
-                                   params={"w": 120})).content)
+        prog = decode(
+            (
+                await c.get(f"/images/{await upload(c, images.jpeg(1200, 800, progressive=True))}", params={"w": 120})
+            ).content
+        )
         assert prog.size == (120, 80)
 
 
@@ -101,7 +104,7 @@ async def test_cmyk_palette_alpha_gif_webp_and_progressive_are_converted(db_url)
     [
         (lambda: b"definitely not an image", 415, "unsupported_media_type"),
         (lambda: images.truncated(images.jpeg(800, 600)), 422, "corrupt_image"),
-        (lambda: images.huge_png(8000, 8000), 422, "too_many_pixels"),   # over our 50 MP limit
+        (lambda: images.huge_png(8000, 8000), 422, "too_many_pixels"),  # over our 50 MP limit
         (lambda: images.huge_png(20000, 20000), 422, "too_many_pixels"),  # over Pillow's own bomb limit
         (lambda: b"", 422, "empty_body"),
     ],

@@ -1,0 +1,1 @@
+"""Where releases run, behind one Protocol: local processes, Kubernetes."""

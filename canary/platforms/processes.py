@@ -1,0 +1,113 @@
+"""Running service releases as child processes on this machine: ports, logs, readiness, stopping.
+
+The building block of the local platform: a process per release, its output in a log file in the
+state directory, readiness by polling ``/readyz``, and a stop that sends SIGTERM, waits, then kills.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from core.errors import DependencyUnavailable
+
+MODULES = {
+    "importer": "services.importer",
+    "opens": "services.opens",
+    "opens-processor": "services.opens.processor",
+    "resizer": "services.resizer",
+}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    release: str
+    port: int
+    log_path: Path
+    popen: subprocess.Popen[bytes]
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace_s: float = 10.0) -> int:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def start_service(
+    name: str,
+    release: str,
+    *,
+    db_url: str,
+    state_dir: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> ServiceProcess:
+    port = port or free_port()
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}-{release}-{port}.log"
+    command = [
+        sys.executable,
+        "-m",
+        MODULES[name],
+        "--release",
+        release,
+        "--port",
+        str(port),
+        "--db",
+        db_url,
+        "--state-dir",
+        str(state_dir),
+    ]
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop children in order
+        )
+    return ServiceProcess(name, release, port, log_path, popen)
+
+
+def wait_ready(proc: ServiceProcess, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            tail = proc.log_path.read_text(errors="replace")[-2000:]
+            raise DependencyUnavailable(f"{proc.name} {proc.release} exited at start; its log ends:\n{tail}")
+        try:
+            if httpx.get(f"{proc.url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise DependencyUnavailable(f"{proc.name} {proc.release} not ready after {timeout_s:.0f}s (log: {proc.log_path})")
