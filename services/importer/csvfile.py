@@ -165,4 +165,5 @@ def read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[Co
 
 
 def jsonable(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # Plain dumps() reuses json's cached C encoder; any keyword argument builds a new one per call.
+    return json.dumps(value) if value else "{}"

@@ -20,7 +20,7 @@ from core.errors import Conflict
 from services.importer.csvfile import ContactRow, jsonable
 from services.importer.schema import contacts, imports, suppressions
 
-LOOKUP_CHUNK = 500
+LOOKUP_CHUNK = 5000  # below SQLite's 32766 and PostgreSQL's 65535 bound parameters
 MAX_REJECTIONS_KEPT = 1000
 
 SuppressedPolicy = Callable[[ContactRow, dict[str, Any] | None], dict[str, Any] | None]
@@ -47,6 +47,8 @@ def _chunks(emails: list[str]) -> Iterable[list[str]]:
 def existing_contacts(conn: Connection, book_id: int, emails: list[str]) -> dict[str, dict[str, Any]]:
     cols = (contacts.c.id, contacts.c.email, contacts.c.first_name, contacts.c.last_name, contacts.c.data)
     found: dict[str, dict[str, Any]] = {}
+    if conn.execute(select(contacts.c.id).where(contacts.c.address_book_id == book_id).limit(1)).first() is None:
+        return found  # a new address book: nothing to look up
     for chunk in _chunks(emails):
         query = select(*cols).where(contacts.c.address_book_id == book_id, contacts.c.email.in_(chunk))
         found.update((r.email, r._asdict()) for r in conn.execute(query))
@@ -55,6 +57,8 @@ def existing_contacts(conn: Connection, book_id: int, emails: list[str]) -> dict
 
 def suppressed_emails(conn: Connection, emails: list[str]) -> set[str]:
     found: set[str] = set()
+    if conn.execute(select(suppressions.c.email).limit(1)).first() is None:
+        return found
     for chunk in _chunks(emails):
         found.update(conn.scalars(select(suppressions.c.email).where(suppressions.c.email.in_(chunk))))
     return found

@@ -72,15 +72,10 @@ class EventWriter:
     async def _write_loop(self) -> None:
         while True:
             batch = [await self.queue.get()]
-            deadline = asyncio.get_running_loop().time() + self.window
-            while len(batch) < MAX_BATCH:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), timeout))
-                except TimeoutError:
-                    break
+            # Let the hits that arrive within one window join this commit (no per-event timers).
+            await asyncio.sleep(self.window)
+            while len(batch) < MAX_BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
             events = [e for e, _ in batch]
             where = await run_in_threadpool(self._store, events)
             for _, future in batch:

@@ -8,6 +8,7 @@ filtered, with the reason ``automation``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ class Classified:
     filtered: str | None  # reason when the hit is not an open at all
 
 
+@functools.lru_cache(maxsize=8192)  # mail traffic repeats a few hundred distinct user agents
 def classify(user_agent: str) -> Classified:
     ua = user_agent.strip()
     if not ua:
