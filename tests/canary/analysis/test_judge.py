@@ -1,0 +1,121 @@
+"""The judge's verdicts, guards and evidence, and the change detector, on seeded simulated traffic."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from canary.analysis.changepoint import ChangeDetector
+from canary.analysis.judge import CONTINUE, FAIL, PASS, JudgeConfig, MetricState, judge
+
+
+def feed(config, rng, seconds, canary_rate, stable_rate, rps=100, share=0.05, state=None):
+    """Feed one-second bins until the verdict is not ``continue``; return (state, decision, second)."""
+    state = state or MetricState()
+    decision = None
+    for t in range(seconds):
+        total = rng.poisson(rps)
+        cn = rng.binomial(total, share)
+        sn = total - cn
+        state.add(config, cn, rng.binomial(cn, canary_rate), sn, rng.binomial(sn, stable_rate), 1.0)
+        decision = judge(state, config)
+        if decision.verdict != CONTINUE:
+            return state, decision, t + 1
+    return state, decision, None
+
+
+def test_total_break_fails_within_a_bound_on_canary_requests():
+    config = JudgeConfig()
+    served = []
+    for seed in range(200):
+        state, decision, _ = feed(config, np.random.default_rng(seed), 120, 0.6, 0.001)
+        assert decision.verdict == FAIL
+        served.append(state.canary_n)
+    assert np.percentile(served, 90) <= 40  # the 20-request guard, then a few seconds of evidence
+
+
+def test_no_data_is_continue_never_fail():
+    config = JudgeConfig()
+    state = MetricState()
+    for _ in range(100):
+        state.add(config, 0, 0, 0, 0, 1.0)
+    decision = judge(state, config)
+    assert decision.verdict == CONTINUE and "no data" in decision.reason
+    state.add(config, 50, 50, 0, 0, 1.0)  # the canary fails but stable is idle: nothing to compare
+    assert judge(state, config).verdict == CONTINUE
+
+
+def test_guards_hold_a_fail_until_three_bad_events():
+    config = JudgeConfig()
+    state = MetricState()
+    state.add(config, 30, 2, 100_000, 0, 1.0)
+    decision = judge(state, config)
+    assert decision.verdict == CONTINUE and "waiting for 3 bad events" in decision.reason
+    assert decision.evidence["regression"]["log_e"] >= decision.evidence["regression"]["log_threshold"]
+    state.add(config, 10, 1, 30_000, 0, 1.0)
+    assert judge(state, config).verdict == FAIL
+
+
+def test_healthy_canary_passes_after_bake_and_enough_evidence():
+    config = JudgeConfig(min_bake_seconds=60, min_bake_requests=200)
+    _state, decision, second = feed(config, np.random.default_rng(3), 3600, 0.01, 0.01)
+    assert decision.verdict == PASS and second is not None and second >= 60
+    assert decision.evidence["power"]["fraction"] >= 1.0
+    short = MetricState()
+    short.add(config, 500, 5, 9500, 95, 10.0)
+    assert "baking 10 of 60 s" in judge(short, config).reason
+
+
+def test_shared_failure_with_objective_holds_instead_of_rolling_back():
+    config = JudgeConfig(objective=0.001)
+    _state, decision, _ = feed(config, np.random.default_rng(5), 300, 0.05, 0.05)
+    assert decision is not None and decision.verdict == CONTINUE
+    assert "both tracks miss the objective" in decision.reason
+
+
+def test_objective_fails_a_canary_when_stable_meets_it():
+    config = JudgeConfig(objective=0.01, alpha=0.01)
+    state = MetricState()
+    # the canary is 2.5x worse than stable: the objective test sees it (the regression test too)
+    state, decision, _ = feed(config, np.random.default_rng(11), 3600, 0.05, 0.02, share=0.5, state=state)
+    assert decision.verdict == FAIL
+
+
+def test_evidence_is_readable_and_survives_persistence():
+    config = JudgeConfig()
+    state, decision, _ = feed(config, np.random.default_rng(8), 600, 0.05, 0.001)
+    assert decision.verdict == FAIL
+    ratio = decision.evidence["ratio"]
+    assert ratio["low95"] <= 50 <= ratio["high95"] or ratio["low95"] > 5
+    assert "canary is worse than stable: canary" in decision.reason and "fails at 100" in decision.reason
+    restored = MetricState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert judge(restored, config) == judge(state, config)
+
+
+def test_bad_counts_and_config_are_refused():
+    with pytest.raises(ValueError):
+        MetricState().add(JudgeConfig(), 5, 6, 10, 0, 1.0)
+    with pytest.raises(ValueError):
+        JudgeConfig(alpha=0)
+    with pytest.raises(ValueError):
+        JudgeConfig(ratios=(0.5, 2.0))
+
+
+def test_change_detector_is_quiet_on_healthy_traffic_and_catches_a_late_failure():
+    rng = np.random.default_rng(21)
+    alarms = 0
+    for _ in range(50):  # 50 watch windows of 2 hours in 10-second bins
+        detector = ChangeDetector(reference_rate=0.001)
+        alarms += any(detector.update(1000, rng.binomial(1000, 0.001)) for _ in range(720))
+    assert alarms == 0
+    detector = ChangeDetector(reference_rate=0.001)
+    for _ in range(540):  # 1.5 hours healthy, then database errors begin (the resizer's shape)
+        detector.update(1000, rng.binomial(1000, 0.001))
+    assert not detector.alarm
+    bins = next(i for i in range(1, 200) if detector.update(1000, rng.binomial(1000, 0.02)))
+    assert bins <= 3  # within 30 seconds
+    restored = ChangeDetector.from_dict(json.loads(json.dumps(detector.to_dict())))
+    assert math.isclose(restored.log_statistic, detector.log_statistic)

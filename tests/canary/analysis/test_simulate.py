@@ -1,0 +1,100 @@
+"""The simulator and `canary simulate`: policies on the same traffic, output shapes, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from canary.analysis import simulate
+from canary.analysis.scenario import Scenario, ScenarioError
+
+BASE = {
+    "name": "t",
+    "duration": 900,
+    "rate": 100,
+    "canary_share": 0.05,
+    "baseline_error_rate": 0.001,
+    "canary_error_rate": 0.5,
+    "runs": 100,
+    "seed": 3,
+}
+
+
+def test_total_break_flagger_needs_five_intervals_we_need_seconds():
+    result = simulate.run(Scenario.from_dict(BASE))
+    seq, flagger = result["policies"]["sequential"], result["policies"]["flagger"]
+    assert seq["rolled_back_share"] == 1.0 and seq["ttr_p90_s"] <= 10
+    assert flagger["ttr_median_s"] == 300.0  # interval 1m x threshold 5
+    assert flagger["failed_median"] > 20 * seq["failed_median"]
+    assert seq["false_rollback_rate"] is None
+
+
+def test_flagger_rolls_back_an_idle_canary_we_do_not():
+    idle = {**BASE, "canary_share": 0.0, "canary_error_rate": 0.001}
+    result = simulate.run(Scenario.from_dict(idle))
+    assert result["policies"]["flagger"]["rolled_back_share"] == 1.0
+    assert result["policies"]["sequential"]["rolled_back_share"] == 0.0
+    assert result["policies"]["sequential"]["false_rollback_upper95"] < 0.05
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rate": -1}, "rate: must be between"),
+        ({"canary_share": [[0, 2]]}, "canary_share[0][1]: must be between"),
+        ({"bursts": [{"start": 1}]}, "bursts[0].duration: required"),
+        ({"colour": "red"}, "colour: unknown field"),
+        ({"duration": "long"}, "duration: must be a number"),
+    ],
+)
+def test_scenario_errors_name_the_field(change, message):
+    with pytest.raises(ScenarioError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Scenario.from_dict({**BASE, **change})
+
+
+def test_cli_json_and_errors(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: cli\nduration: 300\nrate: 50\ncanary_share: 0.1\n"
+        "baseline_error_rate: 0.001\ncanary_error_rate: 0.3\nruns: 20\nseed: 1\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "canary.cli",
+            "simulate",
+            "--scenario",
+            str(path),
+            "--json",
+            "--policy",
+            "sequential",
+            "--policy",
+            "flagger",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["scenario"] == "cli" and set(data["policies"]) == {"sequential", "flagger"}
+    assert set(data["policies"]["sequential"]) == {
+        "rolled_back_share",
+        "ttr_median_s",
+        "ttr_p90_s",
+        "failed_median",
+        "failed_p90",
+        "false_rollback_rate",
+        "false_rollback_upper95",
+    }
+    bad = subprocess.run(
+        [sys.executable, "-m", "canary.cli", "simulate", "--scenario", str(path), "--policy", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown policy 'nope'")
