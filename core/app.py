@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -27,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.db import ping
-from core.errors import HTTPError, PayloadTooLarge, Unauthorized
+from core.errors import HTTPError, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from core.metrics import AppMetrics, RequestMetricsMiddleware
 from core.settings import Settings
 
@@ -61,7 +63,14 @@ def create_app(
             Route("/metrics", _metrics, methods=["GET"]),
             *routes,
         ],
-        exception_handlers={HTTPError: _http_error, HTTPException: _starlette_error, Exception: _unexpected},
+        exception_handlers={
+            HTTPError: _http_error,
+            HTTPException: _starlette_error,
+            OperationalError: _database_unavailable,
+            InterfaceError: _database_unavailable,
+            PoolTimeout: _database_unavailable,
+            Exception: _unexpected,
+        },
         lifespan=_lifespan,
     )
     app.state.settings = settings
@@ -104,6 +113,12 @@ async def _starlette_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code, headers=exc.headers
     )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    error = ServiceUnavailable(f"database unavailable ({type(exc).__name__}); retry later", code="database_unavailable")
+    return JSONResponse(error.body(), status_code=503, headers={"Retry-After": "1"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -27,7 +27,9 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000, echo: bool = False) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 10, pool_timeout_s: float = 5.0, busy_timeout_ms: int = 10_000, echo: bool = False
+) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
@@ -38,6 +40,7 @@ def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000,
             echo=echo,
             pool_size=pool_size,
             max_overflow=pool_size,
+            pool_timeout=pool_timeout_s,
             connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
         )
         event.listen(engine, "connect", functools.partial(_sqlite_on_connect, busy_timeout_ms))
@@ -46,12 +49,19 @@ def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000,
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if url.startswith("postgresql"):
-        return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        return create_engine(
+            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout_s, pool_pre_ping=True
+        )
     raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 
 def engine_for(settings: Settings) -> Engine:
-    return make_engine(settings.db_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+    return make_engine(
+        settings.db_url,
+        pool_size=settings.db_pool_size,
+        pool_timeout_s=settings.db_pool_timeout_s,
+        busy_timeout_ms=settings.db_busy_timeout_ms,
+    )
 
 
 def _sqlite_on_connect(busy_timeout_ms: int, dbapi_connection: Any, _record: Any) -> None:

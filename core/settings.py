@@ -28,6 +28,8 @@ class Settings:
     release: str = "1.0"
     db_url: str = "sqlite:///state/canary.db"
     db_busy_timeout_ms: int = 10_000
+    db_pool_size: int = 10  # connections kept, and as many again on overflow
+    db_pool_timeout_s: float = 5.0  # wait for a free connection before failing (503)
     state_dir: str = "state"
     host: str = "127.0.0.1"
     port: int = 8000

@@ -66,6 +66,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 async def asgi_client(app: Starlette, **kwargs: object) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's lifespan and talk to it in-process through httpx.ASGITransport."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        # like a real server: the 500 is answered and the error logged, not raised into the client
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", **kwargs) as client:  # type: ignore[arg-type]
             yield client

@@ -34,7 +34,7 @@ def test_unknown_release_is_one_clear_line(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: unknown release '9.9' of importer: choose one of 1.0"
+    assert out.stderr.strip() == "error: unknown release '9.9' of importer: choose one of 1.0, 1.1, 1.2"
 
 
 def test_canary_demo_runs_the_stable_services(tmp_path):

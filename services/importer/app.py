@@ -20,7 +20,8 @@ from core.app import create_app, read_body
 from core.db import create_schema, engine_for
 from core.errors import BadRequest, NotFound, Unprocessable, UnsupportedMedia
 from core.settings import Settings
-from services.importer import csvfile, store, suppressed
+from services.importer import csvfile, store
+from services.importer.releases import SUPPRESSED_POLICY
 from services.importer.schema import contacts, metadata, suppressions
 
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained")
@@ -99,7 +100,7 @@ def _import_file(
         items,
         release=settings.release,
         idempotency_key=key,
-        on_suppressed=suppressed.update_for_suppressed,
+        on_suppressed=SUPPRESSED_POLICY[settings.release],
     )
 
 

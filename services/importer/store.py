@@ -130,7 +130,7 @@ def _write_contacts(
     now = datetime.now(UTC)
     inserts: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
-    skipped = 0
+    skipped = refreshed = 0
     for row in rows:
         current = existing.get(row.email)
         if row.email in suppressed:
@@ -138,6 +138,7 @@ def _write_contacts(
             if change is None or current is None:
                 skipped += 1
                 continue
+            refreshed += 1
         elif current is None:
             inserts.append(
                 (book_id, row.email, row.first_name or None, row.last_name or None, jsonable(row.data), now, now)
@@ -158,7 +159,12 @@ def _write_contacts(
             f"UPDATE contacts SET first_name = {p}, last_name = {p}, data = {p}, updated_at = {p} WHERE id = {p}",
             updates,
         )
-    return {"created": len(inserts), "updated": len(updates), "suppressed_skipped": skipped}
+    return {
+        "created": len(inserts),
+        "updated": len(updates) - refreshed,
+        "suppressed_skipped": skipped,
+        "suppressed_updated": refreshed,
+    }
 
 
 def merge(row: ContactRow, current: dict[str, Any]) -> dict[str, Any]:

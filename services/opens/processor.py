@@ -22,8 +22,9 @@ from core.app import create_app
 from core.db import create_schema, engine_for
 from core.serve import serve_main
 from core.settings import Settings
-from services.opens import RELEASES, handling
+from services.opens import RELEASES
 from services.opens.processing import process_batch
+from services.opens.releases import HANDLERS
 from services.opens.schema import metadata
 
 log = logging.getLogger("releasewarden.opens.processor")
@@ -68,7 +69,7 @@ async def run_loop(app: Starlette, engine: Engine) -> None:
     labels = (s.service, s.release)
     while True:
         try:
-            result = await run_in_threadpool(process_batch, engine, s.release, handling.outcomes, limit=BATCH)
+            result = await run_in_threadpool(process_batch, engine, s.release, HANDLERS[s.release], limit=BATCH)
         except Exception as exc:
             c["failures"].labels(*labels).inc()
             log.warning("processing batch failed (%s); retrying", type(exc).__name__)

@@ -1,4 +1,4 @@
-"""HTTP API of the resizer."""
+"""HTTP API of the resizer (every release: the same endpoints and metrics)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,7 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -22,19 +18,23 @@ from core.db import create_schema, engine_for
 from core.errors import BadRequest, NotFound, Unprocessable
 from core.settings import Settings
 from services.resizer import imaging
-from services.resizer.schema import metadata, originals, variants
+from services.resizer.releases import CODE
+from services.resizer.schema import metadata
+from services.resizer.store import ImageStore
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
 def create_resizer_app(settings: Settings) -> Starlette:
     settings = settings.with_overrides(service="resizer")
+    code = CODE[settings.release]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = engine_for(settings)
         await run_in_threadpool(create_schema, engine, metadata)
         app.state.engine = engine
+        app.state.store = code.store(engine)
         try:
             yield
         finally:
@@ -50,6 +50,7 @@ def create_resizer_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         max_body_bytes=settings.image_max_bytes,
     )
+    app.state.render = code.render
     app.state.variant_outcomes = app.state.metrics.counter(
         "resizer_variants_total", "Variants answered, by cache outcome.", ["cache"]
     )
@@ -71,12 +72,7 @@ async def upload_image(request: Request) -> Response:
         "size": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
-
-    def store() -> None:
-        with request.app.state.engine.begin() as conn:
-            conn.execute(originals.insert().values(**row, data=data, created_at=datetime.now(UTC)))
-
-    await run_in_threadpool(store)
+    await run_in_threadpool(request.app.state.store.insert_original, row, data)
     return JSONResponse({**row, "url": f"/images/{image_id}"}, status_code=201)
 
 
@@ -108,11 +104,11 @@ def parse_spec(request: Request, max_side: int) -> imaging.VariantSpec:
 
 async def get_variant(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    engine: Engine = request.app.state.engine
+    store: ImageStore = request.app.state.store
     image_id = request.path_params["image_id"]
     spec = parse_spec(request, settings.image_max_side)
     key = spec.key()
-    found = await run_in_threadpool(_load, engine, image_id, key, settings.variant_cache)
+    found = await run_in_threadpool(store.load, image_id, key, settings.variant_cache)
     if found is None:
         raise NotFound(f"no image {image_id}")
     sha, cached = found
@@ -126,46 +122,15 @@ async def get_variant(request: Request) -> Response:
     if hit:
         body, content_type = cached
     else:
-        body, content_type = await run_in_threadpool(imaging.render, cached, spec)
+        body, content_type = await run_in_threadpool(request.app.state.render, cached, spec)
         if settings.variant_cache:
-            await run_in_threadpool(_store_variant, engine, image_id, key, body, content_type)
+            await run_in_threadpool(store.store_variant, image_id, key, body, content_type)
     outcome.inc()
     return Response(body if request.method == "GET" else b"", media_type=content_type, headers=headers)
 
 
-def _load(engine: Engine, image_id: str, key: str, use_cache: bool) -> tuple[str, Any] | None:
-    """(sha256, (bytes, content type)) from the variant cache, or (sha256, original bytes)."""
-    with engine.connect() as conn:
-        if use_cache:
-            hit = conn.execute(
-                select(originals.c.sha256, variants.c.data, variants.c.content_type)
-                .join(variants, variants.c.image_id == originals.c.id)
-                .where(originals.c.id == image_id, variants.c.key == key)
-            ).first()
-            if hit:
-                return hit.sha256, (hit.data, hit.content_type)
-        row = conn.execute(select(originals.c.sha256, originals.c.data).where(originals.c.id == image_id)).first()
-    return (row.sha256, row.data) if row else None
-
-
-def _store_variant(engine: Engine, image_id: str, key: str, body: bytes, content_type: str) -> None:
-    try:
-        with engine.begin() as conn:
-            conn.execute(variants.insert().values(image_id=image_id, key=key, content_type=content_type, data=body))
-    except IntegrityError:
-        pass  # another request rendered the same variant first
-
-
 async def get_info(request: Request) -> Response:
-    image_id = request.path_params["image_id"]
-
-    def fetch() -> dict[str, Any] | None:
-        cols = (originals.c.id, originals.c.format, originals.c.width, originals.c.height, originals.c.size)
-        with request.app.state.engine.connect() as conn:
-            row = conn.execute(select(*cols).where(originals.c.id == image_id)).first()
-        return row._asdict() if row else None
-
-    info = await run_in_threadpool(fetch)
+    info = await run_in_threadpool(request.app.state.store.info, request.path_params["image_id"])
     if info is None:
-        raise NotFound(f"no image {image_id}")
+        raise NotFound(f"no image {request.path_params['image_id']}")
     return JSONResponse(info)

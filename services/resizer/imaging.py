@@ -91,16 +91,20 @@ def render(data: bytes, spec: VariantSpec) -> tuple[bytes, str]:
     if fmt == "JPEG":
         stored_want = (want[1], want[0]) if orientation in SWAPS_AXES else want
         source.draft(None, stored_want)
-    im = upright(source)
-    im = _normalise_mode(im)
+    im = normalise_mode(upright(source))
     if im.size != want:
         want = target_size(im.size, spec)  # draft may have changed the source size
         im = im.resize(want, Image.Resampling.LANCZOS, reducing_gap=2.0)
     if spec.fit == "cover" and spec.width and spec.height:
         im = _centre_crop(im, min(spec.width, im.width), min(spec.height, im.height))
-    output = spec.output or DEFAULT_OUTPUT[fmt]
+    return encode(im, fmt, spec)
+
+
+def encode(im: Image.Image, source_format: str, spec: VariantSpec) -> tuple[bytes, str]:
+    """Encode a rendered variant in the asked format (default: the source's, GIF becoming PNG)."""
+    output = spec.output or DEFAULT_OUTPUT.get(source_format, "png")
     pil_format, content_type = OUTPUTS[output]
-    if pil_format == "JPEG" and im.mode != "RGB" and im.mode != "L":
+    if pil_format == "JPEG" and im.mode not in ("RGB", "L"):
         im = _flatten(im)
     buf = io.BytesIO()
     options = {"quality": spec.quality} if pil_format in ("JPEG", "WEBP") else {"compress_level": 3}
@@ -113,7 +117,8 @@ def upright(im: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(im) or im
 
 
-def _normalise_mode(im: Image.Image) -> Image.Image:
+def normalise_mode(im: Image.Image) -> Image.Image:
+    """RGB, RGBA or L: CMYK and palettes converted, transparency kept as alpha."""
     if im.mode == "CMYK":
         return im.convert("RGB")
     if im.mode == "P":

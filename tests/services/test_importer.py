@@ -1,4 +1,8 @@
-"""The importer's contract, through its HTTP API, on real SQLite and PostgreSQL."""
+"""The importer's contract, through its HTTP API, on real SQLite and PostgreSQL.
+
+Tests taking ``release`` state what every release must do; the release-specific tests at the end
+pin 1.1's bug (suppressed contacts with empty mapped cells fail the whole import) and 1.2's fix.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import pytest
 
 from core.settings import Settings
+from services.importer import RELEASES
 from services.importer.app import create_importer_app
 from tests.conftest import asgi_client
 
@@ -20,8 +25,13 @@ def csv_bytes(rows: list[list[str]], header: str = "Email,First,Last,City", sep:
     return ("\n".join(lines) + "\n").encode()
 
 
-def app_for(db_url: str, **overrides: object):
-    return create_importer_app(Settings(db_url=db_url, **overrides))  # type: ignore[arg-type]
+@pytest.fixture(params=RELEASES)
+def release(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def app_for(db_url: str, release: str = "1.0", **overrides: object):
+    return create_importer_app(Settings(db_url=db_url, release=release, **overrides))  # type: ignore[arg-type]
 
 
 async def upload(client, data: bytes, mapping: str = MAPPING, book: int = 1, headers=None):
@@ -39,7 +49,7 @@ async def contacts_of(client, book: int = 1) -> dict[str, dict]:
     return {c["email"]: c for c in r.json()["contacts"]}
 
 
-async def test_import_creates_and_rejects_with_line_and_reason(db_url):
+async def test_import_creates_and_rejects_with_line_and_reason(db_url, release):
     data = csv_bytes(
         [
             ["ann@example.com", "Ann", "Lee", "Leeds"],
@@ -49,7 +59,7 @@ async def test_import_creates_and_rejects_with_line_and_reason(db_url):
             ["dee@example.org", "Dee", "", ""],
         ]
     )
-    async with asgi_client(app_for(db_url)) as c:
+    async with asgi_client(app_for(db_url, release)) as c:
         r = await upload(c, data)
         assert r.status_code == 201, r.text
         result = r.json()
@@ -65,7 +75,7 @@ async def test_import_creates_and_rejects_with_line_and_reason(db_url):
         assert again.json() == result
 
 
-async def test_suppressed_contacts_are_skipped_and_counted(db_url):
+async def test_release_1_0_skips_suppressed_contacts(db_url):
     async with asgi_client(app_for(db_url)) as c:
         await upload(c, csv_bytes([["sup@example.com", "Old", "Name", "Paris"]]))
         r = await c.put("/suppressions/sup@example.com", json={"reason": "unsubscribed"})
@@ -82,8 +92,8 @@ async def test_suppressed_contacts_are_skipped_and_counted(db_url):
         assert (await c.put("/suppressions/x@example.com", json={"reason": "bored"})).status_code == 422
 
 
-async def test_update_keeps_values_of_empty_cells(db_url):
-    async with asgi_client(app_for(db_url)) as c:
+async def test_update_keeps_values_of_empty_cells(db_url, release):
+    async with asgi_client(app_for(db_url, release)) as c:
         await upload(c, csv_bytes([["ann@example.com", "Ann", "Lee", "Leeds"]]))
         r = await upload(c, csv_bytes([["ann@example.com", "", "Smith", ""]]))
         assert r.json()["updated"] == 1
@@ -91,8 +101,8 @@ async def test_update_keeps_values_of_empty_cells(db_url):
         assert (ann["first_name"], ann["last_name"], ann["data"]) == ("Ann", "Smith", {"city": "Leeds"})
 
 
-async def test_idempotency_key_returns_first_result_without_importing_twice(db_url):
-    async with asgi_client(app_for(db_url)) as c:
+async def test_idempotency_key_returns_first_result_without_importing_twice(db_url, release):
+    async with asgi_client(app_for(db_url, release)) as c:
         data = csv_bytes([["ann@example.com", "Ann", "", ""]])
         first = await upload(c, data, headers={"Idempotency-Key": "k-1"})
         second = await upload(c, data, headers={"Idempotency-Key": "k-1"})
@@ -103,9 +113,9 @@ async def test_idempotency_key_returns_first_result_without_importing_twice(db_u
         assert third.json()["updated"] == 1 and third.json()["id"] != first.json()["id"]
 
 
-async def test_bom_and_semicolons_are_accepted(db_url):
+async def test_bom_and_semicolons_are_accepted(db_url, release):
     data = b"\xef\xbb\xbf" + csv_bytes([["ann@example.com", "Ann", "", "Lyon"]], sep=";")
-    async with asgi_client(app_for(db_url)) as c:
+    async with asgi_client(app_for(db_url, release)) as c:
         r = await upload(c, data)
         assert r.status_code == 201 and r.json()["created"] == 1
         assert (await contacts_of(c))["ann@example.com"]["data"] == {"city": "Lyon"}
@@ -123,18 +133,18 @@ async def test_bom_and_semicolons_are_accepted(db_url):
         (b"Email\nann@example.com\n", json.dumps({"Email": "first_name"}), 422, "bad_mapping"),
     ],
 )
-async def test_bad_files_get_a_clear_4xx_and_import_nothing(db_url, payload, mapping, status, code):
+async def test_bad_files_get_a_clear_4xx_and_import_nothing(db_url, release, payload, mapping, status, code):
     mapping = mapping or json.dumps({"Email": "email", "First": "first_name"})
-    async with asgi_client(app_for(db_url)) as c:
+    async with asgi_client(app_for(db_url, release)) as c:
         r = await upload(c, payload, mapping=mapping)
         assert r.status_code == status, r.text
         assert r.json()["error"]["code"] == code
         assert await contacts_of(c) == {}
 
 
-async def test_too_many_rows_and_too_large_leave_no_partial_rows(db_url):
+async def test_too_many_rows_and_too_large_leave_no_partial_rows(db_url, release):
     rows = [[f"u{i}@example.com", "U", "", ""] for i in range(50)]
-    async with asgi_client(app_for(db_url, import_max_rows=20, import_max_bytes=4000)) as c:
+    async with asgi_client(app_for(db_url, release, import_max_rows=20, import_max_bytes=4000)) as c:
         r = await upload(c, csv_bytes(rows[:30]))
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_rows"
         r = await upload(c, csv_bytes(rows * 6))
@@ -142,15 +152,15 @@ async def test_too_many_rows_and_too_large_leave_no_partial_rows(db_url):
         assert await contacts_of(c) == {}
 
 
-async def test_non_multipart_upload_is_refused(db_url):
-    async with asgi_client(app_for(db_url)) as c:
+async def test_non_multipart_upload_is_refused(db_url, release):
+    async with asgi_client(app_for(db_url, release)) as c:
         r = await c.post("/address-books/1/imports", content=b"Email\na@b.co\n", headers={"content-type": "text/csv"})
         assert r.status_code == 415
 
 
-async def test_contact_listing_pages(db_url):
+async def test_contact_listing_pages(db_url, release):
     rows = [[f"u{i:03d}@example.com", "U", "", ""] for i in range(25)]
-    async with asgi_client(app_for(db_url)) as c:
+    async with asgi_client(app_for(db_url, release)) as c:
         await upload(c, csv_bytes(rows), book=7)
         await upload(c, csv_bytes(rows[:3]), book=8)
         page = (await c.get("/address-books/7/contacts", params={"limit": 10})).json()
@@ -163,17 +173,71 @@ async def test_contact_listing_pages(db_url):
         assert (await c.get("/imports/nope")).status_code == 404
 
 
-async def test_health_ready_and_metrics(db_url):
-    async with asgi_client(app_for(db_url, release="1.0")) as c:
-        assert (await c.get("/healthz")).json() == {"status": "ok", "service": "importer", "release": "1.0"}
+async def test_health_ready_and_metrics(db_url, release):
+    async with asgi_client(app_for(db_url, release)) as c:
+        assert (await c.get("/healthz")).json() == {"status": "ok", "service": "importer", "release": release}
         assert (await c.get("/readyz")).status_code == 200
         await upload(c, csv_bytes([["ann@example.com", "Ann", "", ""]]))
         metrics = (await c.get("/metrics")).text
         assert (
-            'http_requests_total{method="POST",release="1.0",route="/address-books/{book_id:int}/imports",'
+            f'http_requests_total{{method="POST",release="{release}",route="/address-books/{{book_id:int}}/imports",'
             'service="importer",status="201"} 1.0' in metrics
         )
-        assert 'importer_rows_total{outcome="created",release="1.0",service="importer"} 1.0' in metrics
+        assert f'importer_rows_total{{outcome="created",release="{release}",service="importer"}} 1.0' in metrics
         r = await c.get("/nowhere")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
         assert "x-request-id" in r.headers
+
+
+SUPPRESSED_WITH_EMPTY = [["sup@example.com", "new", "", "york"], ["fresh@example.com", "Fresh", "", ""]]
+
+
+async def _book_with_suppressed_contact(c) -> None:
+    await upload(c, csv_bytes([["sup@example.com", "Old", "Name", "Paris"]]))
+    assert (await c.put("/suppressions/sup@example.com", json={"reason": "unsubscribed"})).status_code == 200
+
+
+async def test_release_1_1_fails_the_whole_import_on_a_suppressed_contact_with_an_empty_cell(db_url):
+    async with asgi_client(app_for(db_url, "1.1")) as c:
+        await _book_with_suppressed_contact(c)
+        r = await upload(c, csv_bytes(SUPPRESSED_WITH_EMPTY))
+        assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+        stored = await contacts_of(c)
+        assert set(stored) == {"sup@example.com"}  # the transaction rolled back: "fresh" was not created
+        assert stored["sup@example.com"]["first_name"] == "Old"
+        # the same contact with every mapped cell filled imports fine: only empty cells break it
+        ok = await upload(c, csv_bytes([["sup@example.com", "new", "name", "york"]]))
+        assert ok.status_code == 201 and ok.json()["suppressed_updated"] == 1
+        assert (await contacts_of(c))["sup@example.com"]["first_name"] == "New"
+        # and empty cells of contacts that are not suppressed are fine too
+        assert (await upload(c, csv_bytes([["other@example.com", "", "", ""]]))).status_code == 201
+
+
+async def test_release_1_2_refreshes_suppressed_contacts_and_keeps_values_of_empty_cells(db_url):
+    async with asgi_client(app_for(db_url, "1.2")) as c:
+        await _book_with_suppressed_contact(c)
+        r = await upload(c, csv_bytes(SUPPRESSED_WITH_EMPTY))
+        assert r.status_code == 201, r.text
+        result = r.json()
+        assert (result["created"], result["updated"], result["suppressed_updated"], result["suppressed_skipped"]) == (
+            1,
+            0,
+            1,
+            0,
+        )
+        sup = (await contacts_of(c))["sup@example.com"]
+        assert (sup["first_name"], sup["last_name"], sup["data"]) == ("New", "Name", {"city": "York"})
+
+
+async def test_release_1_2_result_equals_1_0_except_for_the_intended_change(tmp_path):
+    results = {}
+    for release in ("1.0", "1.2"):
+        async with asgi_client(app_for(f"sqlite:///{tmp_path / release}.db", release)) as c:
+            await _book_with_suppressed_contact(c)
+            r = await upload(
+                c, csv_bytes([*SUPPRESSED_WITH_EMPTY, ["bad-address", "", "", ""], ["nobody@example.com", "N", "", ""]])
+            )
+            results[release] = {k: v for k, v in r.json().items() if k not in ("id", "release")}
+    assert results["1.0"]["suppressed_skipped"] == results["1.2"]["suppressed_updated"] == 1
+    for key in ("created", "updated", "rejected", "rejections"):
+        assert results["1.0"][key] == results["1.2"][key]

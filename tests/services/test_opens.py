@@ -1,4 +1,8 @@
-"""The open tracker's contract: signed tokens, durable pixel events, processing and reports."""
+"""The open tracker's contract: signed tokens, durable pixel events, processing and reports.
+
+Tests taking ``release`` hold for every release; the release-specific tests pin 1.1's silent loss
+(events with a blank user agent acknowledged, never recorded) and 1.2's fix.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ from sqlalchemy import text
 
 from core.db import make_engine
 from core.settings import Settings
-from services.opens import handling, tokens
+from services.opens import RELEASES, tokens
 from services.opens.app import PIXEL, create_opens_app, event_stats
 from services.opens.processing import process_batch
 from services.opens.processor import create_processor_app
+from services.opens.releases import HANDLERS
 from services.opens.spool import Spool
 from services.opens.useragent import classify
 from tests.conftest import asgi_client
@@ -30,8 +35,19 @@ IPHONE_MAIL = (
 GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 
 
-def settings(db_url: str, tmp_path: Path, **kw: object) -> Settings:
-    return Settings(db_url=db_url, state_dir=str(tmp_path), admin_token="admin-secret", **kw)  # type: ignore[arg-type]
+@pytest.fixture(params=RELEASES)
+def release(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def settings(db_url: str, tmp_path: Path, release: str = "1.0", **kw: object) -> Settings:
+    return Settings(
+        db_url=db_url,
+        state_dir=str(tmp_path),
+        admin_token="admin-secret",
+        release=release,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 async def mint(client, sends):
@@ -43,7 +59,7 @@ async def mint(client, sends):
 def process_all(db_url: str, release: str = "1.0") -> int:
     engine = make_engine(db_url)
     total = 0
-    while n := process_batch(engine, release, handling.outcomes, limit=50).claimed:
+    while n := process_batch(engine, release, HANDLERS[release], limit=50).claimed:
         total += n
     engine.dispose()
     return total
@@ -78,8 +94,8 @@ def test_tokens_are_signed():
         assert tokens.verify(secret, junk) is None
 
 
-async def test_pixel_stores_event_and_report_counts_it(db_url, tmp_path):
-    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
+async def test_pixel_stores_event_and_report_counts_it(db_url, tmp_path, release):
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path, release))) as c:
         assert (await c.post("/admin/tokens", json={"sends": [{"campaign_id": 1}]})).status_code == 401
         assert (await c.post("/admin/tokens", json={"sends": []}, headers=ADMIN)).status_code == 422
         urls = await mint(c, [{"campaign_id": 9, "contact_id": k, "send_id": 100 + k} for k in range(3)])
@@ -93,7 +109,7 @@ async def test_pixel_stores_event_and_report_counts_it(db_url, tmp_path):
         bad = await c.get("/o/9.1.1.forged.gif")
         assert bad.status_code == 200 and bad.content == PIXEL
         assert (await c.get("/stats")).json()["events_stored"] == 5
-        assert process_all(db_url) == 5
+        assert process_all(db_url, release) == 5
         report = (await c.get("/campaigns/9/opens")).json()
         assert report == {
             "campaign_id": 9,
@@ -106,35 +122,35 @@ async def test_pixel_stores_event_and_report_counts_it(db_url, tmp_path):
         stats = (await c.get("/stats")).json()
         assert (stats["events_pending"], stats["unaccounted"], stats["opens_recorded"]) == (0, 0, 4)
         metrics = (await c.get("/metrics")).text
-        assert 'opens_pixel_hits_total{outcome="bad_token",release="1.0",service="opens"} 1.0' in metrics
-        assert 'opens_pixel_hits_total{outcome="stored_db",release="1.0",service="opens"} 5.0' in metrics
+        assert f'opens_pixel_hits_total{{outcome="bad_token",release="{release}",service="opens"}} 1.0' in metrics
+        assert f'opens_pixel_hits_total{{outcome="stored_db",release="{release}",service="opens"}} 5.0' in metrics
 
 
-async def test_processing_is_idempotent(db_url, tmp_path):
-    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
+async def test_processing_is_idempotent(db_url, tmp_path, release):
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path, release))) as c:
         urls = await mint(c, [{"campaign_id": 5, "contact_id": 1, "send_id": 1}])
         for _ in range(4):
             await c.get(urls[0], headers={"User-Agent": OUTLOOK})
-        assert process_all(db_url) == 4
+        assert process_all(db_url, release) == 4
         engine = make_engine(db_url)
         with engine.begin() as conn:  # as after a rollback: everything must be processed again
             conn.execute(text("UPDATE raw_events SET processed_at = NULL, processed_by = NULL"))
         engine.dispose()
-        assert process_all(db_url, release="1.0") == 4
+        assert process_all(db_url, release) == 4
         report = (await c.get("/campaigns/5/opens")).json()
         assert report["total"] == 4
         assert (await c.get("/stats")).json()["unaccounted"] == 0
 
 
-async def test_concurrent_processors_share_the_queue_without_double_work(db_url, tmp_path):
-    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
+async def test_concurrent_processors_share_the_queue_without_double_work(db_url, tmp_path, release):
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path, release))) as c:
         urls = await mint(c, [{"campaign_id": 3, "contact_id": k, "send_id": k} for k in range(200)])
         await asyncio.gather(*(c.get(u, headers={"User-Agent": OUTLOOK}) for u in urls))
         claimed: list[int] = []
 
         def worker() -> None:
             engine = make_engine(db_url)
-            while n := process_batch(engine, "1.0", handling.outcomes, limit=7).claimed:
+            while n := process_batch(engine, release, HANDLERS[release], limit=7).claimed:
                 claimed.append(n)
             engine.dispose()
 
@@ -147,14 +163,15 @@ async def test_concurrent_processors_share_the_queue_without_double_work(db_url,
         assert (await c.get("/campaigns/3/opens")).json()["total"] == 200
 
 
-async def test_bucket_range_takes_only_its_share(db_url, tmp_path):
-    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
+async def test_bucket_range_takes_only_its_share(db_url, tmp_path, release):
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path, release))) as c:
         urls = await mint(c, [{"campaign_id": 4, "contact_id": k, "send_id": k} for k in range(100)])
         for u in urls:
             await c.get(u, headers={"User-Agent": OUTLOOK})
         engine = make_engine(db_url)
-        low = process_batch(engine, "1.0", handling.outcomes, limit=1000, buckets=(0, 5000)).claimed
-        high = process_batch(engine, "1.0", handling.outcomes, limit=1000, buckets=(5000, 10_000)).claimed
+        handler = HANDLERS[release]
+        low = process_batch(engine, release, handler, limit=1000, buckets=(0, 5000)).claimed
+        high = process_batch(engine, release, handler, limit=1000, buckets=(5000, 10_000)).claimed
         engine.dispose()
         assert low + high == 100 and 20 < low < 80
 
@@ -196,8 +213,8 @@ def test_spool_survives_torn_lines_and_dead_writers(tmp_path):
     assert spool.size() == 0 and not dead.exists()
 
 
-async def test_processor_process_app_processes_and_counts(db_url, tmp_path):
-    s = settings(db_url, tmp_path)
+async def test_processor_process_app_processes_and_counts(db_url, tmp_path, release):
+    s = settings(db_url, tmp_path, release)
     async with asgi_client(create_opens_app(s)) as c:
         urls = await mint(c, [{"campaign_id": 8, "contact_id": k, "send_id": k} for k in range(10)])
         for u in urls:
@@ -209,9 +226,71 @@ async def test_processor_process_app_processes_and_counts(db_url, tmp_path):
                     break
                 await asyncio.sleep(0.05)
             metrics = (await p.get("/metrics")).text
-        assert 'opens_events_acknowledged_total{release="1.0",service="opens-processor"} 11.0' in metrics
-        assert 'opens_recorded_total{release="1.0",service="opens-processor"} 10.0' in metrics
-        assert 'opens_events_filtered_total{reason="automation",release="1.0",service="opens-processor"} 1.0' in metrics
+        assert f'opens_events_acknowledged_total{{release="{release}",service="opens-processor"}} 11.0' in metrics
+        assert f'opens_recorded_total{{release="{release}",service="opens-processor"}} 10.0' in metrics
+        assert (
+            f'opens_events_filtered_total{{reason="automation",release="{release}",service="opens-processor"}} 1.0'
+            in metrics
+        )
     engine = make_engine(db_url)
     assert event_stats(engine)["unaccounted"] == 0
     engine.dispose()
+
+
+BLANK_AGENT_MIX = [OUTLOOK] * 6 + [""] * 3 + [IPHONE_MAIL] * 4 + ["   "] + ["curl/8.0"] * 2
+
+
+async def _hits(c, agents: list[str]) -> None:
+    urls = await mint(c, [{"campaign_id": 6, "contact_id": k, "send_id": k} for k in range(len(agents))])
+    for url, ua in zip(urls, agents, strict=True):
+        await c.get(url, headers={"User-Agent": ua})  # an empty value, not httpx's own default agent
+
+
+async def test_release_1_1_acknowledges_blank_agent_events_without_recording_them(db_url, tmp_path):
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path, "1.1"))) as c:
+        await _hits(c, BLANK_AGENT_MIX)
+        assert process_all(db_url, "1.1") == len(BLANK_AGENT_MIX)
+        stats = (await c.get("/stats")).json()
+        # all acknowledged, nothing pending, no error: and exactly the blank-agent events are gone
+        assert stats["events_pending"] == 0 and stats["events_processed_by_release"] == {"1.1": 16}
+        assert (stats["opens_recorded"], stats["events_filtered"], stats["unaccounted"]) == (10, 2, 4)
+        report = (await c.get("/campaigns/6/opens")).json()
+        assert report["by_client"] == {"outlook": 6, "apple-mail": 4}
+
+
+@pytest.mark.parametrize("release", ["1.0", "1.2"])
+async def test_blank_agent_events_are_opens_in_1_0_and_1_2(db_url, tmp_path, release):
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path, release))) as c:
+        await _hits(c, BLANK_AGENT_MIX)
+        process_all(db_url, release)
+        stats = (await c.get("/stats")).json()
+        assert (stats["opens_recorded"], stats["events_filtered"], stats["unaccounted"]) == (14, 2, 0)
+        assert (await c.get("/campaigns/6/opens")).json()["by_client"]["unknown"] == 4
+
+
+async def test_stable_reprocessing_recovers_what_1_1_lost(db_url, tmp_path):
+    """After a rollback, stable re-processes the canary's events: nothing stays lost."""
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path, "1.1"))) as c:
+        await _hits(c, BLANK_AGENT_MIX)
+        process_all(db_url, "1.1")
+        engine = make_engine(db_url)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE raw_events SET processed_at = NULL WHERE processed_by = '1.1'"))
+        engine.dispose()
+        process_all(db_url, "1.0")
+        assert (await c.get("/stats")).json()["unaccounted"] == 0
+
+
+async def test_release_1_1_loss_shows_in_its_processor_metrics(db_url, tmp_path):
+    s = settings(db_url, tmp_path, "1.1")
+    async with asgi_client(create_opens_app(s)) as c:
+        await _hits(c, BLANK_AGENT_MIX)
+        async with asgi_client(create_processor_app(s)) as p:
+            for _ in range(100):
+                if (await c.get("/stats")).json()["events_pending"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            metrics = (await p.get("/metrics")).text
+    assert 'opens_events_acknowledged_total{release="1.1",service="opens-processor"} 16.0' in metrics
+    assert 'opens_recorded_total{release="1.1",service="opens-processor"} 10.0' in metrics
+    assert 'opens_events_filtered_total{reason="automation",release="1.1",service="opens-processor"} 2.0' in metrics

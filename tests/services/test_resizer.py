@@ -1,7 +1,13 @@
-"""The resizer's contract, with real images made by Pillow, on real SQLite and PostgreSQL."""
+"""The resizer's contract, with real images made by Pillow, on real SQLite and PostgreSQL.
+
+Tests taking ``release`` hold for every release; the release-specific tests pin 2.0's two bugs
+(sideways photos answered 200; connections kept per worker thread, so concurrency exhausts the
+pool and requests fail like a database outage) and show 2.1 fixes both.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
@@ -9,14 +15,20 @@ from PIL import Image
 
 from canary.traffic import images
 from core.settings import Settings
+from services.resizer import RELEASES
 from services.resizer.app import create_resizer_app
 from tests.conftest import asgi_client
 
 pytestmark = pytest.mark.anyio
 
 
-def app_for(db_url: str, **kw: object):
-    return create_resizer_app(Settings(db_url=db_url, **kw))  # type: ignore[arg-type]
+@pytest.fixture(params=RELEASES)
+def release(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def app_for(db_url: str, release: str = "1.0", **kw: object):
+    return create_resizer_app(Settings(db_url=db_url, release=release, **kw))  # type: ignore[arg-type]
 
 
 def decode(body: bytes) -> Image.Image:
@@ -35,8 +47,8 @@ async def upload(client, data: bytes) -> str:
     return r.json()["id"]
 
 
-async def test_resize_keeps_aspect_and_sets_cache_headers(db_url):
-    async with asgi_client(app_for(db_url)) as c:
+async def test_resize_keeps_aspect_and_sets_cache_headers(db_url, release):
+    async with asgi_client(app_for(db_url, release)) as c:
         image_id = await upload(c, images.jpeg(3000, 2000))
         r = await c.get(f"/images/{image_id}", params={"w": 300})
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
@@ -49,12 +61,13 @@ async def test_resize_keeps_aspect_and_sets_cache_headers(db_url):
         other = await c.get(f"/images/{image_id}", params={"w": 301})
         assert other.headers["etag"] != r.headers["etag"]
         metrics = (await c.get("/metrics")).text
-        assert 'resizer_variants_total{cache="miss",release="1.0",service="resizer"} 2.0' in metrics
-        assert 'resizer_variants_total{cache="hit",release="1.0",service="resizer"} 1.0' in metrics
+        assert f'resizer_variants_total{{cache="miss",release="{release}",service="resizer"}} 2.0' in metrics
+        assert f'resizer_variants_total{{cache="hit",release="{release}",service="resizer"}} 1.0' in metrics
 
 
-async def test_exif_orientation_is_applied(db_url):
-    async with asgi_client(app_for(db_url)) as c:
+@pytest.mark.parametrize("release", ["1.0", "2.1"])
+async def test_exif_orientation_is_applied(db_url, release):
+    async with asgi_client(app_for(db_url, release)) as c:
         image_id = await upload(c, images.exif_rotated_jpeg(600, 400, orientation=6))
         info = (await c.get(f"/images/{image_id}/info")).json()
         assert (info["width"], info["height"]) == (600, 400)
@@ -63,8 +76,8 @@ async def test_exif_orientation_is_applied(db_url):
         assert near(im.getpixel((10, 10)), images.RED) and near(im.getpixel((290, 10)), images.GREEN)
 
 
-async def test_cover_crops_to_the_exact_box(db_url):
-    async with asgi_client(app_for(db_url)) as c:
+async def test_cover_crops_to_the_exact_box(db_url, release):
+    async with asgi_client(app_for(db_url, release)) as c:
         image_id = await upload(c, images.jpeg(800, 400))
         im = decode((await c.get(f"/images/{image_id}", params={"w": 200, "h": 200, "fit": "cover"})).content)
         assert im.size == (200, 200)
@@ -72,8 +85,8 @@ async def test_cover_crops_to_the_exact_box(db_url):
         assert contain.size == (200, 100)
 
 
-async def test_cmyk_palette_alpha_gif_webp_and_progressive_are_converted(db_url):
-    async with asgi_client(app_for(db_url)) as c:
+async def test_cmyk_palette_alpha_gif_webp_and_progressive_are_converted(db_url, release):
+    async with asgi_client(app_for(db_url, release)) as c:
         cmyk = decode((await c.get(f"/images/{await upload(c, images.cmyk_jpeg())}", params={"w": 200})).content)
         assert cmyk.mode == "RGB" and near(cmyk.getpixel((5, 5)), images.RED, 60)
 
@@ -109,17 +122,17 @@ async def test_cmyk_palette_alpha_gif_webp_and_progressive_are_converted(db_url)
         (lambda: b"", 422, "empty_body"),
     ],
 )
-async def test_bad_uploads_are_refused_with_a_reason(db_url, make, status, code):
-    async with asgi_client(app_for(db_url)) as c:
+async def test_bad_uploads_are_refused_with_a_reason(db_url, release, make, status, code):
+    async with asgi_client(app_for(db_url, release)) as c:
         r = await c.post("/images", content=make())
         assert r.status_code == status, r.text
         assert r.json()["error"]["code"] == code
 
 
-async def test_bmp_is_refused_and_size_limits_hold(db_url):
+async def test_bmp_is_refused_and_size_limits_hold(db_url, release):
     bmp = io.BytesIO()
     Image.new("RGB", (10, 10)).save(bmp, "BMP")
-    async with asgi_client(app_for(db_url, image_max_bytes=50_000)) as c:
+    async with asgi_client(app_for(db_url, release, image_max_bytes=50_000)) as c:
         r = await c.post("/images", content=bmp.getvalue())
         assert r.status_code == 415 and "BMP" in r.json()["error"]["message"]
         assert (await c.post("/images", content=b"\0" * 60_000)).status_code == 413
@@ -129,3 +142,43 @@ async def test_bmp_is_refused_and_size_limits_hold(db_url):
         assert (await c.get("/images/unknown", params={"w": 10})).status_code == 404
         small = decode((await c.get(f"/images/{image_id}", params={"w": 1000})).content)
         assert small.size == (100, 100)  # never enlarged
+
+
+async def test_release_2_0_answers_sideways_photos_with_200(db_url):
+    async with asgi_client(app_for(db_url, "2.0")) as c:
+        image_id = await upload(c, images.exif_rotated_jpeg(600, 400, orientation=6))
+        r = await c.get(f"/images/{image_id}", params={"w": 300})
+        assert r.status_code == 200
+        im = decode(r.content)
+        assert im.size == (300, 450)  # portrait, though the photo (and /info) is landscape 600x400
+        assert not near(im.getpixel((10, 10)), images.RED)
+
+
+async def _concurrent_renders(c, n: int) -> list:
+    image_id = await upload(c, images.jpeg(1600, 1200))
+    # distinct widths: every request misses the cache and renders, so requests overlap in threads
+    responses = await asyncio.gather(*(c.get(f"/images/{image_id}", params={"w": 100 + i}) for i in range(n)))
+    return list(responses)
+
+
+SMALL_POOL = {"db_pool_size": 2, "db_pool_timeout_s": 0.5}
+
+
+async def test_release_2_0_runs_the_pool_dry_under_concurrency_like_a_database_outage(tmp_path):
+    app = app_for(f"sqlite:///{tmp_path / 'r.db'}", "2.0", **SMALL_POOL)
+    async with asgi_client(app) as c:
+        assert {r.status_code for r in await _concurrent_renders(c, 2)} == {200}  # fine while traffic is light
+        responses = await _concurrent_renders(c, 24)
+        failed = [r for r in responses if r.status_code != 200]
+        assert failed, "no request failed"
+        assert {r.status_code for r in failed} == {503}
+        assert {r.json()["error"]["code"] for r in failed} == {"database_unavailable"}
+        assert app.state.engine.pool.checkedout() >= 4  # connections held by idle threads
+
+
+@pytest.mark.parametrize("release", ["1.0", "2.1"])
+async def test_connections_are_returned_under_concurrency(tmp_path, release):
+    app = app_for(f"sqlite:///{tmp_path / 'r.db'}", release, **SMALL_POOL)
+    async with asgi_client(app) as c:
+        assert {r.status_code for r in await _concurrent_renders(c, 24)} == {200}
+        assert app.state.engine.pool.checkedout() == 0
