@@ -76,10 +76,19 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.engine = None
+    metrics.gauge(
+        "db_pool_connections_checked_out", "Database connections checked out of the pool right now."
+    ).set_function(lambda: _checked_out(app))
     app.add_middleware(BodySizeLimitMiddleware, limit=max_body_bytes or settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _checked_out(app: Starlette) -> float:
+    engine: Engine | None = app.state.engine
+    checkedout = getattr(engine.pool, "checkedout", None) if engine is not None else None
+    return float(checkedout()) if callable(checkedout) else 0.0
 
 
 async def _healthz(request: Request) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +39,11 @@ class AppMetrics:
     def counter(self, name: str, doc: str, labels: list[str]) -> Counter:
         """A counter whose first two labels are service and release, already filled."""
         return Counter(name, doc, ["service", "release", *labels], registry=self.registry)
+
+    def gauge(self, name: str, doc: str) -> Gauge:
+        """A gauge for this service and release (labels filled), e.g. to ``set_function`` on."""
+        gauge = Gauge(name, doc, ["service", "release"], registry=self.registry)
+        return gauge.labels(self.service, self.release)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -174,6 +174,8 @@ async def test_release_2_0_runs_the_pool_dry_under_concurrency_like_a_database_o
         assert {r.status_code for r in failed} == {503}
         assert {r.json()["error"]["code"] for r in failed} == {"database_unavailable"}
         assert app.state.engine.pool.checkedout() >= 4  # connections held by idle threads
+        metrics = (await c.get("/metrics")).text  # and the service says so itself
+        assert 'db_pool_connections_checked_out{release="2.0",service="resizer"} 4.0' in metrics
 
 
 @pytest.mark.parametrize("release", ["1.0", "2.1"])
@@ -182,3 +184,5 @@ async def test_connections_are_returned_under_concurrency(tmp_path, release):
     async with asgi_client(app) as c:
         assert {r.status_code for r in await _concurrent_renders(c, 24)} == {200}
         assert app.state.engine.pool.checkedout() == 0
+        metrics = (await c.get("/metrics")).text
+        assert f'db_pool_connections_checked_out{{release="{release}",service="resizer"}} 0.0' in metrics
