@@ -74,8 +74,10 @@ def one_run(releases: dict[str, str]) -> dict[str, Any]:
             "events_stored": stats["events_stored"],
             "opens_unaccounted": stats["unaccounted"],
         },
-        "resizer": {**{k: s["resizer"][k] for k in ("requests", "errors", "error_rate", "wrong_images", "latency_ms")},
-                    "db_connections_held_while_idle": pool},
+        "resizer": {
+            **{k: s["resizer"][k] for k in ("requests", "errors", "error_rate", "wrong_images", "latency_ms")},
+            "db_connections_held_while_idle": pool,
+        },
     }
 
 

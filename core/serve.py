@@ -8,14 +8,43 @@ and bad settings end with one line on stderr and exit status 2, never a tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
+import socket
 import sys
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from core.errors import ConfigError
 from core.settings import Settings, load_settings
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a background thread on a free port; yield its base URL.
+
+    For tests and benchmarks that need a real server on 127.0.0.1 inside the same process.
+    """
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError("server thread exited at start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def build_parser(prog: str, releases: Sequence[str], description: str) -> argparse.ArgumentParser:

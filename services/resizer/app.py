@@ -107,7 +107,9 @@ async def get_variant(request: Request) -> Response:
     store: ImageStore = request.app.state.store
     image_id = request.path_params["image_id"]
     spec = parse_spec(request, settings.image_max_side)
-    key = spec.key()
+    # Keyed by release too: a release that renders differently must never answer with another's variants
+    # (they share the database while side by side, and a shared cache would hide the new code's output).
+    key = f"{settings.release}/{spec.key()}"
     found = await run_in_threadpool(store.load, image_id, key, settings.variant_cache)
     if found is None:
         raise NotFound(f"no image {image_id}")

@@ -186,3 +186,12 @@ async def test_connections_are_returned_under_concurrency(tmp_path, release):
         assert app.state.engine.pool.checkedout() == 0
         metrics = (await c.get("/metrics")).text
         assert f'db_pool_connections_checked_out{{release="{release}",service="resizer"}} 0.0' in metrics
+
+
+async def test_releases_sharing_a_database_never_answer_with_each_others_cached_variants(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    async with asgi_client(app_for(url, "1.0")) as stable, asgi_client(app_for(url, "2.0")) as canary:
+        image_id = await upload(stable, images.exif_rotated_jpeg(600, 400, orientation=6))
+        upright = decode((await stable.get(f"/images/{image_id}", params={"w": 300})).content)
+        sideways = decode((await canary.get(f"/images/{image_id}", params={"w": 300})).content)
+    assert upright.size == (300, 200) and sideways.size == (300, 450)  # 2.0's own (wrong) rendering

@@ -1,0 +1,41 @@
+"""``python -m canary.router --table FILE_OR_URL --port N``: run the router under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from canary.router.app import create_router
+from core.errors import ConfigError
+from core.settings import load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m canary.router", description="The canary router.")
+    parser.add_argument("--table", default="", help="route table: a YAML/JSON file or the controller's URL")
+    parser.add_argument(
+        "--table-token",
+        default=os.environ.get("CANARY_TABLE_TOKEN", ""),
+        help="bearer token for a table URL (or CANARY_TABLE_TOKEN)",
+    )
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--config", help="YAML settings file (also CANARY_CONFIG)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(config_file=args.config, port=args.port, host=args.host)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    router = create_router(settings, args.table, args.table_token)
+    uvicorn.run(
+        router, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, lifespan="on"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Mirroring: send a copy of a safe request to the canary, compare, and learn what is noise.
+
+The consumer always gets stable's answer; the comparison happens afterwards, off the request path.
+When a baseline copy of stable is configured, the same request goes to it too: whatever differs
+between two copies of stable (a timestamp, a generated id) is noise, learnt per route, and never
+reported against the canary (Diffy's idea).  Differences are counted per route and the latest
+ones are kept as samples a person can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+from canary.router.compare import Answer, differences, json_paths
+from canary.router.stats import RouterStats
+from canary.router.table import ServiceRoute
+from canary.router.upstream import UpstreamClient
+
+
+class Mirror:
+    def __init__(self, client: UpstreamClient, stats: RouterStats) -> None:
+        self.client = client
+        self.stats = stats
+        self.noisy: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.samples: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=50))
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def submit(
+        self,
+        route: ServiceRoute,
+        template: str,
+        method: str,
+        path_qs: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        stable: Answer,
+    ) -> None:
+        task = asyncio.create_task(self._compare(route, template, method, path_qs, headers, body, stable))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _fetch(
+        self, route: ServiceRoute, track: str, method: str, path_qs: str, headers: dict[str, str], body: bytes | None
+    ) -> Answer:
+        attempt = await self.client.send(method, route.upstreams[track] + path_qs, headers, body, route.timeout_s)
+        if attempt.response is None:
+            return Answer(599, "", attempt.error.encode())
+        data = attempt.body if attempt.body is not None else await attempt.response.read()
+        attempt.response.release()
+        return Answer(attempt.response.status, attempt.response.headers.get("content-type", ""), data)
+
+    async def _compare(
+        self,
+        route: ServiceRoute,
+        template: str,
+        method: str,
+        path_qs: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        stable: Answer,
+    ) -> None:
+        fetches = [self._fetch(route, "canary", method, path_qs, headers, body)]
+        if "baseline" in route.upstreams:
+            fetches.append(self._fetch(route, "baseline", method, path_qs, headers, body))
+        answers = await asyncio.gather(*fetches)
+        canary = answers[0]
+        key = (route.name, template)
+        ignore = frozenset(route.mirror.ignore_fields)
+        tolerance = route.mirror.pixel_tolerance
+        if len(answers) > 1:
+            noise = await asyncio.to_thread(differences, stable, answers[1], ignore, frozenset(), tolerance)
+            self.noisy[key].update(json_paths(noise))
+        found = await asyncio.to_thread(differences, stable, canary, ignore, frozenset(self.noisy[key]), tolerance)
+        self.stats.mirrored(route.name, template, bool(found))
+        if found and route.mirror.samples:
+            samples = self.samples[route.name]
+            if samples.maxlen != route.mirror.samples:
+                samples = self.samples[route.name] = deque(samples, maxlen=route.mirror.samples)
+            samples.append(
+                {
+                    "at": time.time(),
+                    "route": template,
+                    "request": f"{method} {path_qs}",
+                    "stable": stable.describe(),
+                    "canary": canary.describe(),
+                    "differences": found,
+                }
+            )
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "noise": {f"{s} {r}": sorted(paths) for (s, r), paths in self.noisy.items() if paths},
+            "samples": {s: list(d) for s, d in self.samples.items()},
+        }
+
+    async def drain(self) -> None:
+        if self.tasks:
+            await asyncio.wait(self.tasks)

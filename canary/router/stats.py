@@ -1,0 +1,129 @@
+"""The router's per-track counts, kept once and shown twice: Prometheus metrics and a JSON snapshot.
+
+Per service, track, release and route template: requests, errors (5xx answers, connection
+failures, timeouts), failovers, latency; and per route, mirrored comparisons and differences.
+Counting is a dict increment on the hot path; the Prometheus collector reads the dicts when
+scraped.  The snapshot is cumulative, for the builtin metric provider to take differences of.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+Key = tuple[str, str, str, str]  # service, track, release, route
+
+
+class RouterStats(Collector):
+    def __init__(self) -> None:
+        self.requests: dict[Key, int] = defaultdict(int)
+        self.errors: dict[Key, int] = defaultdict(int)
+        self.failovers: dict[Key, int] = defaultdict(int)
+        self.latency: dict[tuple[str, str, str], list[float]] = {}  # bucket counts..., then sum
+        self.mirror_compared: dict[tuple[str, str], int] = defaultdict(int)
+        self.mirror_different: dict[tuple[str, str], int] = defaultdict(int)
+        self.mirror_noise: dict[tuple[str, str], int] = defaultdict(int)
+        self.started = time.time()
+
+    def record(self, key: Key, error: bool, seconds: float) -> None:
+        self.requests[key] += 1
+        if error:
+            self.errors[key] += 1
+        lat = self.latency.get(key[:3])
+        if lat is None:
+            lat = self.latency[key[:3]] = [0.0] * (len(BUCKETS) + 2)
+        lat[bisect.bisect_left(BUCKETS, seconds)] += 1
+        lat[-1] += seconds
+
+    def failover(self, key: Key) -> None:
+        self.failovers[key] += 1
+
+    def mirrored(self, service: str, route: str, different: bool, noise: bool = False) -> None:
+        if noise:
+            self.mirror_noise[(service, route)] += 1
+            return
+        self.mirror_compared[(service, route)] += 1
+        if different:
+            self.mirror_different[(service, route)] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        rows = [
+            {
+                "service": k[0],
+                "track": k[1],
+                "release": k[2],
+                "route": k[3],
+                "requests": n,
+                "errors": self.errors.get(k, 0),
+                "failovers": self.failovers.get(k, 0),
+            }
+            for k, n in sorted(self.requests.items())
+        ]
+        latency = [
+            {
+                "service": k[0],
+                "track": k[1],
+                "release": k[2],
+                "buckets": dict(zip([*map(str, BUCKETS), "+Inf"], _cumulative(v[:-1]), strict=True)),
+                "sum": v[-1],
+            }
+            for k, v in sorted(self.latency.items())
+        ]
+        mirror = [
+            {
+                "service": k[0],
+                "route": k[1],
+                "compared": n,
+                "different": self.mirror_different.get(k, 0),
+                "noise": self.mirror_noise.get(k, 0),
+            }
+            for k, n in sorted({**self.mirror_noise, **self.mirror_compared}.items())
+        ]
+        return {"since": self.started, "counters": rows, "latency": latency, "mirror": mirror}
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["service", "track", "release", "route"]
+        for name, doc, data in (
+            ("router_requests_total", "Requests answered, by the track that served them.", self.requests),
+            ("router_errors_total", "5xx answers, connection failures and timeouts, by track.", self.errors),
+            ("router_failovers_total", "Canary failures re-sent to stable.", self.failovers),
+        ):
+            family = CounterMetricFamily(name, doc, labels=labels)
+            for key, value in data.items():
+                family.add_metric(list(key), value)
+            yield family
+        hist = HistogramMetricFamily(
+            "router_request_duration_seconds", "Latency by track.", labels=["service", "track", "release"]
+        )
+        for lkey, v in self.latency.items():
+            cumulative = _cumulative(v[:-1])
+            hist.add_metric(list(lkey), list(zip([*map(str, BUCKETS), "+Inf"], cumulative, strict=True)), v[-1])
+        yield hist
+        for name, doc, mdata in (
+            ("router_mirror_compared_total", "Mirrored answers compared (canary vs stable).", self.mirror_compared),
+            ("router_mirror_different_total", "Mirrored answers that differ.", self.mirror_different),
+            (
+                "router_mirror_noise_total",
+                "Differences also seen between stable and its baseline copy.",
+                self.mirror_noise,
+            ),
+        ):
+            fam = CounterMetricFamily(name, doc, labels=["service", "route"])
+            for mkey, value in mdata.items():
+                fam.add_metric(list(mkey), value)
+            yield fam
+
+
+def _cumulative(counts: list[float]) -> list[float]:
+    out, total = [], 0.0
+    for c in counts:
+        total += c
+        out.append(total)
+    return out

@@ -1,0 +1,183 @@
+"""The route table: per service, its upstreams per track, the canary weight, stickiness, mirroring
+and failover.  Parsed from a mapping (YAML file, admin endpoint or the controller's API) with errors
+that name the field: ``services.resizer.weight: must be between 0 and 100``.
+
+    version: 3
+    services:
+      resizer:
+        upstreams: {stable: http://127.0.0.1:8101, canary: http://127.0.0.1:8102,
+                    baseline: http://127.0.0.1:8103}
+        releases: {stable: "1.0", canary: "2.0", baseline: "1.0"}
+        weight: 5                     # percent of live traffic on the canary (fractions allowed)
+        sticky: {header: X-Account-Id}   # or {cookie: NAME} or {path_param: 1} (path segment index)
+        mirror: {share: 1.0, ignore_fields: [id, created_at], safe_routes: [], pixel_tolerance: 8}
+        failover: true
+        timeout_s: 10
+        routes: ["/images/{image_id}", "/images/{image_id}/info"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+TRACKS = ("stable", "canary", "baseline")
+
+
+class TableError(ValueError):
+    """A route table that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Sticky:
+    header: str | None = None
+    cookie: str | None = None
+    path_param: int | None = None
+
+
+@dataclass(frozen=True)
+class Mirror:
+    share: float = 0.0  # of safe requests to stable, also sent to the canary and compared
+    ignore_fields: tuple[str, ...] = ()
+    safe_routes: tuple[str, ...] = ()  # route templates safe to mirror besides GET/HEAD
+    pixel_tolerance: float = 8.0  # mean absolute difference per channel (0-255) below which images match
+    samples: int = 50
+
+
+@dataclass(frozen=True)
+class ServiceRoute:
+    name: str
+    upstreams: dict[str, str]
+    releases: dict[str, str] = field(default_factory=dict)
+    weight: float = 0.0
+    sticky: Sticky = Sticky()
+    mirror: Mirror = Mirror()
+    failover: bool = True
+    timeout_s: float = 10.0
+    routes: tuple[str, ...] = ()
+
+    @property
+    def threshold(self) -> int:
+        """Buckets below this (of 10,000) go to the canary."""
+        return round(self.weight * 100) if "canary" in self.upstreams else 0
+
+    def release(self, track: str) -> str:
+        return self.releases.get(track, "")
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    version: int
+    services: dict[str, ServiceRoute]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version, "services": {}}
+        for name, r in self.services.items():
+            out["services"][name] = {
+                "upstreams": r.upstreams,
+                "releases": r.releases,
+                "weight": r.weight,
+                "sticky": {k: v for k, v in vars(r.sticky).items() if v is not None},
+                "mirror": {
+                    **vars(r.mirror),
+                    "ignore_fields": list(r.mirror.ignore_fields),
+                    "safe_routes": list(r.mirror.safe_routes),
+                },
+                "failover": r.failover,
+                "timeout_s": r.timeout_s,
+                "routes": list(r.routes),
+            }
+        return out
+
+
+def parse_table(data: Any) -> RouteTable:
+    if not isinstance(data, dict):
+        raise TableError("route table: must be a mapping with 'services'")
+    version = data.get("version", 0)
+    if not isinstance(version, int) or version < 0:
+        raise TableError("version: must be a non-negative integer")
+    services = data.get("services")
+    if not isinstance(services, dict):
+        raise TableError("services: must be a mapping of service name -> route")
+    return RouteTable(version, {str(name): _service(str(name), raw) for name, raw in services.items()})
+
+
+def _service(name: str, raw: Any) -> ServiceRoute:
+    at = f"services.{name}"
+    if not isinstance(raw, dict):
+        raise TableError(f"{at}: must be a mapping")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise TableError(f"{at}: service names are letters, digits, - and _")
+    upstreams = raw.get("upstreams")
+    if not isinstance(upstreams, dict) or "stable" not in upstreams:
+        raise TableError(f"{at}.upstreams: must map tracks to URLs and include stable")
+    for track, url in upstreams.items():
+        if track not in TRACKS:
+            raise TableError(f"{at}.upstreams.{track}: unknown track (stable, canary, baseline)")
+        parts = urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TableError(f"{at}.upstreams.{track}: {url!r} is not an http(s) URL")
+    releases = raw.get("releases", {})
+    if not isinstance(releases, dict):
+        raise TableError(f"{at}.releases: must map tracks to release names")
+    weight = _num(raw.get("weight", 0), f"{at}.weight", 0, 100)
+    if weight > 0 and "canary" not in upstreams:
+        raise TableError(f"{at}.weight: a canary weight needs upstreams.canary")
+    return ServiceRoute(
+        name=name,
+        upstreams={k: str(v).rstrip("/") for k, v in upstreams.items()},
+        releases={str(k): str(v) for k, v in releases.items()},
+        weight=weight,
+        sticky=_sticky(raw.get("sticky"), f"{at}.sticky"),
+        mirror=_mirror(raw.get("mirror"), f"{at}.mirror", "canary" in upstreams),
+        failover=bool(raw.get("failover", True)),
+        timeout_s=_num(raw.get("timeout_s", 10), f"{at}.timeout_s", 0.01, 600),
+        routes=tuple(_strings(raw.get("routes", []), f"{at}.routes")),
+    )
+
+
+def _sticky(raw: Any, at: str) -> Sticky:
+    if raw is None:
+        return Sticky()
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise TableError(f"{at}: one of {{header: NAME}}, {{cookie: NAME}}, {{path_param: INDEX}}")
+    ((kind, value),) = raw.items()
+    if kind == "header" and isinstance(value, str) and value:
+        return Sticky(header=value.lower())
+    if kind == "cookie" and isinstance(value, str) and value:
+        return Sticky(cookie=value)
+    if kind == "path_param" and isinstance(value, int) and value >= 0:
+        return Sticky(path_param=value)
+    raise TableError(f"{at}.{kind}: not a valid sticky key")
+
+
+def _mirror(raw: Any, at: str, has_canary: bool) -> Mirror:
+    if raw is None:
+        return Mirror()
+    if not isinstance(raw, dict):
+        raise TableError(f"{at}: must be a mapping")
+    share = _num(raw.get("share", 0), f"{at}.share", 0, 1)
+    if share > 0 and not has_canary:
+        raise TableError(f"{at}.share: mirroring needs upstreams.canary")
+    return Mirror(
+        share=share,
+        ignore_fields=tuple(_strings(raw.get("ignore_fields", []), f"{at}.ignore_fields")),
+        safe_routes=tuple(_strings(raw.get("safe_routes", []), f"{at}.safe_routes")),
+        pixel_tolerance=_num(raw.get("pixel_tolerance", 8.0), f"{at}.pixel_tolerance", 0, 255),
+        samples=int(_num(raw.get("samples", 50), f"{at}.samples", 0, 10_000)),
+    )
+
+
+def _num(value: Any, at: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TableError(f"{at}: must be a number")
+    if not lo <= value <= hi:
+        raise TableError(f"{at}: must be between {lo:g} and {hi:g}")
+    return float(value)
+
+
+def _strings(value: Any, at: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TableError(f"{at}: must be a list of strings")
+    return list(value)

@@ -1,0 +1,32 @@
+"""Small real upstreams for router tests: each reports which track it is and what it received."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+def echo_app(track: str, fail: bool = False, delay_s: float = 0.0) -> Starlette:
+    async def echo(request: Request) -> Response:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        body = await request.body()
+        if fail or request.url.path.startswith("/fail"):
+            return JSONResponse({"track": track, "error": "boom"}, status_code=500)
+        return JSONResponse(
+            {
+                "track": track,
+                "method": request.method,
+                "path": request.url.path,
+                "query": request.url.query,
+                "headers": dict(request.headers),
+                "body_bytes": len(body),
+                "body_head": body[:40].decode("latin-1"),
+            }
+        )
+
+    return Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "HEAD", "DELETE"])])
