@@ -56,6 +56,8 @@ def build_parser(prog: str, releases: Sequence[str], description: str) -> argpar
     parser.add_argument("--state-dir", help="directory for local state (default ./state)")
     parser.add_argument("--config", help="YAML settings file (also CANARY_CONFIG)")
     parser.add_argument("--log-level", default=None, help="uvicorn log level (default warning)")
+    parser.add_argument("--track", choices=("stable", "canary"), help="queue consumers: which track this is")
+    parser.add_argument("--route-table", help="queue consumers: route table file or URL to take their share from")
     return parser
 
 
@@ -71,6 +73,8 @@ def settings_from_args(service: str, releases: Sequence[str], args: argparse.Nam
         db_url=args.db_url,
         state_dir=args.state_dir,
         log_level=args.log_level,
+        track=args.track,
+        route_table=args.route_table,
     )
 
 

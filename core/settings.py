@@ -50,6 +50,10 @@ class Settings:
     spool_dir: str = ""
     group_commit_ms: float = 2.0
     log_level: str = "warning"
+    # Queue consumers: the route table to read their share from, and their track
+    route_table: str = ""
+    track: str = "stable"
+    table_token: str = ""
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

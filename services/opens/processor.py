@@ -1,7 +1,9 @@
 """The open-event processor as its own process: ``python -m services.opens.processor --release R``.
 
 It serves ``/healthz``, ``/readyz`` and ``/metrics`` on its port and runs the processing loop as a
-background task.  Per release it counts events claimed and acknowledged, opens recorded, events
+background task.  With ``--route-table`` and ``--track`` it takes only its track's share of
+the queue (``core.queue_share``), so a canary release processes the canary weight's share of events.
+Per release it counts events claimed and acknowledged, opens recorded, events
 filtered (by reason) and failures, so that "acknowledged but not accounted for" is measurable from
 outside: acknowledged - recorded - filtered.
 """
@@ -20,6 +22,8 @@ from starlette.concurrency import run_in_threadpool
 
 from core.app import create_app
 from core.db import create_schema, engine_for
+from core.hashing import BUCKETS
+from core.queue_share import QueueShare
 from core.serve import serve_main
 from core.settings import Settings
 from services.opens import RELEASES
@@ -67,9 +71,16 @@ async def run_loop(app: Starlette, engine: Engine) -> None:
     s: Settings = app.state.settings
     c = app.state.counters
     labels = (s.service, s.release)
+    share = QueueShare(s.route_table, "opens", s.track, s.table_token) if s.route_table else None
     while True:
+        buckets = share.current() if share else (0, BUCKETS)
+        if buckets[0] == buckets[1]:  # no share of the queue right now
+            await asyncio.sleep(POLL_IDLE_S)
+            continue
         try:
-            result = await run_in_threadpool(process_batch, engine, s.release, HANDLERS[s.release], limit=BATCH)
+            result = await run_in_threadpool(
+                process_batch, engine, s.release, HANDLERS[s.release], limit=BATCH, buckets=buckets
+            )
         except Exception as exc:
             c["failures"].labels(*labels).inc()
             log.warning("processing batch failed (%s); retrying", type(exc).__name__)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -35,6 +37,9 @@ def create_resizer_app(settings: Settings) -> Starlette:
         await run_in_threadpool(create_schema, engine, metadata)
         app.state.engine = engine
         app.state.store = code.store(engine)
+        # Rendering is CPU-bound: more renders at once than cores only adds GIL contention, which
+        # starves the short database queries of the other requests.  The rest wait their turn.
+        app.state.render_slots = asyncio.Semaphore(os.cpu_count() or 2)
         try:
             yield
         finally:
@@ -124,7 +129,8 @@ async def get_variant(request: Request) -> Response:
     if hit:
         body, content_type = cached
     else:
-        body, content_type = await run_in_threadpool(request.app.state.render, cached, spec)
+        async with request.app.state.render_slots:
+            body, content_type = await run_in_threadpool(request.app.state.render, cached, spec)
         if settings.variant_cache:
             await run_in_threadpool(store.store_variant, image_id, key, body, content_type)
     outcome.inc()

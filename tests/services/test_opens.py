@@ -7,6 +7,7 @@ Tests taking ``release`` hold for every release; the release-specific tests pin 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import threading
@@ -294,3 +295,38 @@ async def test_release_1_1_loss_shows_in_its_processor_metrics(db_url, tmp_path)
     assert 'opens_events_acknowledged_total{release="1.1",service="opens-processor"} 16.0' in metrics
     assert 'opens_recorded_total{release="1.1",service="opens-processor"} 10.0' in metrics
     assert 'opens_events_filtered_total{reason="automation",release="1.1",service="opens-processor"} 2.0' in metrics
+
+
+async def test_stable_and_canary_processors_split_the_queue_by_the_route_table(tmp_path):
+    url = f"sqlite:///{tmp_path / 'opens.db'}"
+    table = tmp_path / "routes.json"
+    table.write_text(json.dumps({"version": 1, "services": {"opens": {"weight": 30}}}))
+    common = {"route_table": str(table)}
+    async with asgi_client(create_opens_app(settings(url, tmp_path))) as c:
+        urls = await mint(c, [{"campaign_id": 7, "contact_id": k, "send_id": k} for k in range(300)])
+        for u in urls:
+            await c.get(u, headers={"User-Agent": OUTLOOK})
+        stable = create_processor_app(settings(url, tmp_path, "1.0", track="stable", **common))
+        canary = create_processor_app(settings(url, tmp_path, "1.2", track="canary", **common))
+        async with asgi_client(stable), asgi_client(canary):
+            for _ in range(200):
+                stats = (await c.get("/stats")).json()
+                if stats["events_pending"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+    by_release = stats["events_processed_by_release"]
+    assert sum(by_release.values()) == 300 and 0.2 < by_release["1.2"] / 300 < 0.4
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        owners = conn.execute(text("SELECT processed_by, MIN(bucket), MAX(bucket) FROM raw_events GROUP BY 1")).all()
+    engine.dispose()
+    assert {r[0]: (r[1] >= 3000, r[2] < 3000) for r in owners} == {"1.0": (True, False), "1.2": (False, True)}
+
+
+def test_queue_share_ranges_and_an_unreadable_table(tmp_path):
+    from core.queue_share import QueueShare, bucket_range
+
+    assert bucket_range(5, "canary") == (0, 500) and bucket_range(5, "stable") == (500, 10_000)
+    assert bucket_range(0.25, "canary") == (0, 25)
+    share = QueueShare(str(tmp_path / "missing.yaml"), "opens", "canary")
+    assert share.current() == (0, 0)  # never read: the canary takes nothing, stable everything

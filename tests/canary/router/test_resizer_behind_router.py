@@ -20,6 +20,7 @@ from core.serve import serve_in_thread
 from core.settings import Settings
 
 TOKEN = "router-admin"
+# Only 2.0 gets a small pool, so that its leak shows within seconds; the others keep the default.
 SMALL_POOL = {"CANARY_DB_POOL_SIZE": "2", "CANARY_DB_POOL_TIMEOUT_S": "0.5"}
 
 
@@ -113,7 +114,7 @@ def test_live_canary_failures_are_invisible_to_consumers_and_counted_by_the_rout
                 "routes": ["/images/{image_id}"],
             },
         )
-        report = run(LoadConfig(resizer=f"{url}/resizer", rate=6, duration=5, mix={"resizer": 1.0}, accounts=100))
+        report = run(LoadConfig(resizer=f"{url}/resizer", rate=4, duration=5, mix={"resizer": 1.0}, accounts=100))
         stats = httpx.get(f"{url}/_router/stats").json()["counters"]
     seen = report["services"]["resizer"]
     assert seen["requests"] > 100 and seen["errors"] == {}  # no consumer saw an error

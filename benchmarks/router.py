@@ -1,0 +1,127 @@
+"""Requests/s and latency through the router, against the same upstream called directly and
+through nginx's weighted upstream (Debian's nginx), all in one run, at concurrency 32 and 1.
+
+The trivial upstream is nginx itself answering a fixed 200 (fast enough not to flatter the proxy).
+``ratio`` = router throughput / direct throughput at concurrency 32; ``added_p50_ms_c1`` is the
+router's p50 minus the direct p50 with one client.  Needs nginx (``apt-get install nginx-light``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.common import report
+from benchmarks.loadclient import run_gets
+from canary.platforms.processes import free_port
+
+REQUESTS = {32: 20_000, 1: 3_000}
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream weighted {{ server 127.0.0.1:{up} weight=95; server 127.0.0.1:{up} weight=5; keepalive 64; }}
+  server {{ listen 127.0.0.1:{up}; keepalive_requests 100000; location / {{ return 200 "ok"; }} }}
+  server {{ listen 127.0.0.1:{proxy}; keepalive_requests 100000;
+    location / {{ proxy_pass http://weighted; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+}}
+"""
+
+
+def wait_http(url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def measure(url: str, path: str, concurrency: int) -> dict[str, float]:
+    asyncio.run(run_gets(url, [path] * 500, concurrency))  # warm up connections and code paths
+    result = asyncio.run(run_gets(url, [path] * REQUESTS[concurrency], concurrency))
+    assert result.errors == 0, f"{result.errors} errors from {url}"
+    return {
+        "rps": round(result.rate),
+        "p50_ms": round(result.percentile(0.5) * 1000, 3),
+        "p99_ms": round(result.percentile(0.99) * 1000, 3),
+    }
+
+
+def main() -> None:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise SystemExit("nginx is needed as the trivial upstream and the reference: apt-get install nginx-light")
+    up, proxy, router_port = free_port(), free_port(), free_port()
+    with tempfile.TemporaryDirectory() as d:
+        conf = Path(d) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=d, up=up, proxy=proxy))
+        table = Path(d) / "routes.json"
+        table.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "services": {
+                        "svc": {
+                            "upstreams": {"stable": f"http://127.0.0.1:{up}", "canary": f"http://127.0.0.1:{up}"},
+                            "releases": {"stable": "1.0", "canary": "1.1"},
+                            "weight": 5,
+                            "sticky": {"header": "X-Account-Id"},
+                        }
+                    },
+                }
+            )
+        )
+        procs = [
+            subprocess.Popen([nginx, "-c", str(conf)]),
+            subprocess.Popen(
+                [sys.executable, "-m", "canary.router", "--table", str(table), "--port", str(router_port)]
+            ),
+        ]
+        try:
+            wait_http(f"http://127.0.0.1:{up}/")
+            wait_http(f"http://127.0.0.1:{router_port}/healthz")
+            results: dict[str, Any] = {}
+            for c in (32, 1):
+                results[f"c{c}"] = {
+                    "direct": measure(f"http://127.0.0.1:{up}", "/x", c),
+                    "router": measure(f"http://127.0.0.1:{router_port}", "/svc/x", c),
+                    "nginx": measure(f"http://127.0.0.1:{proxy}", "/x", c),
+                }
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(10)
+    c32, c1 = results["c32"], results["c1"]
+    report(
+        {
+            "name": "router",
+            "results": results,
+            "ratio": round(c32["router"]["rps"] / c32["direct"]["rps"], 3),
+            "nginx_ratio": round(c32["nginx"]["rps"] / c32["direct"]["rps"], 3),
+            "router_vs_nginx_ratio": round(c32["router"]["rps"] / c32["nginx"]["rps"], 3),
+            "added_p50_ms_c1": round(c1["router"]["p50_ms"] - c1["direct"]["p50_ms"], 3),
+            "goal": {"ratio": 0.25, "added_p50_ms_c1": 0.5},
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
