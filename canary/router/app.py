@@ -166,13 +166,12 @@ class Router:
         if track == "canary" and attempt.failed and route.failover and repeatable:
             self._count(route, "canary", template, True, started)
             self.stats.failover((service, "canary", route.release("canary"), template))
-            if attempt.response is not None:
-                attempt.response.release()
+            attempt.release()
             track, failed_over, started = "stable", True, time.perf_counter()
             attempt = await self.client.send(
                 method, route.upstreams["stable"] + path_qs, up_headers, body, route.timeout_s
             )
-        if attempt.response is None:
+        if not attempt.answered:
             self._count(route, track, template, True, started)
             status, code = (504, "upstream_timeout") if attempt.error == "timeout" else (502, "upstream_unavailable")
             await _json(
@@ -184,7 +183,7 @@ class Router:
             )
             return
         stable_copy = await self._respond(send, attempt, track, failed_over, mirror)
-        self._count(route, track, template, attempt.response.status >= 500, started)
+        self._count(route, track, template, attempt.status >= 500, started)
         if mirror and stable_copy is not None:
             mirror_body = body if isinstance(body, bytes) else None
             self.mirror.submit(route, template, method, path_qs, up_headers, mirror_body, stable_copy)
@@ -195,23 +194,19 @@ class Router:
     async def _respond(
         self, send: Send, attempt: Attempt, track: str, failed_over: bool, keep_copy: bool
     ) -> Answer | None:
-        response = attempt.response
-        assert response is not None
-        headers = response_headers(list(response.headers.items()))
+        headers = response_headers(attempt.headers)
         headers.append((b"x-canary-track", track.encode()))
         if failed_over:
             headers.append((b"x-canary-failover", b"1"))
+        await send({"type": "http.response.start", "status": attempt.status, "headers": headers})
         if attempt.body is not None:
-            await send({"type": "http.response.start", "status": response.status, "headers": headers})
             await send({"type": "http.response.body", "body": attempt.body})
-            return (
-                Answer(response.status, response.headers.get("content-type", ""), attempt.body) if keep_copy else None
-            )
+            return Answer(attempt.status, attempt.content_type, attempt.body) if keep_copy else None
+        assert attempt.stream is not None
         copy: list[bytes] | None = [] if keep_copy else None
         size = 0
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         try:
-            async for chunk in response.content.iter_chunked(64 * 1024):
+            async for chunk in attempt.stream.content.iter_chunked(64 * 1024):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if copy is not None:
                     size += len(chunk)
@@ -219,11 +214,9 @@ class Router:
                     if copy is not None:
                         copy.append(chunk)
         finally:
-            response.release()
+            attempt.release()
         await send({"type": "http.response.body", "body": b""})
-        if copy is None:
-            return None
-        return Answer(response.status, response.headers.get("content-type", ""), b"".join(copy))
+        return None if copy is None else Answer(attempt.status, attempt.content_type, b"".join(copy))
 
 
 async def _read_all(receive: Receive, limit: int) -> bytes:

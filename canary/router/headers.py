@@ -46,9 +46,11 @@ def upstream_headers(raw: list[tuple[bytes, bytes]], client: str, scheme: str) -
     return out
 
 
-def response_headers(items: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in items
-        if k.lower() not in HOP_BY_HOP or k.lower() == "content-length"
-    ]
+def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's answer headers for the client: hop-by-hop ones dropped, content-length kept."""
+    out = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower == b"content-length" or lower.decode("latin-1") not in HOP_BY_HOP:
+            out.append((lower, value))
+    return out

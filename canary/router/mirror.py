@@ -46,11 +46,15 @@ class Mirror:
         self, route: ServiceRoute, track: str, method: str, path_qs: str, headers: dict[str, str], body: bytes | None
     ) -> Answer:
         attempt = await self.client.send(method, route.upstreams[track] + path_qs, headers, body, route.timeout_s)
-        if attempt.response is None:
+        if not attempt.answered:
             return Answer(599, "", attempt.error.encode())
-        data = attempt.body if attempt.body is not None else await attempt.response.read()
-        attempt.response.release()
-        return Answer(attempt.response.status, attempt.response.headers.get("content-type", ""), data)
+        if attempt.body is not None:
+            data = attempt.body
+        else:
+            assert attempt.stream is not None
+            data = await attempt.stream.read()
+            attempt.release()
+        return Answer(attempt.status, attempt.content_type, data)
 
     async def _compare(
         self,

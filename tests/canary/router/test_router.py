@@ -223,3 +223,17 @@ def test_router_runs_as_a_process(upstreams, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_idle_connections_closed_by_the_upstream_are_replaced_and_chunked_answers_pass():
+    with serve_in_thread(echo_app("stable"), timeout_keep_alive=1) as short_lived:
+        t = {"version": 1, "services": {"svc": {"upstreams": {"stable": short_lived}}}}
+        async with router_with(t) as (c, _):
+            assert (await c.get("/svc/a")).status_code == 200
+            await _sleep(1.6)  # the upstream has closed our idle keep-alive connection by now
+            r = await c.get("/svc/b")
+            assert r.status_code == 200 and r.json()["path"] == "/b"
+            r = await c.get("/svc/stream")
+            assert r.status_code == 200 and r.text == "".join(f"chunk-{i};" for i in range(5))
+            head = await c.head("/svc/x")
+            assert head.status_code == 200 and head.content == b""

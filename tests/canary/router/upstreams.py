@@ -6,7 +6,7 @@ import asyncio
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
@@ -29,4 +29,16 @@ def echo_app(track: str, fail: bool = False, delay_s: float = 0.0) -> Starlette:
             }
         )
 
-    return Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "HEAD", "DELETE"])])
+    async def stream(request: Request) -> Response:
+        async def chunks():  # type: ignore[no-untyped-def]
+            for i in range(5):
+                yield f"chunk-{i};".encode()
+
+        return StreamingResponse(chunks(), media_type="text/plain")  # chunked: no content-length
+
+    return Starlette(
+        routes=[
+            Route("/stream", stream, methods=["GET"]),
+            Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "HEAD", "DELETE"]),
+        ]
+    )
