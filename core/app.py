@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, MetaData
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.db import ping
+from core.db import create_schema, engine_for, ping
 from core.errors import HTTPError, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from core.metrics import AppMetrics, RequestMetricsMiddleware
 from core.settings import Settings
@@ -45,16 +45,28 @@ def create_app(
     lifespan: Lifespan | None = None,
     max_body_bytes: int | None = None,
     metrics: AppMetrics | None = None,
+    metadata: MetaData | None = None,
 ) -> Starlette:
+    """With ``metadata``, the lifespan makes the database engine (``app.state.engine``) and the
+    schema before the app's own ``lifespan`` runs, and disposes of the engine after it."""
     metrics = metrics or AppMetrics(settings.service, settings.release)
 
     @contextlib.asynccontextmanager
     async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-        if lifespan is None:
-            yield
-            return
-        async with lifespan(app):
-            yield
+        engine = None
+        if metadata is not None:
+            engine = engine_for(settings)
+            await run_in_threadpool(create_schema, engine, metadata)
+            app.state.engine = engine
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            if engine is not None:
+                engine.dispose()
 
     app = Starlette(
         routes=[

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +15,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.app import create_app, read_body
-from core.db import create_schema, engine_for
 from core.errors import BadRequest, NotFound, Unprocessable, UnsupportedMedia
 from core.settings import Settings
 from services.importer import csvfile, store
@@ -31,16 +28,6 @@ MAX_IDEMPOTENCY_KEY = 128
 def create_importer_app(settings: Settings) -> Starlette:
     settings = settings.with_overrides(service="importer")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = engine_for(settings)
-        await run_in_threadpool(create_schema, engine, metadata)
-        app.state.engine = engine
-        try:
-            yield
-        finally:
-            engine.dispose()
-
     app = create_app(
         settings,
         [
@@ -51,7 +38,7 @@ def create_importer_app(settings: Settings) -> Starlette:
             Route("/suppressions/{email}", put_suppression, methods=["PUT"]),
             Route("/suppressions/{email}", delete_suppression, methods=["DELETE"]),
         ],
-        lifespan=lifespan,
+        metadata=metadata,
         max_body_bytes=settings.import_max_bytes,
     )
     counters = app.state.metrics

@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.app import create_app, read_body, require_token
-from core.db import create_schema, engine_for
 from core.errors import BadRequest, Unprocessable
 from core.hashing import bucket
 from core.settings import Settings
@@ -41,9 +40,7 @@ def create_opens_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = engine_for(settings)
-        await run_in_threadpool(create_schema, engine, metadata)
-        app.state.engine = engine
+        engine = app.state.engine
         app.state.secret = tokens.load_or_create_secret(settings.token_secret, settings.state_dir)
         writer = EventWriter(engine, Spool(settings.spool_path), settings.group_commit_ms / 1000)
         app.state.writer = writer
@@ -52,7 +49,6 @@ def create_opens_app(settings: Settings) -> Starlette:
             yield
         finally:
             await writer.stop()
-            engine.dispose()
 
     app = create_app(
         settings,
@@ -63,6 +59,7 @@ def create_opens_app(settings: Settings) -> Starlette:
             Route("/stats", stats, methods=["GET"]),
         ],
         lifespan=lifespan,
+        metadata=metadata,
     )
     m = app.state.metrics
     app.state.pixel_hits = m.counter("opens_pixel_hits_total", "Pixel hits by outcome.", ["outcome"])

@@ -21,7 +21,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 
 from core.app import create_app
-from core.db import create_schema, engine_for
 from core.hashing import BUCKETS
 from core.queue_share import QueueShare
 from core.serve import serve_main
@@ -43,19 +42,15 @@ def create_processor_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app_: Starlette) -> AsyncIterator[None]:
-        engine = engine_for(settings)
-        await run_in_threadpool(create_schema, engine, metadata)
-        app.state.engine = engine
-        task = asyncio.create_task(run_loop(app, engine))
+        task = asyncio.create_task(run_loop(app, app.state.engine))
         try:
             yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            engine.dispose()
 
-    app = create_app(settings, [], lifespan=lifespan)
+    app = create_app(settings, [], lifespan=lifespan, metadata=metadata)
     m = app.state.metrics
     app.state.counters = {
         "claimed": m.counter("opens_events_claimed_total", "Raw events claimed by the processor.", []),

@@ -16,7 +16,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.app import create_app, read_body
-from core.db import create_schema, engine_for
 from core.errors import BadRequest, NotFound, Unprocessable
 from core.settings import Settings
 from services.resizer import imaging
@@ -33,17 +32,11 @@ def create_resizer_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = engine_for(settings)
-        await run_in_threadpool(create_schema, engine, metadata)
-        app.state.engine = engine
-        app.state.store = code.store(engine)
+        app.state.store = code.store(app.state.engine)
         # Rendering is CPU-bound: more renders at once than cores only adds GIL contention, which
         # starves the short database queries of the other requests.  The rest wait their turn.
         app.state.render_slots = asyncio.Semaphore(os.cpu_count() or 2)
-        try:
-            yield
-        finally:
-            engine.dispose()
+        yield
 
     app = create_app(
         settings,
@@ -53,6 +46,7 @@ def create_resizer_app(settings: Settings) -> Starlette:
             Route("/images/{image_id}/info", get_info, methods=["GET"]),
         ],
         lifespan=lifespan,
+        metadata=metadata,
         max_body_bytes=settings.image_max_bytes,
     )
     app.state.render = code.render
