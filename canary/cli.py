@@ -112,6 +112,25 @@ def _load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lint(args: argparse.Namespace) -> int:
+    from canary.controller.spec import check
+
+    failed = False
+    for path in args.files:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        _, problems = check(text, path)
+        for problem in problems:
+            print(problem.render(path))
+        if problems:
+            failed = True
+        else:
+            print(f"{path}: ok")
+    return 1 if failed else 0
+
+
 class UsageError(ReleaseWardenError):
     """A bad argument or input file: printed as one line, exit status 2."""
 
@@ -145,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sim.set_defaults(func=_simulate)
+    lint = sub.add_parser("lint", help="validate rollout specs (errors name the field and line)")
+    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.set_defaults(func=_lint)
+
     load = sub.add_parser("load", help="drive realistic traffic at the services and report what consumers saw")
     load.add_argument("--importer", metavar="URL", help="importer base URL")
     load.add_argument("--opens", metavar="URL", help="open tracker base URL")

@@ -1,0 +1,1 @@
+"""The rollout controller: specs, the state machine, its store, its HTTP API and alert webhook."""

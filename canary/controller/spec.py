@@ -1,0 +1,195 @@
+"""Rollout specs: YAML in, a validated :class:`RolloutSpec` out, or errors that name field and line.
+
+Validation is the JSON schema of ``spec_schema`` (also published for editors) plus the rules a
+schema cannot say (steps' weights rise; stable and canary differ; a latency metric has a threshold;
+a query metric has both queries).  Each error reads ``FILE:LINE: spec.steps[2].weight: must be
+between 0 and 100``.  Bad specs never reach the state machine: ``load_spec`` raises ``SpecError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+import yaml
+
+from canary.controller.spec_schema import SCHEMA
+from core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+    def render(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line else source
+        return f"{where}: {self.path}: {self.message}"
+
+
+class SpecError(ConfigError):
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(p.render(source) for p in problems))
+
+
+@dataclass(frozen=True)
+class Step:
+    weight: float
+    min_requests: int = 100
+    min_seconds: float = 30.0
+    max_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str
+    alpha: float = 0.01
+    min_regression: float = 2.0
+    threshold_ms: float | None = None
+    objective: float | None = None
+    events_query: str | None = None
+    bad_query: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    name: str
+    service: str
+    stable: str
+    canary: str
+    steps: tuple[Step, ...]
+    metrics: tuple[Metric, ...]
+    mirror: dict[str, Any] | None = None
+    failover: bool = True
+    sticky: dict[str, Any] = field(default_factory=dict)
+    alerts: tuple[str, ...] = ()
+    watch_seconds: float = 600.0
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(document)"
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    schema, v = error.schema if isinstance(error.schema, dict) else {}, error.validator
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        lo = schema.get("minimum", schema.get("exclusiveMinimum"))
+        hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+        if lo is not None and hi is not None:
+            return f"must be between {lo:g} and {hi:g}"
+        return f"must be above {lo:g}" if lo is not None else f"must be at most {hi:g}"
+    if v == "required":
+        return str(error.message).replace(" is a required property", ": required")
+    if v == "enum":
+        return f"must be one of {', '.join(map(str, error.validator_value))}"
+    if v == "const":
+        return f"must be {error.validator_value!r}"
+    if v == "type":
+        return f"must be {'an' if str(error.validator_value)[0] in 'aeiou' else 'a'} {error.validator_value}"
+    if v == "minItems":
+        return f"needs at least {error.validator_value} item(s)"
+    return str(error.message)
+
+
+def _lines(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Each path in the YAML document -> the line (1-based) where its value starts."""
+    out: dict[tuple[Any, ...], int] = {}
+    if node is None:
+        return out
+    out[prefix] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[(*prefix, key.value)] = key.start_mark.line + 1
+            out.update({k: v for k, v in _lines(value, (*prefix, key.value)).items() if k != (*prefix, key.value)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out.update(_lines(item, (*prefix, i)))
+    return out
+
+
+def _line_of(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | None:
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path)
+
+
+def check(text: str, source: str = "<spec>") -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Parse and validate; (document, problems) with problems sorted by line."""
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return None, [
+            Problem("(document)", f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)
+        ]
+    lines = _lines(node)
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    problems = []
+    for e in validator.iter_errors(data):
+        path = tuple(e.absolute_path)
+        if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            known = set(e.schema.get("properties", {})) if isinstance(e.schema, dict) else set()
+            for key in sorted(set(e.instance) - known):  # name each unknown field at its own line
+                problems.append(Problem(_path((*path, key)), "unknown field", _line_of(lines, (*path, key))))
+            continue
+        problems.append(Problem(_path(path), _message(e), _line_of(lines, path)))
+    if not problems and isinstance(data, dict):
+        problems = [Problem(p, m, _line_of(lines, k)) for p, m, k in _rules(data["spec"])]
+    return data, sorted(problems, key=lambda p: (p.line or 0, p.path))
+
+
+def _rules(spec: dict[str, Any]) -> list[tuple[str, str, tuple[Any, ...]]]:
+    out: list[tuple[str, str, tuple[Any, ...]]] = []
+    if spec["stable"] == spec["canary"]:
+        out.append(("spec.canary", "must differ from spec.stable", ("spec", "canary")))
+    weights = [s["weight"] for s in spec["steps"]]
+    for i in range(1, len(weights)):
+        if weights[i] <= weights[i - 1]:
+            out.append(
+                (
+                    f"spec.steps[{i}].weight",
+                    f"must be above the previous step's {weights[i - 1]:g}",
+                    ("spec", "steps", i, "weight"),
+                )
+            )
+    for i, m in enumerate(spec["metrics"]):
+        if m["kind"] == "latency" and "threshold_ms" not in m:
+            out.append((f"spec.metrics[{i}].threshold_ms", "required for a latency metric", ("spec", "metrics", i)))
+        if m["kind"] == "query" and not ("events_query" in m and "bad_query" in m):
+            out.append(
+                (f"spec.metrics[{i}]", "a query metric needs events_query and bad_query", ("spec", "metrics", i))
+            )
+    names = [m["name"] for m in spec["metrics"]]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            out.append((f"spec.metrics[{i}].name", f"{n!r} is used twice", ("spec", "metrics", i, "name")))
+    return out
+
+
+def load_spec(text: str, source: str = "<spec>") -> RolloutSpec:
+    data, problems = check(text, source)
+    if problems or data is None:
+        raise SpecError(source, problems)
+    s = data["spec"]
+    return RolloutSpec(
+        name=str(data.get("metadata", {}).get("name") or f"{s['service']}-{s['canary']}"),
+        service=s["service"],
+        stable=s["stable"],
+        canary=s["canary"],
+        steps=tuple(Step(**step) for step in s["steps"]),
+        metrics=tuple(Metric(**m) for m in s["metrics"]),
+        mirror=s.get("mirror"),
+        failover=s.get("failover", True),
+        sticky=s.get("sticky", {"header": "X-Account-Id"}),
+        alerts=tuple(s.get("alerts", [])),
+        watch_seconds=float(s.get("watch", {}).get("seconds", 600)),
+    )

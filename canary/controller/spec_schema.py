@@ -1,0 +1,96 @@
+"""The JSON schema of a rollout spec (published as ``manifests/rollout.schema.json`` for editors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SERVICES = ["importer", "opens", "resizer"]
+METRIC_KINDS = ["errors", "latency", "conservation", "mirror", "query"]
+
+_STEP = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["weight"],
+    "properties": {
+        "weight": {"type": "number", "minimum": 0, "maximum": 100, "description": "percent of live traffic"},
+        "min_requests": {"type": "integer", "minimum": 0, "default": 100},
+        "min_seconds": {"type": "number", "minimum": 0, "default": 30},
+        "max_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 900},
+    },
+}
+_METRIC = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "kind"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$"},
+        "kind": {"enum": METRIC_KINDS},
+        "threshold_ms": {"type": "number", "exclusiveMinimum": 0, "description": "latency: slower is bad"},
+        "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.2, "default": 0.01},
+        "min_regression": {"type": "number", "exclusiveMinimum": 1, "default": 2},
+        "objective": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
+            "description": "the canary's own maximum bad-event rate",
+        },
+        "events_query": {"type": "string", "minLength": 1},
+        "bad_query": {"type": "string", "minLength": 1},
+    },
+}
+_MIRROR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1},
+        "min_seconds": {"type": "number", "minimum": 0, "default": 30},
+        "min_compared": {"type": "integer", "minimum": 1, "default": 100},
+        "max_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 600},
+        "ignore_fields": {"type": "array", "items": {"type": "string"}},
+        "pixel_tolerance": {"type": "number", "minimum": 0, "maximum": 255, "default": 8},
+        "max_different_share": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
+    },
+}
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "releasewarden rollout",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "spec"],
+    "properties": {
+        "apiVersion": {"const": "releasewarden/v1"},
+        "kind": {"const": "Rollout"},
+        "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["service", "stable", "canary", "steps", "metrics"],
+            "properties": {
+                "service": {"enum": SERVICES},
+                "stable": {"type": "string", "minLength": 1},
+                "canary": {"type": "string", "minLength": 1},
+                "mirror": _MIRROR,
+                "steps": {"type": "array", "minItems": 1, "maxItems": 20, "items": _STEP},
+                "metrics": {"type": "array", "minItems": 1, "items": _METRIC},
+                "failover": {"type": "boolean", "default": True},
+                "sticky": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "additionalProperties": False,
+                    "properties": {
+                        "header": {"type": "string"},
+                        "cookie": {"type": "string"},
+                        "path_param": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "alerts": {"type": "array", "items": {"type": "string"}},
+                "watch": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"seconds": {"type": "number", "minimum": 0, "default": 600}},
+                },
+            },
+        },
+    },
+}

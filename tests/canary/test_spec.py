@@ -1,0 +1,88 @@
+"""Rollout specs: the shipped examples lint clean, bad specs are refused naming field and line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from canary.controller.spec import SpecError, check, load_spec
+from canary.controller.spec_schema import SCHEMA
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = (ROOT / "manifests/rollouts/resizer.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", ["importer", "opens", "resizer"])
+def test_shipped_specs_are_valid(name):
+    spec = load_spec((ROOT / f"manifests/rollouts/{name}.yaml").read_text())
+    assert spec.service == name and spec.steps and spec.metrics
+    weights = [s.weight for s in spec.steps]
+    assert weights == sorted(weights)
+
+
+def test_published_schema_matches_the_code():
+    assert json.loads((ROOT / "manifests/rollout.schema.json").read_text()) == SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("    - {weight: 25, min_requests: 1000, min_seconds: 60}", "    - {weight: 125}"),
+            "spec.steps[2].weight: must be between 0 and 100",
+        ),
+        (('  canary: "2.0"', '  canary: "1.0"'), "spec.canary: must differ from spec.stable"),
+        (
+            ("    - {weight: 5, min_requests: 500, min_seconds: 60}", "    - {weight: 0.5}"),
+            "spec.steps[1].weight: must be above the previous step's 1",
+        ),
+        (("kind: latency, threshold_ms: 1000", "kind: latency"), "spec.metrics[1].threshold_ms: required"),
+        (("  service: resizer", "  service: printer"), "spec.service: must be one of importer, opens, resizer"),
+        (("  failover: true\n", ""), None),
+        (
+            ("  sticky: {header: X-Account-Id}", "  sticky: {header: X-Account-Id}\n  colour: red"),
+            "spec.colour: unknown field",
+        ),
+        (("    pixel_tolerance: 8", "    pixel_tolerance: lots"), "spec.mirror.pixel_tolerance: must be a number"),
+    ],
+)
+def test_bad_specs_name_the_field_and_line(change, expected):
+    text = GOOD.replace(*change)
+    assert text != GOOD or expected is None
+    _, problems = check(text, "r.yaml")
+    if expected is None:
+        assert problems == []
+        return
+    rendered = [p.render("r.yaml") for p in problems]
+    hit = [r for r in rendered if expected in r]
+    assert hit, rendered
+    line = int(hit[0].split(":")[1])
+    needle = change[1].strip().splitlines()[-1]
+    assert needle.split(":")[0] in text.splitlines()[line - 1]  # the line points at the field
+
+
+def test_not_yaml_and_missing_fields():
+    _, problems = check("spec: [unclosed", "x.yaml")
+    assert problems[0].message.startswith("not valid YAML") and problems[0].line == 1
+    with pytest.raises(SpecError) as err:
+        load_spec("apiVersion: releasewarden/v1\nkind: Rollout\nspec: {service: opens}\n", "y.yaml")
+    text = str(err.value)
+    assert "y.yaml:3: spec: 'stable': required" in text and "'steps': required" in text
+
+
+def test_canary_lint_command(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace('  canary: "2.0"', '  canary: "1.0"'))
+    out = subprocess.run(
+        [sys.executable, "-m", "canary.cli", "lint", str(ROOT / "manifests/rollouts/opens.yaml"), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert f"{bad}:9: spec.canary: must differ from spec.stable" in out.stdout
+    assert "opens.yaml: ok" in out.stdout
