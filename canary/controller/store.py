@@ -1,0 +1,177 @@
+"""The controller's store (SQLAlchemy: SQLite by default, PostgreSQL when configured).
+
+Every transition and its decisions are written in one transaction before the controller acts on
+them, guarded by the rollout's revision (a stale controller's write is refused).  At most one
+rollout per service is active: ``active_service`` holds the service name while the rollout is
+active and NULL afterwards, under a unique constraint.  A lease row makes sure that of several
+controllers on one database only one acts at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from canary.controller import machine
+from canary.controller.spec import load_spec
+from core.db import write_transaction
+from core.errors import Conflict, NotFound
+
+metadata = MetaData()
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("service", String(40), nullable=False),
+    Column("active_service", String(40)),
+    Column("spec", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("active_service", name="uq_one_active_rollout_per_service"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout_id", String(32), ForeignKey("rollouts.id"), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("phase_from", String(20), nullable=False),
+    Column("phase_to", String(20), nullable=False),
+    Column("decided_by", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+STATE_FIELDS = ("phase", "step", "phase_since", "step_since", "resume_to", "reason", "decided_by")
+
+
+class StaleWrite(Conflict):
+    code = "stale_write"
+
+
+def _state(r: machine.Rollout) -> str:
+    return json.dumps({f: getattr(r, f) for f in STATE_FIELDS})
+
+
+def _rollout(row: Any) -> machine.Rollout:
+    state = json.loads(row.state)
+    return machine.Rollout(id=row.id, spec=load_spec(row.spec, f"rollout {row.id}"), revision=row.revision, **state)
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(self, spec_text: str, now: float) -> machine.Rollout:
+        spec = load_spec(spec_text)  # a bad spec never gets this far
+        r = machine.Rollout(id=uuid.uuid4().hex, spec=spec, phase_since=now)
+        stamp = datetime.now(UTC)
+        try:
+            with write_transaction(self.engine) as conn:
+                conn.execute(
+                    insert(rollouts).values(
+                        id=r.id,
+                        service=spec.service,
+                        active_service=spec.service,
+                        spec=spec_text,
+                        state=_state(r),
+                        revision=r.revision,
+                        created_at=stamp,
+                        updated_at=stamp,
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(
+                f"{spec.service} already has an active rollout: abort or finish it first", code="rollout_active"
+            ) from None
+        return r
+
+    def get(self, rollout_id: str) -> machine.Rollout:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).first()
+        if row is None:
+            raise NotFound(f"no rollout {rollout_id}")
+        return _rollout(row)
+
+    def list(self, active_only: bool = False) -> list[machine.Rollout]:
+        query = select(rollouts).order_by(rollouts.c.created_at)
+        if active_only:
+            query = query.where(rollouts.c.active_service.is_not(None))
+        with self.engine.connect() as conn:
+            return [_rollout(row) for row in conn.execute(query)]
+
+    def save(self, new: machine.Rollout, expected_revision: int, made: list[machine.Decision]) -> None:
+        """Write a transition and its decisions, only if nobody else moved the rollout meanwhile."""
+        active = None if new.phase in machine.TERMINAL else new.spec.service
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(
+                update(rollouts)
+                .where(rollouts.c.id == new.id, rollouts.c.revision == expected_revision)
+                .values(state=_state(new), revision=new.revision, active_service=active, updated_at=datetime.now(UTC))
+            )
+            if result.rowcount != 1:
+                raise StaleWrite(f"rollout {new.id} changed since revision {expected_revision}")
+            for d in made:
+                conn.execute(
+                    insert(decisions).values(
+                        rollout_id=new.id,
+                        at=d.at,
+                        phase_from=d.phase_from,
+                        phase_to=d.phase_to,
+                        decided_by=d.decided_by,
+                        reason=d.reason,
+                        evidence=json.dumps(d.evidence, default=str),
+                    )
+                )
+
+    def decisions(self, rollout_id: str) -> list[machine.Decision]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(decisions).where(decisions.c.rollout_id == rollout_id).order_by(decisions.c.id))
+            return [
+                machine.Decision(r.at, r.phase_from, r.phase_to, r.decided_by, r.reason, json.loads(r.evidence))
+                for r in rows
+            ]
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float, now: float) -> bool:
+        """Take or renew the lease; True while ``holder`` has it."""
+        with write_transaction(self.engine) as conn:
+            row = conn.execute(select(leases).where(leases.c.name == name)).first()
+            if row is None:
+                conn.execute(insert(leases).values(name=name, holder=holder, expires_at=now + ttl_s))
+                return True
+            if row.holder == holder or row.expires_at < now:
+                conn.execute(update(leases).where(leases.c.name == name).values(holder=holder, expires_at=now + ttl_s))
+                return True
+            return False
