@@ -125,7 +125,7 @@ class Store:
             raise NotFound(f"no rollout {rollout_id}")
         return _rollout(row)
 
-    def list(self, active_only: bool = False) -> list[machine.Rollout]:
+    def list_rollouts(self, active_only: bool = False) -> list[machine.Rollout]:
         query = select(rollouts).order_by(rollouts.c.created_at)
         if active_only:
             query = query.where(rollouts.c.active_service.is_not(None))

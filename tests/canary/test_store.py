@@ -52,7 +52,7 @@ def test_one_active_rollout_per_service(store):
     done = r.with_(2.0, phase=m.ROLLED_BACK)
     store.save(done, r.revision, [])
     second = store.create(IMPORTER, now=3.0)  # the service is free again
-    assert [x.id for x in store.list(active_only=True)] == [second.id]
+    assert [x.id for x in store.list_rollouts(active_only=True)] == [second.id]
     with pytest.raises(NotFound):
         store.get("nope")
     with pytest.raises(SpecError):
