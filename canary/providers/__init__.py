@@ -1,0 +1,1 @@
+"""Metric sources behind one Protocol (``base.MetricProvider``): builtin, and Prometheus (own issue)."""

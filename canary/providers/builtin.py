@@ -1,0 +1,99 @@
+"""The builtin metric provider: the router's own counters, and the opens processors' metrics.
+
+- ``errors``: requests and errors (5xx, resets, timeouts) per track, from ``/_router/stats``;
+- ``latency``: requests, and requests slower than the threshold, from the router's latency buckets
+  (the first bucket boundary at or above the threshold: it never calls a fast request slow);
+- ``mirror``: mirrored comparisons and differences (both count against the canary; stable has none);
+- ``conservation``: per processor release, events acknowledged, and acknowledged but neither
+  recorded nor filtered, from each processor's ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from canary.providers.base import Counts, MetricQuery, ProviderUnavailable, TrackCounts
+
+CONSERVATION = ("opens_events_acknowledged_total", "opens_recorded_total", "opens_events_filtered_total")
+
+
+class BuiltinProvider:
+    def __init__(self, router_url: str, processors: dict[str, str] | None = None, timeout_s: float = 2.0) -> None:
+        self.router_url = router_url.rstrip("/")
+        self.processors = processors or {}  # track -> processor base URL
+        self.timeout_s = timeout_s
+
+    async def _get(self, client: httpx.AsyncClient, url: str) -> httpx.Response:
+        try:
+            r = await client.get(url, timeout=self.timeout_s)
+            r.raise_for_status()
+            return r
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"{url}: {type(exc).__name__}: {exc}") from None
+
+    async def cumulative(self, query: MetricQuery) -> TrackCounts:
+        async with httpx.AsyncClient() as client:
+            if query.kind == "conservation":
+                return await self._conservation(client, query)
+            snapshot: dict[str, Any] = (await self._get(client, f"{self.router_url}/_router/stats")).json()
+        if query.kind == "errors":
+            return _errors(snapshot, query)
+        if query.kind == "latency":
+            return _latency(snapshot, query)
+        if query.kind == "mirror":
+            rows = [m for m in snapshot.get("mirror", []) if m["service"] == query.service]
+            return TrackCounts(Counts(sum(m["compared"] for m in rows), sum(m["different"] for m in rows)), Counts())
+        raise ProviderUnavailable(f"the builtin provider has no metric of kind {query.kind!r}")
+
+    async def _conservation(self, client: httpx.AsyncClient, query: MetricQuery) -> TrackCounts:
+        counts = {}
+        for track, release in (("canary", query.canary_release), ("stable", query.stable_release)):
+            url = self.processors.get(track)
+            if not url:
+                raise ProviderUnavailable(f"no processor URL for the {track} track")
+            text = (await self._get(client, f"{url.rstrip('/')}/metrics")).text
+            totals = dict.fromkeys(CONSERVATION, 0.0)
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name in totals and sample.labels.get("release") == release:
+                        totals[sample.name] += sample.value
+            acknowledged, recorded, filtered = (int(totals[n]) for n in CONSERVATION)
+            counts[track] = Counts(acknowledged, max(0, acknowledged - recorded - filtered))
+        return TrackCounts(counts["canary"], counts["stable"])
+
+
+def _errors(snapshot: dict[str, Any], q: MetricQuery) -> TrackCounts:
+    def track(name: str, release: str) -> Counts:
+        rows = [
+            r
+            for r in snapshot.get("counters", [])
+            if r["service"] == q.service and r["track"] == name and r["release"] == release
+        ]
+        return Counts(sum(r["requests"] for r in rows), sum(r["errors"] for r in rows))
+
+    return TrackCounts(track("canary", q.canary_release), track("stable", q.stable_release))
+
+
+def _latency(snapshot: dict[str, Any], q: MetricQuery) -> TrackCounts:
+    if q.threshold_ms is None:
+        raise ProviderUnavailable("a latency metric needs threshold_ms")
+    limit = q.threshold_ms / 1000
+
+    def track(name: str, release: str) -> Counts:
+        events = bad = 0
+        for row in snapshot.get("latency", []):
+            if (row["service"], row["track"], row["release"]) != (q.service, name, release):
+                continue
+            buckets = row["buckets"]
+            total = int(buckets["+Inf"])
+            bounds = sorted(float(b) for b in buckets if b != "+Inf")
+            at = next((b for b in bounds if b >= limit), None)
+            fast = int(buckets[str(at)]) if at is not None else total
+            events += total
+            bad += total - fast
+        return Counts(events, bad)
+
+    return TrackCounts(track("canary", q.canary_release), track("stable", q.stable_release))

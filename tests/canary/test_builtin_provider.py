@@ -1,0 +1,102 @@
+"""The builtin provider against a real router and real opens processors on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import httpx
+import pytest
+
+from canary.providers.base import BinMaker, Counts, MetricQuery, ProviderUnavailable, TrackCounts
+from canary.providers.builtin import BuiltinProvider
+from canary.router.app import create_router
+from core.serve import serve_in_thread
+from core.settings import Settings
+from services.opens.app import create_opens_app
+from services.opens.processor import create_processor_app
+from tests.canary.router.test_router import closed_port_url
+from tests.canary.router.upstreams import echo_app
+
+TOKEN = "t"
+ERRORS = MetricQuery("svc", "errors", canary_release="1.1", stable_release="1.0")
+
+
+@contextlib.contextmanager
+def router_in_front_of(canary_app, weight: float, failover: bool = True):
+    with contextlib.ExitStack() as stack:
+        stable = stack.enter_context(serve_in_thread(echo_app("stable")))
+        canary = stack.enter_context(serve_in_thread(canary_app))
+        url = stack.enter_context(serve_in_thread(create_router(Settings(admin_token=TOKEN))))
+        table = {
+            "version": 1,
+            "services": {
+                "svc": {
+                    "upstreams": {"stable": stable, "canary": canary},
+                    "releases": {"stable": "1.0", "canary": "1.1"},
+                    "weight": weight,
+                    "failover": failover,
+                }
+            },
+        }
+        httpx.put(
+            f"{url}/_router/table", content=json.dumps(table), headers={"Authorization": f"Bearer {TOKEN}"}
+        ).raise_for_status()
+        yield url
+
+
+def test_errors_per_track_and_bins_from_cumulative_counts():
+    with router_in_front_of(echo_app("canary", fail=True), weight=50) as url:
+        provider = BuiltinProvider(url)
+        bins = BinMaker()
+        assert bins.next_bin(asyncio.run(provider.cumulative(ERRORS))) == TrackCounts(Counts(), Counts())
+        for _ in range(40):
+            assert httpx.get(f"{url}/svc/x").status_code == 200  # failover: consumers see no error
+        reading = asyncio.run(provider.cumulative(ERRORS))
+        one = bins.next_bin(reading)
+    assert one.canary.events == one.canary.bad > 5  # every canary answer was a 500
+    assert one.stable.bad == 0 and one.stable.events == 40  # stable served all 40, failovers included
+
+
+def test_latency_counts_requests_slower_than_the_threshold():
+    with router_in_front_of(echo_app("canary", delay_s=0.3), weight=50) as url:
+        for _ in range(20):
+            httpx.get(f"{url}/svc/x", timeout=5)
+        q = MetricQuery("svc", "latency", "1.1", "1.0", threshold_ms=200)
+        counts = asyncio.run(BuiltinProvider(url).cumulative(q))
+    assert counts.canary.events == counts.canary.bad > 0 and counts.stable.bad == 0
+
+
+def test_a_source_that_is_down_is_unavailable_never_zero():
+    with pytest.raises(ProviderUnavailable, match="ConnectError"):
+        asyncio.run(BuiltinProvider(closed_port_url()).cumulative(ERRORS))
+
+
+def test_counter_restart_counts_from_zero():
+    bins = BinMaker()
+    bins.next_bin(TrackCounts(Counts(100, 5), Counts(1000, 10)))
+    assert bins.next_bin(TrackCounts(Counts(7, 1), Counts(1010, 10))) == TrackCounts(Counts(7, 1), Counts(10, 0))
+
+
+def test_conservation_from_the_processors_of_each_track(tmp_path):
+    url = f"sqlite:///{tmp_path / 'opens.db'}"
+    common = {"db_url": url, "state_dir": str(tmp_path), "admin_token": TOKEN}
+    with (
+        serve_in_thread(create_opens_app(Settings(**common))) as opens,
+        serve_in_thread(create_processor_app(Settings(**common, release="1.1"))) as canary,
+    ):
+        sends = [{"campaign_id": 1, "contact_id": i, "send_id": i} for i in range(30)]
+        tokens = httpx.post(
+            f"{opens}/admin/tokens", json={"sends": sends}, headers={"Authorization": f"Bearer {TOKEN}"}
+        ).json()["tokens"]
+        for i, t in enumerate(tokens):  # every third hit has no user agent: 1.1 loses those
+            httpx.get(f"{opens}{t['url']}", headers={"User-Agent": "" if i % 3 == 0 else "Mozilla/5.0"})
+        for _ in range(100):
+            if httpx.get(f"{opens}/stats").json()["events_pending"] == 0:
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        q = MetricQuery("opens", "conservation", canary_release="1.1", stable_release="1.0")
+        counts = asyncio.run(BuiltinProvider("", {"canary": canary, "stable": canary}).cumulative(q))
+    assert counts.canary == Counts(30, 10)  # 30 acknowledged, 10 neither recorded nor filtered
+    assert counts.stable == Counts(0, 0)  # no stable (1.0) processing was reported by that processor
