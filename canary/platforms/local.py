@@ -1,0 +1,110 @@
+"""The local platform: each release a supervised process on this machine.
+
+Ports are allocated once per release and kept across restarts (the router's table stays right);
+logs go to ``STATE/logs``; a supervisor task restarts a process that died without being asked to;
+``close`` stops everything, newest first.  Starting a release that already runs is a no-op, so the
+controller can apply its desired state again after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from canary.platforms.base import Instance
+from canary.platforms.processes import ServiceProcess, start_service, wait_ready
+
+log = logging.getLogger("releasewarden.platform.local")
+SUPERVISE_S = 0.5
+
+
+@dataclass
+class _Entry:
+    proc: ServiceProcess
+    track: str
+    restarts: int = 0
+
+
+class LocalPlatform:
+    def __init__(self, state_dir: Path, db_urls: dict[str, str], env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.db_urls = db_urls  # service -> database URL (opens-processor shares opens')
+        self.env = env or {}
+        self.entries: dict[tuple[str, str], _Entry] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+
+    def _db(self, service: str) -> str:
+        return self.db_urls["opens" if service == "opens-processor" else service]
+
+    async def start(self, service: str, release: str, track: str) -> Instance:
+        entry = self.entries.get((service, release))
+        if entry is None or not entry.proc.alive():
+            port = entry.proc.port if entry else None
+            proc = await asyncio.to_thread(self._launch, service, release, track, port)
+            entry = self.entries[(service, release)] = _Entry(proc, track, entry.restarts if entry else 0)
+        entry.track = track
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise())
+        return self._instance(service, release, entry)
+
+    def _launch(self, service: str, release: str, track: str, port: int | None) -> ServiceProcess:
+        env = {**self.env, "CANARY_TRACK": track}
+        proc = start_service(service, release, db_url=self._db(service), state_dir=self.state_dir, port=port, env=env)
+        wait_ready(proc)
+        return proc
+
+    async def healthy(self, service: str, release: str) -> bool:
+        entry = self.entries.get((service, release))
+        if entry is None or not entry.proc.alive():
+            return False
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"{entry.proc.url}/readyz", timeout=2)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def stop(self, service: str, release: str) -> None:
+        entry = self.entries.pop((service, release), None)
+        if entry is not None:
+            await asyncio.to_thread(entry.proc.stop)
+
+    async def running(self) -> list[Instance]:
+        return [self._instance(s, r, e) for (s, r), e in self.entries.items() if e.proc.alive()]
+
+    def _instance(self, service: str, release: str, entry: _Entry) -> Instance:
+        return Instance(service, release, entry.track, entry.proc.url, entry.restarts)
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(SUPERVISE_S)
+            for (service, release), entry in list(self.entries.items()):
+                if entry.proc.alive() or self.entries.get((service, release)) is not entry:
+                    continue
+                log.warning(
+                    "%s %s exited (%s); restarting on port %d (log %s)",
+                    service,
+                    release,
+                    entry.proc.popen.returncode,
+                    entry.proc.port,
+                    entry.proc.log_path,
+                )
+                try:
+                    proc = await asyncio.to_thread(self._launch, service, release, entry.track, entry.proc.port)
+                except Exception as exc:  # keep supervising the others; try again next round
+                    log.error("restarting %s %s failed: %s", service, release, exc)
+                    continue
+                entry.proc, entry.restarts = proc, entry.restarts + 1
+
+    async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        for key in reversed(list(self.entries)):
+            await self.stop(*key)
