@@ -24,14 +24,15 @@ from core.settings import Settings, load_settings
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1", **config: Any) -> Iterator[str]:
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: Any) -> Iterator[str]:
     """Run an ASGI app under uvicorn in a background thread on a free port; yield its base URL.
 
     For tests and benchmarks that need a real server on 127.0.0.1 inside the same process.
     """
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port = s.getsockname()[1]
+    if not port:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

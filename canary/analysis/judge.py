@@ -77,6 +77,13 @@ class MetricState:
     exposure: list[float] = field(default_factory=list)  # for the pass rule
     objective: list[float] = field(default_factory=list)  # canary vs objective
     stable_objective: list[float] = field(default_factory=list)
+    # the current step's bake: a new step bakes afresh while the evidence above carries on
+    step_seconds: float = 0.0
+    step_canary_n: int = 0
+
+    def new_step(self) -> None:
+        self.step_seconds = 0.0
+        self.step_canary_n = 0
 
     def add(
         self, config: JudgeConfig, canary_n: int, canary_bad: int, stable_n: int, stable_bad: int, seconds: float
@@ -99,6 +106,8 @@ class MetricState:
             )
         self.bins += 1
         self.seconds += seconds
+        self.step_seconds += seconds
+        self.step_canary_n += canary_n
         self.canary_n += canary_n
         self.canary_bad += canary_bad
         self.stable_n += stable_n
@@ -159,10 +168,10 @@ def judge(state: MetricState, config: JudgeConfig) -> Decision:
     if blocked:
         return Decision(CONTINUE, blocked, evidence)
     waiting = []
-    if state.seconds < config.min_bake_seconds:
-        waiting.append(f"baking {state.seconds:.0f} of {config.min_bake_seconds:.0f} s")
-    if state.canary_n < config.min_bake_requests:
-        waiting.append(f"{state.canary_n} of {config.min_bake_requests} canary requests")
+    if state.step_seconds < config.min_bake_seconds:
+        waiting.append(f"baking {state.step_seconds:.0f} of {config.min_bake_seconds:.0f} s")
+    if state.step_canary_n < config.min_bake_requests:
+        waiting.append(f"{state.step_canary_n} of {config.min_bake_requests} canary requests in this step")
     power = evidence["power"]
     if power["fraction"] < 1.0:
         waiting.append(

@@ -50,6 +50,7 @@ class Metric:
     kind: str
     alpha: float = 0.01
     min_regression: float = 2.0
+    rate_floor: float = 0.001
     threshold_ms: float | None = None
     objective: float | None = None
     events_query: str | None = None

@@ -28,6 +28,13 @@ _METRIC = {
         "threshold_ms": {"type": "number", "exclusiveMinimum": 0, "description": "latency: slower is bad"},
         "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.2, "default": 0.01},
         "min_regression": {"type": "number", "exclusiveMinimum": 1, "default": 2},
+        "rate_floor": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
+            "default": 0.001,
+            "description": "the lowest stable bad rate whose regression a step must be able to see",
+        },
         "objective": {
             "type": "number",
             "exclusiveMinimum": 0,

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,9 +22,11 @@ CONSERVATION = ("opens_events_acknowledged_total", "opens_recorded_total", "open
 
 
 class BuiltinProvider:
-    def __init__(self, router_url: str, processors: dict[str, str] | None = None, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, router_url: str, processor_url: Callable[[str], str | None] | None = None, timeout_s: float = 2.0
+    ) -> None:
         self.router_url = router_url.rstrip("/")
-        self.processors = processors or {}  # track -> processor base URL
+        self.processor_url = processor_url or (lambda release: None)  # release -> its processor's URL
         self.timeout_s = timeout_s
 
     async def _get(self, client: httpx.AsyncClient, url: str) -> httpx.Response:
@@ -51,9 +54,9 @@ class BuiltinProvider:
     async def _conservation(self, client: httpx.AsyncClient, query: MetricQuery) -> TrackCounts:
         counts = {}
         for track, release in (("canary", query.canary_release), ("stable", query.stable_release)):
-            url = self.processors.get(track)
+            url = self.processor_url(release)
             if not url:
-                raise ProviderUnavailable(f"no processor URL for the {track} track")
+                raise ProviderUnavailable(f"no processor runs release {release} ({track})")
             text = (await self._get(client, f"{url.rstrip('/')}/metrics")).text
             totals = dict.fromkeys(CONSERVATION, 0.0)
             for family in text_string_to_metric_families(text):

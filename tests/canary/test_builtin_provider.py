@@ -97,6 +97,6 @@ def test_conservation_from_the_processors_of_each_track(tmp_path):
                 break
             asyncio.run(asyncio.sleep(0.05))
         q = MetricQuery("opens", "conservation", canary_release="1.1", stable_release="1.0")
-        counts = asyncio.run(BuiltinProvider("", {"canary": canary, "stable": canary}).cumulative(q))
+        counts = asyncio.run(BuiltinProvider("", {"1.1": canary, "1.0": canary}.get).cumulative(q))
     assert counts.canary == Counts(30, 10)  # 30 acknowledged, 10 neither recorded nor filtered
     assert counts.stable == Counts(0, 0)  # no stable (1.0) processing was reported by that processor

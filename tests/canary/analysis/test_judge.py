@@ -119,3 +119,14 @@ def test_change_detector_is_quiet_on_healthy_traffic_and_catches_a_late_failure(
     assert bins <= 3  # within 30 seconds
     restored = ChangeDetector.from_dict(json.loads(json.dumps(detector.to_dict())))
     assert math.isclose(restored.log_statistic, detector.log_statistic)
+
+
+def test_a_new_step_bakes_afresh_but_keeps_its_evidence():
+    config = JudgeConfig(min_bake_seconds=60, min_bake_requests=100)
+    state, decision, _ = feed(config, np.random.default_rng(4), 3600, 0.01, 0.01)
+    assert decision.verdict == PASS
+    log_e = state.regression
+    state.new_step()
+    again = judge(state, config)
+    assert again.verdict == CONTINUE and "baking 0 of 60 s" in again.reason
+    assert state.regression == log_e  # the regression evidence carries across steps

@@ -1,0 +1,152 @@
+"""The controller's HTTP API (every endpoint needs the bearer token).
+
+- ``POST /api/rollouts`` (body: a rollout spec in YAML) -> 201; 422 with every problem (field, line);
+  409 if the service already has an active rollout
+- ``GET /api/rollouts``, ``GET /api/rollouts/{id}`` (with its decisions and the judge's latest words)
+- ``POST /api/rollouts/{id}/pause|resume|promote|abort`` -> 202 (applied at the next tick)
+- ``GET /api/routes``: the route table routers and queue consumers poll
+- ``POST /api/alerts``: an Alertmanager webhook; firing alerts roll back the active rollouts of the
+  services their labels name; resolved alerts and services without a rollout are ignored, and the
+  answer says what was done
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from canary.controller import machine
+from canary.controller.spec import SpecError, check
+from core.app import read_body, require_token
+from core.errors import BadRequest, NotFound, Unprocessable
+
+COMMANDS = ("pause", "resume", "promote", "abort")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/rollouts", create_rollout, methods=["POST"]),
+        Route("/api/rollouts", list_rollouts, methods=["GET"]),
+        Route("/api/rollouts/{rollout_id}", show_rollout, methods=["GET"]),
+        Route("/api/rollouts/{rollout_id}/{command}", command, methods=["POST"]),
+        Route("/api/routes", route_table, methods=["GET"]),
+        Route("/api/alerts", alerts, methods=["POST"]),
+    ]
+
+
+def _auth(request: Request) -> None:
+    require_token(request, request.app.state.settings.admin_token)
+
+
+def summary(r: machine.Rollout) -> dict[str, Any]:
+    d = machine.desired(r)
+    return {
+        "id": r.id,
+        "name": r.spec.name,
+        "service": r.spec.service,
+        "stable": r.spec.stable,
+        "canary": r.spec.canary,
+        "phase": r.phase,
+        "step": r.step + 1,
+        "steps": len(r.spec.steps),
+        "weight": d.weight,
+        "mirror_share": d.mirror_share,
+        "reason": r.reason,
+        "decided_by": r.decided_by,
+        "phase_since": r.phase_since,
+        "revision": r.revision,
+    }
+
+
+async def create_rollout(request: Request) -> Response:
+    _auth(request)
+    text = (await read_body(request, 256 * 1024)).decode("utf-8", errors="replace")
+    _, problems = check(text, "spec")
+    if problems:
+        raise Unprocessable(
+            "the rollout spec is not valid", code="bad_spec", detail=[p.render("spec") for p in problems]
+        )
+    controller = request.app.state.controller
+    try:
+        rollout = await run_in_threadpool(controller.store.create, text, controller.clock())
+    except SpecError as exc:
+        raise Unprocessable(str(exc), code="bad_spec") from None
+    return JSONResponse(summary(rollout), status_code=201)
+
+
+async def list_rollouts(request: Request) -> Response:
+    _auth(request)
+    items = await run_in_threadpool(request.app.state.controller.store.list_rollouts, False)
+    return JSONResponse({"rollouts": [summary(r) for r in items]})
+
+
+async def show_rollout(request: Request) -> Response:
+    _auth(request)
+    controller = request.app.state.controller
+    rid = request.path_params["rollout_id"]
+    r = await run_in_threadpool(controller.store.get, rid)
+    made = await run_in_threadpool(controller.store.decisions, rid)
+    judging = controller.judging.get(rid)
+    latest = (
+        {m: {"verdict": v, "reason": why, "evidence": ev} for m, (v, why, ev) in judging.last.items()}
+        if judging
+        else {}
+    )
+    return JSONResponse(finite({**summary(r), "decisions": [vars(d) for d in made], "judge": latest}))
+
+
+def finite(value: Any) -> Any:
+    """JSON has no infinity: an unbounded figure (a ratio with no stable errors) says so in words."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "unbounded" if value > 0 else ("-unbounded" if value < 0 else None)
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+async def command(request: Request) -> Response:
+    _auth(request)
+    name = request.path_params["command"]
+    if name not in COMMANDS:
+        raise NotFound(f"no command {name!r}: {', '.join(COMMANDS)}")
+    controller = request.app.state.controller
+    r = await run_in_threadpool(controller.store.get, request.path_params["rollout_id"])
+    if r.phase in machine.TERMINAL:
+        raise BadRequest(f"rollout {r.id} has ended ({r.phase})", code="rollout_ended")
+    controller.command(r.id, name)
+    return JSONResponse({"id": r.id, "command": name, "status": "accepted"}, status_code=202)
+
+
+async def route_table(request: Request) -> Response:
+    _auth(request)
+    return JSONResponse(request.app.state.controller.table)
+
+
+async def alerts(request: Request) -> Response:
+    _auth(request)
+    try:
+        payload = json.loads(await read_body(request, 1 << 20))
+    except json.JSONDecodeError:
+        raise BadRequest("body must be an Alertmanager webhook payload (JSON)") from None
+    controller = request.app.state.controller
+    active = {r.spec.service: r for r in await run_in_threadpool(controller.store.list_rollouts, True)}
+    results = []
+    for alert in payload.get("alerts", []) if isinstance(payload, dict) else []:
+        labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
+        name, service = labels.get("alertname", "alert"), labels.get("service", "")
+        if alert.get("status", payload.get("status")) != "firing":
+            results.append({"alert": name, "service": service, "action": "ignored: resolved"})
+        elif service not in active:
+            results.append({"alert": name, "service": service, "action": "ignored: no active rollout"})
+        else:
+            controller.alert(active[service].id, name)
+            results.append({"alert": name, "service": service, "action": "rolling back", "rollout": active[service].id})
+    return JSONResponse({"results": results})

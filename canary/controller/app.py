@@ -1,0 +1,63 @@
+"""The controller as an app: its API, its loop in the lifespan, its store on the database.
+
+``create_controller_app(settings, stable=..., router_url=...)``: the store on ``settings.db_url``
+(SQLite by default), the local platform running releases (each service's database in the state
+directory), the builtin metric provider reading the router at ``router_url``, and the loop.  On
+shutdown every release the platform started is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from canary.controller import api
+from canary.controller.engine import Controller
+from canary.controller.store import Store, metadata
+from canary.platforms.local import LocalPlatform
+from canary.providers.builtin import BuiltinProvider
+from core.app import create_app
+from core.settings import Settings
+
+
+def create_controller_app(
+    settings: Settings, *, stable: dict[str, str], router_url: str, public_url: str, tick_s: float = 1.0
+) -> Starlette:
+    settings = settings.with_overrides(service="controller")
+    state = Path(settings.state_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        platform = LocalPlatform(
+            state,
+            {name: f"sqlite:///{state / name}.db" for name in ("importer", "opens", "resizer")},
+            env={
+                "CANARY_ADMIN_TOKEN": settings.admin_token,
+                "CANARY_TABLE_TOKEN": settings.admin_token,
+                "CANARY_ROUTE_TABLE": f"{public_url}/api/routes",
+            },
+        )
+        controller: Controller
+
+        def processor_url(release: str) -> str | None:
+            return controller.upstreams.get(("opens-processor", release))
+
+        controller = Controller(Store(app.state.engine), platform, BuiltinProvider(router_url, processor_url), stable)
+        app.state.controller = controller
+        task: asyncio.Task[None] | None = None
+        try:
+            await controller.start_stable()
+            task = asyncio.create_task(controller.run(tick_s))
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await platform.close()
+
+    return create_app(settings, api.routes(), lifespan=lifespan, metadata=metadata)
