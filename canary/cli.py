@@ -112,6 +112,12 @@ def _load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from canary.stack import up
+
+    return up(Path(args.state_dir), args.controller_port, args.router_port)
+
+
 def _lint(args: argparse.Namespace) -> int:
     from canary.controller.spec import check
 
@@ -164,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sim.set_defaults(func=_simulate)
+    from canary import cli_rollouts
+
+    cli_rollouts.add_commands(sub)
+    upp = sub.add_parser("up", help="controller, router and the stable services, in the foreground")
+    upp.add_argument("--state-dir", default="state")
+    upp.add_argument("--controller-port", type=int, default=8700)
+    upp.add_argument("--router-port", type=int, default=8080)
+    upp.set_defaults(func=_up)
+
     lint = sub.add_parser("lint", help="validate rollout specs (errors name the field and line)")
     lint.add_argument("files", nargs="+", metavar="FILE")
     lint.set_defaults(func=_lint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -48,3 +49,62 @@ def test_canary_demo_runs_the_stable_services(tmp_path):
     assert '"created": 1000' in out.stdout and '"suppressed_skipped": 1' in out.stdout
     assert '"total": 20' in out.stdout
     assert "all services stopped" in out.stdout
+
+
+def test_canary_up_and_the_release_engineers_commands(tmp_path):
+    from canary.platforms.processes import free_port
+
+    cport, rport = free_port(), free_port()
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "canary.cli",
+            "up",
+            "--state-dir",
+            str(tmp_path),
+            "--controller-port",
+            str(cport),
+            "--router-port",
+            str(rport),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    common = ["--controller", f"http://127.0.0.1:{cport}", "--state-dir", str(tmp_path)]
+
+    def canary(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "canary.cli", *args, *common], capture_output=True, text=True, timeout=60
+        )
+
+    try:
+        for _ in range(300):
+            if canary("status").returncode == 0:
+                break
+            time.sleep(0.1)
+        assert canary("status").stdout.strip() == "no active rollout"
+        out = canary("release", "resizer", "--to", "2.1")
+        assert out.returncode == 0 and "resizer 1.0 -> 2.1" in out.stdout
+        rid = out.stdout.split()[1].rstrip(":")[:8]
+        for _ in range(100):
+            if "mirroring" in canary("status").stdout:
+                break
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{rport}/resizer/healthz").json()["release"] == "1.0"
+        assert canary("abort", rid).returncode == 0
+        for _ in range(100):
+            if "rolled_back" in canary("history").stdout:
+                break
+            time.sleep(0.2)
+        why = canary("why", rid).stdout
+        assert "pending -> mirroring" in why and "by person: aborted" in why
+        assert canary("abort", rid).returncode == 1  # it has ended: one clear line, no traceback
+        assert canary("pause", "zzz").stderr.startswith("error: no rollout matches")
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(60)
+    assert "stopped" in (up.stdout.read() if up.stdout else "")
+    left = subprocess.run(["pgrep", "-f", f"--state-dir {tmp_path}"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""  # every service process it started is gone

@@ -111,3 +111,18 @@ def wait_ready(proc: ServiceProcess, timeout_s: float = 30.0) -> None:
             pass
         time.sleep(0.05)
     raise DependencyUnavailable(f"{proc.name} {proc.release} not ready after {timeout_s:.0f}s (log: {proc.log_path})")
+
+
+def wait_ready_url(url: str, popen: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Wait until ``url`` answers 200, failing early if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise DependencyUnavailable(f"process exited at start ({popen.args!r})")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise DependencyUnavailable(f"{url} not ready after {timeout_s:.0f}s")

@@ -38,6 +38,8 @@ from core.errors import BadRequest
 from core.settings import Settings
 
 SAFE = frozenset({"GET", "HEAD"})
+# Operational endpoints name their release by design: comparing them would only report noise.
+NEVER_MIRRORED = frozenset({"/healthz", "/readyz", "/metrics"})
 ADMIN_PATHS = ("/healthz", "/readyz", "/metrics", "/_router")
 MIRROR_BUFFER = 8 << 20
 
@@ -136,7 +138,8 @@ class Router:
             return
         repeatable = method in SAFE or "idempotency-key" in headers
         mirror = (
-            track == "stable"
+            path not in NEVER_MIRRORED
+            and track == "stable"
             and route.mirror.share > 0
             and (method in SAFE or template in route.mirror.safe_routes)
             and random.random() < route.mirror.share

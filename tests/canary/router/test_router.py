@@ -237,3 +237,12 @@ async def test_idle_connections_closed_by_the_upstream_are_replaced_and_chunked_
             assert r.status_code == 200 and r.text == "".join(f"chunk-{i};" for i in range(5))
             head = await c.head("/svc/x")
             assert head.status_code == 200 and head.content == b""
+
+
+async def test_operational_endpoints_are_never_mirrored(upstreams):
+    async with router_with(table(upstreams, mirror={"share": 1.0})) as (c, router):
+        for path in ("/svc/healthz", "/svc/readyz", "/svc/metrics", "/svc/data"):
+            assert (await c.get(path)).status_code == 200
+        await router.mirror.drain()
+        compared = (await c.get("/_router/stats")).json()["mirror"]
+    assert [(m["route"], m["compared"]) for m in compared] == [("/data", 1)]

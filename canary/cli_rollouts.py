@@ -1,0 +1,167 @@
+"""The release engineer's commands: release, status, pause/resume/promote/abort, history, why.
+
+They talk to the controller's API (``--controller``, default http://127.0.0.1:8700) with the token
+from ``CANARY_ADMIN_TOKEN`` or the state directory that ``canary up`` wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from canary.stack import admin_token
+from core.errors import ReleaseWardenError
+
+DEFAULT_SPECS = Path(__file__).resolve().parent.parent / "manifests" / "rollouts"
+
+
+class CommandError(ReleaseWardenError):
+    pass
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    token = admin_token(Path(args.state_dir))
+    return httpx.Client(base_url=args.controller, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
+    try:
+        with _client(args) as client:
+            r = client.request(method, path, **kw)
+    except httpx.HTTPError as exc:
+        raise CommandError(
+            f"controller at {args.controller} did not answer ({type(exc).__name__}); is `canary up` running?"
+        ) from None
+    if r.status_code >= 400:
+        error = r.json().get("error", {}) if r.headers.get("content-type", "").startswith("application/json") else {}
+        detail = error.get("detail")
+        lines = "\n".join(f"  {d}" for d in detail) if isinstance(detail, list) else ""
+        raise CommandError(f"{error.get('message', r.text)}" + (f"\n{lines}" if lines else ""))
+    return r.json()
+
+
+def release(args: argparse.Namespace) -> int:
+    path = Path(args.spec) if args.spec else DEFAULT_SPECS / f"{args.service}.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CommandError(f"cannot read spec {path}: {exc.strerror}") from None
+    table = _call(args, "GET", "/api/routes")
+    current = table["services"].get(args.service, {}).get("releases", {}).get("stable")
+    if current is None:
+        raise CommandError(f"{args.service} is not running under the controller")
+    doc.setdefault("spec", {}).update({"service": args.service, "stable": current, "canary": args.to})
+    doc.setdefault("metadata", {})["name"] = f"{args.service}-{args.to}"
+    created = _call(args, "POST", "/api/rollouts", content=yaml.safe_dump(doc, sort_keys=False))
+    print(f"rollout {created['id']}: {args.service} {current} -> {args.to} ({created['phase']})")
+    return 0
+
+
+def _status_lines(args: argparse.Namespace) -> list[str]:
+    rollouts = _call(args, "GET", "/api/rollouts")["rollouts"]
+    active = [r for r in rollouts if r["phase"] not in ("succeeded", "rolled_back", "failed")]
+    if not active:
+        return ["no active rollout" + (f"; last: {_one_line(rollouts[-1])}" if rollouts else "")]
+    lines = []
+    for r in active:
+        lines.append(_one_line(r) + f"  ({time.time() - r['phase_since']:.0f} s in phase)")
+        detail = _call(args, "GET", f"/api/rollouts/{r['id']}")
+        for metric, j in detail["judge"].items():
+            ev = j["evidence"]
+            c, s = ev["counts"]["canary"], ev["counts"]["stable"]
+            reg = ev["regression"]
+            lines.append(
+                f"    {metric:<12} canary {c['bad']}/{c['requests']} bad ({c['rate']:.2%})  "
+                f"stable {s['bad']}/{s['requests']} ({s['rate']:.2%})  "
+                f"e-value {_num(reg['e_value'])} "
+                f"of {reg['threshold']:g}  -> {j['verdict']}"
+            )
+    return lines
+
+
+def _num(value: Any) -> str:
+    return value if isinstance(value, str) else f"{value:.3g}"
+
+
+def _one_line(r: dict[str, Any]) -> str:
+    where = f"step {r['step']}/{r['steps']} at {r['weight']:g}%" if r["phase"] in ("progressing", "paused") else ""
+    return (
+        f"{r['id'][:8]}  {r['service']:<8} {r['stable']} -> {r['canary']:<5} {r['phase']:<12} {where}  {r['reason']}"
+    ).rstrip()
+
+
+def status(args: argparse.Namespace) -> int:
+    if not args.watch:
+        print("\n".join(_status_lines(args)))
+        return 0
+    while True:
+        print("\x1b[2J\x1b[H" + time.strftime("%H:%M:%S") + "  canary status (Ctrl-C to leave)\n")
+        print("\n".join(_status_lines(args)), flush=True)
+        time.sleep(args.interval)
+
+
+def command(args: argparse.Namespace) -> int:
+    rid = _resolve(args, args.id)
+    _call(args, "POST", f"/api/rollouts/{rid}/{args.command}")
+    print(f"{args.command}: accepted for rollout {rid}")
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    rollouts = _call(args, "GET", "/api/rollouts")["rollouts"]
+    for r in rollouts:
+        print(_one_line(r))
+    if not rollouts:
+        print("no rollouts yet")
+    return 0
+
+
+def why(args: argparse.Namespace) -> int:
+    rid = _resolve(args, args.id)
+    r = _call(args, "GET", f"/api/rollouts/{rid}")
+    print(_one_line(r))
+    for d in r["decisions"]:
+        print(
+            f"  {time.strftime('%H:%M:%S', time.localtime(d['at']))}  {d['phase_from']} -> {d['phase_to']}"
+            f"  by {d['decided_by']}: {d['reason']}"
+        )
+    for metric, j in r["judge"].items():
+        print(f"  now, {metric}: {j['verdict']}: {j['reason']}")
+    return 0
+
+
+def _resolve(args: argparse.Namespace, prefix: str) -> str:
+    ids = [r["id"] for r in _call(args, "GET", "/api/rollouts")["rollouts"] if r["id"].startswith(prefix)]
+    if len(ids) != 1:
+        raise CommandError(f"{'no' if not ids else 'more than one'} rollout matches {prefix!r}")
+    return str(ids[0])
+
+
+def add_commands(sub: Any) -> None:
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--controller", default="http://127.0.0.1:8700", help="controller URL")
+        p.add_argument("--state-dir", default="state", help="where `canary up` keeps the admin token")
+        return p
+
+    p = common(sub.add_parser("release", help="start a rollout of SERVICE to a new release"))
+    p.add_argument("service", choices=("importer", "opens", "resizer"))
+    p.add_argument("--to", required=True, help="the new release")
+    p.add_argument("--spec", help="rollout spec (default manifests/rollouts/SERVICE.yaml)")
+    p.set_defaults(func=release)
+    p = common(sub.add_parser("status", help="active rollouts: phase, weight, counts, the judge's evidence"))
+    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.set_defaults(func=status)
+    for name in ("pause", "resume", "promote", "abort"):
+        p = common(sub.add_parser(name, help=f"{name} a rollout"))
+        p.add_argument("id", help="rollout id (a unique prefix is enough)")
+        p.set_defaults(func=command, command=name)
+    common(sub.add_parser("history", help="every rollout and how it ended")).set_defaults(func=history)
+    p = common(sub.add_parser("why", help="each decision of a rollout and its reason"))
+    p.add_argument("id")
+    p.set_defaults(func=why)

@@ -1,0 +1,83 @@
+"""``canary up``: the controller, the router and the three services at their stable release, on the
+embedded default (SQLite files and local processes in the state directory), in the foreground.
+
+The admin token is ``CANARY_ADMIN_TOKEN`` or one generated and kept in ``STATE/admin-token``
+(mode 0600), where the other ``canary`` commands find it.  Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from canary.controller.app import create_controller_app
+from canary.platforms.processes import wait_ready_url
+from core.settings import Settings
+
+STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
+TOKEN_FILE = "admin-token"
+
+
+def admin_token(state_dir: Path) -> str:
+    token = os.environ.get("CANARY_ADMIN_TOKEN", "")
+    path = state_dir / TOKEN_FILE
+    if token:
+        return token
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    path.write_text(token)
+    path.chmod(0o600)
+    return token
+
+
+def up(state_dir: Path, controller_port: int, router_port: int, say: object = print) -> int:
+    token = admin_token(state_dir)
+    controller_url = f"http://127.0.0.1:{controller_port}"
+    router_url = f"http://127.0.0.1:{router_port}"
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    with (state_dir / "logs" / "router.log").open("ab") as log:
+        router = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "canary.router",
+                "--table",
+                f"{controller_url}/api/routes",
+                "--port",
+                str(router_port),
+            ],
+            env={**os.environ, "CANARY_TABLE_TOKEN": token, "CANARY_ADMIN_TOKEN": token},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_ready_url(f"{router_url}/healthz", router)
+        settings = Settings(
+            db_url=f"sqlite:///{state_dir / 'controller.db'}",
+            state_dir=str(state_dir),
+            admin_token=token,
+            port=controller_port,
+        )
+        app = create_controller_app(settings, stable=STABLE, router_url=router_url, public_url=controller_url)
+        print(f"controller  {controller_url}  (token in {state_dir / TOKEN_FILE})")
+        print(f"router      {router_url}/<service>/...  e.g. {router_url}/resizer/healthz")
+        print(
+            f"services    importer 1.0, opens 1.0, resizer 1.0 (logs in {state_dir / 'logs'}); Ctrl-C stops everything"
+        )
+        uvicorn.run(app, host="127.0.0.1", port=controller_port, log_level="warning", access_log=False)
+    finally:
+        router.terminate()
+        try:
+            router.wait(10)
+        except subprocess.TimeoutExpired:
+            router.kill()
+        print("stopped")
+    return 0
