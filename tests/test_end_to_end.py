@@ -41,7 +41,9 @@ spec:
 
 
 @contextlib.contextmanager
-def stack(tmp_path: Path):
+def stack(tmp_path: Path, stable: dict[str, str] | None = None):
+    stable = stable or {"importer": "1.0"}
+    service = next(iter(stable))
     port = free_port()
     controller_url = f"http://127.0.0.1:{port}"
     router = create_router(Settings(admin_token=TOKEN), table_source=f"{controller_url}/api/routes", table_token=TOKEN)
@@ -50,12 +52,12 @@ def stack(tmp_path: Path):
             db_url=f"sqlite:///{tmp_path / 'controller.db'}", state_dir=str(tmp_path), admin_token=TOKEN
         )
         app = create_controller_app(
-            settings, stable={"importer": "1.0"}, router_url=router_url, public_url=controller_url, tick_s=0.5
+            settings, stable=stable, router_url=router_url, public_url=controller_url, tick_s=0.5
         )
         with serve_in_thread(app, port=port):
             deadline = time.monotonic() + 30
-            while httpx.get(f"{router_url}/importer/healthz").status_code != 200:
-                assert time.monotonic() < deadline, "the router never got the importer's route"
+            while httpx.get(f"{router_url}/{service}/healthz").status_code != 200:
+                assert time.monotonic() < deadline, f"the router never got the {service} route"
                 time.sleep(0.2)
             yield controller_url, router_url, app
 
@@ -133,3 +135,55 @@ def test_importer_1_1_rolled_back_by_the_judge_then_1_2_promoted(tmp_path):
         assert table["services"]["importer"]["releases"] == {"stable": "1.2"}
         running = set(app.state.controller.platform.entries)  # (service, release) pairs still running
         assert running == {("importer", "1.2")}  # 1.0 was kept warm through the watch, then stopped
+
+
+OPENS_SPEC = """
+apiVersion: releasewarden/v1
+kind: Rollout
+spec:
+  service: opens
+  stable: "1.0"
+  canary: "1.1"
+  steps:
+    - {weight: 50, min_requests: 50, min_seconds: 3, max_seconds: 120}
+  metrics:
+    - {name: lost-opens, kind: conservation, rate_floor: 0.2}
+"""
+
+
+def test_opens_1_1_loses_events_is_rolled_back_and_stable_recovers_every_open(tmp_path):
+    with stack(tmp_path, {"opens": "1.0"}) as (controller_url, router_url, app):
+        reports: list[dict] = []
+        load = threading.Thread(
+            target=lambda: reports.append(
+                run(
+                    LoadConfig(
+                        opens=f"{router_url}/opens",
+                        rate=60,
+                        duration=20,
+                        mix={"opens": 1.0},
+                        accounts=10,
+                        pool=50,
+                        admin_token=TOKEN,
+                    )
+                )
+            )
+        )
+        load.start()
+        time.sleep(2)
+        created = httpx.post(f"{controller_url}/api/rollouts", content=OPENS_SPEC, headers=AUTH)
+        assert created.status_code == 201, created.text
+        done = wait_for(controller_url, created.json()["id"], {"rolled_back", "succeeded", "failed"})
+        load.join(60)
+        assert (done["phase"], done["decided_by"]) == ("rolled_back", "judge"), done
+        assert done["reason"].startswith("lost-opens: canary is worse than stable")
+        opens_url = app.state.controller.upstreams[("opens", "1.0")]
+        deadline = time.monotonic() + 30
+        while (stats := httpx.get(f"{opens_url}/stats").json())["events_pending"] or stats["unaccounted"]:
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.3)
+    seen = reports[0]["services"]["opens"]
+    assert seen["errors"] == {} and seen["blank_agent_hits"] > 0
+    # opens lost = pixel hits - opens recorded - events filtered = 0
+    assert stats["events_stored"] == seen["valid_hits"]
+    assert seen["valid_hits"] - stats["opens_recorded"] - stats["events_filtered"] == 0

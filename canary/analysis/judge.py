@@ -6,8 +6,11 @@ every bin and resume after a crash); :func:`judge` reads it:
 - **fail** when the regression test's e-value reaches ``1/alpha`` (canary worse than stable), or the
   objective test's does while stable meets the objective (canary alone misses it), and the canary
   has at least ``min_canary_bad`` bad events out of ``min_canary_requests`` requests;
-- **pass** when the step has baked (requests and seconds) and a regression of ``min_regression``
-  would by now have been caught in expectation, and nothing argues against the canary;
+- **pass** when the step has baked (requests and seconds) and a regression of ``min_regression`` is
+  ruled out: the reversed likelihood ratio at that size (a test supermartingale for "canary at
+  least that much worse") reaches ``1/PASS_ALPHA``.  With no bad event on either track there is
+  nothing to test a ratio on; then the step passes once a regression of that size over
+  ``rate_floor`` would have been caught in expectation, and the e-value against it is at most 1;
 - **continue** otherwise, with the reason in words.  No data is ``continue``, never ``fail``.
 
 When an objective is set, alpha is split evenly between the regression and the objective tests.
@@ -34,6 +37,7 @@ from canary.analysis.sequential import (
 )
 
 CONTINUE, PASS, FAIL = "continue", "pass", "fail"
+PASS_ALPHA = 0.05  # a step passes when a regression of min_regression is ruled out at this level
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class MetricState:
     exposure: list[float] = field(default_factory=list)  # for the pass rule
     objective: list[float] = field(default_factory=list)  # canary vs objective
     stable_objective: list[float] = field(default_factory=list)
+    # log evidence that the canary is NOT min_regression times worse (reverse test, for passing)
+    no_regression: float = 0.0
     # the current step's bake: a new step bakes afresh while the evidence above carries on
     step_seconds: float = 0.0
     step_canary_n: int = 0
@@ -93,6 +99,9 @@ class MetricState:
         m = len(config.ratios)
         self.regression = _add(
             self.regression, regression_log_lr(canary_n, canary_bad, stable_n, stable_bad, config.ratios), m
+        )
+        self.no_regression -= float(
+            regression_log_lr(canary_n, canary_bad, stable_n, stable_bad, (config.min_regression,)).sum()
         )
         self.exposure = _add(
             self.exposure, regression_exposure(canary_n, stable_n, config.min_regression, config.ratios), m
@@ -172,12 +181,20 @@ def judge(state: MetricState, config: JudgeConfig) -> Decision:
         waiting.append(f"baking {state.step_seconds:.0f} of {config.min_bake_seconds:.0f} s")
     if state.step_canary_n < config.min_bake_requests:
         waiting.append(f"{state.step_canary_n} of {config.min_bake_requests} canary requests in this step")
-    power = evidence["power"]
-    if power["fraction"] < 1.0:
-        waiting.append(
-            f"a {config.min_regression:g}x regression would so far be caught with "
-            f"{power['fraction']:.0%} of the evidence needed"
-        )
+    power, clear, reg = evidence["power"], evidence["no_regression"], evidence["regression"]
+    ruled_out = clear["log_e"] >= clear["log_threshold"]
+    nothing_bad = state.canary_bad + state.stable_bad == 0
+    if not ruled_out and not (nothing_bad and power["fraction"] >= 1.0 and reg["log_e"] <= 0.0):
+        if nothing_bad:
+            waiting.append(
+                f"no bad events yet; a {config.min_regression:g}x regression would so far be caught with "
+                f"{power['fraction']:.0%} of the evidence needed"
+            )
+        else:
+            waiting.append(
+                f"a {config.min_regression:g}x regression is not yet ruled out "
+                f"(evidence {_num(clear['e_value'])} of {clear['threshold']:g} needed)"
+            )
     if waiting:
         return Decision(CONTINUE, "; ".join(waiting), evidence)
     return Decision(PASS, f"no regression of {config.min_regression:g}x or more: " + _counts_words(evidence), evidence)
@@ -212,6 +229,13 @@ def _evidence(state: MetricState, config: JudgeConfig) -> dict[str, Any]:
             "alpha": config.regression_alpha,
         },
         "ratio": None if interval is None else {"estimate": interval[0], "low95": interval[1], "high95": interval[2]},
+        "no_regression": {
+            "statistic": f"e-value of 'canary at least {config.min_regression:g}x worse' (reversed likelihood ratio)",
+            "log_e": state.no_regression,
+            "e_value": _safe_exp(state.no_regression),
+            "log_threshold": math.log(1 / PASS_ALPHA),
+            "threshold": 1 / PASS_ALPHA,
+        },
         "power": {
             "min_regression": config.min_regression,
             "assumed_stable_rate": assumed,

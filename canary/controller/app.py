@@ -46,7 +46,13 @@ def create_controller_app(
         def processor_url(release: str) -> str | None:
             return controller.upstreams.get(("opens-processor", release))
 
-        controller = Controller(Store(app.state.engine), platform, BuiltinProvider(router_url, processor_url), stable)
+        controller = Controller(
+            Store(app.state.engine),
+            platform,
+            BuiltinProvider(router_url, processor_url),
+            stable,
+            admin_token=settings.admin_token,
+        )
         app.state.controller = controller
         task: asyncio.Task[None] | None = None
         try:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from canary.analysis.judge import JudgeConfig, MetricState, judge
 from canary.controller import machine
 from canary.controller.spec import Metric, RolloutSpec
@@ -33,6 +35,7 @@ log = logging.getLogger("releasewarden.controller")
 APPLY_GRACE_S = 1.0  # routers re-read the table every 0.5 s
 LEASE_TTL_S = 10.0
 PROCESSOR = {"opens": "opens-processor"}  # queue consumers that run beside a service's releases
+REPROCESS_AFTER_ROLLBACK = frozenset({"opens"})
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Controller:
         stable: dict[str, str],
         clock: Callable[[], float] = time.time,
         holder: str = "",
+        admin_token: str = "",
     ) -> None:
         self.store = store
         self.platform = platform
@@ -59,6 +63,7 @@ class Controller:
         self.stable = dict(stable)  # service -> its stable release, outside any rollout
         self.clock = clock
         self.holder = holder or uuid.uuid4().hex[:12]
+        self.admin_token = admin_token
         self.table: dict[str, Any] = {"version": 0, "services": {}}
         self.table_changed_at = 0.0
         self.commands: dict[str, str] = {}
@@ -104,10 +109,39 @@ class Controller:
                     log.warning(
                         "%s %s -> %s by %s: %s", rollout.spec.name, d.phase_from, d.phase_to, d.decided_by, d.reason
                     )
+                if new.phase == machine.ROLLED_BACK and new.spec.service in REPROCESS_AFTER_ROLLBACK:
+                    await self._reprocess(new)
                 if new.phase in machine.TERMINAL:
                     await self._apply(new)
                     await self._publish()
                     self.judging.pop(new.id, None)
+
+    async def _reprocess(self, r: machine.Rollout) -> None:
+        """Opens: what the canary's processor acknowledged goes back to stable's (nothing stays lost)."""
+        url = self.upstreams.get((r.spec.service, r.spec.stable))
+        try:
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(
+                    f"{url}/admin/reprocess",
+                    json={"release": r.spec.canary},
+                    headers={"Authorization": f"Bearer {self.admin_token}"},
+                    timeout=30,
+                )
+                answer.raise_for_status()
+            log.warning(
+                "%s: %s events of %s handed back to stable",
+                r.spec.name,
+                answer.json()["events_handed_back"],
+                r.spec.canary,
+            )
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            log.error(
+                "%s: re-processing %s's events failed (%s); run POST %s/admin/reprocess by hand",
+                r.spec.name,
+                r.spec.canary,
+                exc,
+                url,
+            )
 
     async def _run(self, service: str, release: str, track: str) -> None:
         for name in (service, PROCESSOR.get(service)):

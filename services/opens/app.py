@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy import Engine, distinct, func, select, update
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -56,6 +56,7 @@ def create_opens_app(settings: Settings) -> Starlette:
             Route("/o/{token}.gif", pixel, methods=["GET", "HEAD"]),
             Route("/campaigns/{campaign_id:int}/opens", campaign_report, methods=["GET"]),
             Route("/admin/tokens", mint_tokens, methods=["POST"]),
+            Route("/admin/reprocess", reprocess, methods=["POST"]),
             Route("/stats", stats, methods=["GET"]),
         ],
         lifespan=lifespan,
@@ -142,6 +143,34 @@ async def mint_tokens(request: Request) -> Response:
             raise Unprocessable(f"sends[{i}]: campaign_id, contact_id and send_id must be ids >= 0") from None
         out.append({**item, "token": token, "url": f"/o/{token}.gif"})
     return JSONResponse({"tokens": out})
+
+
+async def reprocess(request: Request) -> Response:
+    """Hand back every event a release processed, for the processors to do again (after a rollback).
+
+    Processing is idempotent: events already recorded stay recorded once, and those the release
+    acknowledged without recording are recorded now.
+    """
+    require_token(request, request.app.state.settings.admin_token)
+    try:
+        body = json.loads(await read_body(request, 4096) or b"{}")
+    except json.JSONDecodeError:
+        raise BadRequest('body must be JSON like {"release": "1.1"}') from None
+    release = body.get("release") if isinstance(body, dict) else None
+    if not isinstance(release, str) or not release:
+        raise Unprocessable("'release' is required: the release whose events to process again")
+
+    def reset() -> int:
+        with request.app.state.engine.begin() as conn:
+            result = conn.execute(
+                update(raw_events)
+                .where(raw_events.c.processed_by == release)
+                .values(processed_at=None, processed_by=None)
+            )
+            return int(result.rowcount)
+
+    count = await run_in_threadpool(reset)
+    return JSONResponse({"release": release, "events_handed_back": count})
 
 
 def event_stats(engine: Engine) -> dict[str, Any]:

@@ -330,3 +330,19 @@ def test_queue_share_ranges_and_an_unreadable_table(tmp_path):
     assert bucket_range(0.25, "canary") == (0, 25)
     share = QueueShare(str(tmp_path / "missing.yaml"), "opens", "canary")
     assert share.current() == (0, 0)  # never read: the canary takes nothing, stable everything
+
+
+async def test_events_of_a_rolled_back_release_are_handed_back_and_nothing_stays_lost(db_url, tmp_path):
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path, "1.0"))) as c:
+        await _hits(c, BLANK_AGENT_MIX)
+        process_all(db_url, "1.1")  # the faulty canary processed (and lost) some
+        assert (await c.get("/stats")).json()["unaccounted"] == 4
+        assert (await c.post("/admin/reprocess", json={"release": "1.1"})).status_code == 401
+        r = await c.post("/admin/reprocess", json={"release": "1.1"}, headers=ADMIN)
+        assert r.json() == {"release": "1.1", "events_handed_back": len(BLANK_AGENT_MIX)}
+        process_all(db_url, "1.0")  # stable does them again: idempotent, and nothing is lost now
+        stats = (await c.get("/stats")).json()
+        assert (stats["unaccounted"], stats["opens_recorded"]) == (0, 14)
+        assert (await c.get("/campaigns/6/opens")).json()["total"] == 14  # each open counted once
+        again = await c.post("/admin/reprocess", json={"release": "1.1"}, headers=ADMIN)
+        assert again.json()["events_handed_back"] == 0

@@ -63,7 +63,7 @@ def test_healthy_canary_passes_after_bake_and_enough_evidence():
     config = JudgeConfig(min_bake_seconds=60, min_bake_requests=200)
     _state, decision, second = feed(config, np.random.default_rng(3), 3600, 0.01, 0.01)
     assert decision.verdict == PASS and second is not None and second >= 60
-    assert decision.evidence["power"]["fraction"] >= 1.0
+    assert decision.evidence["no_regression"]["e_value"] >= 20  # a 2x regression is ruled out
     short = MetricState()
     short.add(config, 500, 5, 9500, 95, 10.0)
     assert "baking 10 of 60 s" in judge(short, config).reason
@@ -130,3 +130,24 @@ def test_a_new_step_bakes_afresh_but_keeps_its_evidence():
     again = judge(state, config)
     assert again.verdict == CONTINUE and "baking 0 of 60 s" in again.reason
     assert state.regression == log_e  # the regression evidence carries across steps
+
+
+def test_a_canary_that_loses_what_stable_never_loses_is_never_passed():
+    # found end to end: 9 of 238 lost on the canary, 0 of 208 on stable, must not "pass"
+    config = JudgeConfig(rate_floor=0.2, min_bake_requests=50, min_bake_seconds=3)
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        state = MetricState()
+        for _ in range(120):
+            state.add(config, 10, int(rng.binomial(10, 0.04)), 10, 0, 1.0)
+            verdict = judge(state, config).verdict
+            assert verdict != PASS, (seed, state.canary_bad, state.canary_n)
+            if verdict == FAIL:
+                break
+
+
+def test_a_healthy_canary_with_errors_on_both_tracks_passes_by_ruling_out_the_regression():
+    config = JudgeConfig(min_bake_seconds=10, min_bake_requests=100)
+    _state, decision, _ = feed(config, np.random.default_rng(12), 3600, 0.02, 0.02, share=0.5)
+    assert decision.verdict == PASS
+    assert decision.evidence["no_regression"]["e_value"] >= 20
