@@ -7,16 +7,24 @@ The admin token is ``CANARY_ADMIN_TOKEN`` or one generated and kept in ``STATE/a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import uvicorn
 
 from canary.controller.app import create_controller_app
-from canary.platforms.processes import wait_ready_url
+from canary.platforms.processes import free_port, wait_ready_url
+from canary.router.app import create_router
+from core.errors import DependencyUnavailable
+from core.serve import serve_in_thread
 from core.settings import Settings
 
 STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
@@ -35,6 +43,34 @@ def admin_token(state_dir: Path) -> str:
     path.write_text(token)
     path.chmod(0o600)
     return token
+
+
+@contextlib.contextmanager
+def local_stack(
+    state_dir: Path, stable: dict[str, str], token: str, tick_s: float = 0.5
+) -> Iterator[tuple[str, str, Any]]:
+    """Controller and router in this process (threads), services as processes: for tests and benchmarks.
+
+    Yields (controller URL, router URL, controller app) once the router routes every stable service.
+    """
+    port = free_port()
+    controller_url = f"http://127.0.0.1:{port}"
+    router = create_router(Settings(admin_token=token), table_source=f"{controller_url}/api/routes", table_token=token)
+    with serve_in_thread(router) as router_url:
+        settings = Settings(
+            db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), admin_token=token
+        )
+        app = create_controller_app(
+            settings, stable=stable, router_url=router_url, public_url=controller_url, tick_s=tick_s
+        )
+        with serve_in_thread(app, port=port):
+            deadline = time.monotonic() + 60
+            for service in stable:
+                while httpx.get(f"{router_url}/{service}/healthz").status_code != 200:
+                    if time.monotonic() > deadline:
+                        raise DependencyUnavailable(f"the router never got the {service} route")
+                    time.sleep(0.2)
+            yield controller_url, router_url, app
 
 
 def up(state_dir: Path, controller_port: int, router_port: int, say: object = print) -> int:

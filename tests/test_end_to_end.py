@@ -7,19 +7,14 @@ modest traffic (it says which base rate a step must be able to see a 2x regressi
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from canary.controller.app import create_controller_app
-from canary.platforms.processes import free_port
-from canary.router.app import create_router
+from canary.stack import local_stack
 from canary.traffic.load import LoadConfig, run
-from core.serve import serve_in_thread
-from core.settings import Settings
 
 TOKEN = "e2e-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -40,26 +35,8 @@ spec:
 """
 
 
-@contextlib.contextmanager
 def stack(tmp_path: Path, stable: dict[str, str] | None = None):
-    stable = stable or {"importer": "1.0"}
-    service = next(iter(stable))
-    port = free_port()
-    controller_url = f"http://127.0.0.1:{port}"
-    router = create_router(Settings(admin_token=TOKEN), table_source=f"{controller_url}/api/routes", table_token=TOKEN)
-    with serve_in_thread(router) as router_url:
-        settings = Settings(
-            db_url=f"sqlite:///{tmp_path / 'controller.db'}", state_dir=str(tmp_path), admin_token=TOKEN
-        )
-        app = create_controller_app(
-            settings, stable=stable, router_url=router_url, public_url=controller_url, tick_s=0.5
-        )
-        with serve_in_thread(app, port=port):
-            deadline = time.monotonic() + 30
-            while httpx.get(f"{router_url}/{service}/healthz").status_code != 200:
-                assert time.monotonic() < deadline, f"the router never got the {service} route"
-                time.sleep(0.2)
-            yield controller_url, router_url, app
+    return local_stack(tmp_path, stable or {"importer": "1.0"}, TOKEN)
 
 
 def wait_for(controller_url: str, rollout_id: str, phases: set[str], seconds: float = 120) -> dict:
