@@ -37,20 +37,32 @@ spec:
   sticky: {{header: X-Account-Id}}
 """
 CASES: dict[str, dict[str, Any]] = {
-    "importer": {"canary": "1.1", "metrics": "    - {name: errors, kind: errors}",
-                 "load": {"rate": 25, "mix": {"importer": 1.0}, "accounts": 100}},
-    "opens": {"canary": "1.1", "metrics": "    - {name: lost-opens, kind: conservation}",
-              "load": {"rate": 100, "mix": {"opens": 1.0}, "accounts": 100, "pool": 50, "admin_token": TOKEN}},
-    "resizer": {"canary": "2.0", "metrics": "    - {name: errors, kind: errors}",
-                "load": {"rate": 5, "mix": {"resizer": 1.0}, "accounts": 200}},
+    "importer": {
+        "canary": "1.1",
+        "metrics": "    - {name: errors, kind: errors}",
+        "load": {"rate": 25, "mix": {"importer": 1.0}, "accounts": 100},
+    },
+    "opens": {
+        "canary": "1.1",
+        "metrics": "    - {name: lost-opens, kind: conservation}",
+        "load": {"rate": 100, "mix": {"opens": 1.0}, "accounts": 100, "pool": 50, "admin_token": TOKEN},
+    },
+    "resizer": {
+        "canary": "2.0",
+        "metrics": "    - {name: errors, kind: errors}",
+        "load": {"rate": 5, "mix": {"resizer": 1.0}, "accounts": 200},
+    },
 }
 
 
 def one(service: str, case: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d, local_stack(Path(d), {service: "1.0"}, TOKEN) as (ctl, router, app):
         reports: list[dict[str, Any]] = []
-        load = threading.Thread(target=lambda: reports.append(run(LoadConfig(
-            **{service: f"{router}/{service}"}, duration=150, **case["load"]))))
+        load = threading.Thread(
+            target=lambda: reports.append(
+                run(LoadConfig(**{service: f"{router}/{service}"}, duration=150, **case["load"]))
+            )
+        )
         load.start()
         time.sleep(3)
         spec = SPEC.format(service=service, canary=case["canary"], metrics=case["metrics"])
@@ -65,7 +77,9 @@ def one(service: str, case: dict[str, Any]) -> dict[str, Any]:
         stats = httpx.get(f"{router}/_router/stats").json()["counters"]
         at = {d["phase_to"]: d["at"] for d in r["decisions"]}
         out: dict[str, Any] = {
-            "outcome": r["phase"], "decided_by": r["decided_by"], "reason": r["reason"],
+            "outcome": r["phase"],
+            "decided_by": r["decided_by"],
+            "reason": r["reason"],
             "rollback_s": round(at["rolled_back"] - at["progressing"], 1) if "rolled_back" in at else None,
             "canary_failed_requests": sum(x["errors"] for x in stats if x["release"] == case["canary"]),
             "canary_requests": sum(x["requests"] for x in stats if x["release"] == case["canary"]),

@@ -102,9 +102,110 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
         assert "pending -> mirroring" in why and "by person: aborted" in why
         assert canary("abort", rid).returncode == 1  # it has ended: one clear line, no traceback
         assert canary("pause", "zzz").stderr.startswith("error: no rollout matches")
+
+        # Alertmanager's webhook: firing alerts roll back the rollout of the service they name
+        token = (tmp_path / "admin-token").read_text().strip()
+        rid2 = canary("release", "resizer", "--to", "2.1").stdout.split()[1].rstrip(":")
+        hook = f"http://127.0.0.1:{cport}/api/alerts"
+        payload = {
+            "status": "firing",
+            "alerts": [
+                {"status": "resolved", "labels": {"alertname": "Old", "service": "resizer"}},
+                {"status": "firing", "labels": {"alertname": "Noise", "service": "opens"}},
+                {"status": "firing", "labels": {"alertname": "ResizerDatabaseErrors", "service": "resizer"}},
+            ],
+        }
+        assert httpx.post(hook, json=payload).status_code == 401
+        answer = httpx.post(hook, json=payload, headers={"Authorization": f"Bearer {token}"}).json()["results"]
+        assert [a["action"] for a in answer] == ["ignored: resolved", "ignored: no active rollout", "rolling back"]
+        for _ in range(100):
+            if "by alert: alert ResizerDatabaseErrors fired" in canary("why", rid2[:8]).stdout:
+                break
+            time.sleep(0.2)
+        assert "rolled_back" in canary("why", rid2[:8]).stdout.splitlines()[0]
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)
     assert "stopped" in (up.stdout.read() if up.stdout else "")
-    left = subprocess.run(["pgrep", "-f", f"--state-dir {tmp_path}"], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", "--", f"--state-dir {tmp_path}"], capture_output=True, text=True)
     assert left.stdout.strip() == ""  # every service process it started is gone
+
+
+def test_a_controller_killed_mid_rollout_resumes_without_acting_twice(tmp_path):
+    from canary.platforms.processes import free_port
+
+    cport, rport = free_port(), free_port()
+    common = ["--controller", f"http://127.0.0.1:{cport}", "--state-dir", str(tmp_path)]
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(
+        "apiVersion: releasewarden/v1\nkind: Rollout\nspec:\n  service: importer\n  stable: '1.0'\n"
+        "  canary: '1.2'\n  steps:\n    - {weight: 50, min_requests: 100000, min_seconds: 3600, max_seconds: 7200}\n"
+        "  metrics:\n    - {name: errors, kind: errors}\n"
+    )
+
+    def canary(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "canary.cli", *args, *common], capture_output=True, text=True, timeout=60
+        )
+
+    def start_up() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "canary.cli",
+                "up",
+                "--state-dir",
+                str(tmp_path),
+                "--controller-port",
+                str(cport),
+                "--router-port",
+                str(rport),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(300):
+            if canary("status").returncode == 0:
+                return proc
+            time.sleep(0.1)
+        raise AssertionError("canary up did not come up")
+
+    def services() -> set[str]:
+        out = subprocess.run(["pgrep", "-f", "--", f"--state-dir {tmp_path}"], capture_output=True, text=True).stdout
+        return set(out.split())
+
+    first = start_up()
+    try:
+        out = canary("release", "importer", "--to", "1.2", "--spec", str(spec))
+        rid = out.stdout.split()[1].rstrip(":")[:8]
+        for _ in range(100):
+            if "progressing" in canary("status").stdout:
+                break
+            time.sleep(0.2)
+        before = canary("why", rid).stdout
+        orphans = services() - {str(first.pid)}  # the releases it started
+        first.send_signal(signal.SIGKILL)  # no clean-up at all
+        first.wait(10)
+        assert orphans and services() == orphans  # its releases are still running, orphaned
+        second = start_up()
+        try:
+            time.sleep(3)
+            assert canary("why", rid).stdout == before  # same phase, no decision taken twice
+            assert "progressing  step 1/1 at 50%" in canary("status").stdout
+            assert not (orphans & services())  # the orphans were stopped, the releases started afresh
+            tracks = {
+                httpx.get(f"http://127.0.0.1:{rport}/importer/healthz", headers={"X-Account-Id": str(i)}).json()[
+                    "release"
+                ]
+                for i in range(40)
+            }
+            assert tracks == {"1.0", "1.2"}  # and traffic is split again as the stored phase says
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert services() == set()

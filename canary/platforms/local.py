@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +41,30 @@ class LocalPlatform:
         self.env = env or {}
         self.entries: dict[tuple[str, str], _Entry] = {}
         self._supervisor: asyncio.Task[None] | None = None
+        self.record = state_dir / "platform.json"
+        self.leftovers = self._stop_leftovers()
+
+    def _stop_leftovers(self) -> int:
+        """Processes a previous controller started and could not stop (it was killed): stop them now."""
+        try:
+            previous = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return 0
+        stopped = 0
+        for pid in previous.get("pids", []):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)  # each release runs in its own session (group = pid)
+                stopped += 1
+        if stopped:
+            log.warning("stopped %d release processes left by a previous controller", stopped)
+            time.sleep(1.0)
+        self._save()
+        return stopped
+
+    def _save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        pids = [e.proc.popen.pid for e in self.entries.values() if e.proc.alive()]
+        self.record.write_text(json.dumps({"pids": pids}))
 
     def _db(self, service: str) -> str:
         return self.db_urls["opens" if service == "opens-processor" else service]
@@ -47,6 +75,7 @@ class LocalPlatform:
             port = entry.proc.port if entry else None
             proc = await asyncio.to_thread(self._launch, service, release, track, port)
             entry = self.entries[(service, release)] = _Entry(proc, track, entry.restarts if entry else 0)
+            self._save()
         entry.track = track
         if self._supervisor is None:
             self._supervisor = asyncio.create_task(self._supervise())
@@ -72,6 +101,7 @@ class LocalPlatform:
         entry = self.entries.pop((service, release), None)
         if entry is not None:
             await asyncio.to_thread(entry.proc.stop)
+            self._save()
 
     async def running(self) -> list[Instance]:
         return [self._instance(s, r, e) for (s, r), e in self.entries.items() if e.proc.alive()]
@@ -99,6 +129,7 @@ class LocalPlatform:
                     log.error("restarting %s %s failed: %s", service, release, exc)
                     continue
                 entry.proc, entry.restarts = proc, entry.restarts + 1
+                self._save()
 
     async def close(self) -> None:
         if self._supervisor is not None:
