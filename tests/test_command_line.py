@@ -51,6 +51,10 @@ def test_canary_demo_runs_the_stable_services(tmp_path):
     assert "all services stopped" in out.stdout
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "canary.cli", *args], capture_output=True, text=True, timeout=60)
+
+
 def test_canary_up_and_the_release_engineers_commands(tmp_path):
     from canary.platforms.processes import free_port
 
@@ -75,9 +79,7 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
     common = ["--controller", f"http://127.0.0.1:{cport}", "--state-dir", str(tmp_path)]
 
     def canary(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "canary.cli", *args, *common], capture_output=True, text=True, timeout=60
-        )
+        return run_cli(*args, *common)
 
     try:
         for _ in range(300):
@@ -144,9 +146,7 @@ def test_a_controller_killed_mid_rollout_resumes_without_acting_twice(tmp_path):
     )
 
     def canary(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "canary.cli", *args, *common], capture_output=True, text=True, timeout=60
-        )
+        return run_cli(*args, *common)
 
     def start_up() -> subprocess.Popen[str]:
         proc = subprocess.Popen(
