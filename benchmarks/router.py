@@ -14,15 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks.common import report
 from benchmarks.loadclient import run_gets
-from canary.platforms.processes import free_port
+from canary.platforms.processes import free_port, wait_ready_url
 
 REQUESTS = {32: 20_000, 1: 3_000}
 
@@ -40,18 +37,6 @@ http {{
     location / {{ proxy_pass http://weighted; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
 }}
 """
-
-
-def wait_http(url: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def measure(url: str, path: str, concurrency: int) -> dict[str, float]:
@@ -96,8 +81,8 @@ def main() -> None:
             ),
         ]
         try:
-            wait_http(f"http://127.0.0.1:{up}/")
-            wait_http(f"http://127.0.0.1:{router_port}/healthz")
+            wait_ready_url(f"http://127.0.0.1:{up}/", procs[0])
+            wait_ready_url(f"http://127.0.0.1:{router_port}/healthz", procs[1])
             results: dict[str, Any] = {}
             for c in (32, 1):
                 results[f"c{c}"] = {

@@ -272,11 +272,6 @@ def _counts_words(evidence: dict[str, Any]) -> str:
     return text
 
 
-def describe(decision: Decision) -> str:
-    """One paragraph for ``canary why``: the verdict, its reason, and the numbers behind it."""
-    return f"{decision.verdict.upper()}: {decision.reason}"
-
-
 def _rate(bad: int, n: int) -> float:
     return bad / n if n else 0.0
 

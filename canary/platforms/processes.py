@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,31 +99,36 @@ def start_service(
     return ServiceProcess(name, release, port, log_path, popen)
 
 
-def wait_ready(proc: ServiceProcess, timeout_s: float = 30.0) -> None:
+def wait_until_answers(url: str, alive: Callable[[], bool], timeout_s: float) -> str:
+    """Poll ``url`` until it answers 200 (``ready``), the process exits (``exited``) or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not proc.alive():
-            tail = proc.log_path.read_text(errors="replace")[-2000:]
-            raise DependencyUnavailable(f"{proc.name} {proc.release} exited at start; its log ends:\n{tail}")
+        if not alive():
+            return "exited"
         try:
-            if httpx.get(f"{proc.url}/readyz", timeout=1.0).status_code == 200:
-                return
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return "ready"
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    raise DependencyUnavailable(f"{proc.name} {proc.release} not ready after {timeout_s:.0f}s (log: {proc.log_path})")
+    return "timeout"
+
+
+def wait_ready(proc: ServiceProcess, timeout_s: float = 30.0) -> None:
+    outcome = wait_until_answers(f"{proc.url}/readyz", proc.alive, timeout_s)
+    if outcome == "exited":
+        tail = proc.log_path.read_text(errors="replace")[-2000:]
+        raise DependencyUnavailable(f"{proc.name} {proc.release} exited at start; its log ends:\n{tail}")
+    if outcome == "timeout":
+        raise DependencyUnavailable(
+            f"{proc.name} {proc.release} not ready after {timeout_s:.0f}s (log: {proc.log_path})"
+        )
 
 
 def wait_ready_url(url: str, popen: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     """Wait until ``url`` answers 200, failing early if the process exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise DependencyUnavailable(f"process exited at start ({popen.args!r})")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise DependencyUnavailable(f"{url} not ready after {timeout_s:.0f}s")
+    outcome = wait_until_answers(url, lambda: popen.poll() is None, timeout_s)
+    if outcome == "exited":
+        raise DependencyUnavailable(f"process exited at start ({popen.args!r})")
+    if outcome == "timeout":
+        raise DependencyUnavailable(f"{url} not ready after {timeout_s:.0f}s")
