@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from core.settings import Settings
 
 STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
 TOKEN_FILE = "admin-token"
+ROUTER_PID = "router.pid"
 
 
 def admin_token(state_dir: Path) -> str:
@@ -73,11 +75,25 @@ def local_stack(
             yield controller_url, router_url, app
 
 
+def stop_leftover_router(state_dir: Path) -> None:
+    """A router left running by a ``canary up`` that was killed (it runs in its own session)."""
+    path = state_dir / ROUTER_PID
+    try:
+        pid = int(path.read_text())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+        time.sleep(0.5)
+    path.unlink(missing_ok=True)
+
+
 def up(state_dir: Path, controller_port: int, router_port: int, say: object = print) -> int:
     token = admin_token(state_dir)
     controller_url = f"http://127.0.0.1:{controller_port}"
     router_url = f"http://127.0.0.1:{router_port}"
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    stop_leftover_router(state_dir)
     with (state_dir / "logs" / "router.log").open("ab") as log:
         router = subprocess.Popen(
             [
@@ -94,6 +110,7 @@ def up(state_dir: Path, controller_port: int, router_port: int, say: object = pr
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    (state_dir / ROUTER_PID).write_text(str(router.pid))
     try:
         wait_ready_url(f"{router_url}/healthz", router)
         settings = Settings(
@@ -115,5 +132,6 @@ def up(state_dir: Path, controller_port: int, router_port: int, say: object = pr
             router.wait(10)
         except subprocess.TimeoutExpired:
             router.kill()
+        (state_dir / ROUTER_PID).unlink(missing_ok=True)
         print("stopped")
     return 0

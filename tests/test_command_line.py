@@ -51,6 +51,27 @@ def test_canary_demo_runs_the_stable_services(tmp_path):
     assert "all services stopped" in out.stdout
 
 
+def spawn_canary_up(state_dir, cport: int, rport: int, quiet: bool) -> subprocess.Popen[str]:
+    """`canary up` as a user runs it; its output is kept (to read after it stops) unless ``quiet``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "canary.cli",
+            "up",
+            "--state-dir",
+            str(state_dir),
+            "--controller-port",
+            str(cport),
+            "--router-port",
+            str(rport),
+        ],
+        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+        stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT,
+        text=True,
+    )
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "canary.cli", *args], capture_output=True, text=True, timeout=60)
 
@@ -59,23 +80,7 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
     from canary.platforms.processes import free_port
 
     cport, rport = free_port(), free_port()
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "canary.cli",
-            "up",
-            "--state-dir",
-            str(tmp_path),
-            "--controller-port",
-            str(cport),
-            "--router-port",
-            str(rport),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    up = spawn_canary_up(tmp_path, cport, rport, quiet=False)
     common = ["--controller", f"http://127.0.0.1:{cport}", "--state-dir", str(tmp_path)]
 
     def canary(*args: str) -> subprocess.CompletedProcess[str]:
@@ -149,23 +154,7 @@ def test_a_controller_killed_mid_rollout_resumes_without_acting_twice(tmp_path):
         return run_cli(*args, *common)
 
     def start_up() -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "canary.cli",
-                "up",
-                "--state-dir",
-                str(tmp_path),
-                "--controller-port",
-                str(cport),
-                "--router-port",
-                str(rport),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        proc = spawn_canary_up(tmp_path, cport, rport, quiet=True)
         for _ in range(300):
             if canary("status").returncode == 0:
                 return proc
@@ -209,3 +198,5 @@ def test_a_controller_killed_mid_rollout_resumes_without_acting_twice(tmp_path):
         if first.poll() is None:
             first.kill()
     assert services() == set()
+    routers = subprocess.run(["pgrep", "-f", "--", f"canary.router .*--port {rport}"], capture_output=True, text=True)
+    assert routers.stdout.strip() == ""  # the killed controller's router was stopped too
