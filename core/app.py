@@ -9,6 +9,7 @@ tests can build as many apps as they like.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -92,6 +93,7 @@ def create_app(
         "db_pool_connections_checked_out", "Database connections checked out of the pool right now."
     ).set_function(lambda: _checked_out(app))
     app.add_middleware(BodySizeLimitMiddleware, limit=max_body_bytes or settings.max_body_bytes)
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
@@ -174,7 +176,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class BodySizeLimitMiddleware:
-    """Refuses bodies over ``limit`` bytes, by Content-Length up front or while they stream in."""
+    """Refuses bodies over ``limit`` bytes, by Content-Length up front or while they stream in.
+
+    When the app answers (or fails) before reading the whole body, the rest is read and dropped
+    first, up to ``limit`` bytes and ``DRAIN_TIMEOUT_S``: a client still uploading then gets the
+    answer (a 422 or a 500) instead of a reset connection.
+    """
+
+    DRAIN_TIMEOUT_S = 5.0
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -190,17 +199,69 @@ class BodySizeLimitMiddleware:
                 await _send_json(send, 413, PayloadTooLarge(f"request body over {limit} bytes").body())
                 return
         received = 0
+        finished = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, finished
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                finished = not message.get("more_body", False)
                 if received > limit:
+                    finished = True  # nothing more will be read: the connection closes after the 413
                     raise PayloadTooLarge(f"request body over {limit} bytes", detail={"limit": limit})
+            else:
+                finished = True
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def drain() -> None:
+            with contextlib.suppress(PayloadTooLarge, TimeoutError):
+                async with asyncio.timeout(self.DRAIN_TIMEOUT_S):
+                    while not finished:
+                        await limited_receive()
+
+        async def draining_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not finished:
+                await drain()
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, draining_send)
+        except Exception:
+            if not finished:
+                await drain()
+            raise
+
+
+class UnexpectedErrorMiddleware:
+    """Answers a bug (any exception no handler took) with a JSON 500 and keeps the connection.
+
+    Starlette's own last-resort handler re-raises so the server can log, and uvicorn then closes
+    the connection; a consumer reusing it would see its next request fail too.  Here the error is
+    logged once and the connection stays usable.  An error after the answer started still raises.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if started:
+                raise
+            response = await _unexpected(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 class RequestIdMiddleware:

@@ -1,0 +1,56 @@
+"""The app factory, served by uvicorn on 127.0.0.1: what a consumer sees when a request fails early."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from core.app import create_app
+from core.errors import Unprocessable
+from core.serve import serve_in_thread
+from core.settings import Settings
+
+CHUNK = b"x" * 65536
+CHUNKS = 96  # 6 MiB: far more than the socket buffers hold, so the client is still sending
+
+
+async def _fails_after_first_chunk(request: Request) -> JSONResponse:
+    async for _chunk in request.stream():
+        if request.path_params["how"] == "crash":
+            raise IndexError("string index out of range")  # a bug, like importer 1.1's
+        raise Unprocessable("line 2: no email")
+    return JSONResponse({"ok": True})
+
+
+def _app():
+    routes = [Route("/upload/{how}", _fails_after_first_chunk, methods=["POST"])]
+    return create_app(Settings(db_url="sqlite://"), routes, max_body_bytes=len(CHUNK) * CHUNKS * 2)
+
+
+def _upload():
+    for _ in range(CHUNKS):
+        yield CHUNK
+
+
+@pytest.mark.parametrize(("how", "status"), [("crash", 500), ("invalid", 422)])
+def test_client_still_uploading_gets_the_error_answer_not_a_reset(how, status):
+    with serve_in_thread(_app()) as url, httpx.Client(timeout=30) as client:
+        for _ in range(5):  # a reset is a race: give it several chances to show
+            answer = client.post(f"{url}/upload/{how}", content=_upload())
+            assert answer.status_code == status
+            assert answer.headers["content-type"] == "application/json"
+            assert "error" in answer.json()
+
+
+def test_body_over_the_limit_while_streaming_is_413():
+    app = create_app(
+        Settings(db_url="sqlite://"),
+        [Route("/upload/{how}", _fails_after_first_chunk, methods=["POST"])],
+        max_body_bytes=1000,
+    )
+    with serve_in_thread(app) as url, httpx.Client(timeout=30) as client:
+        answer = client.post(f"{url}/upload/ok", content=iter([b"y" * 600, b"y" * 600]))
+        assert answer.status_code == 413
