@@ -179,8 +179,8 @@ class BodySizeLimitMiddleware:
     """Refuses bodies over ``limit`` bytes, by Content-Length up front or while they stream in.
 
     When the app answers (or fails) before reading the whole body, the rest is read and dropped
-    first, up to ``limit`` bytes and ``DRAIN_TIMEOUT_S``: a client still uploading then gets the
-    answer (a 422 or a 500) instead of a reset connection.
+    first, up to ``limit`` more bytes and ``DRAIN_TIMEOUT_S``: a client still uploading then gets the
+    answer (a 413, a 422 or a 500) instead of a reset connection.
     """
 
     DRAIN_TIMEOUT_S = 5.0
@@ -208,17 +208,20 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 finished = not message.get("more_body", False)
                 if received > limit:
-                    finished = True  # nothing more will be read: the connection closes after the 413
                     raise PayloadTooLarge(f"request body over {limit} bytes", detail={"limit": limit})
             else:
                 finished = True
             return message
 
         async def drain() -> None:
-            with contextlib.suppress(PayloadTooLarge, TimeoutError):
+            nonlocal finished
+            budget = limit  # read and drop at most this much more, past the limit too
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.DRAIN_TIMEOUT_S):
-                    while not finished:
-                        await limited_receive()
+                    while not finished and budget > 0:
+                        message = await receive()
+                        budget -= len(message.get("body", b""))
+                        finished = message["type"] != "http.request" or not message.get("more_body", False)
 
         async def draining_send(message: Message) -> None:
             if message["type"] == "http.response.start" and not finished:

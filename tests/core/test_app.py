@@ -18,6 +18,8 @@ CHUNKS = 96  # 6 MiB: far more than the socket buffers hold, so the client is st
 
 
 async def _fails_after_first_chunk(request: Request) -> JSONResponse:
+    if request.path_params["how"] == "read-all":
+        return JSONResponse({"bytes": len(await request.body())})
     async for _chunk in request.stream():
         if request.path_params["how"] == "crash":
             raise IndexError("string index out of range")  # a bug, like importer 1.1's
@@ -52,5 +54,6 @@ def test_body_over_the_limit_while_streaming_is_413():
         max_body_bytes=1000,
     )
     with serve_in_thread(app) as url, httpx.Client(timeout=30) as client:
-        answer = client.post(f"{url}/upload/ok", content=iter([b"y" * 600, b"y" * 600]))
-        assert answer.status_code == 413
+        for _ in range(5):  # the rest of the body is read and dropped: a 413, not a reset
+            answer = client.post(f"{url}/upload/read-all", content=iter([b"y" * 600, b"y" * 600]))
+            assert answer.status_code == 413
