@@ -66,7 +66,7 @@ async def run_loop(app: Starlette, engine: Engine) -> None:
     s: Settings = app.state.settings
     c = app.state.counters
     labels = (s.service, s.release)
-    share = QueueShare(s.route_table, "opens", s.track, s.table_token) if s.route_table else None
+    share = QueueShare(s.route_table, "opens", s.track, s.table_token, release=s.release) if s.route_table else None
     while True:
         buckets = share.current() if share else (0, BUCKETS)
         if buckets[0] == buckets[1]:  # no share of the queue right now

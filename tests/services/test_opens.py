@@ -332,6 +332,22 @@ def test_queue_share_ranges_and_an_unreadable_table(tmp_path):
     assert share.current() == (0, 0)  # never read: the canary takes nothing, stable everything
 
 
+def test_a_promoted_canary_consumer_takes_the_whole_queue_and_the_old_release_nothing(tmp_path):
+    # found by the replay: the processor started as the canary kept taking only the canary share
+    # (none) after its promotion, and events piled up with nobody processing them
+    from core.queue_share import QueueShare
+
+    table = tmp_path / "routes.json"
+    route = {"weight": 25, "releases": {"stable": "1.0", "canary": "1.2"}}
+    table.write_text(json.dumps({"services": {"opens": route}}))
+    new = QueueShare(str(table), "opens", "canary", release="1.2")
+    old = QueueShare(str(table), "opens", "stable", release="1.0")
+    assert (new.current(), old.current()) == ((0, 2500), (2500, 10_000))
+    table.write_text(json.dumps({"services": {"opens": {"weight": 0, "releases": {"stable": "1.2"}}}}))
+    new._read_at = old._read_at = 0.0  # read the table again now, not after the refresh interval
+    assert (new.current(), old.current()) == ((0, 10_000), (0, 0))
+
+
 async def test_events_of_a_rolled_back_release_are_handed_back_and_nothing_stays_lost(db_url, tmp_path):
     async with asgi_client(create_opens_app(settings(db_url, tmp_path, "1.0"))) as c:
         await _hits(c, BLANK_AGENT_MIX)
