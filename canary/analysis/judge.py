@@ -6,11 +6,15 @@ every bin and resume after a crash); :func:`judge` reads it:
 - **fail** when the regression test's e-value reaches ``1/alpha`` (canary worse than stable), or the
   objective test's does while stable meets the objective (canary alone misses it), and the canary
   has at least ``min_canary_bad`` bad events out of ``min_canary_requests`` requests;
-- **pass** when the step has baked (requests and seconds) and a regression of ``min_regression`` is
-  ruled out: the reversed likelihood ratio at that size (a test supermartingale for "canary at
-  least that much worse") reaches ``1/PASS_ALPHA``.  With no bad event on either track there is
-  nothing to test a ratio on; then the step passes once a regression of that size over
-  ``rate_floor`` would have been caught in expectation, and the e-value against it is at most 1;
+- **pass**, for a step before the last, when it has baked (requests and seconds) and the data hold
+  no evidence against the canary (the regression e-value is at most 1): the next step raises the
+  exposure, and the regression test keeps watching it with the evidence gathered so far;
+- **pass**, for the last step (after which the comparison ends), when it has baked and a regression
+  of ``min_regression`` is ruled out: the reversed likelihood ratio at that size (a test supermartingale for "canary at
+  least that much worse") reaches ``1/PASS_ALPHA``, or once a regression of that size over
+  ``max(stable's rate, rate_floor)`` would have been caught in expectation while the e-value
+  against the canary is at most 1 (with few or no bad events there is too little to test a ratio
+  on, and one stray stable error must not make a healthy canary wait for a sample it cannot get);
 - **continue** otherwise, with the reason in words.  No data is ``continue``, never ``fail``.
 
 When an objective is set, alpha is split evenly between the regression and the objective tests.
@@ -37,6 +41,7 @@ from canary.analysis.sequential import (
 )
 
 CONTINUE, PASS, FAIL = "continue", "pass", "fail"
+NO_EVIDENCE = 1e-9  # a log e-value at most this is "no evidence against the canary" (float rounding)
 PASS_ALPHA = 0.05  # a step passes when a regression of min_regression is ruled out at this level
 
 
@@ -51,6 +56,7 @@ class JudgeConfig:
     min_bake_requests: int = 100
     min_bake_seconds: float = 30.0
     rate_floor: float = 1e-4  # assumed stable bad rate when stable has had none (pass rule)
+    last_step: bool = True  # only the last step needs the regression ruled out to pass
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -182,9 +188,15 @@ def judge(state: MetricState, config: JudgeConfig) -> Decision:
     if state.step_canary_n < config.min_bake_requests:
         waiting.append(f"{state.step_canary_n} of {config.min_bake_requests} canary requests in this step")
     power, clear, reg = evidence["power"], evidence["no_regression"], evidence["regression"]
+    if not config.last_step:
+        if reg["log_e"] > NO_EVIDENCE:
+            waiting.append(f"some evidence against the canary (e-value {_num(reg['e_value'])}): baking on")
+        if waiting:
+            return Decision(CONTINUE, "; ".join(waiting), evidence)
+        return Decision(PASS, "baked with no evidence against the canary: " + _counts_words(evidence), evidence)
     ruled_out = clear["log_e"] >= clear["log_threshold"]
     nothing_bad = state.canary_bad + state.stable_bad == 0
-    if not ruled_out and not (nothing_bad and power["fraction"] >= 1.0 and reg["log_e"] <= 0.0):
+    if not ruled_out and not (power["fraction"] >= 1.0 and reg["log_e"] <= NO_EVIDENCE):
         if nothing_bad:
             waiting.append(
                 f"no bad events yet; a {config.min_regression:g}x regression would so far be caught with "

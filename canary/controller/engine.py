@@ -245,6 +245,7 @@ class Controller:
             rate_floor=metric.rate_floor,
             min_bake_requests=step.min_requests,
             min_bake_seconds=step.min_seconds,
+            last_step=r.step >= len(s.steps) - 1,
         )
         if metric.kind == "mirror":
             config = JudgeConfig(

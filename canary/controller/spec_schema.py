@@ -33,7 +33,7 @@ _METRIC = {
             "exclusiveMinimum": 0,
             "exclusiveMaximum": 1,
             "default": 0.001,
-            "description": "the lowest stable bad rate whose regression a step must be able to see",
+            "description": "the lowest stable bad rate whose regression the last step must be able to see",
         },
         "objective": {
             "type": "number",

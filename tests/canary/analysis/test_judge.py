@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -151,3 +152,37 @@ def test_a_healthy_canary_with_errors_on_both_tracks_passes_by_ruling_out_the_re
     _state, decision, _ = feed(config, np.random.default_rng(12), 3600, 0.02, 0.02, share=0.5)
     assert decision.verdict == PASS
     assert decision.evidence["no_regression"]["e_value"] >= 20
+
+
+def test_a_step_before_the_last_passes_on_its_bake_when_nothing_speaks_against_the_canary():
+    # 5% of a low-volume service: 20 clean canary requests cannot rule out a 2x regression of a 0.1%
+    # rate, so the last step waits; an earlier step moves on and the test keeps watching the next.
+    last = JudgeConfig(rate_floor=0.001, min_bake_requests=20, min_bake_seconds=30)
+    earlier = dataclasses.replace(last, last_step=False)
+    state = MetricState()
+    for _ in range(40):
+        state.add(last, 1, 0, 19, 0, 1.0)
+    assert judge(state, last).verdict == CONTINUE
+    decision = judge(state, earlier)
+    assert decision.verdict == PASS and "no evidence against the canary" in decision.reason
+    state.add(last, 1, 1, 19, 0, 1.0)  # one bad canary request, none on stable: evidence against it
+    held = judge(state, earlier)
+    assert held.verdict == CONTINUE and "some evidence against the canary" in held.reason
+
+
+def test_a_step_before_the_last_still_fails_a_bad_canary():
+    config = JudgeConfig(min_bake_requests=20, min_bake_seconds=30, last_step=False)
+    _state, decision, _ = feed(config, np.random.default_rng(3), 600, 0.2, 0.0, rps=20)
+    assert decision.verdict == FAIL
+
+
+def test_one_stray_stable_error_does_not_keep_a_clean_last_step_from_passing():
+    # found by the replay: importer 1.2 at its last step, 0 of 381 bad vs stable 1 of 619, waited on
+    config = JudgeConfig(rate_floor=0.1, min_bake_requests=10, min_bake_seconds=5)
+    state = MetricState()
+    state.add(config, 0, 0, 200, 1, 1.0)
+    for _ in range(60):
+        state.add(config, 10, 0, 10, 0, 1.0)
+    decision = judge(state, config)
+    assert decision.verdict == PASS, decision.reason
+    assert decision.evidence["no_regression"]["e_value"] < 20  # passed on power, not on ruling out
