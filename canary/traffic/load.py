@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +33,7 @@ PAGE_IMAGES = (6, 24)  # an editor page view loads this many images at once
 IMPORT_SIZES = (20, 50, 100, 200)
 EXTRA_COUNTS = {
     "importer": ("imports_completed", "imports_failed", "rows_sent"),
-    "opens": ("valid_hits", "forged_hits", "blank_agent_hits"),
+    "opens": ("valid_hits", "valid_hits_answered", "forged_hits", "blank_agent_hits"),
     "resizer": ("page_views", "wrong_images"),
 }
 
@@ -69,8 +70,10 @@ class Schedule:
 
 
 class Load:
-    def __init__(self, config: LoadConfig) -> None:
+    def __init__(self, config: LoadConfig, stop: threading.Event | None = None) -> None:
         self.config = config
+        self.stop = stop  # set it to end the load early (the report covers the time it ran)
+        self.elapsed_s = 0.0
         self.rng = random.Random(config.seed)
         self.records = {name: ServiceRecord() for name in config.targets()}
         for name, keys in EXTRA_COUNTS.items():  # report zeros as zeros, not as missing keys
@@ -119,7 +122,7 @@ class Load:
         next_progress = 5.0
         while True:
             due += self.rng.expovariate(c.rate)
-            if due >= c.duration:
+            if due >= c.duration or (self.stop is not None and self.stop.is_set()):
                 break
             delay = start + due - loop.time()
             if delay > 0:
@@ -140,6 +143,7 @@ class Load:
                 errors = sum(sum(r.errors.values()) for r in self.records.values())
                 progress(f"{due:5.0f} s  {self.schedule.started} requests started, {errors} errors so far")
                 next_progress += 5.0
+        self.elapsed_s = min(due, c.duration)
         if tasks:
             await asyncio.wait(tasks)
 
@@ -184,7 +188,10 @@ class Load:
             if not agent:
                 record.extra["blank_agent_hits"] += 1
         r = await client.get(path, headers={"User-Agent": agent, "X-Account-Id": str(account)})
-        return "ok" if r.status_code == 200 and r.headers.get("content-type") == "image/gif" else str(r.status_code)
+        ok = r.status_code == 200 and r.headers.get("content-type") == "image/gif"
+        if ok and not path.endswith(".forged.gif"):
+            record.extra["valid_hits_answered"] += 1  # the tracker took it: from here on it must not be lost
+        return "ok" if ok else str(r.status_code)
 
     async def _resizer(self, client: httpx.AsyncClient, account: int, record: ServiceRecord) -> None:
         """An editor page view: a burst of image requests at once."""
@@ -212,10 +219,10 @@ class Load:
         c, s = self.config, self.schedule
         return {
             "rate": c.rate,
-            "duration_s": c.duration,
+            "duration_s": round(self.elapsed_s, 1),
             "schedule": {
                 "requests_started": s.started,
-                "achieved_rate": round(s.started / c.duration, 2) if c.duration else 0.0,
+                "achieved_rate": round(s.started / self.elapsed_s, 2) if self.elapsed_s else 0.0,
                 "late_starts": s.late,
                 "max_lag_ms": round(s.max_lag_s * 1000, 1),
                 "skipped_too_many_in_flight": s.skipped,
@@ -225,6 +232,9 @@ class Load:
         }
 
 
-def run(config: LoadConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The Python API for tests and benchmarks: run a load to completion, return its report."""
-    return asyncio.run(Load(config).run(progress))
+def run(
+    config: LoadConfig, progress: Callable[[str], None] | None = None, stop: threading.Event | None = None
+) -> dict[str, Any]:
+    """The Python API for tests, benchmarks and the replay: run a load to completion (or until
+    ``stop`` is set), return its report."""
+    return asyncio.run(Load(config, stop).run(progress))
