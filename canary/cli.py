@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,11 +11,25 @@ from pathlib import Path
 from core.errors import ReleaseWardenError
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from canary import demo_stable
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
-    print(f"Starting the three services at their stable release (state in {args.state_dir})")
-    demo_stable.run(Path(args.state_dir))
+
+def _demo(args: argparse.Namespace) -> int:
+    from canary.replay.plan import DEMO, QUICK
+    from canary.replay.run import replay
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the replay as cleanly as Ctrl-C
+    result = replay(Path(args.state_dir), QUICK if args.quick else DEMO)
+    unexpected = [
+        f"{service} {r['release']}: {r['outcome']}"
+        for service, releases in result["services"].items()
+        for r in releases
+        if r["outcome"] != ("promoted" if r["release"] in ("1.2", "2.1") else "rolled_back")
+    ]
+    if unexpected:
+        print("the replay did not go as designed: " + "; ".join(unexpected), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -154,8 +169,12 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="canary", description="Canary releases that roll back by themselves.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the main job on the embedded default (SQLite, local processes)")
-    demo.add_argument("--state-dir", default="state/demo", help="where databases and logs go")
+    demo = sub.add_parser(
+        "demo",
+        help="replay the 13 April 2022 release on the embedded default (SQLite, local processes) and report",
+    )
+    demo.add_argument("--state-dir", default="state/demo", help="where databases, logs and the report go")
+    demo.add_argument("--quick", action="store_true", help="much shorter bakes (the test suite's replay)")
     demo.set_defaults(func=_demo)
 
     sim = sub.add_parser("simulate", help="replay rollback policies on simulated traffic (see benchmarks/scenarios)")

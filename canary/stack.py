@@ -49,30 +49,65 @@ def admin_token(state_dir: Path) -> str:
 
 @contextlib.contextmanager
 def local_stack(
-    state_dir: Path, stable: dict[str, str], token: str, tick_s: float = 0.5
+    state_dir: Path, stable: dict[str, str], token: str, tick_s: float = 0.5, router_as_process: bool = False
 ) -> Iterator[tuple[str, str, Any]]:
-    """Controller and router in this process (threads), services as processes: for tests and benchmarks.
+    """The controller in this process (a thread), services as processes; the router in a thread, or
+    as its own process (``router_as_process``, as `canary up` and the replay run it, so that a busy
+    test or load generator in this process does not slow it down).
 
     Yields (controller URL, router URL, controller app) once the router routes every stable service.
     """
     port = free_port()
     controller_url = f"http://127.0.0.1:{port}"
-    router = create_router(Settings(admin_token=token), table_source=f"{controller_url}/api/routes", table_token=token)
-    with serve_in_thread(router) as router_url:
+    table_url = f"{controller_url}/api/routes"
+    with contextlib.ExitStack() as stack:
+        if router_as_process:
+            router_url = stack.enter_context(router_process(state_dir, table_url, token, free_port()))
+        else:
+            router = create_router(Settings(admin_token=token), table_source=table_url, table_token=token)
+            router_url = stack.enter_context(serve_in_thread(router))
         settings = Settings(
             db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), admin_token=token
         )
         app = create_controller_app(
             settings, stable=stable, router_url=router_url, public_url=controller_url, tick_s=tick_s
         )
-        with serve_in_thread(app, port=port):
-            deadline = time.monotonic() + 60
-            for service in stable:
-                while httpx.get(f"{router_url}/{service}/healthz").status_code != 200:
-                    if time.monotonic() > deadline:
-                        raise DependencyUnavailable(f"the router never got the {service} route")
-                    time.sleep(0.2)
-            yield controller_url, router_url, app
+        stack.enter_context(serve_in_thread(app, port=port))
+        deadline = time.monotonic() + 60
+        for service in stable:
+            while httpx.get(f"{router_url}/{service}/healthz").status_code != 200:
+                if time.monotonic() > deadline:
+                    raise DependencyUnavailable(f"the router never got the {service} route")
+                time.sleep(0.2)
+        yield controller_url, router_url, app
+
+
+@contextlib.contextmanager
+def router_process(state_dir: Path, table_url: str, token: str, port: int) -> Iterator[str]:
+    """``python -m canary.router`` in its own session, reading its table from ``table_url``; its pid
+    is kept in the state directory so that a later run can stop it if this one is killed."""
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    stop_leftover_router(state_dir)
+    with (state_dir / "logs" / "router.log").open("ab") as log:
+        router = subprocess.Popen(
+            [sys.executable, "-m", "canary.router", "--table", table_url, "--port", str(port)],
+            env={**os.environ, "CANARY_TABLE_TOKEN": token, "CANARY_ADMIN_TOKEN": token},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    (state_dir / ROUTER_PID).write_text(str(router.pid))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready_url(f"{url}/healthz", router)
+        yield url
+    finally:
+        router.terminate()
+        try:
+            router.wait(10)
+        except subprocess.TimeoutExpired:
+            router.kill()
+        (state_dir / ROUTER_PID).unlink(missing_ok=True)
 
 
 def stop_leftover_router(state_dir: Path) -> None:
@@ -91,28 +126,7 @@ def stop_leftover_router(state_dir: Path) -> None:
 def up(state_dir: Path, controller_port: int, router_port: int, say: object = print) -> int:
     token = admin_token(state_dir)
     controller_url = f"http://127.0.0.1:{controller_port}"
-    router_url = f"http://127.0.0.1:{router_port}"
-    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
-    stop_leftover_router(state_dir)
-    with (state_dir / "logs" / "router.log").open("ab") as log:
-        router = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "canary.router",
-                "--table",
-                f"{controller_url}/api/routes",
-                "--port",
-                str(router_port),
-            ],
-            env={**os.environ, "CANARY_TABLE_TOKEN": token, "CANARY_ADMIN_TOKEN": token},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    (state_dir / ROUTER_PID).write_text(str(router.pid))
-    try:
-        wait_ready_url(f"{router_url}/healthz", router)
+    with router_process(state_dir, f"{controller_url}/api/routes", token, router_port) as router_url:
         settings = Settings(
             db_url=f"sqlite:///{state_dir / 'controller.db'}",
             state_dir=str(state_dir),
@@ -125,13 +139,8 @@ def up(state_dir: Path, controller_port: int, router_port: int, say: object = pr
         print(
             f"services    importer 1.0, opens 1.0, resizer 1.0 (logs in {state_dir / 'logs'}); Ctrl-C stops everything"
         )
-        uvicorn.run(app, host="127.0.0.1", port=controller_port, log_level="warning", access_log=False)
-    finally:
-        router.terminate()
         try:
-            router.wait(10)
-        except subprocess.TimeoutExpired:
-            router.kill()
-        (state_dir / ROUTER_PID).unlink(missing_ok=True)
-        print("stopped")
+            uvicorn.run(app, host="127.0.0.1", port=controller_port, log_level="warning", access_log=False)
+        finally:
+            print("stopped")
     return 0

@@ -22,6 +22,12 @@ from starlette.applications import Starlette
 from core.errors import ConfigError
 from core.settings import Settings, load_settings
 
+# How long an idle keep-alive connection stays open.  Longer than the clients' pools keep theirs
+# (httpx 5 s, the router's upstream pool 30 s): the client always gives up first, so no request is
+# ever sent on a connection the server is closing at that moment (uvicorn's default is 5 s, the
+# same as httpx's, and the race showed as stray errors and ReadErrors under load).
+KEEP_ALIVE_S = 75
+
 
 @contextlib.contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: Any) -> Iterator[str]:
@@ -33,6 +39,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: 
         with socket.socket() as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
+    config.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -96,5 +103,12 @@ def serve_main(
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     return 0

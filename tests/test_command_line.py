@@ -38,19 +38,6 @@ def test_unknown_release_is_one_clear_line(tmp_path):
     assert out.stderr.strip() == "error: unknown release '9.9' of importer: choose one of 1.0, 1.1, 1.2"
 
 
-def test_canary_demo_runs_the_stable_services(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "canary.cli", "demo", "--state-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert '"created": 1000' in out.stdout and '"suppressed_skipped": 1' in out.stdout
-    assert '"total": 20' in out.stdout
-    assert "all services stopped" in out.stdout
-
-
 def spawn_canary_up(state_dir, cport: int, rport: int, quiet: bool) -> subprocess.Popen[str]:
     """`canary up` as a user runs it; its output is kept (to read after it stops) unless ``quiet``."""
     return subprocess.Popen(

@@ -10,6 +10,7 @@ import uvicorn
 
 from canary.router.app import create_router
 from core.errors import ConfigError
+from core.serve import KEEP_ALIVE_S
 from core.settings import load_settings
 
 
@@ -32,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     router = create_router(settings, args.table, args.table_token)
     uvicorn.run(
-        router, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, lifespan="on"
+        router,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     return 0
 

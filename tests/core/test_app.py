@@ -57,3 +57,20 @@ def test_body_over_the_limit_while_streaming_is_413():
         for _ in range(5):  # the rest of the body is read and dropped: a 413, not a reset
             answer = client.post(f"{url}/upload/read-all", content=iter([b"y" * 600, b"y" * 600]))
             assert answer.status_code == 413
+
+
+def test_an_idle_keep_alive_connection_outlives_the_clients_pool_expiry():
+    # httpx drops idle connections after 5 s, the router's upstream pool after 30 s; the server must
+    # keep them longer, or a request sent as the server closes fails (seen under load as ReadError)
+    import socket
+    import time
+
+    with serve_in_thread(_app()) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            s.sendall(request)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(6)  # longer than httpx's expiry and uvicorn's default keep-alive (5 s)
+            s.sendall(request)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")

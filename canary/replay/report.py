@@ -1,0 +1,177 @@
+"""The replay's report: ``report.json``, a self-contained ``report.html`` (inline SVG charts, no
+network needed) and the summary printed in the terminal."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from canary.replay.plan import INCIDENT, INCIDENT_ROLLBACK_MIN
+from canary.replay.recorder import Track
+from canary.replay.svg import COLORS, Marker, Series, line_chart
+
+
+def write(state_dir: Path, report: dict[str, Any], tracks: list[Track]) -> tuple[Path, Path]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = state_dir / "report.json", state_dir / "report.html"
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    html_path.write_text(html(report, tracks), encoding="utf-8")
+    return json_path, html_path
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{'service':<9}{'release':<8}{'outcome':<13}{'by':<7}{'detect':>9}{'rollback':>10}{'bake':>9}"
+        f"{'canary failed':>15}{'consumer errors':>17}{'opens lost':>12}   13 April 2022"
+    ]
+    for service, releases in report["services"].items():
+        for r in releases:
+            then = f"rolled back after {INCIDENT_ROLLBACK_MIN[service]} min" if r["outcome"] != "promoted" else "-"
+            lines.append(
+                f"{service:<9}{r['release']:<8}{r['outcome']:<13}{r['decided_by']:<7}{_s(r['detect_s']):>9}"
+                f"{_s(r['rollback_s']):>10}{_s(r['bake_s']):>9}{r['canary_failed_requests']:>15}"
+                f"{r['consumer_errors']:>17}{r.get('opens_lost', '-'):>12}   {then}"
+            )
+    return lines
+
+
+def _primary_metric(track: Track) -> str | None:
+    names: list[str] = [str(name) for s in track.samples for name in s["judge"]]
+    reason = track.detail.get("reason", "")
+    for name in dict.fromkeys(names):
+        if reason.startswith(f"{name}:"):
+            return name
+    return names[0] if names else None
+
+
+def charts(track: Track) -> list[str]:
+    samples = track.samples
+    if not samples:
+        return []
+    t = [s["t"] - track.started for s in samples]
+    markers, previous = [], None
+    for x, s in zip(t, samples, strict=True):
+        if s["phase"] != previous:
+            markers.append(Marker(x, s["phase"]))
+            previous = s["phase"]
+    rates: list[Series] = []
+    metric = _primary_metric(track)
+    if metric:
+        for side in ("canary", "stable"):
+            points = [
+                (x, s["judge"][metric][side]["rate"]) for x, s in zip(t, samples, strict=True) if metric in s["judge"]
+            ]
+            rates.append(Series(f"{metric}: {side}", points, COLORS[side]))
+    base = track.baseline.get((track.service, "mirror"), {})
+    mirrored = []
+    for x, s in zip(t, samples, strict=True):
+        compared = s["router"]["mirror"].get("compared", 0) - base.get("compared", 0)
+        if compared > 0:
+            mirrored.append((x, (s["router"]["mirror"].get("different", 0) - base.get("different", 0)) / compared))
+    if mirrored:
+        rates.append(Series("mirror: answers that differ", mirrored, COLORS["mirror"], dashed=True))
+    weight = [
+        Series(
+            "canary weight %", [(x, s["weight"]) for x, s in zip(t, samples, strict=True)], COLORS["weight"], step=True
+        ),
+        Series(
+            "mirror share %",
+            [(x, 100 * s["mirror_share"]) for x, s in zip(t, samples, strict=True)],
+            COLORS["mirror"],
+            step=True,
+            dashed=True,
+        ),
+    ]
+    return [
+        line_chart(
+            f"{track.service} {track.release}: bad share per track (cumulative, as the judge sees it)",
+            rates,
+            markers=markers,
+            y_format=lambda v: f"{v:.0%}" if v >= 0.1 else f"{v:.1%}",
+        ),
+        line_chart(f"{track.service} {track.release}: traffic to the canary", weight, markers=markers, y_max=100),
+    ]
+
+
+CSS = """
+body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f4f4f4}td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}
+.cols{display:flex;gap:2em;flex-wrap:wrap}.cols>div{flex:1;min-width:320px}
+.bad{color:#b02a17}.good{color:#19703a}code{background:#f4f4f4;padding:0 3px}
+"""
+
+
+def html(report: dict[str, Any], tracks: list[Track]) -> str:
+    rows = []
+    for service, releases in report["services"].items():
+        for r in releases:
+            css = "good" if r["outcome"] in ("promoted", "rolled_back") else "bad"
+            rows.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{escape(str(v))}</td>"
+                    for v in (
+                        service,
+                        r["release"],
+                        r["outcome"],
+                        r["decided_by"],
+                        _s(r["detect_s"]),
+                        _s(r["rollback_s"]),
+                        _s(r["bake_s"]),
+                        r["canary_failed_requests"],
+                        r["consumer_errors"],
+                        r.get("opens_lost", "-"),
+                    )
+                )
+                + f'<td class="{css}">{escape(r["reason"])}</td></tr>'
+            )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "service",
+            "release",
+            "outcome",
+            "decided by",
+            "time to detect",
+            "time to roll back",
+            "bake",
+            "canary requests failed",
+            "errors consumers saw",
+            "opens lost",
+            "reason",
+        )
+    )
+    sections = []
+    for service in report["services"]:
+        then = "".join(f"<li><b>+{e.minute:g} min</b> {escape(e.what)}</li>" for e in INCIDENT[service])
+        now = "".join(
+            f"<li><b>{r['release']}</b>: {escape(r['outcome'])}"
+            + "".join(
+                f"<br>&nbsp;&nbsp;+{d['t'] if d['t'] is not None else 0:g} s {escape(d['phase_from'])} → "
+                f"{escape(d['phase_to'])} ({escape(d['decided_by'])}: {escape(d['reason'])})"
+                for d in r["decisions"]
+            )
+            + "</li>"
+            for r in report["services"][service]
+        )
+        pictures = "".join(chart for track in tracks if track.service == service for chart in charts(track))
+        sections.append(
+            f"<h2>{service}</h2><div class='cols'><div><h3>13 April 2022</h3><ul>{then}</ul></div>"
+            f"<div><h3>This replay (seconds after the canary first got traffic)</h3><ul>{now}</ul></div></div>"
+            f"<div>{pictures}</div>"
+        )
+    notes = "".join(f"<li>{escape(n)}</li>" for n in report.get("notes", []))
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Replay of the 13 April 2022 release"
+        f"</title><style>{CSS}</style></head><body><h1>Replay of the 13 April 2022 release</h1>"
+        f"<p>Generated {escape(report['generated_at'])}; the replay took {report['duration_s']:.0f} s. "
+        f"Traffic: {escape(report['load'])}.</p><ul>{notes}</ul>"
+        f"<table><tr>{head}</tr>{''.join(rows)}</table>{''.join(sections)}</body></html>\n"
+    )

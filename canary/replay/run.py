@@ -1,0 +1,189 @@
+"""``canary demo``: replay the release of 13 April 2022 on the embedded default, then report.
+
+1. Start the controller, the router (its own process) and the three services at 1.0 on SQLite.
+2. Drive traffic with `canary load` through the router, and release importer 1.1, opens 1.1 and
+   resizer 2.0 at once through the shipped rollout specs (bakes shortened by the pace).
+3. When all three have ended, stop that load, let the open tracker re-process what the bad
+   processor dropped, and count the opens lost.
+4. The same with the reworked releases importer 1.2, opens 1.2 and resizer 2.1 under fresh load.
+5. Write ``report.json`` and ``report.html`` in the state directory and print a summary.
+
+Everything started is stopped at the end, also on Ctrl-C (the services are the controller's
+processes; the router's pid is kept in the state directory in case this process is killed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from canary.replay import figures, report
+from canary.replay.live import LiveView
+from canary.replay.plan import DEMO, FAULTY, MIX, REWORKED, STABLE, Pace, load_config, spec_text
+from canary.replay.recorder import Recorder, Track
+from canary.stack import admin_token, local_stack
+from canary.traffic.load import run as run_load
+from core.errors import DependencyUnavailable
+
+ROLLOUT_DEADLINE_S = 900.0
+DRAIN_DEADLINE_S = 120.0
+Say = Callable[[str], None]
+
+
+class Round:
+    """One set of releases under one load: the faulty ones, then the reworked ones."""
+
+    def __init__(self, name: str, releases: dict[str, str], seed: int) -> None:
+        self.name = name
+        self.releases = releases
+        self.seed = seed
+        self.tracks: list[Track] = []
+        self.load_report: dict[str, Any] = {}
+        self.opens_lost: int | None = None
+
+
+def replay(state_dir: Path, pace: Pace = DEMO, say: Say = print, interactive: bool | None = None) -> dict[str, Any]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    token = admin_token(state_dir)  # as `canary up` keeps it: `canary status --state-dir` works meanwhile
+    started = time.monotonic()
+    rounds = [Round("faulty", FAULTY, seed=1), Round("reworked", REWORKED, seed=2)]
+    say(f"starting the stack in {state_dir} (controller, router, importer/opens/resizer 1.0 on SQLite)")
+    with local_stack(state_dir, dict(STABLE), token, router_as_process=True) as (ctl, router, app):
+        recorder = Recorder(ctl, router, token)
+        recorder.start()
+        ledger = OpensLedger(lambda release: app.state.controller.upstreams.get(("opens", release)))
+        try:
+            for r in rounds:
+                _play(r, recorder, ctl, router, token, pace, say, interactive)
+                stable = _stable_releases(ctl, token)
+                r.opens_lost = ledger.settle(stable["opens"], r.load_report, say)
+        finally:
+            recorder.stop()
+    say("stopped the stack")
+    result = _report(rounds, pace, time.monotonic() - started, recorder.problems)
+    json_path, html_path = report.write(state_dir, result, [t for r in rounds for t in r.tracks])
+    for line in report.summary_lines(result):
+        say(line)
+    for note in result["notes"]:
+        say(f"note: {note}")
+    say(f"report: {html_path}\nfigures: {json_path}")
+    return result
+
+
+def _play(
+    r: Round, recorder: Recorder, ctl: str, router: str, token: str, pace: Pace, say: Say, interactive: bool | None
+) -> None:
+    stop, driving = threading.Event(), threading.Event()
+
+    def progress(line: str) -> None:
+        if line.startswith("prepared"):
+            driving.set()
+
+    def load() -> None:
+        try:
+            r.load_report = run_load(load_config(router, token, pace, r.seed), progress, stop)
+        finally:
+            driving.set()
+
+    thread = threading.Thread(target=load, name=f"load-{r.name}", daemon=True)
+    thread.start()
+    try:
+        driving.wait(120)
+        if not thread.is_alive():
+            raise DependencyUnavailable("the load generator stopped before the release began")
+        time.sleep(3)  # stable serves a little traffic before the release
+        stable = _stable_releases(ctl, token)
+        say(f"releasing {', '.join(f'{s} {stable[s]} -> {v}' for s, v in r.releases.items())} at once")
+        for service, release in r.releases.items():
+            text = spec_text(service, stable[service], release, pace)
+            r.tracks.append(recorder.release(text, service, release, stable[service]))
+        deadline = time.monotonic() + ROLLOUT_DEADLINE_S
+        with LiveView(say, interactive) as view:
+            while not all(t.done for t in r.tracks) and time.monotonic() < deadline:
+                view.show(r.tracks, recorder.now())
+                time.sleep(1)
+            view.show(r.tracks, recorder.now())
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def _stable_releases(ctl: str, token: str) -> dict[str, str]:
+    table = httpx.get(f"{ctl}/api/routes", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    return {service: route["releases"]["stable"] for service, route in table["services"].items()}
+
+
+class OpensLedger:
+    """Opens lost = valid pixel hits the tracker answered - opens recorded - events filtered, once
+    it has caught up (re-processing included); counted per round from the running totals.  A hit
+    that failed in front of the consumer is a consumer error, not a lost open."""
+
+    def __init__(self, url_of: Callable[[str], str | None]) -> None:
+        self.url_of = url_of
+        self.valid_hits = 0
+        self.lost_so_far = 0
+
+    def settle(self, stable: str, load_report: dict[str, Any], say: Say) -> int | None:
+        self.valid_hits += load_report.get("services", {}).get("opens", {}).get("valid_hits_answered", 0)
+        url = self.url_of(stable)
+        if url is None:
+            return None
+        deadline = time.monotonic() + DRAIN_DEADLINE_S
+        while True:
+            stats = httpx.get(f"{url}/stats", timeout=10).json()
+            if not stats["events_pending"] and not stats["unaccounted"]:
+                break
+            if time.monotonic() > deadline:
+                say(f"the open tracker did not catch up in {DRAIN_DEADLINE_S:.0f} s: {stats}")
+                break
+            time.sleep(0.5)
+        lost = int(self.valid_hits - stats["opens_recorded"] - stats["events_filtered"] - self.lost_so_far)
+        self.lost_so_far += lost
+        return lost
+
+
+def _load_notes(rounds: list[Round], pace: Pace) -> list[str]:
+    notes = []
+    for r in rounds:
+        s = r.load_report.get("schedule", {})
+        if s.get("fell_behind"):
+            notes.append(
+                f"During the {r.name} releases the load generator fell behind: {s['achieved_rate']:g} of "
+                f"{pace.load_rate:g} arrivals/s ({s['late_starts']} started late, "
+                f"{s['skipped_too_many_in_flight']} skipped with too many in flight); the machine was saturated."
+            )
+    return notes
+
+
+def _report(rounds: list[Round], pace: Pace, duration_s: float, problems: list[str]) -> dict[str, Any]:
+    services: dict[str, list[dict[str, Any]]] = {}
+    for r in rounds:
+        seen = r.load_report.get("services", {})
+        for track in r.tracks:
+            lost = r.opens_lost if track.service == "opens" else None
+            services.setdefault(track.service, []).append(
+                figures.release_figures(track, seen.get(track.service, {}), lost)
+            )
+    share = 100 * pace.factor
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "duration_s": round(duration_s, 1),
+        "load": f"{pace.load_rate:g} arrivals/s: {MIX['opens']:.0%} pixel hits, {MIX['importer']:.0%} contact "
+        f"imports, {MIX['resizer']:.0%} editor page views (6 to 24 images each)",
+        "pace": {"factor": pace.factor, "max_watch_s": pace.max_watch_s, "min_rate_floor": pace.min_rate_floor},
+        "load_schedule": {r.name: r.load_report.get("schedule", {}) for r in rounds},
+        "notes": [
+            f"Bakes are {share:g}% of the shipped specs' minimums (manifests/rollouts/), the watch after "
+            f"promotion at most {pace.max_watch_s:g} s; the judge's statistics and time limits are as shipped"
+            + (f", rate floors at least {pace.min_rate_floor:g}." if pace.min_rate_floor else "."),
+            *_load_notes(rounds, pace),
+            *problems,
+        ],
+        "services": services,
+    }
