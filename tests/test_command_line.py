@@ -125,16 +125,31 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
     assert left.stdout.strip() == ""  # every service process it started is gone
 
 
-def test_a_controller_killed_mid_rollout_resumes_without_acting_twice(tmp_path):
+SLOW_STEP = "  steps:\n    - {weight: 50, min_requests: 100000, min_seconds: 3600, max_seconds: 7200}\n"
+KILL_SPECS = {
+    # phase to kill in: (service, canary, spec body after the releases)
+    "mirroring": (
+        "resizer",
+        "2.1",
+        "  mirror: {share: 1.0, min_compared: 100000, min_seconds: 3600, max_seconds: 7200}\n" + SLOW_STEP,
+    ),
+    "progressing": ("importer", "1.2", SLOW_STEP),
+    "paused": ("importer", "1.2", SLOW_STEP),
+    "watching": ("importer", "1.2", SLOW_STEP + "  watch: {seconds: 3600}\n"),
+}
+
+
+@pytest.mark.parametrize("phase", list(KILL_SPECS))
+def test_a_controller_killed_in_any_phase_resumes_without_acting_twice(tmp_path, phase):
     from canary.platforms.processes import free_port
 
+    service, release, body = KILL_SPECS[phase]
     cport, rport = free_port(), free_port()
     common = ["--controller", f"http://127.0.0.1:{cport}", "--state-dir", str(tmp_path)]
     spec = tmp_path / "slow.yaml"
     spec.write_text(
-        "apiVersion: releasewarden/v1\nkind: Rollout\nspec:\n  service: importer\n  stable: '1.0'\n"
-        "  canary: '1.2'\n  steps:\n    - {weight: 50, min_requests: 100000, min_seconds: 3600, max_seconds: 7200}\n"
-        "  metrics:\n    - {name: errors, kind: errors}\n"
+        f"apiVersion: releasewarden/v1\nkind: Rollout\nspec:\n  service: {service}\n  stable: '1.0'\n"
+        f"  canary: '{release}'\n{body}  metrics:\n    - {{name: errors, kind: errors}}\n"
     )
 
     def canary(*args: str) -> subprocess.CompletedProcess[str]:
@@ -152,15 +167,39 @@ def test_a_controller_killed_mid_rollout_resumes_without_acting_twice(tmp_path):
         out = subprocess.run(["pgrep", "-f", "--", f"--state-dir {tmp_path}"], capture_output=True, text=True).stdout
         return set(out.split())
 
+    def wait_for_phase(rid: str) -> str:
+        for _ in range(150):
+            line = canary("history").stdout
+            if f"{rid}" in line and f" {phase} " in line:
+                return line
+            time.sleep(0.2)
+        raise AssertionError(f"never reached {phase}: {canary('history').stdout}")
+
+    def decisions(rid: str) -> list[str]:  # `canary why` without the judge's live view ("now, ...")
+        return [line for line in canary("why", rid).stdout.splitlines() if not line.startswith("  now,")]
+
+    def wait_status(word: str) -> None:
+        for _ in range(100):
+            if word in canary("status").stdout:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"status never said {word}: {canary('status').stdout}")
+
+    def releases_answering() -> set[str]:
+        return {
+            httpx.get(f"http://127.0.0.1:{rport}/{service}/healthz", headers={"X-Account-Id": str(i)}).json()["release"]
+            for i in range(40)
+        }
+
     first = start_up()
     try:
-        out = canary("release", "importer", "--to", "1.2", "--spec", str(spec))
+        out = canary("release", service, "--to", release, "--spec", str(spec))
         rid = out.stdout.split()[1].rstrip(":")[:8]
-        for _ in range(100):
-            if "progressing" in canary("status").stdout:
-                break
-            time.sleep(0.2)
-        before = canary("why", rid).stdout
+        if phase in ("paused", "watching"):  # a person pauses, or promotes (skips the steps)
+            wait_status("progressing")
+            assert canary("pause" if phase == "paused" else "promote", rid).returncode == 0
+        wait_for_phase(rid)
+        before = decisions(rid)
         orphans = services() - {str(first.pid)}  # the releases it started
         first.send_signal(signal.SIGKILL)  # no clean-up at all
         first.wait(10)
@@ -168,16 +207,24 @@ def test_a_controller_killed_mid_rollout_resumes_without_acting_twice(tmp_path):
         second = start_up()
         try:
             time.sleep(3)
-            assert canary("why", rid).stdout == before  # same phase, no decision taken twice
-            assert "progressing  step 1/1 at 50%" in canary("status").stdout
+            assert decisions(rid) == before  # same phase, no decision taken twice
             assert not (orphans & services())  # the orphans were stopped, the releases started afresh
-            tracks = {
-                httpx.get(f"http://127.0.0.1:{rport}/importer/healthz", headers={"X-Account-Id": str(i)}).json()[
-                    "release"
-                ]
-                for i in range(40)
-            }
-            assert tracks == {"1.0", "1.2"}  # and traffic is split again as the stored phase says
+            answering = releases_answering()  # and the world is what the stored phase says:
+            if phase in ("progressing", "paused"):
+                assert answering == {"1.0", release}  # traffic split between both
+            elif phase == "mirroring":
+                assert answering == {"1.0"}  # customers see stable only; the canary runs for the mirror
+                table = httpx.get(
+                    f"http://127.0.0.1:{cport}/api/routes",
+                    headers={"Authorization": f"Bearer {(tmp_path / 'admin-token').read_text().strip()}"},
+                ).json()
+                assert table["services"][service]["mirror"]["share"] == 1.0
+            else:  # watching: the new release serves everyone, the old one is kept warm
+                assert answering == {release}
+                assert len(services() - {str(second.pid)}) >= 2
+            if phase == "paused":
+                assert canary("resume", rid).returncode == 0
+                wait_status("progressing")  # the pause survived the crash, and so does the resume
         finally:
             second.send_signal(signal.SIGINT)
             second.wait(60)

@@ -1,0 +1,103 @@
+"""The controller's HTTP API in-process through httpx.ASGITransport, on SQLite and PostgreSQL.
+
+The controller's loop ticks once at start and then only every hour here, so nothing is started:
+these tests are about what the API answers (auth, validation, commands, the webhook), while the
+end-to-end and command-line tests run the loop for real.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from canary.controller.app import create_controller_app
+from core.settings import Settings
+from tests.conftest import asgi_client
+
+pytestmark = pytest.mark.anyio
+TOKEN = "api-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SPEC = """
+apiVersion: releasewarden/v1
+kind: Rollout
+spec:
+  service: importer
+  stable: "1.0"
+  canary: "1.2"
+  steps:
+    - {weight: 5, min_requests: 20, min_seconds: 30}
+  metrics:
+    - {name: errors, kind: errors}
+"""
+
+
+def app(db_url, tmp_path):
+    settings = Settings(db_url=db_url, state_dir=str(tmp_path), admin_token=TOKEN)
+    return create_controller_app(
+        settings, stable={}, router_url="http://127.0.0.1:9", public_url="http://127.0.0.1:9", tick_s=3600
+    )
+
+
+async def test_every_endpoint_needs_the_token(db_url, tmp_path):
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        for method, path in [
+            ("GET", "/api/rollouts"),
+            ("POST", "/api/rollouts"),
+            ("GET", "/api/rollouts/x"),
+            ("POST", "/api/rollouts/x/pause"),
+            ("GET", "/api/routes"),
+            ("POST", "/api/alerts"),
+        ]:
+            r = await c.request(method, path, headers={"Authorization": "Bearer wrong"})
+            assert r.status_code == 401, (method, path)
+            assert r.json()["error"]["code"]
+
+
+async def test_a_bad_spec_is_refused_with_what_is_wrong_and_never_stored(db_url, tmp_path):
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        bad = SPEC.replace("weight: 5", "weight: 500")
+        r = await c.post("/api/rollouts", content=bad, headers=AUTH)
+        assert r.status_code == 422
+        assert any("spec.steps[0].weight" in d for d in r.json()["error"]["detail"])
+        r = await c.post("/api/rollouts", content="{not yaml: [", headers=AUTH)
+        assert r.status_code == 422
+        assert (await c.get("/api/rollouts", headers=AUTH)).json() == {"rollouts": []}
+
+
+async def test_create_show_command_and_one_active_rollout_per_service(db_url, tmp_path):
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        created = await c.post("/api/rollouts", content=SPEC, headers=AUTH)
+        assert created.status_code == 201
+        rid = created.json()["id"]
+        assert created.json()["phase"] == "pending"
+        again = await c.post("/api/rollouts", content=SPEC, headers=AUTH)
+        assert again.status_code == 409
+        shown = (await c.get(f"/api/rollouts/{rid}", headers=AUTH)).json()
+        assert (shown["service"], shown["canary"], shown["decisions"]) == ("importer", "1.2", [])
+        assert (await c.get("/api/rollouts/nope", headers=AUTH)).status_code == 404
+        r = await c.post(f"/api/rollouts/{rid}/pause", headers=AUTH)
+        assert (r.status_code, r.json()["status"]) == (202, "accepted")
+        r = await c.post(f"/api/rollouts/{rid}/explode", headers=AUTH)
+        assert r.status_code == 404 and "pause" in r.json()["error"]["message"]
+
+
+async def test_the_alert_webhook_names_what_it_did_with_each_alert(db_url, tmp_path):
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        rid = (await c.post("/api/rollouts", content=SPEC, headers=AUTH)).json()["id"]
+        payload = {
+            "status": "firing",
+            "alerts": [
+                {"status": "firing", "labels": {"alertname": "CanaryErrorRatioAboveStable", "service": "importer"}},
+                {"status": "resolved", "labels": {"alertname": "CanaryErrorRatioAboveStable", "service": "importer"}},
+                {"status": "firing", "labels": {"alertname": "ResizerDatabaseErrors", "service": "resizer"}},
+            ],
+        }
+        r = await c.post("/api/alerts", json=payload, headers=AUTH)
+        assert r.status_code == 200
+        assert [x["action"] for x in r.json()["results"]] == [
+            "rolling back",
+            "ignored: resolved",
+            "ignored: no active rollout",
+        ]
+        assert r.json()["results"][0]["rollout"] == rid
+        r = await c.post("/api/alerts", content=b"not json", headers=AUTH)
+        assert r.status_code == 400
