@@ -11,7 +11,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.timeout(900)  # a few minutes of real traffic
 def test_the_replay_rolls_back_each_faulty_release_and_promotes_each_reworked_one(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "canary.cli", "demo", "--quick", "--state-dir", str(tmp_path)],
