@@ -55,6 +55,7 @@ def replay(state_dir: Path, pace: Pace = DEMO, say: Say = print, interactive: bo
     rounds = [Round("faulty", FAULTY, seed=1), Round("reworked", REWORKED, seed=2)]
     say(f"starting the stack in {state_dir} (controller, router, importer/opens/resizer 1.0 on SQLite)")
     with local_stack(state_dir, dict(STABLE), token, router_as_process=True) as (ctl, router, app):
+        say(f"controller {ctl}, router {router}: `canary status --controller {ctl} --state-dir {state_dir}`")
         recorder = Recorder(ctl, router, token)
         recorder.start()
         ledger = OpensLedger(lambda release: app.state.controller.upstreams.get(("opens", release)))
