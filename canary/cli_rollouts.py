@@ -99,13 +99,10 @@ def status(args: argparse.Namespace) -> int:
     if not args.watch:
         print("\n".join(_status_lines(args)))
         return 0
-    try:
-        while True:
-            print("\x1b[2J\x1b[H" + time.strftime("%H:%M:%S") + "  canary status (Ctrl-C to leave)\n")
-            print("\n".join(_status_lines(args)), flush=True)
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
-        return 0  # leaving the watch is the normal way out
+    while True:
+        print("\x1b[2J\x1b[H" + time.strftime("%H:%M:%S") + "  canary status (Ctrl-C to leave)\n")
+        print("\n".join(_status_lines(args)), flush=True)
+        time.sleep(args.interval)
 
 
 def command(args: argparse.Namespace) -> int:
