@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from canary.controller.app import create_controller_app
 from canary.platforms.processes import free_port, wait_ready_url
 from canary.router.app import create_router
 from core.errors import DependencyUnavailable
-from core.serve import KEEP_ALIVE_S, serve_in_thread
+from core.serve import run_server, serve_in_thread
 from core.settings import Settings
 
 STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
@@ -140,14 +139,7 @@ def up(state_dir: Path, controller_port: int, router_port: int, say: object = pr
             f"services    importer 1.0, opens 1.0, resizer 1.0 (logs in {state_dir / 'logs'}); Ctrl-C stops everything"
         )
         try:
-            uvicorn.run(
-                app,
-                host="127.0.0.1",
-                port=controller_port,
-                log_level="warning",
-                access_log=False,
-                timeout_keep_alive=KEEP_ALIVE_S,
-            )
+            run_server(app, "127.0.0.1", controller_port)
         finally:
             print("stopped")
     return 0

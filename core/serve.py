@@ -103,12 +103,13 @@ def serve_main(
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_S,
-    )
+    run_server(app, settings.host, settings.port, settings.log_level)
     return 0
+
+
+def run_server(app: Any, host: str, port: int, log_level: str = "warning", **config: Any) -> None:
+    """Run an ASGI app under uvicorn in the foreground, as every command of the project does:
+    no access log, and idle connections kept ``KEEP_ALIVE_S``."""
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=KEEP_ALIVE_S, **config
+    )

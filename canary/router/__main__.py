@@ -6,11 +6,9 @@ import argparse
 import os
 import sys
 
-import uvicorn
-
 from canary.router.app import create_router
 from core.errors import ConfigError
-from core.serve import KEEP_ALIVE_S
+from core.serve import run_server
 from core.settings import load_settings
 
 
@@ -32,15 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     router = create_router(settings, args.table, args.table_token)
-    uvicorn.run(
-        router,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        lifespan="on",
-        timeout_keep_alive=KEEP_ALIVE_S,
-    )
+    run_server(router, settings.host, settings.port, settings.log_level, lifespan="on")
     return 0
 
 
