@@ -186,3 +186,32 @@ def test_one_stray_stable_error_does_not_keep_a_clean_last_step_from_passing():
     decision = judge(state, config)
     assert decision.verdict == PASS, decision.reason
     assert decision.evidence["no_regression"]["e_value"] < 20  # passed on power, not on ruling out
+
+
+def test_a_stray_canary_error_on_a_busy_machine_does_not_hold_a_healthy_canary_to_its_timeout():
+    # found by the replay under load: 3 slow canary requests of 2,321 left an e-value of 1.22, which
+    # clean data never lowers; the step waited for its timeout though the canary was healthy
+    config = JudgeConfig(rate_floor=0.1, min_bake_requests=10, min_bake_seconds=5)
+    earlier = dataclasses.replace(config, last_step=False)
+    state = MetricState()
+    state.add(config, 10, 1, 10, 0, 1.0)
+    for _ in range(60):
+        state.add(config, 10, 0, 10, 0, 1.0)
+    decision = judge(state, config)
+    assert 1.0 < decision.evidence["regression"]["e_value"] < 2.0
+    assert decision.verdict == PASS, decision.reason
+    passed = judge(state, earlier)
+    assert passed.verdict == PASS and "only weak evidence (e-value 1.71)" in passed.reason
+
+
+def test_evidence_above_weak_still_holds_a_baked_step():
+    config = JudgeConfig(rate_floor=0.1, min_bake_requests=10, min_bake_seconds=5)
+    state = MetricState()
+    state.add(config, 10, 2, 10, 0, 1.0)  # two canary errors, none on stable: e-value near 3
+    for _ in range(60):
+        state.add(config, 10, 0, 10, 0, 1.0)
+    decision = judge(state, config)
+    assert decision.evidence["regression"]["e_value"] > 2.0
+    assert decision.verdict == CONTINUE
+    held = judge(state, dataclasses.replace(config, last_step=False))
+    assert held.verdict == CONTINUE and "some evidence against the canary" in held.reason
