@@ -56,8 +56,12 @@ def release_figures(track: Track, consumer: dict[str, Any], opens_lost: int | No
 
 
 def _lost_by_canary(track: Track) -> int:
-    """Messages the canary's consumer acknowledged and dropped (its conservation metrics' bad events)."""
-    judged = track.samples[-1]["judge"] if track.samples else {}
+    """Messages the canary's consumer acknowledged and dropped (its conservation metrics' bad events).
+
+    From the last sample that still has the judge's words: the controller drops them once the
+    rollout has ended, and a sample taken after that has none (the counts only grow before it).
+    """
+    judged = next((s["judge"] for s in reversed(track.samples) if s["judge"]), {})
     return sum(int(judged[name]["canary"]["bad"]) for name in track.lossy_metrics if name in judged)
 
 
