@@ -92,6 +92,9 @@ def create_app(
     metrics.gauge(
         "db_pool_connections_checked_out", "Database connections checked out of the pool right now."
     ).set_function(lambda: _checked_out(app))
+    app.state.db_errors = metrics.counter(
+        "db_errors_total", "Requests answered 503 because the database was unavailable, by error.", ["error"]
+    )
     app.add_middleware(BodySizeLimitMiddleware, limit=max_body_bytes or settings.max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
@@ -140,6 +143,8 @@ async def _starlette_error(request: Request, exc: Exception) -> Response:
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    m = request.app.state.metrics
+    request.app.state.db_errors.labels(m.service, m.release, type(exc).__name__).inc()
     error = ServiceUnavailable(f"database unavailable ({type(exc).__name__}); retry later", code="database_unavailable")
     return JSONResponse(error.body(), status_code=503, headers={"Retry-After": "1"})
 

@@ -54,6 +54,13 @@ class Settings:
     route_table: str = ""
     track: str = "stable"
     table_token: str = ""
+    # Controller: where its metrics come from (empty: the router's own counters), and the token
+    # Alertmanager presents to POST /api/alerts (the admin token is accepted there too)
+    prometheus_url: str = ""
+    prometheus_scrape_interval_s: float = 15.0
+    prometheus_delay_s: float = 0.0  # 0: a scrape interval and a second (add the rule interval for recorded series)
+    prometheus_timeout_s: float = 5.0
+    alert_token: str = ""
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

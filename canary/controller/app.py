@@ -2,7 +2,8 @@
 
 ``create_controller_app(settings, stable=..., router_url=...)``: the store on ``settings.db_url``
 (SQLite by default), the local platform running releases (each service's database in the state
-directory), the builtin metric provider reading the router at ``router_url``, and the loop.  On
+directory), the metric provider (the router's counters at ``router_url``, or Prometheus at
+``settings.prometheus_url``), and the loop.  On
 shutdown every release the platform started is stopped.
 """
 
@@ -19,7 +20,7 @@ from canary.controller import api
 from canary.controller.engine import Controller
 from canary.controller.store import Store, metadata
 from canary.platforms.local import LocalPlatform
-from canary.providers.builtin import BuiltinProvider
+from canary.providers import make_provider
 from core.app import create_app
 from core.settings import Settings
 
@@ -49,7 +50,7 @@ def create_controller_app(
         controller = Controller(
             Store(app.state.engine),
             platform,
-            BuiltinProvider(router_url, processor_url),
+            make_provider(settings, router_url, processor_url),
             stable,
             admin_token=settings.admin_token,
         )

@@ -36,6 +36,7 @@ APPLY_GRACE_S = 1.0  # routers re-read the table every 0.5 s
 LEASE_TTL_S = 10.0
 PROCESSOR = {"opens": "opens-processor"}  # queue consumers that run beside a service's releases
 REPROCESS_AFTER_ROLLBACK = frozenset({"opens"})
+UNAVAILABLE = "unavailable"  # a verdict the provider could not give: the rollout holds
 
 
 @dataclass
@@ -210,6 +211,7 @@ class Controller:
         ready = await self.platform.healthy(s.service, s.canary)
         verdicts: dict[str, tuple[str, str]] = {}
         mirror = None
+        unavailable = ""
         if r.phase in (machine.PROGRESSING, machine.PAUSED, machine.MIRRORING) and ready:
             judging = self.judging.setdefault(r.id, _Judging())
             if judging.step != r.step and r.phase == machine.PROGRESSING:
@@ -219,6 +221,8 @@ class Controller:
             metrics = s.metrics if r.phase != machine.MIRRORING else (Metric("mirror", "mirror"),)
             for metric in metrics:
                 verdicts[metric.name] = await self._judge(r, metric, judging)
+            unavailable = "; ".join(f"{m}: {why}" for m, (v, why) in sorted(verdicts.items()) if v == UNAVAILABLE)
+            verdicts = {m: ("continue", why) if v == UNAVAILABLE else (v, why) for m, (v, why) in verdicts.items()}
             if r.phase == machine.MIRRORING:
                 mirror = verdicts.pop("mirror")
         return machine.Observation(
@@ -228,15 +232,18 @@ class Controller:
             weight_applied=self._applied_weight(s.service),
             command=self.commands.pop(r.id, ""),
             alert=self.alerts.pop(r.id, ""),
+            metrics_unavailable=unavailable,
         )
 
     async def _judge(self, r: machine.Rollout, metric: Metric, judging: _Judging) -> tuple[str, str]:
         s = r.spec
-        query = MetricQuery(s.service, metric.kind, s.canary, s.stable, metric.threshold_ms)
+        query = MetricQuery(
+            s.service, metric.kind, s.canary, s.stable, metric.threshold_ms, metric.events_query, metric.bad_query
+        )
         try:
             reading = await self.provider.cumulative(query)
         except ProviderUnavailable as exc:
-            return "continue", f"holding: metrics unavailable ({exc})"
+            return UNAVAILABLE, f"metrics unavailable ({exc})"
         step = s.steps[min(r.step, len(s.steps) - 1)]
         config = JudgeConfig(
             alpha=metric.alpha,

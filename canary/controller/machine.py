@@ -40,6 +40,7 @@ class Rollout:
     resume_to: str = ""  # the phase a pause returns to
     reason: str = ""
     decided_by: str = ""  # judge, alert, timeout, person
+    held_since: float = 0.0  # metrics unavailable since then: no verdict, and the step's clock stops
     revision: int = 0  # bumped on every change: the store refuses stale writes
 
     def with_(self, now: float, **changes: Any) -> Rollout:
@@ -58,7 +59,8 @@ class Observation:
     weight_applied: float | None = None  # the weight the router reports it serves
     change_detected: str = ""  # watch phase: the change detector's reason, if it fired
     command: str = ""  # pause, resume, promote, abort
-    alert: str = ""  # the name of an alert that names this rollout
+    alert: str = ""  # the name of an alert that names this rollout, and why it fired
+    metrics_unavailable: str = ""  # the metric source did not answer: why (the rollout holds)
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,13 @@ def advance(r: Rollout, seen: Observation, now: float) -> tuple[Rollout, list[De
             return go(ROLLING_BACK, "judge", failing), out
         return r, out
     if seen.command == "pause" and r.phase in (MIRRORING, PROGRESSING):
-        return go(PAUSED, "person", "paused", resume_to=r.phase), out
+        return go(PAUSED, "person", "paused", resume_to=r.phase, held_since=0.0), out
     if seen.command == "promote" and r.phase in (MIRRORING, PROGRESSING):
         return go(PROMOTING, "person", "promoted by hand (remaining steps skipped)"), out
+    if r.phase in (MIRRORING, PROGRESSING):
+        held = _held(r, seen, now, go)
+        if held is not None:
+            return held, out
     if r.phase == MIRRORING:
         return _mirroring(r, seen, now, go), out
     if r.phase == PROGRESSING:
@@ -147,6 +153,26 @@ def advance(r: Rollout, seen: Observation, now: float) -> tuple[Rollout, list[De
         if now - r.phase_since >= r.spec.watch_seconds:
             return go(SUCCEEDED, "controller", f"watched {r.spec.watch_seconds:.0f} s without a change"), out
     return r, out
+
+
+def _held(r: Rollout, seen: Observation, now: float, go: Callable[..., Rollout]) -> Rollout | None:
+    """A metric source that does not answer holds the rollout: no verdict, no timeout (its clock stops
+    and restarts where it stopped).  Rolling back or promoting on a missing answer would be a guess."""
+    if seen.metrics_unavailable:
+        if r.held_since:
+            return r
+        return go(r.phase, "controller", f"held: {seen.metrics_unavailable}", held_since=now)
+    if r.held_since:
+        paused = now - r.held_since
+        return go(
+            r.phase,
+            "controller",
+            f"metrics available again after {paused:.0f} s: the step's time limit is moved on by as much",
+            held_since=0.0,
+            step_since=r.step_since + paused,
+            phase_since=r.phase_since + paused,
+        )
+    return None
 
 
 def _failing(seen: Observation) -> str:

@@ -74,7 +74,7 @@ leases = Table(
     Column("expires_at", Float, nullable=False),
 )
 
-STATE_FIELDS = ("phase", "step", "phase_since", "step_since", "resume_to", "reason", "decided_by")
+STATE_FIELDS = ("phase", "step", "phase_since", "step_since", "resume_to", "reason", "decided_by", "held_since")
 
 
 class StaleWrite(Conflict):

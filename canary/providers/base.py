@@ -37,6 +37,8 @@ class MetricQuery:
     canary_release: str
     stable_release: str
     threshold_ms: float | None = None
+    events_query: str | None = None  # a query metric's own templates (Prometheus)
+    bad_query: str | None = None
 
 
 class MetricProvider(Protocol):

@@ -61,7 +61,7 @@ def _lost_by_canary(track: Track) -> int:
     From the last sample that still has the judge's words: the controller drops them once the
     rollout has ended, and a sample taken after that has none (the counts only grow before it).
     """
-    judged = next((s["judge"] for s in reversed(track.samples) if s["judge"]), {})
+    judged: dict[str, Any] = next((s["judge"] for s in reversed(track.samples) if s["judge"]), {})
     return sum(int(judged[name]["canary"]["bad"]) for name in track.lossy_metrics if name in judged)
 
 

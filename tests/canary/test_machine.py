@@ -137,3 +137,32 @@ def test_every_change_bumps_the_revision_and_nothing_else_does():
     assert same is r and decisions == []
     moved, decisions = m.advance(r, m.Observation(verdicts=PASS), clock.tick())
     assert moved.revision == r.revision + 1 and len(decisions) == 1
+
+
+def test_a_metric_source_that_does_not_answer_holds_the_rollout_and_stops_its_clock():
+    r, clock = started()  # step 1 may take IMPORTER.steps[0].max_seconds
+    limit = IMPORTER.steps[0].max_seconds
+    down = m.Observation(verdicts={"errors": ("continue", "x")}, metrics_unavailable="errors: Prometheus down")
+    held, made = m.advance(r, down, clock.tick(10))
+    assert (
+        held.held_since == clock.now and held.phase == m.PROGRESSING and "held: errors: Prometheus down" in held.reason
+    )
+    assert [d.phase_to for d in made] == [m.PROGRESSING]  # recorded, so `canary status` says why
+    r = held
+    for _ in range(3):  # far past the step's time limit: held, not timed out, not passed
+        r = run(r, clock, m.Observation(verdicts=PASS, metrics_unavailable="errors: down"), seconds=limit)
+        assert r.phase == m.PROGRESSING and r.held_since == held.held_since
+    back = run(r, clock, m.Observation(verdicts={"errors": ("continue", "baking"), "slow": ("continue", "baking")}))
+    assert back.held_since == 0 and "metrics available again after" in back.reason
+    assert back.step_since == r.step_since + (clock.now - held.held_since)  # the outage does not count
+    again = run(back, clock, m.Observation(verdicts={"errors": ("continue", "baking")}), seconds=limit - 20)
+    assert again.phase == m.PROGRESSING  # the time limit counts from before the outage, less the outage
+    assert run(again, clock, m.Observation(), seconds=30).decided_by == "timeout"
+
+
+def test_while_held_people_and_alerts_still_act():
+    r, clock = started()
+    r = run(r, clock, m.Observation(metrics_unavailable="down"))
+    assert run(r, clock, m.Observation(metrics_unavailable="down", command="promote")).phase == m.PROMOTING
+    assert run(r, clock, m.Observation(metrics_unavailable="down", alert="X")).phase == m.ROLLING_BACK
+    assert run(r, clock, m.Observation(metrics_unavailable="down", command="abort")).phase == m.ROLLING_BACK
