@@ -111,7 +111,11 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
         }
         assert httpx.post(hook, json=payload).status_code == 401
         answer = httpx.post(hook, json=payload, headers={"Authorization": f"Bearer {token}"}).json()["results"]
-        assert [a["action"] for a in answer] == ["ignored: resolved", "ignored: no active rollout", "rolling back"]
+        assert [a["action"] for a in answer] == [
+            "ignored: resolved",
+            "ignored: opens has no active rollout",
+            "rolling back",
+        ]
         for _ in range(100):
             if "by alert: alert ResizerDatabaseErrors fired" in canary("why", rid2[:8]).stdout:
                 break

@@ -5,14 +5,12 @@
 - ``GET /api/rollouts``, ``GET /api/rollouts/{id}`` (with its decisions and the judge's latest words)
 - ``POST /api/rollouts/{id}/pause|resume|promote|abort`` -> 202 (applied at the next tick)
 - ``GET /api/routes``: the route table routers and queue consumers poll
-- ``POST /api/alerts``: an Alertmanager webhook; firing alerts roll back the active rollouts of the
-  services their labels name; resolved alerts and services without a rollout are ignored, and the
-  answer says what was done
+- ``POST /api/alerts``: the Alertmanager webhook, ``GET /api/targets``: Prometheus's service
+  discovery (both in ``alerts``)
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -21,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from canary.controller import machine
+from canary.controller import alerts, machine
 from canary.controller.spec import SpecError, check
 from core.app import read_body, require_token
 from core.errors import BadRequest, NotFound, Unprocessable
@@ -36,7 +34,8 @@ def routes() -> list[Route]:
         Route("/api/rollouts/{rollout_id}", show_rollout, methods=["GET"]),
         Route("/api/rollouts/{rollout_id}/{command}", command, methods=["POST"]),
         Route("/api/routes", route_table, methods=["GET"]),
-        Route("/api/alerts", alerts, methods=["POST"]),
+        Route("/api/alerts", alerts.webhook, methods=["POST"]),
+        Route("/api/targets", alerts.targets, methods=["GET"]),
     ]
 
 
@@ -128,25 +127,3 @@ async def command(request: Request) -> Response:
 async def route_table(request: Request) -> Response:
     _auth(request)
     return JSONResponse(request.app.state.controller.table)
-
-
-async def alerts(request: Request) -> Response:
-    _auth(request)
-    try:
-        payload = json.loads(await read_body(request, 1 << 20))
-    except json.JSONDecodeError:
-        raise BadRequest("body must be an Alertmanager webhook payload (JSON)") from None
-    controller = request.app.state.controller
-    active = {r.spec.service: r for r in await run_in_threadpool(controller.store.list_rollouts, True)}
-    results = []
-    for alert in payload.get("alerts", []) if isinstance(payload, dict) else []:
-        labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
-        name, service = labels.get("alertname", "alert"), labels.get("service", "")
-        if alert.get("status", payload.get("status")) != "firing":
-            results.append({"alert": name, "service": service, "action": "ignored: resolved"})
-        elif service not in active:
-            results.append({"alert": name, "service": service, "action": "ignored: no active rollout"})
-        else:
-            controller.alert(active[service].id, name)
-            results.append({"alert": name, "service": service, "action": "rolling back", "rollout": active[service].id})
-    return JSONResponse({"results": results})

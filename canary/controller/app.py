@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from canary.controller import api
 from canary.controller.engine import Controller
+from canary.controller.metrics import RolloutCollector
 from canary.controller.store import Store, metadata
 from canary.platforms.local import LocalPlatform
 from canary.providers import make_provider
@@ -54,7 +55,9 @@ def create_controller_app(
             stable,
             admin_token=settings.admin_token,
         )
+        controller.public_url, controller.router_url = public_url, router_url
         app.state.controller = controller
+        app.state.metrics.registry.register(RolloutCollector(controller))
         task: asyncio.Task[None] | None = None
         try:
             await controller.start_stable()

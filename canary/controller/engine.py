@@ -71,6 +71,10 @@ class Controller:
         self.alerts: dict[str, str] = {}
         self.judging: dict[str, _Judging] = {}
         self.upstreams: dict[tuple[str, str], str] = {}
+        self.active: list[machine.Rollout] = []  # as of the last tick (for /metrics)
+        self.last_tick = 0.0
+        self.public_url = ""  # where routers and Prometheus reach the controller
+        self.router_url = ""
 
     # -- inputs from the API -----------------------------------------------------------------------
     def command(self, rollout_id: str, name: str) -> None:
@@ -116,6 +120,8 @@ class Controller:
                     await self._apply(new)
                     await self._publish()
                     self.judging.pop(new.id, None)
+        self.active = await asyncio.to_thread(self.store.list_rollouts, True)
+        self.last_tick = self.clock()
 
     async def _reprocess(self, r: machine.Rollout) -> None:
         """Opens: what the canary's processor acknowledged goes back to stable's (nothing stays lost)."""

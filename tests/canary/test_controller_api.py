@@ -46,6 +46,7 @@ async def test_every_endpoint_needs_the_token(db_url, tmp_path):
             ("POST", "/api/rollouts/x/pause"),
             ("GET", "/api/routes"),
             ("POST", "/api/alerts"),
+            ("GET", "/api/targets"),
         ]:
             r = await c.request(method, path, headers={"Authorization": "Bearer wrong"})
             assert r.status_code == 401, (method, path)
@@ -80,15 +81,23 @@ async def test_create_show_command_and_one_active_rollout_per_service(db_url, tm
         assert r.status_code == 404 and "pause" in r.json()["error"]["message"]
 
 
+def alert(name, status="firing", **labels):
+    return {"status": status, "labels": {"alertname": name, **labels}, "annotations": {"summary": f"{name} says so"}}
+
+
 async def test_the_alert_webhook_names_what_it_did_with_each_alert(db_url, tmp_path):
-    async with asgi_client(app(db_url, tmp_path)) as c:
+    controller_app = app(db_url, tmp_path)
+    async with asgi_client(controller_app) as c:
         rid = (await c.post("/api/rollouts", content=SPEC, headers=AUTH)).json()["id"]
         payload = {
             "status": "firing",
             "alerts": [
-                {"status": "firing", "labels": {"alertname": "CanaryErrorRatioAboveStable", "service": "importer"}},
-                {"status": "resolved", "labels": {"alertname": "CanaryErrorRatioAboveStable", "service": "importer"}},
-                {"status": "firing", "labels": {"alertname": "ResizerDatabaseErrors", "service": "resizer"}},
+                alert("CanaryErrorRatioAboveStable", service="importer", track="canary"),
+                alert("CanaryErrorRatioAboveStable", status="resolved", service="importer"),
+                alert("ResizerDatabaseErrors", service="resizer", release="2.0", track="canary"),
+                alert("StableTrouble", service="importer", track="stable"),
+                alert("OldRelease", service="importer", release="1.0", track="stable"),
+                alert("NoService"),
             ],
         }
         r = await c.post("/api/alerts", json=payload, headers=AUTH)
@@ -96,8 +105,49 @@ async def test_the_alert_webhook_names_what_it_did_with_each_alert(db_url, tmp_p
         assert [x["action"] for x in r.json()["results"]] == [
             "rolling back",
             "ignored: resolved",
-            "ignored: no active rollout",
+            "ignored: resizer has no active rollout",
+            "ignored: the alert is about importer's stable track; rolling back would not help",
+            f"ignored: importer 1.0 is not the canary of rollout {rid} (1.2)",
+            "ignored: the alert has no service label",
         ]
         assert r.json()["results"][0]["rollout"] == rid
-        r = await c.post("/api/alerts", content=b"not json", headers=AUTH)
-        assert r.status_code == 400
+        assert controller_app.state.controller.alerts == {
+            rid: "CanaryErrorRatioAboveStable: CanaryErrorRatioAboveStable says so"
+        }
+        # Alertmanager repeats a notification until it is resolved: the second one changes nothing
+        again = await c.post(
+            "/api/alerts", json={"alerts": [alert("Other", service="importer", release="1.2")]}, headers=AUTH
+        )
+        assert [x["action"] for x in again.json()["results"]] == ["already rolling back"]
+        assert list(controller_app.state.controller.alerts.values()) == [
+            "CanaryErrorRatioAboveStable: CanaryErrorRatioAboveStable says so"
+        ]
+        for bad in (b"not json", b"[1, 2]", b'{"alerts": 3}', b"\xff\xfe"):
+            r = await c.post("/api/alerts", content=bad, headers=AUTH)
+            assert r.status_code == 400 and "Alertmanager webhook payload" in r.json()["error"]["message"]
+        r = await c.post("/api/alerts", content=b"x" * (2 << 20), headers=AUTH)
+        assert r.status_code == 413
+
+
+async def test_the_webhook_takes_its_own_token_which_opens_nothing_else(db_url, tmp_path):
+    settings = Settings(db_url=db_url, state_dir=str(tmp_path), admin_token=TOKEN, alert_token="alerts-only")
+    controller_app = create_controller_app(
+        settings, stable={}, router_url="http://127.0.0.1:9", public_url="http://127.0.0.1:9", tick_s=3600
+    )
+    async with asgi_client(controller_app) as c:
+        hook = {"Authorization": "Bearer alerts-only"}
+        r = await c.post("/api/alerts", json={"alerts": [alert("X", service="importer")]}, headers=hook)
+        assert r.json()["results"][0]["action"] == "ignored: importer has no active rollout"
+        assert (await c.post("/api/alerts", json={"alerts": []}, headers=AUTH)).status_code == 200
+        assert (await c.get("/api/rollouts", headers=hook)).status_code == 401
+        assert (await c.post("/api/rollouts", content=SPEC, headers=hook)).status_code == 401
+
+
+async def test_prometheus_finds_the_controller_and_router_to_scrape(db_url, tmp_path):
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        assert (await c.get("/api/targets")).status_code == 401
+        groups = (await c.get("/api/targets", headers=AUTH)).json()
+        assert {g["labels"]["component"]: g["targets"] for g in groups} == {
+            "controller": ["127.0.0.1:9"],
+            "router": ["127.0.0.1:9"],
+        }

@@ -1,0 +1,116 @@
+"""The Alertmanager webhook (``POST /api/alerts``) and Prometheus's target list (``GET /api/targets``).
+
+Webhook: the sender proves itself with a bearer token (``alert_token``, or the admin token).  Each
+firing alert names a service (label ``service``) and either the release it is about (``release``) or
+its track (``track``).  It rolls back that service's active rollout when it is about the rollout's
+canary release (a promoted release still being watched included); the alert's name and summary
+become the rollout's reason.  It is idempotent: a repeated notification finds the rollback under way
+(or done) and says so.  Resolved alerts, alerts about stable, and services with no active rollout
+are ignored, and the answer says which and why, per alert.
+
+Targets: Prometheus's HTTP service discovery.  What the controller runs (each release of each
+service and processor, labelled with component, service, release and track), the router and the
+controller itself.  On Kubernetes, Prometheus discovers pods instead (manifests/kubernetes).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from canary.controller import machine
+from core.app import read_body, require_token
+from core.errors import BadRequest, Unauthorized
+
+MAX_PAYLOAD = 1 << 20
+
+
+def _auth_alert_sender(request: Request) -> None:
+    settings = request.app.state.settings
+    try:
+        require_token(request, settings.alert_token or settings.admin_token)
+    except Unauthorized:
+        if not settings.alert_token:
+            raise
+        require_token(request, settings.admin_token)
+
+
+async def webhook(request: Request) -> Response:
+    _auth_alert_sender(request)
+    try:
+        payload = json.loads(await read_body(request, MAX_PAYLOAD))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("body must be an Alertmanager webhook payload (JSON)") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("alerts", []), list):
+        raise BadRequest("body must be an Alertmanager webhook payload: an object with a list of alerts")
+    controller = request.app.state.controller
+    every = await run_in_threadpool(controller.store.list_rollouts, False)
+    latest = {r.spec.service: r for r in every}  # ordered by creation: the last one per service stays
+    results = []
+    for alert in payload.get("alerts", []):
+        alert = alert if isinstance(alert, dict) else {}
+        labels = _mapping(alert.get("labels"))
+        name, service = str(labels.get("alertname", "alert")), str(labels.get("service", ""))
+        status = alert.get("status", payload.get("status"))
+        summary = str(_mapping(alert.get("annotations")).get("summary", ""))
+        action, rollout = _action(controller, latest.get(service), labels, status)
+        if action == "rolling back" and rollout is not None:
+            controller.alert(rollout.id, f"{name}: {summary}" if summary else name)
+        results.append(
+            {"alert": name, "service": service, "action": action} | ({"rollout": rollout.id} if rollout else {})
+        )
+    return JSONResponse({"results": results})
+
+
+def _action(
+    controller: Any, r: machine.Rollout | None, labels: dict[str, Any], status: Any
+) -> tuple[str, machine.Rollout | None]:
+    service, release, track = labels.get("service", ""), labels.get("release", ""), labels.get("track", "")
+    if status != "firing":
+        return "ignored: resolved", None
+    if not service:
+        return "ignored: the alert has no service label", None
+    if r is None:
+        return f"ignored: {service} has no active rollout", None
+    if release and release != r.spec.canary:
+        return f"ignored: {service} {release} is not the canary of rollout {r.id} ({r.spec.canary})", None
+    if not release and track and track != "canary":
+        return f"ignored: the alert is about {service}'s {track} track; rolling back would not help", None
+    if r.phase == machine.ROLLED_BACK:
+        return f"ignored: already rolled back ({r.reason})", r
+    if r.phase == machine.ROLLING_BACK or r.id in controller.alerts:
+        return "already rolling back", r
+    if r.phase not in machine.ACTIVE:
+        return f"ignored: {service} has no active rollout (the last one {r.phase})", None
+    return "rolling back", r
+
+
+async def targets(request: Request) -> Response:
+    require_token(request, request.app.state.settings.admin_token)
+    controller = request.app.state.controller
+    groups: list[dict[str, Any]] = [
+        {"targets": [_hostport(controller.public_url)], "labels": {"component": "controller"}},
+        {"targets": [_hostport(controller.router_url)], "labels": {"component": "router"}},
+    ]
+    for i in await controller.platform.running():
+        component = "processor" if i.service.endswith("-processor") else "service"
+        groups.append(
+            {
+                "targets": [_hostport(i.url)],
+                "labels": {"component": component, "service": i.service, "release": i.release, "track": i.track},
+            }
+        )
+    return JSONResponse([g for g in groups if g["targets"] != [""]])
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _hostport(url: str) -> str:
+    return urlsplit(url).netloc if url else ""
