@@ -48,15 +48,22 @@ def admin_token(state_dir: Path) -> str:
 
 @contextlib.contextmanager
 def local_stack(
-    state_dir: Path, stable: dict[str, str], token: str, tick_s: float = 0.5, router_as_process: bool = False
+    state_dir: Path,
+    stable: dict[str, str],
+    token: str,
+    tick_s: float = 0.5,
+    router_as_process: bool = False,
+    controller_port: int | None = None,
+    **settings: Any,
 ) -> Iterator[tuple[str, str, Any]]:
     """The controller in this process (a thread), services as processes; the router in a thread, or
     as its own process (``router_as_process``, as `canary up` and the replay run it, so that a busy
     test or load generator in this process does not slow it down).
 
+    ``settings`` go to the controller's :class:`Settings` (``prometheus_url=...``, ``alert_token=...``).
     Yields (controller URL, router URL, controller app) once the router routes every stable service.
     """
-    port = free_port()
+    port = controller_port or free_port()
     controller_url = f"http://127.0.0.1:{port}"
     table_url = f"{controller_url}/api/routes"
     with contextlib.ExitStack() as stack:
@@ -65,11 +72,11 @@ def local_stack(
         else:
             router = create_router(Settings(admin_token=token), table_source=table_url, table_token=token)
             router_url = stack.enter_context(serve_in_thread(router))
-        settings = Settings(
-            db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), admin_token=token
+        controller_settings = Settings(
+            db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), admin_token=token, **settings
         )
         app = create_controller_app(
-            settings, stable=stable, router_url=router_url, public_url=controller_url, tick_s=tick_s
+            controller_settings, stable=stable, router_url=router_url, public_url=controller_url, tick_s=tick_s
         )
         stack.enter_context(serve_in_thread(app, port=port))
         deadline = time.monotonic() + 60

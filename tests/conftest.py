@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -70,3 +71,17 @@ async def asgi_client(app: Starlette, **kwargs: object) -> AsyncIterator[httpx.A
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", **kwargs) as client:  # type: ignore[arg-type]
             yield client
+
+
+def need_monitoring() -> None:
+    """Prometheus and Alertmanager tests: skipped outside CI when the servers are missing, an error in
+    CI (``make test`` installs them with tests/infra/monitoring.sh)."""
+    missing = [n for n in ("prometheus", "promtool", "amtool") if not shutil.which(n)]
+    if not (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")):
+        missing.append("prometheus-alertmanager")
+    if not missing:
+        return
+    message = f"not installed: {', '.join(missing)} (run `make test`: tests/infra/monitoring.sh installs them)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

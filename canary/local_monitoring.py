@@ -1,0 +1,145 @@
+"""Prometheus and Alertmanager as local processes, configured from ``manifests/`` (the shipped files,
+with only addresses, token files and intervals replaced): for ``canary up --prometheus``, the tests
+and the benchmarks.  The servers are Debian's ``prometheus`` and ``prometheus-alertmanager``
+packages (``tests/infra/monitoring.sh`` installs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from canary.platforms.processes import free_port, wait_ready_url
+from core.errors import DependencyUnavailable
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+INSTALL = "apt-get install prometheus prometheus-alertmanager (tests/infra/monitoring.sh does it)"
+
+
+def binary(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise DependencyUnavailable(f"{names[0]} is not installed: {INSTALL}")
+
+
+class LocalServer:
+    """One server process that can be stopped and started again on the same port and data."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log_path: Path) -> None:
+        self.name, self.argv, self.port, self.log_path = name, argv, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_ready_url(f"{self.url}/-/ready", self.popen, timeout_s=60)
+        except DependencyUnavailable as exc:
+            self.stop()
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise DependencyUnavailable(f"{self.name} did not start: {exc}\n{tail}") from None
+
+    def stop(self) -> None:
+        if self.popen is None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(15)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+        self.popen = None
+
+
+def _hostport(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+def prometheus_config(
+    controller_url: str, token_file: Path, alertmanager_url: str | None, interval_s: float
+) -> dict[str, Any]:
+    """The shipped prometheus.yml, pointed at this controller and Alertmanager, at this interval."""
+    base = MANIFESTS / "prometheus"
+    config: dict[str, Any] = yaml.safe_load((base / "prometheus.yml").read_text())
+    interval = f"{interval_s:g}s"
+    config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = interval
+    config["rule_files"] = [str(base / pattern) for pattern in config["rule_files"]]
+    if alertmanager_url:
+        config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [_hostport(alertmanager_url)]
+    else:
+        del config["alerting"]
+    sd = config["scrape_configs"][0]["http_sd_configs"][0]
+    sd["url"] = f"{controller_url}/api/targets"
+    sd["refresh_interval"] = interval
+    sd["authorization"]["credentials_file"] = str(token_file)
+    return config
+
+
+def alertmanager_config(controller_url: str, alert_token_file: Path) -> dict[str, Any]:
+    """The shipped alertmanager.yml, its webhook pointed at this controller."""
+    config: dict[str, Any] = yaml.safe_load((MANIFESTS / "alertmanager" / "alertmanager.yml").read_text())
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = f"{controller_url}/api/alerts"
+            hook["http_config"]["authorization"]["credentials_file"] = str(alert_token_file)
+    return config
+
+
+@contextlib.contextmanager
+def prometheus_server(
+    workdir: Path,
+    *,
+    controller_url: str,
+    token_file: Path,
+    alertmanager_url: str | None = None,
+    interval_s: float = 1.0,
+) -> Iterator[LocalServer]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(controller_url, token_file, alertmanager_url, interval_s)))
+    port = free_port()
+    argv = [
+        binary("prometheus"),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    server = LocalServer("prometheus", argv, port, workdir / "prometheus.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def alertmanager_server(workdir: Path, *, controller_url: str, alert_token_file: Path) -> Iterator[LocalServer]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "alertmanager.yml"
+    config.write_text(yaml.safe_dump(alertmanager_config(controller_url, alert_token_file)))
+    port = free_port()
+    argv = [
+        binary("prometheus-alertmanager", "alertmanager"),
+        f"--config.file={config}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # one Alertmanager: no gossip port
+        "--log.level=warn",
+    ]
+    server = LocalServer("alertmanager", argv, port, workdir / "alertmanager.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
