@@ -1,4 +1,4 @@
-"""The release engineer's commands: release, status, pause/resume/promote/abort, history, why.
+"""The release engineer's commands: release, status, pause/resume/promote/abort, reprocess, history, why.
 
 They talk to the controller's API (``--controller``, default http://127.0.0.1:8700) with the token
 from ``CANARY_ADMIN_TOKEN`` or the state directory that ``canary up`` wrote.
@@ -112,6 +112,13 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+def reprocess(args: argparse.Namespace) -> int:
+    rid = _resolve(args, args.id)
+    answer = _call(args, "POST", f"/api/rollouts/{rid}/reprocess")
+    print(f"{answer['events_handed_back']} events of {answer['release']} handed back to stable (rollout {rid})")
+    return 0
+
+
 def history(args: argparse.Namespace) -> int:
     rollouts = _call(args, "GET", "/api/rollouts")["rollouts"]
     for r in rollouts:
@@ -162,6 +169,9 @@ def add_commands(sub: Any) -> None:
         p.add_argument("id", help="rollout id (a unique prefix is enough)")
         p.set_defaults(func=command, command=name)
     common(sub.add_parser("history", help="every rollout and how it ended")).set_defaults(func=history)
+    p = common(sub.add_parser("reprocess", help="opens, after a rollback: hand the canary's events back to stable"))
+    p.add_argument("id", help="rollout id (a unique prefix is enough)")
+    p.set_defaults(func=reprocess)
     p = common(sub.add_parser("why", help="each decision of a rollout and its reason"))
     p.add_argument("id")
     p.set_defaults(func=why)

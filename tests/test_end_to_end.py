@@ -159,6 +159,13 @@ def test_opens_1_1_loses_events_is_rolled_back_and_stable_recovers_every_open(tm
         while (stats := httpx.get(f"{opens_url}/stats").json())["events_pending"] or stats["unaccounted"]:
             assert time.monotonic() < deadline, stats
             time.sleep(0.3)
+        # the by-hand retry of the runbook: idempotent, and nothing becomes unaccounted
+        again = httpx.post(f"{controller_url}/api/rollouts/{done['id']}/reprocess", headers=AUTH)
+        assert again.status_code == 200 and again.json()["release"] == "1.1", again.text
+        deadline = time.monotonic() + 30
+        while (stats := httpx.get(f"{opens_url}/stats").json())["events_pending"] or stats["unaccounted"]:
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.3)
     seen = reports[0]["services"]["opens"]
     assert seen["errors"] == {} and seen["blank_agent_hits"] > 0
     # opens lost = pixel hits - opens recorded - events filtered = 0

@@ -7,14 +7,19 @@ every bin and resume after a crash); :func:`judge` reads it:
   objective test's does while stable meets the objective (canary alone misses it), and the canary
   has at least ``min_canary_bad`` bad events out of ``min_canary_requests`` requests;
 - **pass**, for a step before the last, when it has baked (requests and seconds) and the data hold
-  no more than weak evidence against the canary (the regression e-value is at most 2): the next step raises the
-  exposure, and the regression test keeps watching it with the evidence gathered so far;
+  no evidence against the canary (the regression e-value is at most 1), or the canary's bad rate is
+  within the spec's ``tolerance`` of stable's: the next step raises the exposure, and the
+  regression test keeps watching it with the evidence gathered so far;
 - **pass**, for the last step (after which the comparison ends), when it has baked and a regression
   of ``min_regression`` is ruled out: the reversed likelihood ratio at that size (a test supermartingale for "canary at
   least that much worse") reaches ``1/PASS_ALPHA``, or once a regression of that size over
   ``max(stable's rate, rate_floor)`` would have been caught in expectation while the e-value
-  against the canary is at most 2 (with few or no bad events there is too little to test a ratio
-  on, and one stray stable error must not make a healthy canary wait for a sample it cannot get);
+  against the canary is at most 1 (with few or no bad events there is too little to test a ratio
+  on, and one stray stable error must not make a healthy canary wait for a sample it cannot get),
+  or the canary's bad rate is within ``tolerance`` of stable's (a 99.7% upper bound of it is at
+  most stable's rate plus the tolerance).  A tolerance is for metrics where a stray bad event is
+  noise (a slow request on a busy host); with none (the default, and always for lost data) any
+  evidence against the canary holds it, until it fails or the step times out;
 - **continue** otherwise, with the reason in words.  No data is ``continue``, never ``fail``.
 
 When an objective is set, alpha is split evenly between the regression and the objective tests.
@@ -31,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from canary.analysis.intervals import rate_ratio_interval
+from canary.analysis.intervals import rate_ratio_interval, wilson
 from canary.analysis.sequential import (
     DEFAULT_RATIOS,
     mixture_log_e,
@@ -42,9 +47,9 @@ from canary.analysis.sequential import (
 
 CONTINUE, PASS, FAIL = "continue", "pass", "fail"
 NO_EVIDENCE = 1e-9  # a log e-value at most this is "no evidence against the canary" (float rounding)
-# a log e-value at most this is too weak to hold a baked step: a stray slow request or two on a busy
-# machine gives e-values of 1.2 to 1.8 that never decay, and would keep a healthy canary until its timeout
-WEAK_EVIDENCE = math.log(2.0)
+# the canary's bad rate is "within tolerance" when this bound of it is: a 99.7% Wilson bound, wider
+# than 95% because it is looked at on every bin (a pass rule, not a test with an error guarantee)
+TOLERANCE_Z = 3.0
 PASS_ALPHA = 0.05  # a step passes when a regression of min_regression is ruled out at this level
 
 
@@ -60,6 +65,9 @@ class JudgeConfig:
     min_bake_seconds: float = 30.0
     rate_floor: float = 1e-4  # assumed stable bad rate when stable has had none (pass rule)
     last_step: bool = True  # only the last step needs the regression ruled out to pass
+    # an excess of bad rate over stable's the spec does not care about (a stray slow request on a
+    # busy host); 0 for anything that loses data: then any evidence against the canary holds it
+    tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -70,6 +78,8 @@ class JudgeConfig:
             raise ValueError("objective must be a bad-event rate between 0 and 1")
         if self.min_regression <= 1:
             raise ValueError("min_regression must be above 1")
+        if not 0 <= self.tolerance < 1:
+            raise ValueError("tolerance must be a bad-rate excess between 0 and 1")
 
     @property
     def regression_alpha(self) -> float:
@@ -192,14 +202,16 @@ def judge(state: MetricState, config: JudgeConfig) -> Decision:
         waiting.append(f"{state.step_canary_n} of {config.min_bake_requests} canary requests in this step")
     power, clear, reg = evidence["power"], evidence["no_regression"], evidence["regression"]
     if not config.last_step:
-        if reg["log_e"] > WEAK_EVIDENCE:
+        if reg["log_e"] > NO_EVIDENCE and not evidence["within_tolerance"]:
             waiting.append(f"some evidence against the canary (e-value {_num(reg['e_value'])}): baking on")
         if waiting:
             return Decision(CONTINUE, "; ".join(waiting), evidence)
         return Decision(PASS, f"baked with {_against(reg)} against the canary: " + _counts_words(evidence), evidence)
     ruled_out = clear["log_e"] >= clear["log_threshold"]
     nothing_bad = state.canary_bad + state.stable_bad == 0
-    if not ruled_out and not (power["fraction"] >= 1.0 and reg["log_e"] <= WEAK_EVIDENCE):
+    if not ruled_out and not (
+        power["fraction"] >= 1.0 and (reg["log_e"] <= NO_EVIDENCE or evidence["within_tolerance"])
+    ):
         if nothing_bad:
             waiting.append(
                 f"no bad events yet; a {config.min_regression:g}x regression would so far be caught with "
@@ -218,7 +230,7 @@ def judge(state: MetricState, config: JudgeConfig) -> Decision:
 def _against(reg: dict[str, Any]) -> str:
     if reg["log_e"] <= NO_EVIDENCE:
         return "no evidence"
-    return f"only weak evidence (e-value {_num(reg['e_value'])})"
+    return f"evidence within tolerance (e-value {_num(reg['e_value'])})"
 
 
 def _evidence(state: MetricState, config: JudgeConfig) -> dict[str, Any]:
@@ -263,7 +275,12 @@ def _evidence(state: MetricState, config: JudgeConfig) -> dict[str, Any]:
             "expected_log_e": expected,
             "fraction": max(0.0, expected / needed),
         },
+        "within_tolerance": False,
     }
+    if config.tolerance > 0 and state.canary_n:
+        upper = wilson(state.canary_bad, state.canary_n, TOLERANCE_Z)[1]
+        evidence["tolerance"] = {"excess": config.tolerance, "canary_rate_upper": upper}
+        evidence["within_tolerance"] = upper <= stable_rate + config.tolerance
     if config.objective is not None:
         obj_log_e = float(mixture_log_e(np.asarray(state.objective or [0.0] * m)))
         stable_obj = float(mixture_log_e(np.asarray(state.stable_objective or [0.0] * m)))

@@ -4,6 +4,8 @@
   409 if the service already has an active rollout
 - ``GET /api/rollouts``, ``GET /api/rollouts/{id}`` (with its decisions and the judge's latest words)
 - ``POST /api/rollouts/{id}/pause|resume|promote|abort`` -> 202 (applied at the next tick)
+- ``POST /api/rollouts/{id}/reprocess``: opens, after a rollback: the canary's events go back to
+  stable's processor (the controller does it by itself; this is the by-hand retry)
 - ``GET /api/routes``: the route table routers and queue consumers poll
 - ``POST /api/alerts``: the Alertmanager webhook, ``GET /api/targets``: Prometheus's service
   discovery (both in ``alerts``)
@@ -20,9 +22,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from canary.controller import alerts, machine
+from canary.controller.engine import REPROCESS_AFTER_ROLLBACK
 from canary.controller.spec import SpecError, check
+from canary.providers.base import ProviderUnavailable
 from core.app import read_body, require_token
-from core.errors import BadRequest, NotFound, Unprocessable
+from core.errors import BadRequest, NotFound, ServiceUnavailable, Unprocessable
 
 COMMANDS = ("pause", "resume", "promote", "abort")
 
@@ -32,6 +36,7 @@ def routes() -> list[Route]:
         Route("/api/rollouts", create_rollout, methods=["POST"]),
         Route("/api/rollouts", list_rollouts, methods=["GET"]),
         Route("/api/rollouts/{rollout_id}", show_rollout, methods=["GET"]),
+        Route("/api/rollouts/{rollout_id}/reprocess", reprocess, methods=["POST"]),
         Route("/api/rollouts/{rollout_id}/{command}", command, methods=["POST"]),
         Route("/api/routes", route_table, methods=["GET"]),
         Route("/api/alerts", alerts.webhook, methods=["POST"]),
@@ -127,3 +132,18 @@ async def command(request: Request) -> Response:
 async def route_table(request: Request) -> Response:
     _auth(request)
     return JSONResponse(request.app.state.controller.table)
+
+
+async def reprocess(request: Request) -> Response:
+    _auth(request)
+    controller = request.app.state.controller
+    r = await run_in_threadpool(controller.store.get, request.path_params["rollout_id"])
+    if r.spec.service not in REPROCESS_AFTER_ROLLBACK:
+        raise BadRequest(f"{r.spec.service} keeps no events to process again", code="nothing_to_reprocess")
+    if r.phase != machine.ROLLED_BACK:
+        raise BadRequest(f"only a rolled back canary's events are handed back; rollout {r.id} is {r.phase}")
+    try:
+        handed_back = await controller.reprocess(r)
+    except ProviderUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from None
+    return JSONResponse({"id": r.id, "release": r.spec.canary, "events_handed_back": handed_back})

@@ -124,8 +124,18 @@ class Controller:
         self.last_tick = self.clock()
 
     async def _reprocess(self, r: machine.Rollout) -> None:
-        """Opens: what the canary's processor acknowledged goes back to stable's (nothing stays lost)."""
-        url = self.upstreams.get((r.spec.service, r.spec.stable))
+        try:
+            handed_back = await self.reprocess(r)
+            log.warning("%s: %s events of %s handed back to stable", r.spec.name, handed_back, r.spec.canary)
+        except ProviderUnavailable as exc:
+            log.error("%s: %s; run `canary reprocess %s`", r.spec.name, exc, r.id[:8])
+
+    async def reprocess(self, r: machine.Rollout) -> int:
+        """Opens: what the canary's processor acknowledged goes back to stable's (nothing stays lost).
+        Idempotent: events already handed back are not counted again."""
+        url = self.upstreams.get((r.spec.service, self.stable.get(r.spec.service, r.spec.stable)))
+        if not url:
+            raise ProviderUnavailable(f"no stable {r.spec.service} is running to hand {r.spec.canary}'s events to")
         try:
             async with httpx.AsyncClient() as client:
                 answer = await client.post(
@@ -135,20 +145,11 @@ class Controller:
                     timeout=30,
                 )
                 answer.raise_for_status()
-            log.warning(
-                "%s: %s events of %s handed back to stable",
-                r.spec.name,
-                answer.json()["events_handed_back"],
-                r.spec.canary,
-            )
+            return int(answer.json()["events_handed_back"])
         except (httpx.HTTPError, KeyError, ValueError) as exc:
-            log.error(
-                "%s: re-processing %s's events failed (%s); run POST %s/admin/reprocess by hand",
-                r.spec.name,
-                r.spec.canary,
-                exc,
-                url,
-            )
+            raise ProviderUnavailable(
+                f"re-processing {r.spec.canary}'s events at {url} failed ({type(exc).__name__}: {exc})"
+            ) from None
 
     async def _run(self, service: str, release: str, track: str) -> None:
         for name in (service, PROCESSOR.get(service)):
@@ -256,6 +257,7 @@ class Controller:
             min_regression=metric.min_regression,
             objective=metric.objective,
             rate_floor=metric.rate_floor,
+            tolerance=metric.tolerance,
             min_bake_requests=step.min_requests,
             min_bake_seconds=step.min_seconds,
             last_step=r.step >= len(s.steps) - 1,

@@ -53,6 +53,7 @@ class Metric:
     rate_floor: float = 0.001
     threshold_ms: float | None = None
     objective: float | None = None
+    tolerance: float = 0.0
     events_query: str | None = None
     bad_query: str | None = None
 
@@ -165,6 +166,14 @@ def _rules(spec: dict[str, Any]) -> list[tuple[str, str, tuple[Any, ...]]]:
     for i, m in enumerate(spec["metrics"]):
         if m["kind"] == "latency" and "threshold_ms" not in m:
             out.append((f"spec.metrics[{i}].threshold_ms", "required for a latency metric", ("spec", "metrics", i)))
+        if m["kind"] == "conservation" and m.get("tolerance", 0) > 0:
+            out.append(
+                (
+                    f"spec.metrics[{i}].tolerance",
+                    "a conservation metric counts lost data: it has no tolerance",
+                    ("spec", "metrics", i, "tolerance"),
+                )
+            )
         if m["kind"] == "query" and not ("events_query" in m and "bad_query" in m):
             out.append(
                 (f"spec.metrics[{i}]", "a query metric needs events_query and bad_query", ("spec", "metrics", i))

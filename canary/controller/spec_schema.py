@@ -41,8 +41,21 @@ _METRIC = {
             "exclusiveMaximum": 1,
             "description": "the canary's own maximum bad-event rate",
         },
-        "events_query": {"type": "string", "minLength": 1},
-        "bad_query": {"type": "string", "minLength": 1},
+        "tolerance": {
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMaximum": 0.5,
+            "default": 0,
+            "description": "an excess of bad-event rate over stable's that does not hold a step (0.01: 1% of "
+            "requests may be slow on a busy host); never for lost data",
+        },
+        "events_query": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Prometheus: PromQL for a track's events, with $service, $track, $release (and "
+            "$window for an increase() query)",
+        },
+        "bad_query": {"type": "string", "minLength": 1, "description": "Prometheus: PromQL for a track's bad events"},
     },
 }
 _MIRROR = {

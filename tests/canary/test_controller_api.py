@@ -77,6 +77,8 @@ async def test_create_show_command_and_one_active_rollout_per_service(db_url, tm
         assert (await c.get("/api/rollouts/nope", headers=AUTH)).status_code == 404
         r = await c.post(f"/api/rollouts/{rid}/pause", headers=AUTH)
         assert (r.status_code, r.json()["status"]) == (202, "accepted")
+        r = await c.post(f"/api/rollouts/{rid}/reprocess", headers=AUTH)
+        assert r.status_code == 400 and "importer keeps no events" in r.json()["error"]["message"]
         r = await c.post(f"/api/rollouts/{rid}/explode", headers=AUTH)
         assert r.status_code == 404 and "pause" in r.json()["error"]["message"]
 

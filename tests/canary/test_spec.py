@@ -86,3 +86,12 @@ def test_canary_lint_command(tmp_path):
     assert out.returncode == 1
     assert f"{bad}:9: spec.canary: must differ from spec.stable" in out.stdout
     assert "opens.yaml: ok" in out.stdout
+
+
+def test_lost_data_has_no_tolerance():
+    opens = (ROOT / "manifests/rollouts/opens.yaml").read_text()
+    old = "kind: conservation, min_regression: 2"
+    assert old in opens
+    _, problems = check(opens.replace(old, "kind: conservation, tolerance: 0.01, min_regression: 2"), "o.yaml")
+    assert [p.message for p in problems] == ["a conservation metric counts lost data: it has no tolerance"]
+    assert problems[0].path.endswith(".tolerance") and problems[0].line

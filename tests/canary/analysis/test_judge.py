@@ -188,30 +188,28 @@ def test_one_stray_stable_error_does_not_keep_a_clean_last_step_from_passing():
     assert decision.evidence["no_regression"]["e_value"] < 20  # passed on power, not on ruling out
 
 
-def test_a_stray_canary_error_on_a_busy_machine_does_not_hold_a_healthy_canary_to_its_timeout():
-    # found by the replay under load: 3 slow canary requests of 2,321 left an e-value of 1.22, which
-    # clean data never lowers; the step waited for its timeout though the canary was healthy
-    config = JudgeConfig(rate_floor=0.1, min_bake_requests=10, min_bake_seconds=5)
-    earlier = dataclasses.replace(config, last_step=False)
+def test_a_tolerance_lets_stray_slow_requests_pass_but_never_a_lossy_canary():
+    # found by the replay under load: 3 slow canary requests of 2,321 (none of 8,151 on stable) left
+    # an e-value that clean data never lowers, and resizer 2.1's step waited for its timeout
+    strict = JudgeConfig(rate_floor=0.05, min_bake_requests=10, min_bake_seconds=5)
+    tolerant = dataclasses.replace(strict, tolerance=0.01)  # 1% of requests may be slow
     state = MetricState()
-    state.add(config, 10, 1, 10, 0, 1.0)
-    for _ in range(60):
-        state.add(config, 10, 0, 10, 0, 1.0)
-    decision = judge(state, config)
-    assert 1.0 < decision.evidence["regression"]["e_value"] < 2.0
-    assert decision.verdict == PASS, decision.reason
-    passed = judge(state, earlier)
-    assert passed.verdict == PASS and "only weak evidence (e-value 1.71)" in passed.reason
+    state.add(strict, 100, 0, 500, 1, 1.0)  # an earlier step's stray stable event
+    for i in range(24):
+        state.add(strict, 100, int(i in (3, 11, 19)), 330, 0, 1.0)
+    assert 1.0 < judge(state, strict).evidence["regression"]["e_value"] < 100
+    assert judge(state, strict).verdict == CONTINUE
+    passed = judge(state, tolerant)
+    assert passed.verdict == PASS, passed.reason
+    earlier = judge(state, dataclasses.replace(tolerant, last_step=False))
+    assert earlier.verdict == PASS and "evidence within tolerance" in earlier.reason
 
-
-def test_evidence_above_weak_still_holds_a_baked_step():
-    config = JudgeConfig(rate_floor=0.1, min_bake_requests=10, min_bake_seconds=5)
-    state = MetricState()
-    state.add(config, 10, 2, 10, 0, 1.0)  # two canary errors, none on stable: e-value near 3
-    for _ in range(60):
-        state.add(config, 10, 0, 10, 0, 1.0)
-    decision = judge(state, config)
-    assert decision.evidence["regression"]["e_value"] > 2.0
-    assert decision.verdict == CONTINUE
-    held = judge(state, dataclasses.replace(config, last_step=False))
-    assert held.verdict == CONTINUE and "some evidence against the canary" in held.reason
+    # found end to end: opens 1.1 lost 1 of 199 events (stable 0 of 209) and, with any slack for
+    # evidence, it was promoted: without a tolerance that must never happen
+    config = JudgeConfig(rate_floor=0.2, min_bake_requests=20, min_bake_seconds=3)
+    lossy = MetricState()
+    for i in range(40):
+        lossy.add(config, 5, int(i == 17), 5, 0, 1.0)
+    assert lossy.canary_bad == 1
+    assert judge(lossy, config).verdict == CONTINUE
+    assert judge(lossy, dataclasses.replace(config, last_step=False)).verdict == CONTINUE
