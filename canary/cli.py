@@ -130,7 +130,7 @@ def _load(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from canary.stack import up
 
-    return up(Path(args.state_dir), args.controller_port, args.router_port)
+    return up(Path(args.state_dir), args.controller_port, args.router_port, prometheus=args.prometheus)
 
 
 def _lint(args: argparse.Namespace) -> int:
@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     upp.add_argument("--state-dir", default="state")
     upp.add_argument("--controller-port", type=int, default=8700)
     upp.add_argument("--router-port", type=int, default=8080)
+    upp.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run Prometheus and Alertmanager (Debian's packages) from manifests/: the controller judges "
+        "from Prometheus, and alerts roll back through Alertmanager",
+    )
     upp.set_defaults(func=_up)
 
     lint = sub.add_parser("lint", help="validate rollout specs (errors name the field and line)")

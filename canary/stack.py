@@ -29,6 +29,8 @@ from core.settings import Settings
 
 STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
 TOKEN_FILE = "admin-token"
+ALERT_TOKEN_FILE = "alert-token"
+LOCAL_SCRAPE_S = 2.0  # `canary up --prometheus`: a short scrape interval, for a judge that is not slow
 ROUTER_PID = "router.pid"
 
 
@@ -129,15 +131,57 @@ def stop_leftover_router(state_dir: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def up(state_dir: Path, controller_port: int, router_port: int, say: object = print) -> int:
+def secret_file(path: Path, value: str = "") -> Path:
+    """A token in a file of its own (mode 0600), made once: for Prometheus and Alertmanager to present."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value or secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path
+
+
+@contextlib.contextmanager
+def local_monitoring(state_dir: Path, controller_url: str, token: str) -> Iterator[dict[str, Any]]:
+    """Prometheus and Alertmanager for ``canary up --prometheus``, from manifests/; yields the
+    controller settings that make it judge from Prometheus and take Alertmanager's webhook."""
+    from canary.local_monitoring import alertmanager_server, prometheus_server
+
+    token_file = secret_file(state_dir / "prometheus" / "admin-token", token)
+    token_file.write_text(token)  # CANARY_ADMIN_TOKEN may have changed since
+    alert_token = secret_file(state_dir / ALERT_TOKEN_FILE)
+    with (
+        alertmanager_server(
+            state_dir / "alertmanager", controller_url=controller_url, alert_token_file=alert_token
+        ) as alertmanager,
+        prometheus_server(
+            state_dir / "prometheus",
+            controller_url=controller_url,
+            token_file=token_file,
+            alertmanager_url=alertmanager.url,
+            interval_s=LOCAL_SCRAPE_S,
+        ) as prometheus,
+    ):
+        print(f"prometheus  {prometheus.url}  (scrapes every {LOCAL_SCRAPE_S:g} s; the controller judges from it)")
+        print(f"alertmanager {alertmanager.url}  (sends rollback alerts to the controller)")
+        yield {
+            "prometheus_url": prometheus.url,
+            "prometheus_scrape_interval_s": LOCAL_SCRAPE_S,
+            "alert_token": alert_token.read_text().strip(),
+        }
+
+
+def up(state_dir: Path, controller_port: int, router_port: int, prometheus: bool = False) -> int:
     token = admin_token(state_dir)
     controller_url = f"http://127.0.0.1:{controller_port}"
-    with router_process(state_dir, f"{controller_url}/api/routes", token, router_port) as router_url:
+    with contextlib.ExitStack() as stack:
+        router_url = stack.enter_context(router_process(state_dir, f"{controller_url}/api/routes", token, router_port))
+        monitoring = stack.enter_context(local_monitoring(state_dir, controller_url, token)) if prometheus else {}
         settings = Settings(
             db_url=f"sqlite:///{state_dir / 'controller.db'}",
             state_dir=str(state_dir),
             admin_token=token,
             port=controller_port,
+            **monitoring,
         )
         app = create_controller_app(settings, stable=STABLE, router_url=router_url, public_url=controller_url)
         print(f"controller  {controller_url}  (token in {state_dir / TOKEN_FILE})")

@@ -38,7 +38,7 @@ def test_unknown_release_is_one_clear_line(tmp_path):
     assert out.stderr.strip() == "error: unknown release '9.9' of importer: choose one of 1.0, 1.1, 1.2"
 
 
-def spawn_canary_up(state_dir, cport: int, rport: int, quiet: bool) -> subprocess.Popen[str]:
+def spawn_canary_up(state_dir, cport: int, rport: int, quiet: bool, *extra: str) -> subprocess.Popen[str]:
     """`canary up` as a user runs it; its output is kept (to read after it stops) unless ``quiet``."""
     return subprocess.Popen(
         [
@@ -52,6 +52,7 @@ def spawn_canary_up(state_dir, cport: int, rport: int, quiet: bool) -> subproces
             str(cport),
             "--router-port",
             str(rport),
+            *extra,
         ],
         stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
         stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT,
@@ -238,3 +239,42 @@ def test_a_controller_killed_in_any_phase_resumes_without_acting_twice(tmp_path,
     assert services() == set()
     routers = subprocess.run(["pgrep", "-f", "--", f"canary.router .*--port {rport}"], capture_output=True, text=True)
     assert routers.stdout.strip() == ""  # the killed controller's router was stopped too
+
+
+def test_canary_up_with_prometheus_runs_the_scaled_out_metrics_path_and_stops_it(tmp_path):
+    from canary.platforms.processes import free_port
+    from tests.conftest import need_monitoring
+
+    need_monitoring()
+    cport, rport = free_port(), free_port()
+    up = spawn_canary_up(tmp_path, cport, rport, False, "--prometheus")
+    try:
+        lines: list[str] = []
+        while not any(line.startswith("services") for line in lines):
+            line = up.stdout.readline() if up.stdout else ""
+            assert line, "canary up --prometheus ended early:\n" + "".join(lines)
+            lines.append(line)
+        prometheus = next(x.split()[1] for x in lines if x.startswith("prometheus"))
+        assert any(x.startswith("alertmanager") for x in lines)
+        deadline = time.monotonic() + 60
+        while True:  # Prometheus found and scrapes the controller, the router and the three services
+            answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": "up == 1"}).json()
+            found = {(r["metric"].get("component"), r["metric"].get("service")) for r in answer["data"]["result"]}
+            if {
+                ("controller", None),
+                ("router", None),
+                ("service", "resizer"),
+                ("processor", "opens-processor"),
+            } <= found:
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(0.5)
+        rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
+        assert {"releasewarden-canary", "releasewarden-controller", "releasewarden-tracks"} <= {
+            g["name"] for g in rules
+        }
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(60)
+    left = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True)
+    assert left.stdout.strip() == ""  # Prometheus, Alertmanager and every service are gone
