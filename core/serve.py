@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 import sys
 import threading
@@ -57,7 +58,9 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: 
 
 def build_parser(prog: str, releases: Sequence[str], description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--release", default=releases[0], help=f"release to run: {', '.join(releases)}")
+    parser.add_argument(
+        "--release", help=f"release to run: {', '.join(releases)} (default CANARY_RELEASE, else {releases[0]})"
+    )
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--db", dest="db_url", help="database URL: sqlite:///PATH or postgresql://...")
@@ -70,12 +73,10 @@ def build_parser(prog: str, releases: Sequence[str], description: str) -> argpar
 
 
 def settings_from_args(service: str, releases: Sequence[str], args: argparse.Namespace) -> Settings:
-    if args.release not in releases:
-        raise ConfigError(f"unknown release {args.release!r} of {service}: choose one of {', '.join(releases)}")
-    return load_settings(
+    settings = load_settings(
         config_file=args.config,
         service=service,
-        release=args.release,
+        release=args.release or os.environ.get("CANARY_RELEASE") or releases[0],
         port=args.port,
         host=args.host,
         db_url=args.db_url,
@@ -84,6 +85,9 @@ def settings_from_args(service: str, releases: Sequence[str], args: argparse.Nam
         track=args.track,
         route_table=args.route_table,
     )
+    if settings.release not in releases:
+        raise ConfigError(f"unknown release {settings.release!r} of {service}: choose one of {', '.join(releases)}")
+    return settings
 
 
 def serve_main(

@@ -61,6 +61,14 @@ class Settings:
     prometheus_delay_s: float = 0.0  # 0: a scrape interval and a second (add the rule interval for recorded series)
     prometheus_timeout_s: float = 5.0
     alert_token: str = ""
+    # Controller: where releases run (local processes, or kubernetes Deployments), and for
+    # Kubernetes the namespace, the image (IMAGE:RELEASE) and how traffic is split (the project's
+    # router, or Gateway API HTTPRoute weights)
+    platform: str = "local"
+    kubernetes_namespace: str = "releasewarden"
+    kubernetes_image: str = "releasewarden"
+    kubernetes_canary_replicas: int = 1
+    traffic: str = "router"
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -1,10 +1,10 @@
 """The controller as an app: its API, its loop in the lifespan, its store on the database.
 
 ``create_controller_app(settings, stable=..., router_url=...)``: the store on ``settings.db_url``
-(SQLite by default), the local platform running releases (each service's database in the state
-directory), the metric provider (the router's counters at ``router_url``, or Prometheus at
-``settings.prometheus_url``), and the loop.  On
-shutdown every release the platform started is stopped.
+(SQLite by default), the platform running releases (``settings.platform``: local processes, each
+service's database in the state directory, or Kubernetes Deployments), the metric provider (the
+router's counters at ``router_url``, or Prometheus at ``settings.prometheus_url``), and the loop.
+On shutdown every local process the platform started is stopped.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from starlette.applications import Starlette
 
@@ -20,7 +19,7 @@ from canary.controller import api
 from canary.controller.engine import Controller
 from canary.controller.metrics import RolloutCollector
 from canary.controller.store import Store, metadata
-from canary.platforms.local import LocalPlatform
+from canary.platforms import make_platform
 from canary.providers import make_provider
 from core.app import create_app
 from core.settings import Settings
@@ -30,19 +29,10 @@ def create_controller_app(
     settings: Settings, *, stable: dict[str, str], router_url: str, public_url: str, tick_s: float = 1.0
 ) -> Starlette:
     settings = settings.with_overrides(service="controller")
-    state = Path(settings.state_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        platform = LocalPlatform(
-            state,
-            {name: f"sqlite:///{state / name}.db" for name in ("importer", "opens", "resizer")},
-            env={
-                "CANARY_ADMIN_TOKEN": settings.admin_token,
-                "CANARY_TABLE_TOKEN": settings.admin_token,
-                "CANARY_ROUTE_TABLE": f"{public_url}/api/routes",
-            },
-        )
+        platform = make_platform(settings, public_url)
         controller: Controller
 
         def processor_url(release: str) -> str | None:

@@ -85,6 +85,11 @@ class Controller:
 
     # -- the loop ----------------------------------------------------------------------------------
     async def start_stable(self) -> None:
+        """Each service's stable release: the last one promoted (the store outlives the process), else
+        the one given at start.  A controller restarted after a promotion must not go back."""
+        for r in await asyncio.to_thread(self.store.list_rollouts, False):  # oldest first
+            if r.phase == machine.SUCCEEDED and r.spec.service in self.stable:
+                self.stable[r.spec.service] = r.spec.canary
         for service, release in self.stable.items():
             await self._run(service, release, "stable")
         await self._publish()
@@ -120,6 +125,10 @@ class Controller:
                     await self._apply(new)
                     await self._publish()
                     self.judging.pop(new.id, None)
+                if new.phase == machine.SUCCEEDED:
+                    for name in (new.spec.service, PROCESSOR.get(new.spec.service)):
+                        if name:
+                            await self.platform.retire_canary(name)
         self.active = await asyncio.to_thread(self.store.list_rollouts, True)
         self.last_tick = self.clock()
 
@@ -163,14 +172,11 @@ class Controller:
         await self._run(s.service, d.stable_release, "stable")
         if d.canary_running:
             await self._run(s.service, s.canary, "canary")
-        if d.old_release_warm:
+        warm = d.old_release_warm and self.platform.warm_old_release
+        if warm:
             await self._run(s.service, s.stable, "stable")
         self.stable[s.service] = d.stable_release
-        keep = (
-            {d.stable_release}
-            | ({s.canary} if d.canary_running else set())
-            | ({s.stable} if d.old_release_warm else set())
-        )
+        keep = {d.stable_release} | ({s.canary} if d.canary_running else set()) | ({s.stable} if warm else set())
         if r.phase == machine.ROLLING_BACK:
             return  # the canary stops only once routers no longer send it traffic (next phase)
         for release in {s.stable, s.canary} - keep:
@@ -204,8 +210,12 @@ class Controller:
             if route["upstreams"]["stable"]:
                 services[service] = route
         if services != self.table["services"]:
+            before = self.table["services"]
             self.table = {"version": self.table["version"] + 1, "services": services}
             self.table_changed_at = self.clock()
+            for service, route in services.items():
+                if route["weight"] != before.get(service, {}).get("weight", 0):
+                    await self.platform.set_weight(service, float(route["weight"]))
 
     def _applied_weight(self, service: str) -> float | None:
         if self.clock() - self.table_changed_at < APPLY_GRACE_S:
@@ -216,6 +226,9 @@ class Controller:
     async def _observe(self, r: machine.Rollout) -> machine.Observation:
         s = r.spec
         ready = await self.platform.healthy(s.service, s.canary)
+        not_ready = ""
+        if not ready and r.phase == machine.PENDING:
+            not_ready = await self.platform.not_ready_reason(s.service, s.canary)
         verdicts: dict[str, tuple[str, str]] = {}
         mirror = None
         unavailable = ""
@@ -240,6 +253,7 @@ class Controller:
             command=self.commands.pop(r.id, ""),
             alert=self.alerts.pop(r.id, ""),
             metrics_unavailable=unavailable,
+            not_ready=not_ready,
         )
 
     async def _judge(self, r: machine.Rollout, metric: Metric, judging: _Judging) -> tuple[str, str]:

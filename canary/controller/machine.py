@@ -61,6 +61,7 @@ class Observation:
     command: str = ""  # pause, resume, promote, abort
     alert: str = ""  # the name of an alert that names this rollout, and why it fired
     metrics_unavailable: str = ""  # the metric source did not answer: why (the rollout holds)
+    not_ready: str = ""  # why the canary is not ready yet, in the platform's words
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ def advance(r: Rollout, seen: Observation, now: float) -> tuple[Rollout, list[De
                 return go(MIRRORING, "controller", "canary ready: mirroring"), out
             return go(PROGRESSING, "controller", "canary ready: first step", step=0, step_since=now), out
         if now - r.phase_since > READY_DEADLINE_S:
-            return go(FAILED, "timeout", f"canary not ready after {READY_DEADLINE_S:.0f} s"), out
+            why = f": {seen.not_ready}" if seen.not_ready else ""
+            return go(FAILED, "timeout", f"canary not ready after {READY_DEADLINE_S:.0f} s{why}"), out
         return r, out
     if r.phase == PAUSED:
         if seen.command == "resume":

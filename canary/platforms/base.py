@@ -1,4 +1,4 @@
-"""The platform seam: where releases run.  Local processes here; Kubernetes in its own issue."""
+"""The platform seam: where releases run.  Local processes (``local``) or Kubernetes (``kubernetes``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ class Instance:
 
 
 class Platform(Protocol):
+    # after a promotion, keep the old release running through the watch window (a rollback then
+    # only moves traffic); the Kubernetes platform rolls stable back by a rolling update instead
+    warm_old_release: bool
+
     async def start(self, service: str, release: str, track: str) -> Instance: ...
 
     async def healthy(self, service: str, release: str) -> bool: ...
@@ -23,3 +27,15 @@ class Platform(Protocol):
     async def stop(self, service: str, release: str) -> None: ...
 
     async def running(self) -> list[Instance]: ...
+
+    async def set_weight(self, service: str, weight: float) -> None:
+        """Where traffic is split outside the project's router (Gateway API): apply the weight."""
+
+    async def retire_canary(self, service: str) -> None:
+        """A promotion's watch window is over: what ran the canary is no longer needed."""
+
+    async def not_ready_reason(self, service: str, release: str) -> str:
+        """Why a release is not ready, in the platform's words (for the rollout's reason)."""
+
+    async def close(self) -> None:
+        """The controller is stopping: stop what this platform runs only for it (local processes)."""

@@ -35,6 +35,8 @@ class _Entry:
 
 
 class LocalPlatform:
+    warm_old_release = True
+
     def __init__(self, state_dir: Path, db_urls: dict[str, str], env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.db_urls = db_urls  # service -> database URL (opens-processor shares opens')
@@ -102,6 +104,19 @@ class LocalPlatform:
         if entry is not None:
             await asyncio.to_thread(entry.proc.stop)
             self._save()
+
+    async def set_weight(self, service: str, weight: float) -> None:
+        """Traffic is split by the project's router, which reads the controller's table."""
+
+    async def retire_canary(self, service: str) -> None:
+        """Nothing to do: the canary's process is the new stable's after a promotion."""
+
+    async def not_ready_reason(self, service: str, release: str) -> str:
+        entry = self.entries.get((service, release))
+        if entry is None:
+            return f"{service} {release} is not running"
+        state = "running" if entry.proc.alive() else "exited"
+        return f"{service} {release} does not answer /readyz ({state}; log {entry.proc.log_path})"
 
     async def running(self) -> list[Instance]:
         return [self._instance(s, r, e) for (s, r), e in self.entries.items() if e.proc.alive()]

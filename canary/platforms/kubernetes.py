@@ -1,0 +1,365 @@
+"""The Kubernetes platform: releases are image tags of two Deployments per service, stable and canary.
+
+Per service (and per opens processor) the manifests (``manifests/kubernetes``) make
+``<service>-stable`` and ``<service>-canary`` Deployments (the canary at zero replicas) and a
+Service per track; the router reaches ``http://<service>-<track>.<namespace>.svc:8000``.  The
+controller drives them through the few calls of :class:`ClusterApi`:
+
+- **start** a canary: its Deployment gets the new image (``IMAGE:RELEASE``, and ``CANARY_RELEASE``)
+  and its replicas (created from stable's if it is missing); **start** stable at a release it does
+  not run is a promotion: stable's Deployment moves to that image by a rolling update;
+- **ready**: the Deployment has rolled out its current generation, every replica updated and
+  available (the state machine's deadline then fails a canary that never is);
+- **weights**: routers read the controller's route table; with ``traffic="gateway"`` the
+  controller also sets the backend weights of the service's Gateway API HTTPRoute;
+- **stop** a release: the canary's Deployment scales to zero (stable's is never scaled down);
+  after a promotion the canary scales to zero at the end of the watch window (``retire_canary``);
+  there is no warm copy of the old release: rolling back after a promotion is a rolling update.
+
+Conflicts (409) and transient errors (429, 5xx, timeouts) are retried with a growing pause;
+a refusal (403) is reported with the verb and resource the ServiceAccount may not use.
+Only this module imports the ``kubernetes`` client (``KubeApi``, in-cluster or from a kubeconfig).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from canary.platforms.base import Instance
+from canary.platforms.cluster import ClusterApi, ClusterError, Conflict, Forbidden, NotFound, Transient
+
+log = logging.getLogger("releasewarden.platform.kubernetes")
+T = TypeVar("T")
+ATTEMPTS = 6
+PORT = 8000
+ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+
+
+class KubernetesPlatform:
+    warm_old_release = False  # the old release is not kept running after a promotion
+
+    def __init__(
+        self,
+        api: ClusterApi,
+        *,
+        namespace: str = "releasewarden",
+        image: str = "releasewarden",
+        canary_replicas: int = 1,
+        traffic: str = "router",
+        retry_pause_s: float = 0.5,
+    ) -> None:
+        if traffic not in ("router", "gateway"):
+            raise ValueError("traffic must be 'router' or 'gateway'")
+        self.api = api
+        self.namespace = namespace
+        self.image = image
+        self.canary_replicas = canary_replicas
+        self.traffic = traffic
+        self.retry_pause_s = retry_pause_s
+        self.services: set[str] = set()
+
+    # -- the platform Protocol ---------------------------------------------------------------------
+    async def start(self, service: str, release: str, track: str) -> Instance:
+        self.services.add(service)
+        name = f"{service}-{track}"
+        current = await self._call("get", "deployments", name, lambda: self.api.read_deployment(name))
+        if current is None:
+            await self._create(service, track, release)
+        elif _release(current) != release or (track == "canary" and _replicas(current) < self.canary_replicas):
+            if track == "stable" and _release(current) != release:
+                log.warning("%s: stable moves from %s to %s (rolling update)", service, _release(current), release)
+            patch = self._release_patch(release, self.canary_replicas if track == "canary" else None)
+            await self._call("patch", "deployments", name, lambda: self.api.patch_deployment(name, patch))
+        return self._instance(service, release, track)
+
+    async def healthy(self, service: str, release: str) -> bool:
+        for track in ("canary", "stable"):
+            d = await self._call("get", "deployments", f"{service}-{track}", self._reader(f"{service}-{track}"))
+            if d is not None and _release(d) == release and _replicas(d) > 0:
+                return _rolled_out(d)
+        return False
+
+    async def not_ready_reason(self, service: str, release: str) -> str:
+        """Why the Deployment running ``release`` is not ready, in Kubernetes's words (its conditions)."""
+        for track in ("canary", "stable"):
+            d = await self._call("get", "deployments", f"{service}-{track}", self._reader(f"{service}-{track}"))
+            if d is not None and _release(d) == release:
+                status = d.get("status", {}) or {}
+                words = [
+                    f"{c.get('type')}: {c.get('reason', '')} {c.get('message', '')}".strip()
+                    for c in status.get("conditions", []) or []
+                    if c.get("status") != "True"
+                ]
+                if not _replicas(d):
+                    return f"{service}-{track} runs {release} at zero replicas"
+                available = status.get("availableReplicas", 0) or 0
+                ready = f"{service}-{track} runs {release}: {available} of {_replicas(d)} replicas available"
+                return "; ".join([ready, *words])
+        return f"no Deployment runs {service} {release}"
+
+    async def stop(self, service: str, release: str) -> None:
+        name = f"{service}-canary"
+        d = await self._call("get", "deployments", name, self._reader(name))
+        if d is not None and _release(d) == release and _replicas(d) > 0:
+            await self._scale_canary_to_zero(service)
+
+    async def running(self) -> list[Instance]:
+        out = []
+        for service in sorted(self.services):
+            for track in ("stable", "canary"):
+                d = await self._call("get", "deployments", f"{service}-{track}", self._reader(f"{service}-{track}"))
+                if d is not None and _replicas(d) > 0:
+                    out.append(self._instance(service, _release(d), track))
+        return out
+
+    async def set_weight(self, service: str, weight: float) -> None:
+        """Gateway API: the service's HTTPRoute sends ``weight`` percent to the canary (per mille)."""
+        if self.traffic != "gateway":
+            return
+        canary = round(weight * 10)
+        route = await self._call("get", ROUTE_PLURAL, service, lambda: self.api.read_route(service))
+        if route is None:
+            raise ClusterError(f"HTTPRoute {service} not found in namespace {self.namespace}")
+        rules = copy.deepcopy(route.get("spec", {}).get("rules", [{}]))
+        for rule in rules:
+            rule["backendRefs"] = [
+                {"name": f"{service}-stable", "port": PORT, "weight": 1000 - canary},
+                {"name": f"{service}-canary", "port": PORT, "weight": canary},
+            ]
+        patch = {"spec": {"rules": rules}}
+        await self._call("patch", ROUTE_PLURAL, service, lambda: self.api.patch_route(service, patch))
+
+    async def retire_canary(self, service: str) -> None:
+        """After a promotion's watch window: the canary's Deployment is no longer needed."""
+        await self._scale_canary_to_zero(service)
+
+    async def close(self) -> None:
+        """Deployments outlive the controller: a new one takes them over where they are."""
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _instance(self, service: str, release: str, track: str) -> Instance:
+        return Instance(service, release, track, f"http://{service}-{track}.{self.namespace}.svc:{PORT}")
+
+    def _reader(self, name: str) -> Callable[[], dict[str, Any] | None]:
+        return lambda: self.api.read_deployment(name)
+
+    def _release_patch(self, release: str, replicas: int | None) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "template": {
+                "metadata": {"labels": {"release": release}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": f"{self.image}:{release}",
+                            "env": [{"name": "CANARY_RELEASE", "value": release}],
+                        }
+                    ]
+                },
+            }
+        }
+        if replicas is not None:
+            spec["replicas"] = replicas
+        return {"metadata": {"labels": {"release": release}}, "spec": spec}
+
+    async def _scale_canary_to_zero(self, service: str) -> None:
+        name = f"{service}-canary"
+        patch = {"spec": {"replicas": 0}}
+        try:
+            await self._call("patch", "deployments", name, lambda: self.api.patch_deployment(name, patch))
+        except NotFound:
+            return
+
+    async def _create(self, service: str, track: str, release: str) -> None:
+        """A missing canary Deployment is made from stable's (same pod spec, the canary's labels)."""
+        if track != "canary":
+            raise ClusterError(
+                f"Deployment {service}-stable not found in namespace {self.namespace}: apply manifests/kubernetes first"
+            )
+        stable = await self._call("get", "deployments", f"{service}-stable", self._reader(f"{service}-stable"))
+        if stable is None:
+            raise ClusterError(
+                f"neither {service}-canary nor {service}-stable exists in namespace {self.namespace}: "
+                "apply manifests/kubernetes first"
+            )
+        body = _canary_from(stable, service, release, f"{self.image}:{release}", self.canary_replicas)
+        try:
+            await self._call(
+                "create", "deployments", body["metadata"]["name"], lambda: self.api.create_deployment(body)
+            )
+        except Conflict:  # made meanwhile (another controller, or a retried request): patch it instead
+            patch = self._release_patch(release, self.canary_replicas)
+            await self._call(
+                "patch",
+                "deployments",
+                f"{service}-canary",
+                lambda: self.api.patch_deployment(f"{service}-canary", patch),
+            )
+
+    async def _call(self, verb: str, resource: str, name: str, fn: Callable[[], T]) -> T:
+        """Run one API call in a worker thread, retrying what is worth retrying."""
+        pause = self.retry_pause_s
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return await asyncio.to_thread(fn)
+            except Forbidden as exc:
+                raise ClusterError(
+                    f"Kubernetes refused to {verb} {resource}/{name} in namespace {self.namespace}: {exc} "
+                    "(the controller's Role: manifests/kubernetes/base/controller-rbac.yaml)"
+                ) from None
+            except Conflict:
+                if verb == "create" or attempt == ATTEMPTS:
+                    raise
+            except Transient as exc:
+                if attempt == ATTEMPTS:
+                    raise ClusterError(
+                        f"Kubernetes did not {verb} {resource}/{name} after {ATTEMPTS} tries: {exc}"
+                    ) from None
+            log.info("%s %s/%s: try %d failed, again in %.1f s", verb, resource, name, attempt, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 10.0)
+        raise AssertionError("unreachable")
+
+
+def _containers(d: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []))
+
+
+def _release(d: dict[str, Any]) -> str:
+    """The release a Deployment runs: its app container's image tag."""
+    app = next((c for c in _containers(d) if c.get("name") == "app"), None)
+    image = str((app or {}).get("image", ""))
+    return image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+
+
+def _replicas(d: dict[str, Any]) -> int:
+    return int(d.get("spec", {}).get("replicas", 1) or 0)
+
+
+def _rolled_out(d: dict[str, Any]) -> bool:
+    status, want = d.get("status", {}) or {}, _replicas(d)
+    return (
+        int(status.get("observedGeneration", 0) or 0) >= int(d.get("metadata", {}).get("generation", 0) or 0)
+        and int(status.get("updatedReplicas", 0) or 0) >= want
+        and int(status.get("availableReplicas", 0) or 0) >= want
+        and int(status.get("replicas", 0) or 0) <= want  # old pods of a rolling update are gone
+    )
+
+
+def _canary_from(stable: dict[str, Any], service: str, release: str, image: str, replicas: int) -> dict[str, Any]:
+    spec = copy.deepcopy(stable["spec"])
+    labels = {"app": service, "track": "canary"}
+    spec["selector"] = {"matchLabels": labels}
+    spec["replicas"] = replicas
+    spec["template"].setdefault("metadata", {})["labels"] = {
+        **spec["template"].get("metadata", {}).get("labels", {}),
+        **labels,
+        "release": release,
+    }
+    for c in spec["template"]["spec"]["containers"]:
+        if c.get("name") == "app":
+            c["image"] = image
+            c["env"] = [e for e in c.get("env", []) if e.get("name") not in ("CANARY_RELEASE", "CANARY_TRACK")] + [
+                {"name": "CANARY_RELEASE", "value": release},
+                {"name": "CANARY_TRACK", "value": "canary"},
+            ]
+    meta = stable.get("metadata", {})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{service}-canary",
+            "namespace": meta.get("namespace"),
+            "labels": {**meta.get("labels", {}), **labels, "release": release},
+        },
+        "spec": spec,
+    }
+
+
+class KubeApi:
+    """:class:`ClusterApi` through the ``kubernetes`` client: in-cluster (the ServiceAccount), else
+    from a kubeconfig (``KUBECONFIG`` or ``~/.kube/config``)."""
+
+    def __init__(self, namespace: str, kubeconfig: str | None = None, timeout_s: float = 10.0) -> None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        self.namespace = namespace
+        self.apps = client.AppsV1Api()
+        self.custom = client.CustomObjectsApi()
+        self.serialise = client.ApiClient().sanitize_for_serialization
+        self.timeout_s = timeout_s
+
+    def _do(self, fn: Callable[[], T]) -> T:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn()
+        except ApiException as exc:
+            message = f"{exc.status} {exc.reason}"
+            if exc.status == 404:
+                raise NotFound(message) from None
+            if exc.status == 409:
+                raise Conflict(message) from None
+            if exc.status in (401, 403):
+                raise Forbidden(message) from None
+            if exc.status == 429 or (exc.status or 0) >= 500:
+                raise Transient(message) from None
+            raise ClusterError(f"{message}: {exc.body}") from None
+        except HTTPError as exc:
+            raise Transient(f"{type(exc).__name__}: {exc}") from None
+
+    def _read(self, fn: Callable[[], Any]) -> dict[str, Any] | None:
+        try:
+            value = self._do(fn)
+        except NotFound:
+            return None
+        return dict(value if isinstance(value, dict) else self.serialise(value))  # type: ignore[no-untyped-call]
+
+    def read_deployment(self, name: str) -> dict[str, Any] | None:
+        return self._read(
+            lambda: self.apps.read_namespaced_deployment(name, self.namespace, _request_timeout=self.timeout_s)
+        )
+
+    def create_deployment(self, body: dict[str, Any]) -> None:
+        self._do(
+            lambda: self.apps.create_namespaced_deployment(
+                self.namespace,
+                body,  # type: ignore[arg-type]  # the API takes the dict as the JSON body
+                _request_timeout=self.timeout_s,
+            )
+        )
+
+    def patch_deployment(self, name: str, patch: dict[str, Any]) -> None:
+        self._do(  # a dict body is sent as a strategic merge patch (containers merge by name)
+            lambda: self.apps.patch_namespaced_deployment(name, self.namespace, patch, _request_timeout=self.timeout_s)
+        )
+
+    def read_route(self, name: str) -> dict[str, Any] | None:
+        return self._read(
+            lambda: self.custom.get_namespaced_custom_object(
+                ROUTE_GROUP, ROUTE_VERSION, self.namespace, ROUTE_PLURAL, name, _request_timeout=self.timeout_s
+            )
+        )
+
+    def patch_route(self, name: str, patch: dict[str, Any]) -> None:
+        self._do(
+            lambda: self.custom.patch_namespaced_custom_object(
+                ROUTE_GROUP,
+                ROUTE_VERSION,
+                self.namespace,
+                ROUTE_PLURAL,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",  # custom objects take no strategic merge
+                _request_timeout=self.timeout_s,
+            )
+        )

@@ -1,0 +1,81 @@
+"""What the controller relies on from any platform, run against both: the local platform (real
+processes on 127.0.0.1) and the Kubernetes platform (against the in-memory API server of
+``fake_cluster``, a fake at our own wrapper boundary: no API server can run here).  The same calls,
+in the order the controller makes them, must leave the same releases running on the same tracks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from canary.platforms import make_platform
+from canary.platforms.base import Platform
+from canary.platforms.kubernetes import KubernetesPlatform
+from core.settings import Settings
+from tests.canary.fake_cluster import FakeCluster
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def platform_of(kind: str, tmp_path: Path) -> AsyncIterator[Platform]:
+    if kind == "local":
+        p = make_platform(Settings(state_dir=str(tmp_path), admin_token="t"), "http://127.0.0.1:9")
+    else:
+        p = KubernetesPlatform(FakeCluster.from_manifests("importer"), retry_pause_s=0.001)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def ready(p: Platform, release: str, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await p.healthy("importer", release):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def running(p: Platform) -> set[tuple[str, str, str]]:
+    return {(i.service, i.release, i.track) for i in await p.running()}
+
+
+@pytest.mark.parametrize("kind", ["local", "kubernetes"])
+async def test_a_canary_runs_beside_stable_and_stops_on_rollback(kind, tmp_path):
+    async with platform_of(kind, tmp_path) as p:
+        stable = await p.start("importer", "1.0", "stable")
+        canary = await p.start("importer", "1.1", "canary")
+        assert await ready(p, "1.0") and await ready(p, "1.1")
+        assert await running(p) == {("importer", "1.0", "stable"), ("importer", "1.1", "canary")}
+        assert stable.url != canary.url
+        again = await p.start("importer", "1.1", "canary")  # applying the same state again changes nothing
+        assert again.url == canary.url and await p.healthy("importer", "1.1")
+        await p.stop("importer", "1.1")  # rolled back (the controller moved the weight to 0 first)
+        assert not await p.healthy("importer", "1.1")
+        assert await running(p) == {("importer", "1.0", "stable")}
+        assert "1.1" in await p.not_ready_reason("importer", "1.1")
+
+
+@pytest.mark.parametrize("kind", ["local", "kubernetes"])
+async def test_a_promotion_leaves_stable_on_the_new_release_and_nothing_else(kind, tmp_path):
+    async with platform_of(kind, tmp_path) as p:
+        await p.start("importer", "1.0", "stable")
+        await p.start("importer", "1.2", "canary")
+        assert await ready(p, "1.2")
+        # promoting, then watching: stable serves the new release (the old one kept warm if it can be)
+        await p.start("importer", "1.2", "stable")
+        if p.warm_old_release:
+            await p.start("importer", "1.0", "stable")
+        assert await ready(p, "1.2")
+        # succeeded: the old release stops, and the canary's own copy retires
+        await p.stop("importer", "1.0")
+        await p.retire_canary("importer")
+        assert await running(p) == {("importer", "1.2", "stable")}
+        assert await p.healthy("importer", "1.2")

@@ -1,0 +1,170 @@
+"""manifests/kubernetes: every overlay builds with `kubectl kustomize`, and every object validates
+against the Kubernetes schemas of the version the README names (kubernetes-validate, strict: an
+unknown field is an error).  Gateway API objects (CRDs, no schema there) are checked by hand.
+Beyond the schemas: what the platform and the controller rely on (names, labels, the container
+called ``app``, probes, the Role's exact rights, the image the controller sets)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+KUBE = ROOT / "manifests/kubernetes"
+KUBERNETES_VERSION = "1.31.0"  # the README's "Kubernetes 1.31"
+OVERLAYS = ["local", "production", "production-gateway"]
+APPS = ["importer", "opens", "opens-processor", "resizer"]
+
+
+def need_kubectl() -> None:
+    if shutil.which("kubectl"):
+        return
+    if os.environ.get("CI"):
+        pytest.fail("kubectl (with its built-in kustomize) is not installed")
+    pytest.skip("kubectl is not installed")
+
+
+@functools.cache
+def built(overlay: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(KUBE / "overlays" / overlay)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def app_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
+
+
+@pytest.fixture(autouse=True)
+def _kubectl():
+    need_kubectl()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_builds_and_every_object_validates(overlay):
+    docs = built(overlay)
+    for doc in docs:
+        if doc["apiVersion"].startswith("gateway.networking.k8s.io/"):
+            assert doc["kind"] in ("Gateway", "HTTPRoute") and doc["metadata"]["namespace"] == "releasewarden"
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "releasewarden", doc["metadata"]
+
+
+def test_the_readme_names_the_kubernetes_version_validated_here():
+    assert f"Kubernetes {KUBERNETES_VERSION.rsplit('.', 1)[0]}" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_runs_stable_and_canary_the_way_the_platform_drives_them(overlay):
+    docs = built(overlay)
+    for app in APPS:
+        for track in ("stable", "canary"):
+            d = find(docs, "Deployment", f"{app}-{track}")
+            assert d["spec"]["selector"]["matchLabels"] == {"app": app, "track": track}
+            pod = d["spec"]["template"]
+            assert pod["metadata"]["labels"]["release"] == app_container(d)["image"].rsplit(":", 1)[1]
+            assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+            c = app_container(d)
+            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+            env = {e["name"]: e for e in c["env"]}
+            assert env["CANARY_TRACK"]["value"] == track and env["CANARY_HOST"]["value"] == "0.0.0.0"
+            assert env["CANARY_DB_URL"]["valueFrom"]["secretKeyRef"]["name"] == "releasewarden"
+            svc = find(docs, "Service", f"{app}-{track}")
+            assert svc["spec"]["selector"] == {"app": app, "track": track}
+        assert find(docs, "Deployment", f"{app}-canary")["spec"]["replicas"] == 0  # until a rollout starts it
+        assert (
+            find(docs, "PodDisruptionBudget", f"{app}-stable")["spec"]["selector"]["matchLabels"]["track"] == "stable"
+        )
+    router = find(docs, "Deployment", "router")
+    assert router["spec"]["replicas"] >= 2 and "http://controller:8700/api/routes" in app_container(router)["command"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_controller_may_do_exactly_what_it_needs_and_sets_the_image_its_deployments_use(overlay):
+    docs = built(overlay)
+    role = find(docs, "Role", "releasewarden-controller")
+    rights = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    wanted = {("deployments", "get"), ("deployments", "patch")} | {
+        ("deployments/scale", v) for v in ("get", "patch", "update")
+    }
+    if overlay.endswith("gateway"):
+        wanted |= {("httproutes", "get"), ("httproutes", "patch")}
+    assert rights == wanted
+    binding = find(docs, "RoleBinding", "releasewarden-controller")
+    controller = find(docs, "Deployment", "controller")
+    pod = controller["spec"]["template"]["spec"]
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    env = {e["name"]: e.get("value") for e in app_container(controller)["env"]}
+    assert env["CANARY_PLATFORM"] == "kubernetes"
+    assert env["CANARY_TRAFFIC"] == ("gateway" if overlay.endswith("gateway") else "router")
+    images = {app_container(find(docs, "Deployment", f"{a}-stable"))["image"].rsplit(":", 1)[0] for a in APPS}
+    assert images == {env["CANARY_KUBERNETES_IMAGE"]}
+
+
+def test_the_gateway_routes_split_between_the_track_services():
+    docs = built("production-gateway")
+    for app in ("importer", "opens", "resizer"):
+        route = find(docs, "HTTPRoute", app)
+        refs = route["spec"]["rules"][0]["backendRefs"]
+        assert [r["name"] for r in refs] == [f"{app}-stable", f"{app}-canary"]
+        assert [r["weight"] for r in refs] == [1000, 0]
+        for ref in refs:
+            find(docs, "Service", ref["name"])
+        assert route["spec"]["parentRefs"][0]["name"] == find(docs, "Gateway", "releasewarden")["metadata"]["name"]
+
+
+def test_every_command_in_the_manifests_is_a_module_of_the_project():
+    for doc in built("local"):
+        if doc["kind"] != "Deployment":
+            continue
+        for c in doc["spec"]["template"]["spec"]["containers"]:
+            command = c.get("command", [])
+            if command[:2] == ["python", "-m"]:
+                assert importlib.util.find_spec(command[2]) is not None, command
+
+
+def test_prometheus_in_the_cluster_has_a_valid_configuration_and_the_same_rules(tmp_path):
+    """Debian's Prometheus is built without Kubernetes discovery, so promtool checks everything else
+    of the in-cluster configuration: its pod discovery is swapped for a static target here."""
+    from tests.conftest import need_monitoring
+
+    need_monitoring()
+    config = yaml.safe_load((ROOT / "manifests/prometheus/kubernetes.yml").read_text())
+    job = config["scrape_configs"][0]
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"own_namespace": True}}]
+    job.pop("kubernetes_sd_configs")
+    job["static_configs"] = [{"targets": ["127.0.0.1:8000"]}]
+    for rules in (ROOT / "manifests/prometheus/rules").glob("*.yml"):
+        shutil.copy(rules, tmp_path / rules.name)
+    config["rule_files"] = [str(tmp_path / Path(p).name) for p in config["rule_files"]]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = subprocess.run(
+        ["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    generated = next(
+        d for d in built("local") if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("prometheus-config")
+    )
+    assert set(generated["data"]) == {"prometheus.yml", "releasewarden.rules.yml", "releasewarden.alerts.yml"}
