@@ -28,6 +28,7 @@ PROCEDURES = (
     "metrics-source-down",
     "replay-opens-after-a-rollback",
     "resume-after-a-controller-crash",
+    "run-on-kubernetes",
 )
 
 
