@@ -45,7 +45,7 @@ spec:
   stable: "1.0"
   canary: "1.1"
   steps:
-    - {{weight: 25, min_requests: 100, min_seconds: 30, max_seconds: 600}}
+    - {{weight: 25, min_requests: 100, min_seconds: {min_seconds}, max_seconds: 900}}
   metrics:
     - {metric}
   sticky: {{header: X-Account-Id}}
@@ -137,7 +137,8 @@ def one(path: str) -> dict[str, Any]:
                 ),
                 0.2,
             )
-            spec = SPEC.format(metric=LATENCY_ONLY if path == "alertmanager" else ERRORS)
+            alert_path = path == "alertmanager"  # a long bake: the judge neither fails nor passes it meanwhile
+            spec = SPEC.format(metric=LATENCY_ONLY if alert_path else ERRORS, min_seconds=600 if alert_path else 30)
             rid = httpx.post(f"{ctl}/api/rollouts", content=spec, headers=AUTH).json()["id"]
             deadline = time.monotonic() + 300
             while True:

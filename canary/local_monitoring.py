@@ -96,6 +96,25 @@ def alertmanager_config(controller_url: str, alert_token_file: Path) -> dict[str
 
 
 @contextlib.contextmanager
+def _running(name: str, workdir: Path, config: dict[str, Any], argv: list[str]) -> Iterator[LocalServer]:
+    """Write ``config`` to WORKDIR/NAME.yml and run the server on a free port until the block ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"{name}.yml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    server = LocalServer(
+        name,
+        [*argv, f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        port,
+        workdir / f"{name}.log",
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def prometheus_server(
     workdir: Path,
     *,
@@ -103,43 +122,17 @@ def prometheus_server(
     token_file: Path,
     alertmanager_url: str | None = None,
     interval_s: float = 1.0,
-) -> Iterator[LocalServer]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(controller_url, token_file, alertmanager_url, interval_s)))
-    port = free_port()
-    argv = [
-        binary("prometheus"),
-        f"--config.file={config}",
-        f"--storage.tsdb.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-    ]
-    server = LocalServer("prometheus", argv, port, workdir / "prometheus.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+) -> contextlib.AbstractContextManager[LocalServer]:
+    config = prometheus_config(controller_url, token_file, alertmanager_url, interval_s)
+    return _running("prometheus", workdir, config, [binary("prometheus"), f"--storage.tsdb.path={workdir / 'data'}"])
 
 
-@contextlib.contextmanager
-def alertmanager_server(workdir: Path, *, controller_url: str, alert_token_file: Path) -> Iterator[LocalServer]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "alertmanager.yml"
-    config.write_text(yaml.safe_dump(alertmanager_config(controller_url, alert_token_file)))
-    port = free_port()
+def alertmanager_server(
+    workdir: Path, *, controller_url: str, alert_token_file: Path
+) -> contextlib.AbstractContextManager[LocalServer]:
     argv = [
         binary("prometheus-alertmanager", "alertmanager"),
-        f"--config.file={config}",
         f"--storage.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
         "--cluster.listen-address=",  # one Alertmanager: no gossip port
-        "--log.level=warn",
     ]
-    server = LocalServer("alertmanager", argv, port, workdir / "alertmanager.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return _running("alertmanager", workdir, alertmanager_config(controller_url, alert_token_file), argv)
