@@ -127,8 +127,10 @@ def test_a_canary_that_never_becomes_ready_fails():
     r = m.Rollout("r", IMPORTER, phase_since=clock.now)
     r = run(r, clock, m.Observation(canary_ready=False), seconds=60)
     assert r.phase == m.PENDING
-    r = run(r, clock, m.Observation(canary_ready=False), seconds=61)
+    why = "importer-canary runs 1.1: 0 of 1 replicas available; Available: MinimumReplicasUnavailable"
+    r = run(r, clock, m.Observation(canary_ready=False, not_ready=why), seconds=61)
     assert (r.phase, r.decided_by) == (m.FAILED, "timeout")
+    assert r.reason == f"canary not ready after 120 s: {why}"  # the platform's own words
 
 
 def test_every_change_bumps_the_revision_and_nothing_else_does():
