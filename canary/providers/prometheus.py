@@ -80,6 +80,7 @@ class PrometheusProvider:
         self, url: str, *, scrape_interval_s: float = 15.0, delay_s: float = 0.0, timeout_s: float = 5.0
     ) -> None:
         self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
         self.delay_s = delay_s or scrape_interval_s + 1.0
         # a track's events may have no series until its first request is scraped; past this, say so
         self.no_series_grace_s = max(10.0, 3 * self.delay_s)
@@ -142,13 +143,23 @@ class PrometheusProvider:
         except PrometheusApiClientException as exc:
             raise ProviderUnavailable(f"Prometheus refused {promql}: {_server_error(exc)}") from None
         except requests.RequestException as exc:
-            raise ProviderUnavailable(f"Prometheus at {self.url} did not answer: {type(exc).__name__}") from None
+            raise ProviderUnavailable(f"Prometheus at {self.url} did not answer {self._why(exc)}") from None
         out = {}
         for item in result:
             value = float(item["value"][1])
             if math.isfinite(value):
                 out[json.dumps(item.get("metric", {}), sort_keys=True)] = value
         return out
+
+    def _why(self, exc: requests.RequestException) -> str:
+        """In words: requests reports a read timeout without retries as a ConnectionError."""
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        name = type(reason or exc).__name__
+        if "Timeout" in name:
+            return f"within {self.timeout_s:g} s"
+        if "NewConnectionError" in name or "refused" in str(reason or exc).lower():
+            return "(connection refused)"
+        return f"({name})"
 
 
 def _templates(query: MetricQuery) -> tuple[str, str]:

@@ -186,6 +186,22 @@ def test_prometheus_down_is_unavailable_never_zero(exporter):
     _exp, prom = exporter
     provider = PrometheusProvider(prom.url, scrape_interval_s=1.0, timeout_s=2.0)
     prom.stop()
-    with pytest.raises(ProviderUnavailable, match="did not answer"):
+    with pytest.raises(ProviderUnavailable, match=r"did not answer \(connection refused\)$"):
         asyncio.run(provider.cumulative(ERRORS))
     prom.start()
+
+
+def test_a_slow_prometheus_holds_instead_of_blocking_the_controller():
+    """A server on 127.0.0.1 that answers the query API too late (no Prometheus needed for this)."""
+    import time as clock
+
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(3)
+        return JSONResponse({"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    with serve_in_thread(Starlette(routes=[Route("/api/v1/query", slow)])) as url:
+        provider = PrometheusProvider(url, scrape_interval_s=1.0, timeout_s=0.5)
+        started = clock.monotonic()
+        with pytest.raises(ProviderUnavailable, match=r"did not answer within 0.5 s$"):
+            asyncio.run(provider.cumulative(ERRORS))
+        assert clock.monotonic() - started < 3  # gave up at its timeout, did not wait for the answer
