@@ -75,7 +75,13 @@ class LocalPlatform:
         entry = self.entries.get((service, release))
         if entry is None or not entry.proc.alive():
             port = entry.proc.port if entry else None
-            proc = await asyncio.to_thread(self._launch, service, release, track, port)
+            launching = asyncio.ensure_future(asyncio.to_thread(self._launch, service, release, track, port))
+            try:
+                proc = await asyncio.shield(launching)
+            except asyncio.CancelledError:  # the controller is stopping: stop what was being started
+                with contextlib.suppress(Exception):
+                    (await launching).stop()
+                raise
             entry = self.entries[(service, release)] = _Entry(proc, track, entry.restarts if entry else 0)
             self._save()
         entry.track = track

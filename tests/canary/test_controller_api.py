@@ -7,6 +7,8 @@ end-to-end and command-line tests run the loop for real.
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from canary.controller.app import create_controller_app
@@ -81,6 +83,13 @@ async def test_create_show_command_and_one_active_rollout_per_service(db_url, tm
         assert r.status_code == 400 and "importer keeps no events" in r.json()["error"]["message"]
         r = await c.post(f"/api/rollouts/{rid}/explode", headers=AUTH)
         assert r.status_code == 404 and "pause" in r.json()["error"]["message"]
+    # the loop's first tick may have been starting the rollout's releases when the app stopped
+    assert nothing_left_running(tmp_path)
+
+
+def nothing_left_running(tmp_path) -> bool:
+    out = subprocess.run(["pgrep", "-f", "--", f"--state-dir {tmp_path}"], capture_output=True, text=True)
+    return out.stdout.strip() == ""
 
 
 def alert(name, status="firing", **labels):
