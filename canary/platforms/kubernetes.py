@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from canary.platforms.base import Instance
@@ -66,28 +66,25 @@ class KubernetesPlatform:
     async def start(self, service: str, release: str, track: str) -> Instance:
         self.services.add(service)
         name = f"{service}-{track}"
-        current = await self._call("get", "deployments", name, lambda: self.api.read_deployment(name))
+        current = await self._get(name)
         if current is None:
             await self._create(service, track, release)
         elif _release(current) != release or (track == "canary" and _replicas(current) < self.canary_replicas):
             if track == "stable" and _release(current) != release:
                 log.warning("%s: stable moves from %s to %s (rolling update)", service, _release(current), release)
-            patch = self._release_patch(release, self.canary_replicas if track == "canary" else None)
-            await self._call("patch", "deployments", name, lambda: self.api.patch_deployment(name, patch))
+            await self._patch(name, self._release_patch(release, self.canary_replicas if track == "canary" else None))
         return self._instance(service, release, track)
 
     async def healthy(self, service: str, release: str) -> bool:
-        for track in ("canary", "stable"):
-            d = await self._call("get", "deployments", f"{service}-{track}", self._reader(f"{service}-{track}"))
-            if d is not None and _release(d) == release and _replicas(d) > 0:
+        async for _track, d in self._tracks(service):
+            if _release(d) == release and _replicas(d) > 0:
                 return _rolled_out(d)
         return False
 
     async def not_ready_reason(self, service: str, release: str) -> str:
         """Why the Deployment running ``release`` is not ready, in Kubernetes's words (its conditions)."""
-        for track in ("canary", "stable"):
-            d = await self._call("get", "deployments", f"{service}-{track}", self._reader(f"{service}-{track}"))
-            if d is not None and _release(d) == release:
+        async for track, d in self._tracks(service):
+            if _release(d) == release:
                 status = d.get("status", {}) or {}
                 words = [
                     f"{c.get('type')}: {c.get('reason', '')} {c.get('message', '')}".strip()
@@ -102,17 +99,15 @@ class KubernetesPlatform:
         return f"no Deployment runs {service} {release}"
 
     async def stop(self, service: str, release: str) -> None:
-        name = f"{service}-canary"
-        d = await self._call("get", "deployments", name, self._reader(name))
+        d = await self._get(f"{service}-canary")
         if d is not None and _release(d) == release and _replicas(d) > 0:
             await self._scale_canary_to_zero(service)
 
     async def running(self) -> list[Instance]:
         out = []
         for service in sorted(self.services):
-            for track in ("stable", "canary"):
-                d = await self._call("get", "deployments", f"{service}-{track}", self._reader(f"{service}-{track}"))
-                if d is not None and _replicas(d) > 0:
+            async for track, d in self._tracks(service):
+                if _replicas(d) > 0:
                     out.append(self._instance(service, _release(d), track))
         return out
 
@@ -144,8 +139,19 @@ class KubernetesPlatform:
     def _instance(self, service: str, release: str, track: str) -> Instance:
         return Instance(service, release, track, f"http://{service}-{track}.{self.namespace}.svc:{PORT}")
 
-    def _reader(self, name: str) -> Callable[[], dict[str, Any] | None]:
-        return lambda: self.api.read_deployment(name)
+    async def _get(self, name: str) -> dict[str, Any] | None:
+        return await self._call("get", "deployments", name, lambda: self.api.read_deployment(name))
+
+    async def _patch(self, name: str, patch: dict[str, Any]) -> None:
+        await self._call("patch", "deployments", name, lambda: self.api.patch_deployment(name, patch))
+
+    async def _tracks(self, service: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(track, Deployment) of the service's canary, then stable, those that exist; each read only
+        when the caller asks for it."""
+        for track in ("canary", "stable"):
+            d = await self._get(f"{service}-{track}")
+            if d is not None:
+                yield track, d
 
     def _release_patch(self, release: str, replicas: int | None) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -167,10 +173,8 @@ class KubernetesPlatform:
         return {"metadata": {"labels": {"release": release}}, "spec": spec}
 
     async def _scale_canary_to_zero(self, service: str) -> None:
-        name = f"{service}-canary"
-        patch = {"spec": {"replicas": 0}}
         try:
-            await self._call("patch", "deployments", name, lambda: self.api.patch_deployment(name, patch))
+            await self._patch(f"{service}-canary", {"spec": {"replicas": 0}})
         except NotFound:
             return
 
@@ -180,7 +184,7 @@ class KubernetesPlatform:
             raise ClusterError(
                 f"Deployment {service}-stable not found in namespace {self.namespace}: apply manifests/kubernetes first"
             )
-        stable = await self._call("get", "deployments", f"{service}-stable", self._reader(f"{service}-stable"))
+        stable = await self._get(f"{service}-stable")
         if stable is None:
             raise ClusterError(
                 f"neither {service}-canary nor {service}-stable exists in namespace {self.namespace}: "
@@ -192,13 +196,7 @@ class KubernetesPlatform:
                 "create", "deployments", body["metadata"]["name"], lambda: self.api.create_deployment(body)
             )
         except Conflict:  # made meanwhile (another controller, or a retried request): patch it instead
-            patch = self._release_patch(release, self.canary_replicas)
-            await self._call(
-                "patch",
-                "deployments",
-                f"{service}-canary",
-                lambda: self.api.patch_deployment(f"{service}-canary", patch),
-            )
+            await self._patch(f"{service}-canary", self._release_patch(release, self.canary_replicas))
 
     async def _call(self, verb: str, resource: str, name: str, fn: Callable[[], T]) -> T:
         """Run one API call in a worker thread, retrying what is worth retrying."""
