@@ -110,9 +110,12 @@ class Controller:
         for rollout in active:
             await self._apply(rollout)
         await self._publish()
+        still_active = []
         for rollout in active:
             seen = await self._observe(rollout)
             new, made = machine.advance(rollout, seen, self.clock())
+            if new.phase not in machine.TERMINAL:
+                still_active.append(new)
             if new is not rollout:
                 await asyncio.to_thread(self.store.save, new, rollout.revision, made)
                 for d in made:
@@ -129,7 +132,7 @@ class Controller:
                     for name in (new.spec.service, PROCESSOR.get(new.spec.service)):
                         if name:
                             await self.platform.retire_canary(name)
-        self.active = await asyncio.to_thread(self.store.list_rollouts, True)
+        self.active = still_active  # as stored by this tick: /metrics reads it without a query
         self.last_tick = self.clock()
 
     async def _reprocess(self, r: machine.Rollout) -> None:
