@@ -17,6 +17,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from canary.providers.base import Counts, MetricQuery, ProviderUnavailable, TrackCounts
+from canary.router.stats import slow_bucket
 
 CONSERVATION = ("opens_events_acknowledged_total", "opens_recorded_total", "opens_events_filtered_total")
 
@@ -83,7 +84,7 @@ def _errors(snapshot: dict[str, Any], q: MetricQuery) -> TrackCounts:
 def _latency(snapshot: dict[str, Any], q: MetricQuery) -> TrackCounts:
     if q.threshold_ms is None:
         raise ProviderUnavailable("a latency metric needs threshold_ms")
-    limit = q.threshold_ms / 1000
+    fast_bucket = slow_bucket(q.threshold_ms / 1000)
 
     def track(name: str, release: str) -> Counts:
         events = bad = 0
@@ -92,9 +93,7 @@ def _latency(snapshot: dict[str, Any], q: MetricQuery) -> TrackCounts:
                 continue
             buckets = row["buckets"]
             total = int(buckets["+Inf"])
-            bounds = sorted(float(b) for b in buckets if b != "+Inf")
-            at = next((b for b in bounds if b >= limit), None)
-            fast = int(buckets[str(at)]) if at is not None else total
+            fast = int(buckets[fast_bucket])
             events += total
             bad += total - fast
         return Counts(events, bad)

@@ -39,10 +39,10 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from canary.providers.base import Counts, MetricQuery, ProviderUnavailable, TrackCounts
-from canary.router.stats import BUCKETS
+from canary.router.stats import slow_bucket
 
 _SEL = '{service="$service",track="$track",release="$release"}'
-# kind -> (events, bad) templates; ``None`` for bad means "this kind has no stable side"
+# kind -> (events, bad) templates, per track
 BUILTIN: dict[str, tuple[str, str]] = {
     "errors": (f"router_requests_total{_SEL}", f"router_errors_total{_SEL}"),
     "latency": (
@@ -106,11 +106,11 @@ class PrometheusProvider:
         key = Template(template).safe_substitute(values)
         reading = self.readings.setdefault(key, _Reading())
         first = reading.first_try is None
-        if first:
-            reading.first_try = at
+        started = reading.first_try = at if reading.first_try is None else reading.first_try
         if "$window" in key:  # increase mode: the first call only marks where the first bin starts
-            if first or reading.at is None or at - reading.at < 0.5:
-                reading.at = reading.at if reading.at is not None else at
+            if reading.at is None:
+                reading.at = at
+            if first or at - reading.at < 0.5:
                 return round(reading.total)
             series = await self._query(Template(key).substitute(window=f"{round((at - reading.at) * 1000)}ms"), at)
         else:
@@ -118,9 +118,9 @@ class PrometheusProvider:
         if not series and required:
             if reading.seen_series:
                 raise ProviderUnavailable(f"Prometheus has no series any more for {key}")
-            if at - (reading.first_try or at) > self.no_series_grace_s:
+            if at - started > self.no_series_grace_s:
                 raise ProviderUnavailable(
-                    f"Prometheus has had no series for {key} in {at - (reading.first_try or at):.0f} s: "
+                    f"Prometheus has had no series for {key} in {at - started:.0f} s: "
                     "check the query and that Prometheus scrapes the targets"
                 )
         reading.seen_series = reading.seen_series or bool(series)
@@ -178,9 +178,7 @@ def _bucket(query: MetricQuery) -> str:
         return ""
     if query.threshold_ms is None:
         raise ProviderUnavailable("a latency metric needs threshold_ms")
-    limit = query.threshold_ms / 1000
-    at = next((b for b in BUCKETS if b >= limit), None)
-    return str(at) if at is not None else "+Inf"  # the router labels its buckets with str(bound)
+    return slow_bucket(query.threshold_ms / 1000)
 
 
 def _server_error(exc: PrometheusApiClientException) -> str:

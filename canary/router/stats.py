@@ -21,6 +21,14 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 Key = tuple[str, str, str, str]  # service, track, release, route
 
 
+def slow_bucket(threshold_s: float) -> str:
+    """The label of the first latency bucket at or above ``threshold_s`` ("+Inf" past the last): what
+    it counts is fast, the rest is slow, so a fast request is never called slow.  Buckets are
+    labelled ``str(bound)``, in the snapshot and on /metrics alike."""
+    at = next((b for b in BUCKETS if b >= threshold_s), None)
+    return str(at) if at is not None else "+Inf"
+
+
 class RouterStats(Collector):
     def __init__(self) -> None:
         self.requests: dict[Key, int] = defaultdict(int)
