@@ -61,10 +61,6 @@ class LocalServer:
         self.popen = None
 
 
-def _hostport(url: str) -> str:
-    return urlsplit(url).netloc
-
-
 def prometheus_config(
     controller_url: str, token_file: Path, alertmanager_url: str | None, interval_s: float
 ) -> dict[str, Any]:
@@ -75,7 +71,7 @@ def prometheus_config(
     config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = interval
     config["rule_files"] = [str(base / pattern) for pattern in config["rule_files"]]
     if alertmanager_url:
-        config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [_hostport(alertmanager_url)]
+        config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [urlsplit(alertmanager_url).netloc]
     else:
         del config["alerting"]
     sd = config["scrape_configs"][0]["http_sd_configs"][0]

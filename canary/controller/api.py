@@ -24,9 +24,8 @@ from starlette.routing import Route
 from canary.controller import alerts, machine
 from canary.controller.engine import REPROCESS_AFTER_ROLLBACK
 from canary.controller.spec import SpecError, check
-from canary.providers.base import ProviderUnavailable
 from core.app import read_body, require_token
-from core.errors import BadRequest, NotFound, ServiceUnavailable, Unprocessable
+from core.errors import BadRequest, DependencyUnavailable, NotFound, ServiceUnavailable, Unprocessable
 
 COMMANDS = ("pause", "resume", "promote", "abort")
 
@@ -144,6 +143,6 @@ async def reprocess(request: Request) -> Response:
         raise BadRequest(f"only a rolled back canary's events are handed back; rollout {r.id} is {r.phase}")
     try:
         handed_back = await controller.reprocess(r)
-    except ProviderUnavailable as exc:
+    except DependencyUnavailable as exc:
         raise ServiceUnavailable(str(exc)) from None
     return JSONResponse({"id": r.id, "release": r.spec.canary, "events_handed_back": handed_back})

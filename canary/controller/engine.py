@@ -30,6 +30,7 @@ from canary.controller.spec import Metric, RolloutSpec
 from canary.controller.store import Store
 from canary.platforms.base import Platform
 from canary.providers.base import BinMaker, MetricProvider, MetricQuery, ProviderUnavailable
+from core.errors import DependencyUnavailable
 
 log = logging.getLogger("releasewarden.controller")
 APPLY_GRACE_S = 1.0  # routers re-read the table every 0.5 s
@@ -139,7 +140,7 @@ class Controller:
         try:
             handed_back = await self.reprocess(r)
             log.warning("%s: %s events of %s handed back to stable", r.spec.name, handed_back, r.spec.canary)
-        except ProviderUnavailable as exc:
+        except DependencyUnavailable as exc:
             log.error("%s: %s; run `canary reprocess %s`", r.spec.name, exc, r.id[:8])
 
     async def reprocess(self, r: machine.Rollout) -> int:
@@ -147,7 +148,7 @@ class Controller:
         Idempotent: events already handed back are not counted again."""
         url = self.upstreams.get((r.spec.service, self.stable.get(r.spec.service, r.spec.stable)))
         if not url:
-            raise ProviderUnavailable(f"no stable {r.spec.service} is running to hand {r.spec.canary}'s events to")
+            raise DependencyUnavailable(f"no stable {r.spec.service} is running to hand {r.spec.canary}'s events to")
         try:
             async with httpx.AsyncClient() as client:
                 answer = await client.post(
@@ -159,7 +160,7 @@ class Controller:
                 answer.raise_for_status()
             return int(answer.json()["events_handed_back"])
         except (httpx.HTTPError, KeyError, ValueError) as exc:
-            raise ProviderUnavailable(
+            raise DependencyUnavailable(
                 f"re-processing {r.spec.canary}'s events at {url} failed ({type(exc).__name__}: {exc})"
             ) from None
 
