@@ -35,17 +35,7 @@ ROUTER_PID = "router.pid"
 
 
 def admin_token(state_dir: Path) -> str:
-    token = os.environ.get("CANARY_ADMIN_TOKEN", "")
-    path = state_dir / TOKEN_FILE
-    if token:
-        return token
-    if path.exists():
-        return path.read_text().strip()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
-    path.write_text(token)
-    path.chmod(0o600)
-    return token
+    return os.environ.get("CANARY_ADMIN_TOKEN", "") or secret_file(state_dir / TOKEN_FILE).read_text().strip()
 
 
 @contextlib.contextmanager
@@ -132,7 +122,8 @@ def stop_leftover_router(state_dir: Path) -> None:
 
 
 def secret_file(path: Path, value: str = "") -> Path:
-    """A token in a file of its own (mode 0600), made once: for Prometheus and Alertmanager to present."""
+    """A token in a file of its own (mode 0600), made once: the admin token `canary up` keeps, and the
+    ones Prometheus and Alertmanager present."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(value or secrets.token_urlsafe(24))
