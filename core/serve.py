@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import socket
 import sys
 import threading
@@ -58,9 +57,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: 
 
 def build_parser(prog: str, releases: Sequence[str], description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument(
-        "--release", help=f"release to run: {', '.join(releases)} (default CANARY_RELEASE, else {releases[0]})"
-    )
+    parser.add_argument("--release", help=f"release to run: {', '.join(releases)} (default CANARY_RELEASE, else 1.0)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--db", dest="db_url", help="database URL: sqlite:///PATH or postgresql://...")
@@ -76,7 +73,7 @@ def settings_from_args(service: str, releases: Sequence[str], args: argparse.Nam
     settings = load_settings(
         config_file=args.config,
         service=service,
-        release=args.release or os.environ.get("CANARY_RELEASE") or releases[0],
+        release=args.release,  # else CANARY_RELEASE or the config file, as for every setting
         port=args.port,
         host=args.host,
         db_url=args.db_url,
