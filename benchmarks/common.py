@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from canary.platforms.processes import start_service, wait_ready
 
 
@@ -35,3 +37,13 @@ def best_of(runs: int, fn: Any) -> float:
 
 def report(result: dict[str, Any]) -> None:
     print(json.dumps(result, indent=2))
+
+
+def wait_until_ended(controller_url: str, rollout_id: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
+    """The rollout as the controller shows it once it has ended, or when ``seconds`` are up."""
+    deadline = time.monotonic() + seconds
+    while True:
+        r: dict[str, Any] = httpx.get(f"{controller_url}/api/rollouts/{rollout_id}", headers=headers).json()
+        if r["phase"] in ("rolled_back", "succeeded", "failed") or time.monotonic() > deadline:
+            return r
+        time.sleep(0.3)

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import report
+from benchmarks.common import report, wait_until_ended
 from canary.local_monitoring import alertmanager_server, prometheus_server
 from canary.platforms.processes import free_port
 from canary.stack import local_stack
@@ -140,12 +140,7 @@ def one(path: str) -> dict[str, Any]:
             alert_path = path == "alertmanager"  # a long bake: the judge neither fails nor passes it meanwhile
             spec = SPEC.format(metric=LATENCY_ONLY if alert_path else ERRORS, min_seconds=600 if alert_path else 30)
             rid = httpx.post(f"{ctl}/api/rollouts", content=spec, headers=AUTH).json()["id"]
-            deadline = time.monotonic() + 300
-            while True:
-                r = httpx.get(f"{ctl}/api/rollouts/{rid}", headers=AUTH).json()
-                if r["phase"] in ("rolled_back", "succeeded", "failed") or time.monotonic() > deadline:
-                    break
-                time.sleep(0.3)
+            r = wait_until_ended(ctl, rid, AUTH, 300)
         finally:
             stop.set()
             load.join(60)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import report
+from benchmarks.common import report, wait_until_ended
 from canary.stack import local_stack
 from canary.traffic.load import LoadConfig, run
 
@@ -67,12 +67,7 @@ def one(service: str, case: dict[str, Any]) -> dict[str, Any]:
         time.sleep(3)
         spec = SPEC.format(service=service, canary=case["canary"], metrics=case["metrics"])
         rid = httpx.post(f"{ctl}/api/rollouts", content=spec, headers=AUTH).json()["id"]
-        deadline = time.monotonic() + 60
-        while True:
-            r = httpx.get(f"{ctl}/api/rollouts/{rid}", headers=AUTH).json()
-            if r["phase"] in ("rolled_back", "succeeded", "failed") or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        r = wait_until_ended(ctl, rid, AUTH, 60)
         load.join(200)
         stats = httpx.get(f"{router}/_router/stats").json()["counters"]
         at = {d["phase_to"]: d["at"] for d in r["decisions"]}

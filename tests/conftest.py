@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -85,3 +87,20 @@ def need_monitoring() -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def wait_for_rollout(
+    controller_url: str,
+    rollout_id: str,
+    until: Callable[[dict[str, Any]], bool],
+    headers: dict[str, str],
+    seconds: float,
+) -> dict[str, Any]:
+    """Poll the controller's view of a rollout until ``until(rollout)``; fail with its phase and reason."""
+    deadline = time.monotonic() + seconds
+    while True:
+        r: dict[str, Any] = httpx.get(f"{controller_url}/api/rollouts/{rollout_id}", headers=headers).json()
+        if until(r):
+            return r
+        assert time.monotonic() < deadline, f"still {r['phase']}: {r['reason']}"
+        time.sleep(0.3)

@@ -15,6 +15,7 @@ import httpx
 
 from canary.stack import local_stack
 from canary.traffic.load import LoadConfig, run
+from tests.conftest import wait_for_rollout
 
 TOKEN = "e2e-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -40,13 +41,7 @@ def stack(tmp_path: Path, stable: dict[str, str] | None = None):
 
 
 def wait_for(controller_url: str, rollout_id: str, phases: set[str], seconds: float = 120) -> dict:
-    deadline = time.monotonic() + seconds
-    while True:
-        r = httpx.get(f"{controller_url}/api/rollouts/{rollout_id}", headers=AUTH).json()
-        if r["phase"] in phases:
-            return r
-        assert time.monotonic() < deadline, f"still {r['phase']}: {r['reason']}"
-        time.sleep(0.3)
+    return wait_for_rollout(controller_url, rollout_id, lambda r: r["phase"] in phases, AUTH, seconds)
 
 
 def test_importer_1_1_rolled_back_by_the_judge_then_1_2_promoted(tmp_path):

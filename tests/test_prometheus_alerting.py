@@ -25,7 +25,7 @@ from canary.local_monitoring import LocalServer, alertmanager_server, prometheus
 from canary.platforms.processes import free_port
 from canary.stack import local_stack
 from canary.traffic.load import LoadConfig, run
-from tests.conftest import need_monitoring
+from tests.conftest import need_monitoring, wait_for_rollout
 
 TOKEN, ALERT_TOKEN = "prom-e2e-token", "alertmanager-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -101,13 +101,7 @@ def create(controller_url: str, canary: str, metric: str, max_seconds: int = 120
 
 
 def wait_for(controller_url: str, rid: str, until: Any, seconds: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
-        r = httpx.get(f"{controller_url}/api/rollouts/{rid}", headers=AUTH).json()
-        if until(r):
-            return dict(r)
-        assert time.monotonic() < deadline, f"still {r['phase']}: {r['reason']}"
-        time.sleep(0.3)
+    return wait_for_rollout(controller_url, rid, until, AUTH, seconds)
 
 
 def ended(r: dict[str, Any]) -> bool:
