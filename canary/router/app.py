@@ -31,10 +31,10 @@ from canary.router.mirror import Mirror
 from canary.router.source import TableHolder
 from canary.router.split import choose_track, route_template
 from canary.router.stats import RouterStats
-from canary.router.table import ServiceRoute, TableError, parse_table
 from canary.router.upstream import Attempt, UpstreamClient
 from core.app import create_app, read_body, require_token
 from core.errors import BadRequest
+from core.routes import ServiceRoute, TableError, parse_table
 from core.settings import Settings
 
 SAFE = frozenset({"GET", "HEAD"})

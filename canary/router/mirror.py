@@ -16,8 +16,8 @@ from typing import Any
 
 from canary.router.compare import Answer, differences, json_paths
 from canary.router.stats import RouterStats
-from canary.router.table import ServiceRoute
 from canary.router.upstream import UpstreamClient
+from core.routes import ServiceRoute
 
 
 class Mirror:

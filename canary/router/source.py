@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from canary.router.table import RouteTable, TableError, parse_table
+from core.routes import RouteTable, TableError, parse_table
 
 log = logging.getLogger("releasewarden.router")
 POLL_S = 0.5

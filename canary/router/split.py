@@ -1,7 +1,8 @@
 """Choosing a track for a request, and naming its route for metrics.
 
 A request with a sticky key (a header, cookie or path segment, such as the account id) hashes to a
-bucket in 0..9999 (``core.hashing``: the same on every replica); buckets below the weight's
+bucket in 0..9999 (``core.hashing``: the same on every replica), salted per rollout so that the
+same customers are not on every canary of a service; buckets below the weight's
 threshold go to the canary.  Raising the weight only adds buckets, so a customer moves only from
 stable to canary, never back, while the rollout advances.  Without a key each request draws its own
 bucket.  ``X-Canary: always|never`` overrides both, for testers.  A baseline copy of stable, when
@@ -14,8 +15,8 @@ import random
 import re
 from http.cookies import SimpleCookie
 
-from canary.router.table import ServiceRoute
 from core.hashing import BUCKETS, bucket
+from core.routes import ServiceRoute
 
 OVERRIDE = "x-canary"
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-f]{16,}|[0-9a-fA-F-]{32,36}|.*\.gif|[^/]*\.[^/]*\.[^/]*\..+)$")
@@ -36,6 +37,11 @@ def sticky_key(route: ServiceRoute, headers: dict[str, str], segments: list[str]
     return None
 
 
+def sticky_bucket(route: ServiceRoute, key: str) -> int:
+    salt = route.sticky.salt
+    return bucket(f"{route.name}:{salt}:{key}" if salt else f"{route.name}:{key}")
+
+
 def choose_track(route: ServiceRoute, headers: dict[str, str], segments: list[str]) -> str:
     override = headers.get(OVERRIDE)
     if override == "always" and "canary" in route.upstreams:
@@ -46,7 +52,7 @@ def choose_track(route: ServiceRoute, headers: dict[str, str], segments: list[st
     if threshold <= 0:
         return "stable"
     key = sticky_key(route, headers, segments)
-    b = bucket(f"{route.name}:{key}") if key is not None else random.randrange(BUCKETS)
+    b = sticky_bucket(route, key) if key is not None else random.randrange(BUCKETS)
     if b < threshold:
         return "canary"
     if "baseline" in route.upstreams and b < 2 * threshold:

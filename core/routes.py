@@ -1,5 +1,8 @@
-"""The route table: per service, its upstreams per track, the canary weight, stickiness, mirroring
-and failover.  Parsed from a mapping (YAML file, admin endpoint or the controller's API) with errors
+"""The route table, the one contract between the controller (which owns it), the routers and the
+queue consumers (which read it): per service, its upstreams per track, the canary weight,
+stickiness and its per-rollout salt, mirroring and failover.  It lives in ``core`` because services
+(queue consumers) read it too and never import ``canary``.
+Parsed from a mapping (YAML file, admin endpoint or the controller's API) with errors
 that name the field: ``services.resizer.weight: must be between 0 and 100``.
 
     version: 3
@@ -9,7 +12,7 @@ that name the field: ``services.resizer.weight: must be between 0 and 100``.
                     baseline: http://127.0.0.1:8103}
         releases: {stable: "1.0", canary: "2.0", baseline: "1.0"}
         weight: 5                     # percent of live traffic on the canary (fractions allowed)
-        sticky: {header: X-Account-Id}   # or {cookie: NAME} or {path_param: 1} (path segment index)
+        sticky: {header: X-Account-Id, salt: r-4f2a}  # or {cookie: NAME} or {path_param: 1}; salt: per rollout
         mirror: {share: 1.0, ignore_fields: [id, created_at], safe_routes: [], pixel_tolerance: 8}
         failover: true
         timeout_s: 10
@@ -34,6 +37,7 @@ class Sticky:
     header: str | None = None
     cookie: str | None = None
     path_param: int | None = None
+    salt: str = ""  # per rollout, so that no customer is on every canary of a service
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class RouteTable:
                 "upstreams": r.upstreams,
                 "releases": r.releases,
                 "weight": r.weight,
-                "sticky": {k: v for k, v in vars(r.sticky).items() if v is not None},
+                "sticky": {k: v for k, v in vars(r.sticky).items() if v not in (None, "")},
                 "mirror": {
                     **vars(r.mirror),
                     "ignore_fields": list(r.mirror.ignore_fields),
@@ -140,15 +144,21 @@ def _service(name: str, raw: Any) -> ServiceRoute:
 def _sticky(raw: Any, at: str) -> Sticky:
     if raw is None:
         return Sticky()
-    if not isinstance(raw, dict) or len(raw) != 1:
+    if not isinstance(raw, dict):
+        raise TableError(f"{at}: one of {{header: NAME}}, {{cookie: NAME}}, {{path_param: INDEX}}")
+    raw = dict(raw)
+    salt = raw.pop("salt", "")
+    if not isinstance(salt, str) or len(salt) > 64:
+        raise TableError(f"{at}.salt: must be a string of at most 64 characters")
+    if len(raw) != 1:
         raise TableError(f"{at}: one of {{header: NAME}}, {{cookie: NAME}}, {{path_param: INDEX}}")
     ((kind, value),) = raw.items()
     if kind == "header" and isinstance(value, str) and value:
-        return Sticky(header=value.lower())
+        return Sticky(header=value.lower(), salt=salt)
     if kind == "cookie" and isinstance(value, str) and value:
-        return Sticky(cookie=value)
+        return Sticky(cookie=value, salt=salt)
     if kind == "path_param" and isinstance(value, int) and value >= 0:
-        return Sticky(path_param=value)
+        return Sticky(path_param=value, salt=salt)
     raise TableError(f"{at}.{kind}: not a valid sticky key")
 
 

@@ -1,0 +1,39 @@
+"""The route table's sticky salt: per rollout, so that no customer is on every canary."""
+
+from __future__ import annotations
+
+import pytest
+
+from canary.router.split import choose_track
+from core.routes import TableError, parse_table
+
+
+def _route(salt: str | None) -> dict[str, object]:
+    sticky: dict[str, object] = {"header": "X-Account-Id"}
+    if salt is not None:
+        sticky["salt"] = salt
+    return {
+        "upstreams": {"stable": "http://127.0.0.1:1", "canary": "http://127.0.0.1:2"},
+        "weight": 10,
+        "sticky": sticky,
+    }
+
+
+def _canary_accounts(salt: str | None) -> set[int]:
+    route = parse_table({"services": {"svc": _route(salt)}}).services["svc"]
+    return {a for a in range(2000) if choose_track(route, {"x-account-id": str(a)}, []) == "canary"}
+
+
+def test_a_salt_moves_other_customers_onto_the_canary_and_round_trips() -> None:
+    unsalted, first, second = _canary_accounts(None), _canary_accounts("r-1"), _canary_accounts("r-2")
+    for accounts in (unsalted, first, second):
+        assert 140 <= len(accounts) <= 260  # about 10% of 2000
+    assert len(first & second) < 0.3 * len(first)  # other rollouts, mostly other customers
+    assert _canary_accounts("r-1") == first  # the same salt: the same customers, on every replica
+    table = parse_table({"services": {"svc": _route("r-1")}})
+    assert parse_table(table.to_dict()) == table
+
+
+def test_a_bad_salt_is_refused_with_its_field() -> None:
+    with pytest.raises(TableError, match=r"services\.svc\.sticky\.salt"):
+        parse_table({"services": {"svc": _route("x" * 65)}})
