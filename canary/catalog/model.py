@@ -1,0 +1,302 @@
+"""The service catalog's types: what the framework knows about a service, as data.
+
+A :class:`ServiceEntry` says how a release of one service runs locally (:class:`LocalRun`) and on
+Kubernetes (:class:`KubeRun`), which releases exist, which queue consumers run beside each release
+(:class:`Consumer`), which hooks run at a rollout's named moments (:class:`Hook`), and the
+defaults of its rollouts.  The loader (``catalog.loader``) builds these from YAML and has checked
+every template, so the rendering methods here only fill in values.  The platforms, the controller
+and the CLI read entries through these methods; none of them names a service.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from canary.catalog import templates
+from canary.controller.spec import Metric, RolloutSpec, Step
+from core.settings import Settings
+
+PYTHON_NAMES = ("python", "python3")  # run with the interpreter running the framework
+
+
+class Moment(enum.StrEnum):
+    BEFORE_TRAFFIC = "before_traffic"  # the canary is ready, no traffic yet (nor mirrored)
+    AFTER_ROLLBACK = "after_rollback"  # traffic is back on stable
+    AFTER_PROMOTION = "after_promotion"  # the canary is the new stable
+
+
+class OnFailure(enum.StrEnum):
+    HOLD = "hold"  # the rollout waits for a person
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One local process, ready to start: its argv, its own environment (added to the platform's),
+    where it runs, and how the platform knows it is up."""
+
+    argv: tuple[str, ...]
+    environment: Mapping[str, str]
+    working_dir: Path | None
+    health_path: str
+    ready_path: str
+    ready_timeout_s: float
+
+
+@dataclass(frozen=True)
+class ProcessTemplate:
+    """How a local process starts: one command template for every release, or one per release."""
+
+    command: tuple[str, ...] | None = None
+    commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    health_path: str = "/healthz"
+    ready_path: str = "/healthz"
+    ready_timeout_s: float = 30.0
+    metrics_path: str | None = None  # Prometheus text exposition, if the process has one
+
+    def argv_template(self, release: str) -> tuple[str, ...]:
+        if release in self.commands:
+            return self.commands[release]
+        if self.command is None:
+            raise KeyError(f"no command for release {release!r} (known: {', '.join(self.commands)})")
+        return self.command
+
+    def render(self, values: Mapping[str, str], settings: Settings) -> Launch:
+        argv = [templates.render(a, values) for a in self.argv_template(values["release"])]
+        if argv and argv[0] in PYTHON_NAMES:
+            argv[0] = sys.executable
+        env = {k: templates.render(v, values, settings) for k, v in self.environment.items()}
+        cwd = Path(templates.render(self.working_dir, values)) if self.working_dir else None
+        return Launch(tuple(argv), env, cwd, self.health_path, self.ready_path, self.ready_timeout_s)
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    process: ProcessTemplate
+    database: str | None = None  # the release's database URL, a template of {state_dir} and {service}
+
+
+@dataclass(frozen=True)
+class KubeRun:
+    """Two Deployments (or more tracks) per service; a release is an image tag."""
+
+    deployment: str = "{service}-{track}"  # name template, unless ``deployments`` names a track
+    deployments: Mapping[str, str] = field(default_factory=dict)
+    image: str | None = None  # None: the platform's image setting
+    tag: str = "{release}"
+    tags: Mapping[str, str] = field(default_factory=dict)  # release -> tag, where they differ
+    port: int = 8000
+    service: str = "{service}-{track}"  # the Service carrying a track's traffic
+    httproute: str | None = None  # the Gateway API HTTPRoute whose backend weights split traffic
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A queue consumer beside each release (its own process or Deployment), taking the release's
+    share of the queue from the route table of the service it belongs to."""
+
+    name: str  # unique in the catalog: the platform runs it as a service of its own
+    local: ProcessTemplate | None = None
+    deployment: str = "{consumer}-{track}"
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None  # a JSON body, its strings templates
+    token_setting: str | None = None  # sent as ``Authorization: Bearer <that setting>``
+
+
+@dataclass(frozen=True)
+class CommandCall:
+    command: tuple[str, ...]
+    environment: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Hook:
+    name: str
+    moment: Moment
+    action: HttpCall | CommandCall
+    timeout_s: float = 10.0
+    on_failure: OnFailure = OnFailure.HOLD
+
+
+@dataclass(frozen=True)
+class RolloutDefaults:
+    """The rollout spec's fields other than service and releases (``canary release`` without a spec)."""
+
+    steps: tuple[Step, ...] = (Step(5), Step(25), Step(50))
+    metrics: tuple[Metric, ...] = (Metric("errors", "errors"),)
+    mirror: Mapping[str, Any] | None = None
+    failover: bool = True
+    sticky: Mapping[str, Any] = field(default_factory=lambda: {"header": "X-Account-Id"})
+    alerts: tuple[str, ...] = ()
+    watch_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    name: str
+    stable: str  # the release that runs first, before any rollout
+    releases: tuple[str, ...] | None  # None: any release (an image tag, say)
+    source: Path  # the catalog file
+    local: LocalRun | None = None
+    kubernetes: KubeRun | None = None
+    consumers: tuple[Consumer, ...] = ()
+    hooks: tuple[Hook, ...] = ()
+    defaults: RolloutDefaults = field(default_factory=RolloutDefaults)
+
+    @property
+    def catalog_dir(self) -> Path:
+        return self.source.resolve().parent
+
+    def knows_release(self, release: str) -> bool:
+        return self.releases is None or release in self.releases
+
+    def hooks_at(self, moment: Moment) -> tuple[Hook, ...]:
+        return tuple(h for h in self.hooks if h.moment is moment)
+
+    # -- local -------------------------------------------------------------------------------------
+    def local_db_url(self, state_dir: Path) -> str | None:
+        if self.local is None or self.local.database is None:
+            return None
+        return templates.render(self.local.database, {"service": self.name, "state_dir": str(state_dir)})
+
+    def _values(
+        self, release: str, port: int, state_dir: Path, db_url: str | None, track: str, route_table: str
+    ) -> dict[str, str]:
+        db = db_url if db_url is not None else self.local_db_url(state_dir)
+        values = {
+            "service": self.name,
+            "release": release,
+            "port": str(port),
+            "state_dir": str(state_dir),
+            "track": track,
+            "route_table": route_table,
+            "catalog_dir": str(self.catalog_dir),
+        }
+        if db is not None:
+            values["db_url"] = db
+        return values
+
+    def local_launch(
+        self,
+        release: str,
+        *,
+        port: int,
+        state_dir: Path,
+        track: str = "stable",
+        route_table: str = "",
+        db_url: str | None = None,
+        settings: Settings,
+    ) -> Launch:
+        """The process that runs ``release`` on this machine (``db_url`` defaults to the entry's
+        ``local.database``)."""
+        if self.local is None:
+            raise LookupError(f"{self.name} has no local section: it runs only on Kubernetes")
+        values = self._values(release, port, state_dir, db_url, track, route_table)
+        return self.local.process.render(values, settings)
+
+    def local_command(self, release: str, port: int, state_dir: Path, db_url: str | None = None) -> list[str]:
+        if self.local is None:
+            raise LookupError(f"{self.name} has no local section: it runs only on Kubernetes")
+        values = self._values(release, port, state_dir, db_url, "stable", "")
+        return list(self.local.process.render(values, Settings()).argv)
+
+    def consumer_launch(
+        self,
+        consumer: Consumer,
+        release: str,
+        *,
+        port: int,
+        state_dir: Path,
+        track: str = "stable",
+        route_table: str = "",
+        db_url: str | None = None,
+        settings: Settings,
+    ) -> Launch:
+        """A consumer's process beside ``release``: it shares the service's database."""
+        if consumer.local is None:
+            raise LookupError(f"consumer {consumer.name} of {self.name} has no local command")
+        values = self._values(release, port, state_dir, db_url, track, route_table)
+        return consumer.local.render(values, settings)
+
+    # -- Kubernetes --------------------------------------------------------------------------------
+    def _kube(self) -> KubeRun:
+        if self.kubernetes is None:
+            raise LookupError(f"{self.name} has no kubernetes section: it runs only locally")
+        return self.kubernetes
+
+    def kube_deployment(self, track: str) -> str:
+        k = self._kube()
+        return k.deployments.get(track) or templates.render(k.deployment, {"service": self.name, "track": track})
+
+    def kube_consumer_deployment(self, consumer: Consumer, track: str) -> str:
+        values = {"service": self.name, "consumer": consumer.name, "track": track}
+        return templates.render(consumer.deployment, values)
+
+    def kube_service(self, track: str) -> str:
+        return templates.render(self._kube().service, {"service": self.name, "track": track})
+
+    def kube_image(self, release: str, default_image: str) -> str:
+        """``IMAGE:TAG`` for ``release``; the image is the platform's setting unless the entry names one."""
+        k = self._kube()
+        tag = k.tags.get(release) or templates.render(k.tag, {"release": release})
+        return f"{k.image or default_image}:{tag}"
+
+    # -- rollouts ----------------------------------------------------------------------------------
+    def rollout_spec(self, canary: str, stable: str | None = None) -> RolloutSpec:
+        """The rollout of ``canary`` from this entry's defaults (what ``canary release`` does without
+        a spec file)."""
+        d = self.defaults
+        return RolloutSpec(
+            name=f"{self.name}-{canary}",
+            service=self.name,
+            stable=stable or self.stable,
+            canary=canary,
+            steps=d.steps,
+            metrics=d.metrics,
+            mirror=dict(d.mirror) if d.mirror is not None else None,
+            failover=d.failover,
+            sticky=dict(d.sticky),
+            alerts=d.alerts,
+            watch_seconds=d.watch_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class Catalog:
+    entries: Mapping[str, ServiceEntry]
+
+    def __getitem__(self, name: str) -> ServiceEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self.entries)) or "none"
+            raise KeyError(f"unknown service {name!r} (the catalog has: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.entries))
+
+    def owner(self, consumer_name: str) -> tuple[ServiceEntry, Consumer] | None:
+        """The entry a consumer belongs to, by the consumer's name (platforms run consumers by name)."""
+        for entry in self.entries.values():
+            for c in entry.consumers:
+                if c.name == consumer_name:
+                    return entry, c
+        return None
