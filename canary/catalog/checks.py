@@ -171,5 +171,7 @@ DEFAULT_METRICS = [dataclasses.asdict(m) for m in RolloutDefaults().metrics]
 def _defaults(d: dict[str, Any]) -> Found:
     """The rollout spec's rules, on the spec these defaults make (its releases stand in)."""
     spec = {"stable": "stable", "canary": "canary", "steps": DEFAULT_STEPS, "metrics": DEFAULT_METRICS, **d}
-    for _path, message, where in rollout_rules(spec):
-        yield ("defaults", *where[1:]), message
+    for path, message, where in rollout_rules(spec):
+        field = path.rsplit(".", 1)[-1]
+        missing = () if field in where or "[" in field else (field,)  # a field that is required, not there
+        yield ("defaults", *where[1:], *missing), message

@@ -123,11 +123,26 @@ def _schema_problems(data: Any, lines: dict[tuple[Any, ...], int]) -> Iterator[t
                 how = "exactly one of" if e.validator == "oneOf" else "at least one of"
                 yield path, f"needs {how} {' or '.join(options)}"
                 continue
-            deepest = jsonschema.exceptions.best_match(e.context or [])
-            if deepest is not None:
-                e = deepest
-                path = tuple(e.absolute_path)
+            shaped = _matching_branch(e)
+            if not shaped:
+                yield path, f"must be {e.schema.get('description', 'one of the allowed forms')}"
+                continue
+            for sub in shaped:
+                yield tuple(sub.absolute_path), _hinted(sub)
+            continue
         yield path, _hinted(e)
+
+
+def _matching_branch(e: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """The errors of the alternative whose shape (type) the value has: "releases[0]: must be a
+    string", not "releases: must be 'any'"."""
+    branches: dict[Any, list[jsonschema.ValidationError]] = {}
+    for sub in e.context or []:
+        branches.setdefault(sub.schema_path[0], []).append(sub)
+    for errors in branches.values():
+        if not any(not s.relative_path and s.validator in ("type", "const", "enum") for s in errors):
+            return errors
+    return []
 
 
 def _hinted(e: jsonschema.ValidationError) -> str:
