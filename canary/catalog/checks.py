@@ -87,10 +87,13 @@ def _process(
             if releases is not None and release not in releases:
                 yield (*at, "commands", release), f"{release!r} is not among releases"
             argvs.append(((*at, "commands", release), argv))
+    env_names = [n for v in p.get("environment", {}).values() for n in _names(v)]
     for where, argv in argvs:
         for i, arg in enumerate(argv):
             yield from _template(arg, (*where, i), templates.LOCAL, has_db=has_db)
         yield from _executable(argv[0], (*where, 0), p.get("working_dir"), catalog_dir)
+        if "port" not in [n for a in argv for n in _names(a)] + env_names:
+            yield where, "never names {port} (nor does environment): the release cannot know where to listen"
     for name, value in p.get("environment", {}).items():
         yield from _template(value, (*at, "environment", name), templates.LOCAL, settings=True, has_db=has_db)
     if "working_dir" in p:
@@ -136,6 +139,7 @@ def _hook(hook: dict[str, Any], moment: str, at: tuple[Any, ...], catalog_dir: P
     if "http" in hook:
         http = hook["http"]
         yield from _template(http["url"], (*at, "http", "url"), templates.HOOK)
+        yield from _http_url(http["url"], (*at, "http", "url"))
         for name, value in http.get("headers", {}).items():
             yield from _template(value, (*at, "http", "headers", name), templates.HOOK, settings=True)
         for path, text in _strings(http.get("json"), (*at, "http", "json")):
@@ -151,6 +155,14 @@ def _hook(hook: dict[str, Any], moment: str, at: tuple[Any, ...], catalog_dir: P
         yield from _template(value, (*at, "environment", name), templates.HOOK, settings=True)
     if "working_dir" in hook:
         yield from _template(hook["working_dir"], (*at, "working_dir"), templates.HOOK)
+
+
+def _http_url(url: str, at: tuple[Any, ...]) -> Found:
+    if templates.problems(url, templates.HOOK):
+        return  # reported already
+    stand_in = {n: "http://127.0.0.1:1" if n.endswith("_url") else "x" for n in templates.HOOK}
+    if not templates.render(url, stand_in).startswith(("http://", "https://")):
+        yield at, "must be an http:// or https:// URL (or start with {stable_url} or {canary_url})"
 
 
 def _strings(value: Any, at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:

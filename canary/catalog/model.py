@@ -161,6 +161,11 @@ class ServiceEntry:
     def catalog_dir(self) -> Path:
         return self.source.resolve().parent
 
+    @property
+    def runs_as(self) -> tuple[str, ...]:
+        """The names a platform runs for each release: the service, then its consumers."""
+        return (self.name, *(c.name for c in self.consumers))
+
     def knows_release(self, release: str) -> bool:
         return self.releases is None or release in self.releases
 
@@ -292,6 +297,34 @@ class Catalog:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self.entries))
+
+    def launch(
+        self,
+        name: str,
+        release: str,
+        *,
+        port: int,
+        state_dir: Path,
+        settings: Settings,
+        track: str = "stable",
+        route_table: str = "",
+    ) -> Launch:
+        """The local process of ``name`` (a service, or a consumer by its own name) at ``release``."""
+        owned = self.owner(name)
+        if owned is not None:
+            entry, consumer = owned
+            return entry.consumer_launch(
+                consumer,
+                release,
+                port=port,
+                state_dir=state_dir,
+                track=track,
+                route_table=route_table,
+                settings=settings,
+            )
+        return self[name].local_launch(
+            release, port=port, state_dir=state_dir, track=track, route_table=route_table, settings=settings
+        )
 
     def owner(self, consumer_name: str) -> tuple[ServiceEntry, Consumer] | None:
         """The entry a consumer belongs to, by the consumer's name (platforms run consumers by name)."""

@@ -214,7 +214,7 @@ def test_a_catalog_is_directories_and_files_with_unique_names(tmp_path):
 
 
 def test_a_consumer_needs_its_own_name_and_the_services_database_for_db_url(tmp_path):
-    text = GOOD + "consumers:\n  - name: plain\n    local: {command: [python, c.py, '{db_url}']}\n"
+    text = GOOD + "consumers:\n  - name: plain\n    local: {command: [python, c.py, '{db_url}', '{port}']}\n"
     assert problems_of(tmp_path, text) == [
         "x.yaml:20: consumers[0].name: a consumer needs a name of its own (it runs as a service of its own)",
         "x.yaml:21: consumers[0].local.command[2]: {db_url} needs local.database (the URL of the release's database)",
@@ -232,3 +232,34 @@ def test_any_value_anywhere_gives_problems_not_a_traceback(tmp_path, replacement
         path = write(tmp_path, mutated)
         entry, problems = check_file(path)  # never raises
         assert entry is not None or all(p.file == str(path) and p.message for p in problems)
+
+
+def test_a_release_must_be_told_its_port(tmp_path):
+    text = GOOD.replace(', --port, "{port}"', "")
+    assert problems_of(tmp_path, text) == [
+        "x.yaml:7: local.command: never names {port} (nor does environment): the release cannot know where to listen"
+    ]
+    assert problems_of(tmp_path, text.replace('TOKEN: "{settings.admin_token}"', 'PORT: "{port}"')) == []
+
+
+def test_a_hook_url_is_http(tmp_path):
+    text = GOOD.replace('url: "{canary_url}/healthz"', 'url: "file:///etc/passwd"')
+    assert problems_of(tmp_path, text) == [
+        "x.yaml:16: hooks.before_traffic[0].http.url: must be an http:// or https:// URL"
+        " (or start with {stable_url} or {canary_url})"
+    ]
+
+
+def test_aliases_share_values_but_cannot_explode(tmp_path):
+    shared = GOOD.replace("  environment:\n", "  environment: &env\n") + (
+        "consumers:\n  - name: worker\n    local: {command: [python, w.py, '{port}'], environment: *env}\n"
+    )
+    entry, problems = check_file(write(tmp_path, shared))
+    assert problems == [] and entry is not None
+    assert entry.consumers[0].local is not None
+    assert entry.consumers[0].local.environment == {"TOKEN": "{settings.admin_token}"}
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    assert problems_of(tmp_path, bomb) == ["x.yaml: (document): more than 100000 values once YAML aliases are expanded"]

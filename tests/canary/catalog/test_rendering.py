@@ -60,11 +60,18 @@ def catalog_of(tmp_path: Path, **texts: str):
 def test_commands_per_release_literal_braces_and_working_dir(tmp_path):
     text = PLAIN.replace(
         '  command: [python, plain_service.py, --release, "{release}", --port, "{port}"]',
-        "  commands:\n    '1': [python, old.py, '{port}']\n    '2': [python, new.py, '{{literal}}', '{state_dir}/x']",
+        "  commands:\n    '1': [python, old.py, '{port}']\n"
+        "    '2': [python, new.py, '{{literal}}', '{state_dir}/x', '{port}']",
     )
     entry = catalog_of(tmp_path, plain=text)["plain"]
     assert entry.local_command("1", 81, tmp_path / "s") == [sys.executable, "old.py", "81"]
-    assert entry.local_command("2", 82, tmp_path / "s") == [sys.executable, "new.py", "{literal}", f"{tmp_path}/s/x"]
+    assert entry.local_command("2", 82, tmp_path / "s") == [
+        sys.executable,
+        "new.py",
+        "{literal}",
+        f"{tmp_path}/s/x",
+        "82",
+    ]
     launch = entry.local_launch("2", port=82, state_dir=tmp_path, settings=Settings())
     assert launch.working_dir == tmp_path and launch.environment == {}
     assert (launch.health_path, launch.ready_path, launch.ready_timeout_s) == ("/healthz", "/healthz", 10.0)

@@ -162,3 +162,13 @@ async def test_opens_runs_from_its_entry_and_its_hook_reprocesses(catalog, tmp_p
         for proc in procs:
             proc.terminate()
             proc.wait(10)
+
+
+def test_a_platform_launches_services_and_consumers_by_name(catalog, tmp_path):
+    settings = Settings()
+    assert catalog["opens"].runs_as == ("opens", "opens-processor")
+    processor = catalog.launch("opens-processor", "1.1", port=1, state_dir=tmp_path, settings=settings, track="canary")
+    assert processor.argv[2] == "services.opens.processor" and processor.environment["CANARY_TRACK"] == "canary"
+    assert catalog.launch("resizer", "2.1", port=2, state_dir=tmp_path, settings=settings).argv[2] == "services.resizer"
+    with pytest.raises(KeyError, match="unknown service 'printer'"):
+        catalog.launch("printer", "1", port=3, state_dir=tmp_path, settings=settings)
