@@ -6,10 +6,10 @@ default rollouts (``rollout_spec``), and ``canary lint`` calls :func:`lint_catal
 ``canary/`` names a service; the incident's three are entries in ``manifests/services/``.
 """
 
+from canary.catalog.entry import Catalog, ServiceEntry
 from canary.catalog.hooks import HookContext, HookResult, run_hook
 from canary.catalog.loader import CatalogError, Problem, check_file, lint_catalog, load_catalog
 from canary.catalog.model import (
-    Catalog,
     CommandCall,
     Consumer,
     Hook,
@@ -21,7 +21,6 @@ from canary.catalog.model import (
     OnFailure,
     ProcessTemplate,
     RolloutDefaults,
-    ServiceEntry,
 )
 
 __all__ = [

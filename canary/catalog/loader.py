@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 
 from canary.catalog import checks, model
+from canary.catalog.entry import Catalog, ServiceEntry
 from canary.catalog.schema import SCHEMA
 from canary.controller.spec import Metric, Step, _line_of, _lines, _message, _path
 from core.errors import ConfigError
@@ -63,7 +64,7 @@ def catalog_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem
     return files, problems
 
 
-def check_file(path: Path) -> tuple[model.ServiceEntry | None, list[Problem]]:
+def check_file(path: Path) -> tuple[ServiceEntry | None, list[Problem]]:
     """One catalog file: its entry if it is valid, else the problems (sorted by line)."""
     source = str(path)
     try:
@@ -170,10 +171,10 @@ def _hinted(e: jsonschema.ValidationError) -> str:
     return _message(e)
 
 
-def build_entry(d: dict[str, Any], source: Path) -> model.ServiceEntry:
+def build_entry(d: dict[str, Any], source: Path) -> ServiceEntry:
     """The typed entry of a document the schema and the checks accepted."""
     local = d.get("local")
-    return model.ServiceEntry(
+    return ServiceEntry(
         name=d["name"],
         stable=d["stable"],
         releases=tuple(d["releases"]) if isinstance(d["releases"], list) else None,
@@ -257,16 +258,16 @@ def lint_catalog(paths: Iterable[str | Path]) -> list[Problem]:
     return _load(paths)[1]
 
 
-def load_catalog(paths: Iterable[str | Path]) -> model.Catalog:
+def load_catalog(paths: Iterable[str | Path]) -> Catalog:
     catalog, problems = _load(paths)
     if problems:
         raise CatalogError(problems)
     return catalog
 
 
-def _load(paths: Iterable[str | Path]) -> tuple[model.Catalog, list[Problem]]:
+def _load(paths: Iterable[str | Path]) -> tuple[Catalog, list[Problem]]:
     files, problems = catalog_files(paths)
-    entries: dict[str, model.ServiceEntry] = {}
+    entries: dict[str, ServiceEntry] = {}
     runs_as: dict[str, str] = {}  # platform name (service or consumer) -> the file that defines it
     for path in files:
         entry, found = check_file(path)
@@ -279,4 +280,4 @@ def _load(paths: Iterable[str | Path]) -> tuple[model.Catalog, list[Problem]]:
             continue
         runs_as.update({n: str(path) for n in (entry.name, *(c.name for c in entry.consumers))})
         entries[entry.name] = entry
-    return model.Catalog(entries), problems
+    return Catalog(entries), problems
