@@ -26,6 +26,7 @@ from core.errors import ConfigError
 
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed: 10x faster
 SUFFIXES = (".yaml", ".yml")
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
@@ -76,10 +77,10 @@ def check_file(path: Path) -> tuple[ServiceEntry | None, list[Problem]]:
         return None, [Problem(source, "(file)", f"larger than {MAX_FILE_BYTES} bytes")]
     try:
         text = raw.decode("utf-8")
-        nodes = list(yaml.compose_all(text))
+        nodes = list(yaml.compose_all(text, Loader=LOADER))
         if len(nodes) != 1:
             return None, [Problem(source, "(document)", f"one service per file: found {len(nodes)} documents")]
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=LOADER)
     except UnicodeDecodeError:
         return None, [Problem(source, "(file)", "not UTF-8 text")]
     except yaml.YAMLError as exc:
