@@ -4,10 +4,7 @@ and the default rollout; and a service no one here knew, started from a catalog 
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +13,7 @@ import pytest
 from canary.catalog import load_catalog
 from canary.controller.spec import Metric, Step
 from core.settings import Settings
+from tests.canary.catalog.running import free_port, running
 
 HERE = Path(__file__).resolve().parent
 
@@ -109,12 +107,6 @@ def test_an_unknown_service_names_the_ones_there_are(tmp_path):
     assert "web" in catalog and catalog.owner("nobody") is None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_service_no_one_here_wrote_runs_from_its_catalog_file(tmp_path):
     """plain_service.py (the standard library, no ``core``) beside a catalog file written here:
     both releases start from the entry alone; 2 fails three requests in ten, 1 none."""
@@ -124,22 +116,6 @@ def test_a_service_no_one_here_wrote_runs_from_its_catalog_file(tmp_path):
     for release in ("1", "2"):
         port = free_port()
         launch = entry.local_launch(release, port=port, state_dir=tmp_path, settings=Settings())
-        proc = subprocess.Popen(launch.argv, cwd=launch.working_dir, env=launch.environment or None)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + launch.ready_timeout_s
-            while True:
-                assert proc.poll() is None, f"release {release} exited with {proc.returncode}"
-                try:
-                    if httpx.get(url + launch.ready_path, timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, f"release {release} never answered {launch.ready_path}"
-                time.sleep(0.05)
-            with httpx.Client(base_url=url) as client:
-                failed[release] = sum(client.get(f"/work/{i}").status_code == 500 for i in range(50))
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        with running(launch, port, tmp_path / f"{release}.log") as url, httpx.Client(base_url=url) as client:
+            failed[release] = sum(client.get(f"/work/{i}").status_code == 500 for i in range(50))
     assert failed == {"1": 0, "2": 15}

@@ -4,15 +4,12 @@ manifests/kubernetes, the default rollouts of manifests/rollouts, the re-process
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
@@ -20,6 +17,7 @@ from canary.catalog import HookContext, Moment, OnFailure, load_catalog, run_hoo
 from canary.catalog.schema import SCHEMA
 from canary.controller.spec import load_spec
 from core.settings import Settings
+from tests.canary.catalog.running import free_port, running
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICES = ROOT / "manifests/services"
@@ -114,54 +112,25 @@ def test_opens_reprocessing_is_its_after_rollback_hook(catalog):
     assert catalog["importer"].hooks == () and catalog["resizer"].hooks == ()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"exited with {proc.returncode}"
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} not ready after {seconds}s")
-
-
 @pytest.mark.anyio
 async def test_opens_runs_from_its_entry_and_its_hook_reprocesses(catalog, tmp_path):
     """The real opens service and its processor, started from the entry alone; then the hook asks
     stable to re-process a canary's events, with the admin token, and is answered."""
     opens, settings = catalog["opens"], Settings(admin_token="hook-token", token_secret="s")
-    procs = []
-    try:
+    with contextlib.ExitStack() as stack:
+        urls = []
         for consumer in [None, *opens.consumers]:
             port = free_port()
             args = {"port": port, "state_dir": tmp_path, "settings": settings}
             launch = opens.consumer_launch(consumer, "1.0", **args) if consumer else opens.local_launch("1.0", **args)
-            with (tmp_path / f"{port}.log").open("wb") as log:
-                env = {**os.environ, **launch.environment}
-                proc = subprocess.Popen(launch.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-            procs.append(proc)
-            _wait_ready(f"http://127.0.0.1:{port}{launch.ready_path}", proc, launch.ready_timeout_s)
-            if consumer is None:
-                stable_url = f"http://127.0.0.1:{port}"
+            urls.append(stack.enter_context(running(launch, port, tmp_path / f"{port}.log")))
         (hook,) = opens.hooks
-        context = HookContext("opens", "1.0", "1.1", stable_url, "", "r-1", Moment.AFTER_ROLLBACK, settings)
+        context = HookContext("opens", "1.0", "1.1", urls[0], "", "r-1", Moment.AFTER_ROLLBACK, settings)
         result = await run_hook(hook, context)
         assert result.ok, result.reason
         assert result.json()["events_handed_back"] == 0  # a fresh database: nothing to hand back
-        wrong = await run_hook(hook, HookContext(**{**context.__dict__, "settings": Settings(admin_token="x")}))
+        wrong = await run_hook(hook, dataclasses.replace(context, settings=Settings(admin_token="x")))
         assert not wrong.ok and wrong.status == 401 and "reprocess-canary-events" in wrong.reason
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
 
 
 def test_a_platform_launches_services_and_consumers_by_name(catalog, tmp_path):
