@@ -7,13 +7,15 @@ of them names a service.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from canary.catalog import templates
 from canary.catalog.model import Consumer, Hook, KubeRun, Launch, LocalRun, Moment, RolloutDefaults
-from canary.controller.spec import RolloutSpec
+from canary.controller.spec import Metric, RolloutSpec, Step
 from core.settings import Settings
 
 
@@ -133,6 +135,30 @@ class ServiceEntry:
         return f"{k.image or default_image}:{tag}"
 
     # -- rollouts ----------------------------------------------------------------------------------
+    def rollout_document(self, canary: str, stable: str | None = None) -> dict[str, Any]:
+        """The rollout spec these defaults make, as a document (``canary.controller.spec``'s shape):
+        a spec file given with ``canary release`` is merged over its ``spec`` before it is checked."""
+        d = self.defaults
+        spec: dict[str, Any] = {
+            "service": self.name,
+            "stable": stable or self.stable,
+            "canary": canary,
+            "steps": [_set(s) for s in d.steps],
+            "metrics": [_set(m) for m in d.metrics],
+            "failover": d.failover,
+            "sticky": dict(d.sticky),
+            "alerts": list(d.alerts),
+            "watch": {"seconds": d.watch_seconds},
+        }
+        if d.mirror is not None:
+            spec["mirror"] = dict(d.mirror)
+        return {
+            "apiVersion": "releasewarden/v1",
+            "kind": "Rollout",
+            "metadata": {"name": f"{self.name}-{canary}"},
+            "spec": spec,
+        }
+
     def rollout_spec(self, canary: str, stable: str | None = None) -> RolloutSpec:
         """The rollout of ``canary`` from this entry's defaults (what ``canary release`` does without
         a spec file)."""
@@ -150,6 +176,11 @@ class ServiceEntry:
             alerts=d.alerts,
             watch_seconds=d.watch_seconds,
         )
+
+
+def _set(part: Step | Metric) -> dict[str, Any]:
+    """A step's or metric's fields that are set (a spec leaves the others out)."""
+    return {k: v for k, v in dataclasses.asdict(part).items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -141,3 +141,14 @@ def test_a_platform_launches_services_and_consumers_by_name(catalog, tmp_path):
     assert catalog.launch("resizer", "2.1", port=2, state_dir=tmp_path, settings=settings).argv[2] == "services.resizer"
     with pytest.raises(KeyError, match="unknown service 'printer'"):
         catalog.launch("printer", "1", port=3, state_dir=tmp_path, settings=settings)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_default_rollout_as_a_document_is_a_valid_spec_to_override(catalog, name):
+    entry = catalog[name]
+    document = entry.rollout_document("1.2" if name != "resizer" else "2.1")
+    assert load_spec(yaml.safe_dump(document)) == entry.rollout_spec(document["spec"]["canary"])
+    document["spec"].update({"steps": [{"weight": 50}], "watch": {"seconds": 5}})  # a spec file's overrides
+    overridden = load_spec(yaml.safe_dump(document))
+    assert [s.weight for s in overridden.steps] == [50] and overridden.watch_seconds == 5
+    assert overridden.metrics == entry.defaults.metrics
