@@ -90,12 +90,10 @@ async def run_hook(hook: Hook, context: HookContext, *, timeout: float | None = 
                 return result(False, f"{what} exited with status {status}: {output[-300:]}", status, output)
     except TimeoutError:
         return result(False, f"{what} timed out after {limit:g}s")
-    except httpx.HTTPError as exc:
-        return result(False, f"{what} failed: {type(exc).__name__}: {exc}")
     except OSError as exc:
         return result(False, f"{what} could not start: {exc.strerror or exc}")
-    except templates.TemplateError as exc:
-        return result(False, f"{what}: {exc}")
+    except Exception as exc:  # httpx's errors, a bad URL: a hook must never stop the controller's loop
+        return result(False, f"{what} failed: {type(exc).__name__}: {exc}")
     return result(True, "", status, output)
 
 

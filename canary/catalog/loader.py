@@ -78,6 +78,8 @@ def check_file(path: Path) -> tuple[ServiceEntry | None, list[Problem]]:
     try:
         text = raw.decode("utf-8")
         nodes = list(yaml.compose_all(text, Loader=LOADER))
+        if not nodes:
+            return None, [Problem(source, "(document)", "empty: a catalog entry is one YAML document")]
         if len(nodes) != 1:
             return None, [Problem(source, "(document)", f"one service per file: found {len(nodes)} documents")]
         data = yaml.load(text, Loader=LOADER)

@@ -166,3 +166,8 @@ def _alive(pid: int) -> bool:
 async def test_a_command_that_cannot_start_is_a_failure():
     result = await run_hook(command_hook("/nonexistent/notify"), context())
     assert not result.ok and result.reason.startswith("hook notify (after_promotion) could not start")
+
+
+async def test_a_hook_without_a_url_to_call_fails_with_the_reason():
+    result = await run_hook(http_hook("{stable_url}/admin/reprocess"), context(""))  # no stable is running
+    assert not result.ok and result.reason.startswith("hook hand-back (after_rollback) failed: UnsupportedProtocol")

@@ -182,6 +182,10 @@ def test_one_service_per_file_and_no_bigger_than_a_mebibyte(tmp_path):
     assert problems_of(tmp_path, GOOD + "---\n" + GOOD) == [
         "x.yaml: (document): one service per file: found 2 documents"
     ]
+    assert problems_of(tmp_path, "# nothing yet\n") == [
+        "x.yaml: (document): empty: a catalog entry is one YAML document"
+    ]
+    assert problems_of(tmp_path, "? [a]\n: b\n")[0].startswith("x.yaml:1: (document): not valid YAML")
     assert problems_of(tmp_path, GOOD + "#" * (1 << 20)) == ["x.yaml: (file): larger than 1048576 bytes"]
     path = tmp_path / "binary.yaml"
     path.write_bytes(b"\xff\xfe\x00garbage")
