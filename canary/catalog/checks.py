@@ -9,6 +9,7 @@ after a rollback cannot ask for one, and ``defaults`` obey the rollout spec's ow
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -142,6 +143,10 @@ def _hook(hook: dict[str, Any], moment: str, at: tuple[Any, ...], catalog_dir: P
         yield from _http_url(http["url"], (*at, "http", "url"))
         for name, value in http.get("headers", {}).items():
             yield from _template(value, (*at, "http", "headers", name), templates.HOOK, settings=True)
+        try:
+            json.dumps(http.get("json"))
+        except (TypeError, ValueError):
+            yield (*at, "http", "json"), "must be JSON: quote dates and times (YAML reads 2024-04-13 as a date)"
         for path, text in _strings(http.get("json"), (*at, "http", "json")):
             yield from _template(text, path, templates.HOOK)
         setting = http.get("token_setting")

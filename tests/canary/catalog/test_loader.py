@@ -129,6 +129,10 @@ def test_a_good_entry_loads(tmp_path):
             "x.yaml:2: (document): not valid YAML",
         ),
         ((GOOD, "- a list\n"), "x.yaml:1: (document): must be an object"),
+        (
+            ('url: "{canary_url}/healthz"}', 'url: "{canary_url}/healthz", json: {day: 2022-04-13}}'),
+            "x.yaml:16: hooks.before_traffic[0].http.json: must be JSON: quote dates and times",
+        ),
     ],
 )
 def test_bad_entries_name_file_field_and_line(tmp_path, change, expected):
