@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -152,3 +153,21 @@ def test_the_default_rollout_as_a_document_is_a_valid_spec_to_override(catalog, 
     overridden = load_spec(yaml.safe_dump(document))
     assert [s.weight for s in overridden.steps] == [50] and overridden.watch_seconds == 5
     assert overridden.metrics == entry.defaults.metrics
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_releases_are_the_ones_the_service_knows(catalog, name):
+    known = importlib.import_module(f"services.{name}").RELEASES
+    assert catalog[name].releases == tuple(known) and catalog[name].stable == known[0]
+
+
+def test_the_kubernetes_port_is_the_services_port(catalog):
+    ports = {}
+    for path in (ROOT / "manifests/kubernetes/base").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Service":
+                ports[doc["metadata"]["name"]] = {p["port"] for p in doc["spec"]["ports"]}
+    for name in NAMES:
+        entry = catalog[name]
+        assert entry.kubernetes is not None
+        assert all(ports[entry.kube_service(t)] == {entry.kubernetes.port} for t in ("stable", "canary"))
