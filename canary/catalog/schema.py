@@ -91,7 +91,11 @@ _HTTP = {
     "properties": {
         "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"], "default": "POST"},
         "url": TEMPLATE,
-        "headers": ENVIRONMENT | {"propertyNames": {"pattern": "^[A-Za-z0-9-]{1,100}$"}},
+        "headers": ENVIRONMENT
+        | {
+            "propertyNames": {"pattern": "^[A-Za-z0-9-]{1,100}$"},
+            "description": "request headers; values are templates, and may name {settings.NAME}",
+        },
         "json": {"description": "a JSON body; its strings are templates"},
         "token_setting": {"type": "string", "description": "sent as Authorization: Bearer <that setting>"},
     },
