@@ -25,6 +25,7 @@ class EventKind(enum.StrEnum):
     PROMOTED = "promoted"
     WATCH_ENDED = "watch_ended"
     INCONCLUSIVE = "inconclusive"
+    FAILED = "failed"  # the rollout could not run (a canary never ready, a platform error): nothing to roll back
 
 
 @dataclass(frozen=True)
@@ -88,5 +89,6 @@ class RolloutEvent:
             EventKind.PROMOTED: "was promoted",
             EventKind.WATCH_ENDED: "finished its watch after promotion",
             EventKind.INCONCLUSIVE: "ended a step inconclusive",
+            EventKind.FAILED: "failed",
         }[self.kind]
         return f"{self.service} {self.stable} -> {self.canary} {what}"

@@ -36,6 +36,7 @@ EMOJI = {
     EventKind.PROMOTED: ":tada:",
     EventKind.WATCH_ENDED: ":checkered_flag:",
     EventKind.INCONCLUSIVE: ":grey_question:",
+    EventKind.FAILED: ":x:",
 }
 
 

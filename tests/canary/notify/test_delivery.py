@@ -227,3 +227,43 @@ def test_events_need_a_timezone_and_a_bounded_id():
         RolloutEvent(EventKind.STARTED, "r", "s", "1", "2", at=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="id"):
         RolloutEvent(EventKind.STARTED, "r", "s", "1", "2", id="x" * 65)
+
+
+async def test_two_senders_on_one_database_share_the_work_and_send_each_event_once(db_url, receiver):
+    hooks = [Webhook(receiver.url, WebhookKind.GENERIC, SECRET)]
+    engines = [make_engine(db_url), make_engine(db_url)]
+    try:
+        outboxes = [Outbox(e, hooks) for e in engines]
+        many = [event(EventKind.STEP_PASSED, i, rollout="r2") for i in range(40)]
+        async with (
+            running(Sender(outboxes[0], policy=FAST, poll_s=0.01, batch=5)),
+            running(Sender(outboxes[1], policy=FAST, poll_s=0.01, batch=5)),
+        ):
+            for i, e in enumerate(many):
+                outboxes[i % 2].enqueue(e)
+            await wait_until(lambda: len(receiver.events()) >= len(many))
+            await wait_until(lambda: outboxes[0].status() == [])
+        assert sorted(ids(receiver.events())) == sorted(e.id for e in many)
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+async def test_status_shows_what_waits_and_prune_forgets_only_what_was_delivered_long_ago(engine, receiver):
+    now = [1_000_000.0]
+    outbox = Outbox(engine, [Webhook(receiver.url, WebhookKind.GENERIC, SECRET)], clock=lambda: now[0])
+    outbox.enqueue(ONE_OF_EACH[0])
+    outbox.enqueue(ONE_OF_EACH[1])
+    (waiting,) = outbox.status()
+    assert (waiting.pending, waiting.oldest_at, waiting.last_error) == (2, now[0], None)
+    receiver.status = 500
+    await Sender(outbox, policy=FAST, clock=lambda: now[0]).pass_once()
+    assert [s.last_error for s in outbox.status()] == ["answered 500"]
+    receiver.status = 200
+    now[0] += 10
+    assert await Sender(outbox, policy=FAST, clock=lambda: now[0]).pass_once() == 2
+    outbox.enqueue(ONE_OF_EACH[2])  # not delivered: never pruned
+    now[0] += 86_400
+    assert outbox.prune(older_than_s=3600) == 2
+    assert [s.pending for s in outbox.status()] == [1]
+    assert outbox.enqueue(ONE_OF_EACH[2]) is Enqueued.DUPLICATE
