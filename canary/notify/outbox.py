@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -44,7 +45,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from canary.notify.events import RolloutEvent
 from canary.notify.webhooks import Webhook
@@ -103,6 +105,13 @@ class QueueStatus:
     last_error: str | None
 
 
+def _insert_new(conn: Connection) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING in the connection's dialect (SQLite and PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(events)
+    return sqlite.insert(events)
+
+
 class Outbox:
     def __init__(self, engine: Engine, webhooks: Sequence[Webhook], clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
@@ -126,15 +135,17 @@ class Outbox:
 
     def enqueue_on(self, conn: Connection, event: RolloutEvent) -> Enqueued:
         """The same inside the caller's transaction (stored if and only if the caller commits)."""
-        if conn.execute(select(events.c.id).where(events.c.id == event.id)).first() is not None:
-            return Enqueued.DUPLICATE
         now = self.clock()
-        payload = json.dumps(event.to_dict())
-        row = {"id": event.id, "kind": event.kind.value, "rollout_id": event.rollout_id, "payload": payload}
-        try:
-            with conn.begin_nested():  # a concurrent enqueue of the same id loses the race quietly
-                conn.execute(insert(events), [{**row, "created_at": now}])
-        except IntegrityError:
+        row = {
+            "id": event.id,
+            "kind": event.kind.value,
+            "rollout_id": event.rollout_id,
+            "payload": json.dumps(event.to_dict()),
+            "created_at": now,
+        }
+        # one statement that also settles a concurrent enqueue of the same id: the loser stores nothing
+        new = _insert_new(conn).values(**row).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
+        if conn.execute(new).first() is None:
             return Enqueued.DUPLICATE
         wanted = [
             {"event_id": event.id, "webhook": hook.key, "attempts": 0, "next_attempt_at": now}

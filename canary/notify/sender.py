@@ -94,6 +94,16 @@ class Sender:
 
     async def pass_once(self) -> int:
         """One pass over every webhook; how many deliveries it completed.  Never raises."""
+        if self._client is None:  # called on its own (tests, a one-off flush): a client for this pass
+            async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client:
+                self._client = client
+                try:
+                    return await self._pass()
+                finally:
+                    self._client = None
+        return await self._pass()
+
+    async def _pass(self) -> int:
         try:
             await asyncio.to_thread(self.outbox.flush_deferred)
             done = await asyncio.gather(*(self._drain(hook) for hook in self.webhooks))
@@ -126,11 +136,8 @@ class Sender:
     async def _post(self, hook: Webhook, item: Pending) -> Attempt:
         data = payloads.body(item.event, hook.kind)
         headers = payloads.headers(item.event, hook, data, self.clock())
-        client = self._client
-        if client is None:  # pass_once called outside run(): a client for this pass
-            async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as own:
-                return await _attempt(own, hook.url, data, headers)
-        return await _attempt(client, hook.url, data, headers)
+        assert self._client is not None  # pass_once and run() provide one
+        return await _attempt(self._client, hook.url, data, headers)
 
 
 async def _attempt(client: httpx.AsyncClient, url: str, data: bytes, headers: dict[str, str]) -> Attempt:
