@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+MAX_TEXT = 2000
+
 
 class EventKind(enum.StrEnum):
     STARTED = "started"
@@ -44,6 +46,10 @@ class RolloutEvent:
     def __post_init__(self) -> None:
         if not isinstance(self.kind, EventKind):
             object.__setattr__(self, "kind", EventKind(self.kind))
+        for name in ("reason", "evidence"):  # bounded: a chat message and a stored row stay small
+            value = getattr(self, name)
+            if len(value) > MAX_TEXT:
+                object.__setattr__(self, name, value[: MAX_TEXT - 1] + "…")
         if self.at.tzinfo is None:
             raise ValueError("RolloutEvent.at must be timezone-aware (UTC)")
         if not self.id or len(self.id) > 64:

@@ -105,14 +105,19 @@ def charts(track: Track) -> list[str]:
 LOWEST_LOG_E = -3.0  # e-values under 1/1000 (strong evidence for the canary) are drawn at 1/1000
 
 
+HIGHEST_LOG_E = 310.0  # the controller caps e-values at e^700 (about 1e304); "unbounded" is drawn here
+
+
 def _log10_e(value: Any) -> float | None:
+    if value in ("unbounded", "-unbounded"):  # how the controller's JSON says infinity
+        return HIGHEST_LOG_E if value == "unbounded" else LOWEST_LOG_E
     try:
         e = float(value)
     except (TypeError, ValueError):
         return None
     if math.isnan(e):
         return None
-    return LOWEST_LOG_E if e <= 10**LOWEST_LOG_E else min(math.log10(e), 310.0)
+    return LOWEST_LOG_E if e <= 10**LOWEST_LOG_E else min(math.log10(e), HIGHEST_LOG_E)
 
 
 def evidence_chart(track: Track, t: list[float], markers: list[Marker]) -> str | None:

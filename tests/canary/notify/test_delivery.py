@@ -220,13 +220,15 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped():
     assert all(policy.delay(20, rng) <= 60.0 for _ in range(100))
 
 
-def test_events_need_a_timezone_and_a_bounded_id():
+def test_events_need_a_timezone_a_bounded_id_and_bounded_texts():
     from datetime import datetime
 
     with pytest.raises(ValueError, match="timezone"):
         RolloutEvent(EventKind.STARTED, "r", "s", "1", "2", at=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="id"):
         RolloutEvent(EventKind.STARTED, "r", "s", "1", "2", id="x" * 65)
+    long = RolloutEvent(EventKind.ROLLED_BACK, "r", "s", "1", "2", reason="x" * 10_000, evidence="y" * 3000)
+    assert len(long.reason) == len(long.evidence) == 2000 and long.reason.endswith("…")
 
 
 async def test_two_senders_on_one_database_share_the_work_and_send_each_event_once(db_url, receiver):

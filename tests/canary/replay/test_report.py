@@ -69,9 +69,10 @@ def test_a_rollout_without_judged_samples_has_no_e_value_chart():
 
 
 def test_huge_and_tiny_e_values_stay_on_the_chart():
-    track = recorded([1e-9, 1.0, math.exp(700)], ["progressing"] * 3)
+    track = recorded([1e-9, 1.0, math.exp(700), "unbounded"], ["progressing"] * 4)  # type: ignore[list-item]
     (curve, _threshold) = polylines(report.charts(track)[2])
-    assert all(math.isfinite(x) and math.isfinite(y) for x, y in curve)
+    assert len(curve) == 4 and all(math.isfinite(x) and math.isfinite(y) for x, y in curve)
+    assert curve[3][1] <= curve[2][1]  # unbounded at the top
 
 
 def load_report(started: int, late: int, skipped: int = 0, rate: float = 90.0, achieved: float = 89.5) -> dict:
