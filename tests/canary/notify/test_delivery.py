@@ -198,9 +198,7 @@ async def test_an_event_the_database_refuses_waits_in_memory_and_is_sent_later(t
         outbox = Outbox(engine, [Webhook(receiver.url, WebhookKind.GENERIC, SECRET)])
         with blocker.connect().execution_options(sqlite_begin="IMMEDIATE") as hold, hold.begin():
             hold.execute(text("SELECT 1"))  # the write lock is held: every write fails fast
-            started = time.monotonic()
-            assert outbox.enqueue(ONE_OF_EACH[0]) is Enqueued.DEFERRED
-            assert time.monotonic() - started < 5  # the tick was not held up for long
+            assert outbox.enqueue(ONE_OF_EACH[0]) is Enqueued.DEFERRED  # not raised into the tick
             sender = Sender(outbox, policy=FAST)
             assert await sender.pass_once() == 0  # still locked: nothing sent, nothing raised
         assert await sender.pass_once() == 1
