@@ -104,3 +104,20 @@ def wait_for_rollout(
             return r
         assert time.monotonic() < deadline, f"still {r['phase']}: {r['reason']}"
         time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def load_in_background(config: Any) -> Iterator[None]:
+    """`canary load` (a ``LoadConfig``) in a thread while the block runs; stopped and joined after."""
+    import threading
+
+    from canary.traffic.load import run
+
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(config,), kwargs={"stop": stop}, name="background-load")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(60)

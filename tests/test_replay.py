@@ -47,7 +47,8 @@ def test_the_replay_rolls_back_each_faulty_release_and_promotes_each_reworked_on
     assert [r["opens_lost"] for r in report["services"]["opens"]] == [0, 0]
 
     page = (tmp_path / "report.html").read_text()
-    assert page.count("<svg") == 12  # two charts per release: bad share per track, and weight
+    # three charts per release: bad share per track, weight, and the judge's e-value against its threshold
+    assert page.count("<svg") == 18 and page.count("evidence against the canary (e-value") == 6
     assert "13 April 2022" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
 
     leftover = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True)

@@ -4,13 +4,14 @@ network needed) and the summary printed in the terminal."""
 from __future__ import annotations
 
 import json
+import math
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from canary.replay.plan import INCIDENT, INCIDENT_ROLLBACK_MIN
 from canary.replay.recorder import Track
-from canary.replay.svg import COLORS, Marker, Series, line_chart
+from canary.replay.svg import COLORS, EVIDENCE, Marker, Series, line_chart
 
 
 def write(state_dir: Path, report: dict[str, Any], tracks: list[Track]) -> tuple[Path, Path]:
@@ -88,6 +89,7 @@ def charts(track: Track) -> list[str]:
             dashed=True,
         ),
     ]
+    evidence = evidence_chart(track, t, markers)
     return [
         line_chart(
             f"{track.service} {track.release}: bad share per track (cumulative, as the judge sees it)",
@@ -96,7 +98,66 @@ def charts(track: Track) -> list[str]:
             y_format=lambda v: f"{v:.0%}" if v >= 0.1 else f"{v:.1%}",
         ),
         line_chart(f"{track.service} {track.release}: traffic to the canary", weight, markers=markers, y_max=100),
+        *([evidence] if evidence else []),
     ]
+
+
+LOWEST_LOG_E = -3.0  # e-values under 1/1000 (strong evidence for the canary) are drawn at 1/1000
+
+
+HIGHEST_LOG_E = 310.0  # the controller caps e-values at e^700 (about 1e304); "unbounded" is drawn here
+
+
+def _log10_e(value: Any) -> float | None:
+    if value in ("unbounded", "-unbounded"):  # how the controller's JSON says infinity
+        return HIGHEST_LOG_E if value == "unbounded" else LOWEST_LOG_E
+    try:
+        e = float(value)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(e):
+        return None
+    return LOWEST_LOG_E if e <= 10**LOWEST_LOG_E else min(math.log10(e), HIGHEST_LOG_E)
+
+
+def evidence_chart(track: Track, t: list[float], markers: list[Marker]) -> str | None:
+    """Each metric's e-value against 'canary no worse than stable' over the rollout, on a log scale,
+    with the threshold at which the judge fails the canary (1/alpha): the judge's most telling number."""
+    samples = track.samples
+    names = list(dict.fromkeys(name for s in samples for name in s["judge"]))
+    series: list[Series] = []
+    thresholds: dict[float, dict[str, None]] = {}
+    for i, name in enumerate(names):
+        points = []
+        for x, s in zip(t, samples, strict=True):
+            judged = s["judge"].get(name)
+            y = _log10_e(judged.get("e_value")) if judged else None
+            if y is not None:
+                points.append((x, y))
+                threshold = _log10_e(judged.get("threshold"))
+                if threshold is not None:
+                    thresholds.setdefault(threshold, {})[name] = None  # an ordered set of names
+        if points:
+            series.append(Series(f"{name}: e-value", points, EVIDENCE[i % len(EVIDENCE)]))
+    if not series:
+        return None
+    end = max(t)
+    for y, metric_names in sorted(thresholds.items()):
+        label = f"fails at {_e_label(y)}" + ("" if len(thresholds) == 1 else f" ({', '.join(metric_names)})")
+        series.append(Series(label, [(0.0, y), (end, y)], COLORS["threshold"], dashed=True))
+    ys = [y for s in series for _, y in s.points]
+    return line_chart(
+        f"{track.service} {track.release}: evidence against the canary (e-value, log scale) and its threshold",
+        series,
+        markers=markers,
+        y_min=min(0.0, math.floor(min(ys))),
+        y_max=max(1.0, math.ceil(max(ys) * 1.1)),
+        y_format=_e_label,
+    )
+
+
+def _e_label(log10_e: float) -> str:
+    return f"{10**log10_e:.3g}" if abs(log10_e) < 4 else f"1e{log10_e:.0f}"
 
 
 CSS = """

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from canary.replay import figures, report
+from canary.replay import figures, report, schedule
 from canary.replay.live import LiveView
 from canary.replay.plan import DEMO, FAULTY, MIX, REWORKED, STABLE, Pace, load_config, spec_text
 from canary.replay.recorder import Recorder, Track
@@ -150,16 +150,8 @@ class OpensLedger:
 
 
 def _load_notes(rounds: list[Round], pace: Pace) -> list[str]:
-    notes = []
-    for r in rounds:
-        s = r.load_report.get("schedule", {})
-        if s.get("fell_behind"):
-            notes.append(
-                f"During the {r.name} releases the load generator fell behind: {s['achieved_rate']:g} of "
-                f"{pace.load_rate:g} arrivals/s ({s['late_starts']} started late, "
-                f"{s['skipped_too_many_in_flight']} skipped with too many in flight); the machine was saturated."
-            )
-    return notes
+    notes = (schedule.note(r.name, schedule.LoadSchedule.from_report(r.load_report, pace.load_rate)) for r in rounds)
+    return [n for n in notes if n]
 
 
 def _report(rounds: list[Round], pace: Pace, duration_s: float, problems: list[str]) -> dict[str, Any]:

@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-COLORS = {"canary": "#d6402b", "stable": "#2b6cd6", "weight": "#333333", "mirror": "#8a4fd6"}
+COLORS = {"canary": "#d6402b", "stable": "#2b6cd6", "weight": "#333333", "mirror": "#8a4fd6", "threshold": "#777777"}
+EVIDENCE = ("#d6402b", "#c27c0e", "#19703a", "#8a4fd6")  # one per metric on the e-value chart
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ def line_chart(
     *,
     markers: Sequence[Marker] = (),
     y_max: float | None = None,
+    y_min: float = 0.0,
     y_format: Callable[[float], str] = lambda v: f"{v:g}",
     width: int = 640,
     height: int = 220,
@@ -39,13 +41,15 @@ def line_chart(
     ys = [y for s in series for _, y in s.points]
     x_max = max(xs, default=1.0) or 1.0
     top_y = y_max if y_max is not None else (max(ys, default=0.0) * 1.15 or 1.0)
+    if top_y <= y_min:
+        top_y = y_min + 1.0
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def px(x: float) -> float:
         return left + plot_w * x / x_max
 
     def py(y: float) -> float:
-        return top + plot_h * (1 - min(y, top_y) / top_y)
+        return top + plot_h * (1 - (min(max(y, y_min), top_y) - y_min) / (top_y - y_min))
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -55,7 +59,7 @@ def line_chart(
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#bbb"/>',
     ]
     for i in range(5):
-        value = top_y * i / 4
+        value = y_min + (top_y - y_min) * i / 4
         y = py(value)
         out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{escape(y_format(value))}</text>')

@@ -3,7 +3,8 @@
 Checks happen on the header before any pixel is decoded (format, dimensions against the
 decompression-bomb limit), then a full decode proves the file is complete.  Rendering asks the
 JPEG decoder for a reduced size first (``draft``: DCT scaling, many times faster than decoding
-every pixel), applies EXIF orientation, converts CMYK, palette and alpha modes, and resizes with
+every pixel), applies EXIF orientation, converts every mode to RGB, RGBA or L (transparent colours
+becoming alpha, 16-bit grey scaled to 8 bits), and resizes with
 ``reducing_gap`` so that large reductions run in integer steps before the final filter.
 """
 
@@ -13,7 +14,7 @@ import io
 import math
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMath, ImageOps, UnidentifiedImageError
 
 from core.errors import Unprocessable, UnsupportedMedia
 
@@ -118,16 +119,45 @@ def upright(im: Image.Image) -> Image.Image:
 
 
 def normalise_mode(im: Image.Image) -> Image.Image:
-    """RGB, RGBA or L: CMYK and palettes converted, transparency kept as alpha."""
-    if im.mode == "CMYK":
-        return im.convert("RGB")
-    if im.mode == "P":
-        return im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("LA", "PA", "RGBa"):
-        return im.convert("RGBA")
-    if im.mode not in ("RGB", "RGBA", "L"):
-        return im.convert("RGB")
-    return im
+    """RGB, RGBA or L, whatever the file's mode: CMYK and palettes converted, transparency kept as alpha.
+
+    A transparent colour (a PNG ``tRNS`` chunk on a grey, RGB, palette or 1-bit image) becomes an
+    alpha channel before any resampling: a colour key does not survive interpolation, and Pillow
+    refuses to write one that the conversion left in the wrong shape (the int of a grey image on an
+    RGB one: the ``ValueError`` that answered 500).  16-bit grey is scaled to 8 bits, not clipped
+    (clipping turned every such image white).
+    """
+    if im.mode in SIXTEEN_BIT_GREY:
+        return _eight_bit_grey(im)
+    if im.mode in PREMULTIPLIED:  # Pillow converts these only to their straight-alpha twins
+        im = im.convert(PREMULTIPLIED[im.mode])
+    if "transparency" in im.info:
+        converted = im.convert("RGBA")
+    elif im.mode in ("RGB", "RGBA", "L"):
+        return im
+    elif im.mode in ("LA", "PA"):
+        converted = im.convert("RGBA")
+    elif im.mode == "1":
+        converted = im.convert("L")
+    else:  # P without transparency, CMYK, YCbCr, LAB, HSV, RGBX, F
+        converted = im.convert("RGB")
+    converted.info.pop("transparency", None)
+    return converted
+
+
+SIXTEEN_BIT_GREY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+PREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}
+
+
+def _eight_bit_grey(im: Image.Image) -> Image.Image:
+    """16-bit grey (Pillow's I;16 or I) to L, keeping its transparent value as alpha."""
+    wide = im.convert("I")
+    grey = wide.point(lambda v: v * (1 / 256)).convert("L")
+    key = im.info.get("transparency")
+    if not isinstance(key, int):
+        return grey
+    alpha: Image.Image = ImageMath.lambda_eval(lambda a: (a["im"] != key) * 255, im=wide)
+    return Image.merge("LA", (grey, alpha.convert("L"))).convert("RGBA")
 
 
 def _flatten(im: Image.Image) -> Image.Image:
