@@ -24,7 +24,6 @@ import httpx
 from canary.controller.app import create_controller_app
 from canary.platforms.local_router import LocalRouter
 from canary.platforms.processes import free_port
-from canary.router.app import create_router
 from core.errors import DependencyUnavailable
 from core.serve import run_server, serve_in_thread
 from core.settings import Settings
@@ -63,6 +62,8 @@ def local_stack(
         if router_as_process:
             router_url = stack.enter_context(router_process(state_dir, table_url, token, free_port()))
         else:
+            from canary.router.app import create_router  # here only: `canary up` restarts faster without it
+
             router = create_router(Settings(admin_token=token), table_source=table_url, table_token=token)
             router_url = stack.enter_context(serve_in_thread(router))
         controller_settings = Settings(

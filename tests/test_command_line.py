@@ -288,7 +288,11 @@ def test_a_controller_killed_in_any_phase_resumes_without_acting_twice_and_consu
         if first.poll() is None:
             first.kill()
     assert services() == set()
-    routers = subprocess.run(["pgrep", "-f", "--", f"canary.router .*--port {rport}"], capture_output=True, text=True)
+    routers = subprocess.run(
+        ["pgrep", "-f", "--", f"canary.(router|platforms.router_standby) .*--port {rport}"],
+        capture_output=True,
+        text=True,
+    )
     assert routers.stdout.strip() == ""  # the adopted router was stopped by the stop
 
 

@@ -6,7 +6,9 @@ serves it at once when it starts again.  Its pid, port and table URL are recorde
 ``STATE/router.json``: the next ``canary up`` ADOPTS a recorded router that still runs and answers
 on the same port for the same table instead of replacing it (consumers see nothing), and stops a
 stale one (another port or table).  While ``canary up`` runs, a supervisor thread restarts the
-router within moments when it dies; a stop (Ctrl-C, SIGTERM) stops it, adopted or not.
+router when it dies, from a spare kept ready beside it (``router_standby``: its imports done, it
+binds the port the moment it is told), else from scratch; a stop (Ctrl-C, SIGTERM) stops it,
+adopted or not.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from core.errors import DependencyUnavailable
 
 log = logging.getLogger("releasewarden.platform.router")
 MODULE = "canary.router"
+SPARE = "canary.platforms.router_standby"
 RECORD = "router.json"
 TABLE_STATE = "router-table.json"
+SPARE_RETRY_S = 5.0
 WATCH_S = 0.05  # how often the supervisor looks: part of the time a dead router costs consumers
 
 
@@ -57,6 +61,8 @@ class LocalRouter:
         self.adopted = False  # this run took over a router a killed `canary up` left running
         self.restarts = 0
         self._popen: subprocess.Popen[bytes] | None = None
+        self._spare: subprocess.Popen[bytes] | None = None
+        self._next_spare_at = 0.0
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -73,6 +79,9 @@ class LocalRouter:
         self._stopping.set()
         if self._watcher is not None:
             self._watcher.join(5)
+        if self._spare is not None:
+            self._spare.kill()
+            self._spare.wait()
         if self._popen is not None:
             self._popen.terminate()
             try:
@@ -89,7 +98,7 @@ class LocalRouter:
 
     def _adopt(self) -> bool:
         record = RouterRecord.read(self.state_dir / RECORD)
-        if record is None or not pid_alive(record.pid) or not runs_module(record.pid, MODULE, record.port):
+        if record is None or not pid_alive(record.pid) or not _is_router(record.pid, record.port):
             return False  # nothing recorded, or the pid is gone or someone else's now: never signal it
         if (record.port, record.table_url) == (self.port, self.table_url) and self._answers():
             self.pid = record.pid
@@ -105,30 +114,57 @@ class LocalRouter:
         except (httpx.HTTPError, ValueError, AttributeError):
             return False
 
-    def _launch(self) -> None:
+    def _argv(self) -> list[str]:
+        return ["--table", self.table_url, "--port", str(self.port), "--table-state", str(self.state_dir / TABLE_STATE)]
+
+    def _popen_of(self, module: str, **kw: object) -> subprocess.Popen[bytes]:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", MODULE, "--table", self.table_url, "--port", str(self.port)]
-        argv += ["--table-state", str(self.state_dir / TABLE_STATE)]
         with (logs / "router.log").open("ab") as out:
-            self._popen = subprocess.Popen(
-                argv,
+            return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+                [sys.executable, "-m", module, *self._argv()],
                 env={**os.environ, "CANARY_TABLE_TOKEN": self.token, "CANARY_ADMIN_TOKEN": self.token},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives a `canary up` killed outright
+                **kw,
             )
+
+    def _launch(self) -> None:
+        """The spare becomes the router if one is ready, else a router starts from scratch."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None and spare.stdin is not None:
+            try:
+                spare.stdin.write(b"go\n")
+                spare.stdin.close()
+                self._popen = spare
+            except OSError:
+                spare.kill()
+                self._popen = self._popen_of(MODULE)
+        else:
+            self._popen = self._popen_of(MODULE)
         self.pid = self._popen.pid
         tmp = self.state_dir / f".{RECORD}.tmp"
         tmp.write_text(json.dumps(asdict(RouterRecord(self.pid, self.port, self.table_url))))
         os.replace(tmp, self.state_dir / RECORD)
         outcome = wait_until_answers(f"{self.url}/healthz", self.alive, 30.0)
         if outcome != "ready":
-            raise DependencyUnavailable(f"the router on {self.url} did not start ({outcome}; log in {logs})")
+            raise DependencyUnavailable(f"the router on {self.url} did not start ({outcome}; log in {self.state_dir})")
+
+    def _keep_a_spare(self) -> None:
+        if self._spare is not None and self._spare.poll() is None:
+            return
+        if time.monotonic() < self._next_spare_at:  # a spare that keeps dying is not retried in a spin
+            return
+        if self._spare is not None:
+            log.warning("the spare router exited (%s); see the router log", self._spare.returncode)
+        self._spare = self._popen_of(SPARE, stdin=subprocess.PIPE)
+        self._next_spare_at = time.monotonic() + SPARE_RETRY_S
 
     def _supervise(self) -> None:
         while not self._stopping.wait(WATCH_S):
             if self.alive():
+                self._keep_a_spare()
                 continue
             died = time.monotonic()
             code = self._popen.returncode if self._popen is not None else "adopted"
@@ -140,3 +176,7 @@ class LocalRouter:
                 continue
             self.restarts += 1
             log.warning("the router answers again after %.2f s", time.monotonic() - died)
+
+
+def _is_router(pid: int, port: int) -> bool:
+    return runs_module(pid, MODULE, port) or runs_module(pid, SPARE, port)

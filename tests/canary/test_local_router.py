@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -85,3 +86,28 @@ def test_a_router_left_by_a_killed_run_is_adopted_and_a_stop_stops_it(tmp_path, 
         assert not other.adopted and answers(f"{other.url}/svc/x") == 200
     finally:
         other.stop()
+
+
+def test_a_spare_router_waits_ready_and_exits_when_whoever_started_it_is_gone(tmp_path, upstream):
+    table = tmp_path / "routes.json"
+    table.write_text(json.dumps({"version": 1, "services": {"svc": {"upstreams": {"stable": upstream}}}}))
+    router = LocalRouter(tmp_path, str(table), "tok", free_port())
+    router.start()
+    try:
+        wait_for(lambda: router._spare is not None)
+        spare = router._spare
+        assert spare is not None and spare.poll() is None
+        assert answers(f"{router.url}/svc/x") == 200  # the spare has not taken the port: the router has
+        os.kill(router.pid, signal.SIGKILL)
+        wait_for(lambda: router.restarts == 1 and answers(f"{router.url}/svc/x") == 200)
+        assert router.pid == spare.pid  # the spare became the router
+        wait_for(lambda: router._spare is not None and router._spare.poll() is None)  # and a new spare waits
+        orphan = router._spare
+    finally:
+        router.stop()
+    assert orphan is not None and orphan.poll() is not None
+    # a spare whose starter died (its stdin closes) exits instead of lingering
+    lonely = router._popen_of("canary.platforms.router_standby", stdin=subprocess.PIPE)
+    assert lonely.stdin is not None
+    lonely.stdin.close()
+    assert lonely.wait(60) == 0
