@@ -280,7 +280,7 @@ def test_a_controller_killed_in_any_phase_resumes_without_acting_twice_and_consu
                 assert canary("resume", rid).returncode == 0
                 wait_status("progressing")  # the pause survived the crash, and so does the resume
         finally:
-            second.send_signal(signal.SIGINT)
+            second.send_signal(signal.SIGTERM if phase == "watching" else signal.SIGINT)  # both are a stop
             second.wait(60)
     finally:
         if load is not None:
