@@ -65,7 +65,9 @@ def local_stack(
             from canary.router.app import create_router  # here only: `canary up` restarts faster without it
 
             router = create_router(Settings(admin_token=token), table_source=table_url, table_token=token)
-            router_url = stack.enter_context(serve_in_thread(router))
+            router_port = free_port()
+            router.tables.configure(address=f"127.0.0.1:{router_port}")  # who confirms the table it serves
+            router_url = stack.enter_context(serve_in_thread(router, port=router_port))
         controller_settings = Settings(
             db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), admin_token=token, **settings
         )
