@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,7 +138,21 @@ def local_monitoring(state_dir: Path, controller_url: str, token: str) -> Iterat
         }
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def up(state_dir: Path, controller_port: int, router_port: int, prometheus: bool = False) -> int:
+    # SIGTERM is a stop, as Ctrl-C: it unwinds what this started (router, monitoring) instead of ending
+    # the process with them still running (uvicorn stops gracefully on it, then raises it again)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return _up(state_dir, controller_port, router_port, prometheus)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: bool) -> int:
     token = admin_token(state_dir)
     controller_url = f"http://127.0.0.1:{controller_port}"
     with contextlib.ExitStack() as stack:
