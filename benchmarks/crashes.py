@@ -96,8 +96,13 @@ class Stack:
             return None
         return parse_table(mine.json()), parse_table(served.json())
 
-    def world_is(self, weight: float, releases: dict[str, str]) -> bool:
-        return self.world_matches(lambda r: r.threshold == round(weight * 100) and r.releases == releases)
+    def router_serves(self, phase: Callable[[ServiceRoute], bool]) -> bool:
+        """What consumers get: the router's table routes as the stored phase says."""
+        served = self.get(f"{self.router}/_router/table", headers=self.auth())
+        if served is None or served.status_code != 200:
+            return False
+        route = parse_table(served.json()).services.get("importer")
+        return route is not None and phase(route)
 
     def world_matches(self, phase: Callable[[ServiceRoute], bool]) -> bool:
         """The controller publishes the stored phase's routing, and the router serves that table."""
@@ -158,18 +163,21 @@ class Load:
         return self.pixels() > self.before + 40
 
     def stop(self) -> dict[str, Any]:
+        """What consumers saw while it ran."""
         self.stop_event.set()
         self.thread.join(120)
         services = self.result["services"]
         return {
-            "requests": sum(s["requests"] for s in services.values()),
-            "errors": sum(sum(s["errors"].values()) for s in services.values()),
+            "consumer_errors": sum(sum(s["errors"].values()) for s in services.values()),
+            "consumer_requests": sum(s["requests"] for s in services.values()),
             "errors_by_kind": {n: s["errors"] for n, s in services.items() if s["errors"]},
-            "achieved_rate": self.result["schedule"]["achieved_rate"],
         }
 
 
-def kill_controller(stack: Stack, world: Callable[[], bool]) -> dict[str, Any]:
+def kill_controller(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict[str, Any]:
+    """SIGKILL and restart under load; sampled every 50 ms until the new controller has acted and its
+    table and the router's match the stored phase, also counting the time the router served a
+    table contrary to the phase (a restarted controller publishing less than the phase needs)."""
     assert stack.proc is not None
     before = stack.pids()
     load = Load(stack)
@@ -178,21 +186,30 @@ def kill_controller(stack: Stack, world: Callable[[], bool]) -> dict[str, Any]:
     stack.proc.kill()
     stack.proc.wait()
     stack.spawn()
-    until(stack.api_answers)
-    api_s = time.monotonic() - killed
-    until(stack.acted)
-    acted_s = time.monotonic() - killed
-    until(world)
-    world_s = time.monotonic() - killed
+    api_s = acted_s = None
+    contrary_s, last = 0.0, time.monotonic()
+    while True:
+        now = time.monotonic()
+        if not stack.router_serves(phase):
+            contrary_s += now - last
+        last = now
+        if api_s is None and stack.api_answers():
+            api_s = now - killed
+        if api_s is not None and acted_s is None and stack.acted():
+            acted_s = now - killed
+        if acted_s is not None and stack.world_matches(phase):
+            world_s = now - killed
+            break
+        if now - killed > 180:
+            raise TimeoutError("the restarted controller never matched the stored phase")
+        time.sleep(0.05)
     time.sleep(2.0)  # keep the load on a while after the new controller acts
-    consumers = load.stop()
     return {
-        "consumer_errors": consumers["errors"],
-        "consumer_requests": consumers["requests"],
-        "errors_by_kind": consumers["errors_by_kind"],
-        "api_answers_s": round(api_s, 2),
+        **load.stop(),
+        "api_answers_s": round(api_s or 0.0, 2),
         "resume_acting_s": round(acted_s, 2),
         "world_matches_s": round(world_s, 2),
+        "router_served_contrary_table_s": round(contrary_s, 2),
         "releases_adopted": bool(before) and before <= stack.pids(),
     }
 
@@ -205,12 +222,9 @@ def kill_router(stack: Stack) -> dict[str, Any]:
     os.kill(pid, signal.SIGKILL)
     until(lambda: (r := stack.get(f"{stack.router}/importer/healthz")) is not None and r.status_code == 200, step=0.005)
     gap = time.monotonic() - died
-    time.sleep(2.0)
-    consumers = load.stop()
+    time.sleep(2.0)  # and a while after it answers again
     return {
-        "consumer_errors": consumers["errors"],
-        "consumer_requests": consumers["requests"],
-        "errors_by_kind": consumers["errors_by_kind"],
+        **load.stop(),
         "answers_again_s": round(gap, 3),
         "errors_expected_at_rate": round(RATE * gap, 1),
     }
@@ -252,7 +266,12 @@ def main() -> None:
             until(lambda: stack.releases_answering() == {"1.0"})
             cold_up_s = time.monotonic() - started
             phases: dict[str, Any] = {}
-            phases["stable_only"] = kill_controller(stack, lambda: stack.world_is(0, {"stable": "1.0"}))
+
+            def stable_only(r: ServiceRoute) -> bool:
+                return r.threshold == 0 and r.releases == {"stable": "1.0"}
+
+            until(lambda: stack.world_matches(stable_only))
+            phases["stable_only"] = kill_controller(stack, stable_only)
             (state / "slow.yaml").write_text(SPEC)
             out = subprocess.run(
                 [sys.executable, "-m", "canary.cli", "release", "importer", "--to", "1.2", "--spec",
@@ -261,17 +280,17 @@ def main() -> None:
             )  # fmt: skip
             rid = out.stdout.split()[1].rstrip(":")
 
-            def progressing() -> bool:
-                return stack.world_is(50, {"stable": "1.0", "canary": "1.2"})
+            def progressing(r: ServiceRoute) -> bool:
+                return r.threshold == 5000 and r.releases == {"stable": "1.0", "canary": "1.2"}
 
-            until(progressing)
+            until(lambda: stack.world_matches(progressing))
             phases["progressing"] = kill_controller(stack, progressing)
             until(lambda: httpx.post(f"{stack.controller}/api/rollouts/{rid}/promote", headers=stack.auth()).is_success)
 
-            def watching() -> bool:  # promoted: 1.2 is stable (the old one kept warm, maybe a holdback)
-                return stack.world_matches(lambda r: r.releases.get("stable") == "1.2")
+            def watching(r: ServiceRoute) -> bool:  # promoted: 1.2 is stable (the old one warm, maybe a holdback)
+                return r.releases.get("stable") == "1.2"
 
-            until(watching)
+            until(lambda: stack.world_matches(watching))
             phases["watching"] = kill_controller(stack, watching)
             router = kill_router(stack)
             cold_router_s = cold_router_start(state)
@@ -284,6 +303,7 @@ def main() -> None:
             "rate": RATE,
             "controller_kill": phases,
             "consumer_errors_across_controller_kills": sum(p["consumer_errors"] for p in phases.values()),
+            "router_served_contrary_table_s": max(p["router_served_contrary_table_s"] for p in phases.values()),
             "cold_canary_up_s": round(cold_up_s, 2),
             "resume_acting_s": resume,
             "resume_acting_ratio": round(resume / cold_up_s, 3),
