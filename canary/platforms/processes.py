@@ -2,6 +2,9 @@
 
 The building block of the local platform: a process per release, its output in a log file in the
 state directory, readiness by polling ``/readyz``, and a stop that sends SIGTERM, waits, then kills.
+Each runs in its own session, so it outlives a controller killed outright; a process adopted from
+such a controller is known by its pid only, and is checked to still be ours (its command line)
+before it is ever signalled.
 """
 
 from __future__ import annotations
