@@ -100,3 +100,26 @@ async def test_an_adopted_release_nobody_asks_for_is_stopped(tmp_path, monkeypat
         assert [i.release for i in await second.running()] == ["1.0"]
     finally:
         await second.close()
+
+
+async def test_a_damaged_record_adopts_nothing_and_starting_still_works(tmp_path, caplog):
+    import json
+
+    dbs = {"resizer": f"sqlite:///{tmp_path / 'images.db'}"}
+    record = tmp_path / "platform.json"
+    record.write_text(json.dumps({"releases": [{"service": "resizer", "pid": "x"}, "nonsense"]}))
+    platform = LocalPlatform(tmp_path, dbs)
+    try:
+        started = await platform.start("resizer", "1.0", "stable")
+        assert platform.adopted == [] and await platform.healthy("resizer", "1.0")
+        assert "releases[0] skipped" in caplog.text and "releases[1] skipped" in caplog.text
+        assert [r["port"] for r in json.loads(record.read_text())["releases"]] == [int(started.url.rsplit(":", 1)[1])]
+    finally:
+        await platform.close()
+    record.write_text("{cut sho")  # a torn file (it is written atomically, but a person may edit it)
+    again = LocalPlatform(tmp_path, dbs)
+    try:
+        await again.start("resizer", "1.0", "stable")
+        assert again.adopted == [] and await again.healthy("resizer", "1.0")
+    finally:
+        await again.close()
