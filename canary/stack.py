@@ -2,7 +2,11 @@
 embedded default (SQLite files and local processes in the state directory), in the foreground.
 
 The admin token is ``CANARY_ADMIN_TOKEN`` or one generated and kept in ``STATE/admin-token``
-(mode 0600), where the other ``canary`` commands find it.  Ctrl-C stops everything it started.
+(mode 0600), where the other ``canary`` commands find it.  Ctrl-C (or SIGTERM) stops everything it
+started.  A crash is not a stop: the router and the releases run in sessions of their own and keep
+serving when ``canary up`` is killed outright, and the next ``canary up`` on the same state directory
+adopts what still runs and answers (the router on its port, each release on its port) instead of
+restarting it.  While it runs, ``canary up`` restarts a router that died.
 """
 
 from __future__ import annotations
@@ -11,8 +15,6 @@ import contextlib
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +23,8 @@ from typing import Any
 import httpx
 
 from canary.controller.app import create_controller_app
-from canary.platforms.processes import free_port, wait_ready_url
-from canary.router.app import create_router
+from canary.platforms.local_router import LocalRouter
+from canary.platforms.processes import free_port
 from core.errors import DependencyUnavailable
 from core.serve import run_server, serve_in_thread
 from core.settings import Settings
@@ -31,7 +33,6 @@ STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
 TOKEN_FILE = "admin-token"
 ALERT_TOKEN_FILE = "alert-token"
 LOCAL_SCRAPE_S = 2.0  # `canary up --prometheus`: a short scrape interval, for a judge that is not slow
-ROUTER_PID = "router.pid"
 
 
 def admin_token(state_dir: Path) -> str:
@@ -62,8 +63,12 @@ def local_stack(
         if router_as_process:
             router_url = stack.enter_context(router_process(state_dir, table_url, token, free_port()))
         else:
+            from canary.router.app import create_router  # here only: `canary up` restarts faster without it
+
             router = create_router(Settings(admin_token=token), table_source=table_url, table_token=token)
-            router_url = stack.enter_context(serve_in_thread(router))
+            router_port = free_port()
+            router.tables.configure(address=f"127.0.0.1:{router_port}")  # who confirms the table it serves
+            router_url = stack.enter_context(serve_in_thread(router, port=router_port))
         controller_settings = Settings(
             db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), admin_token=token, **settings
         )
@@ -82,43 +87,15 @@ def local_stack(
 
 @contextlib.contextmanager
 def router_process(state_dir: Path, table_url: str, token: str, port: int) -> Iterator[str]:
-    """``python -m canary.router`` in its own session, reading its table from ``table_url``; its pid
-    is kept in the state directory so that a later run can stop it if this one is killed."""
-    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
-    stop_leftover_router(state_dir)
-    with (state_dir / "logs" / "router.log").open("ab") as log:
-        router = subprocess.Popen(
-            [sys.executable, "-m", "canary.router", "--table", table_url, "--port", str(port)],
-            env={**os.environ, "CANARY_TABLE_TOKEN": token, "CANARY_ADMIN_TOKEN": token},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    (state_dir / ROUTER_PID).write_text(str(router.pid))
-    url = f"http://127.0.0.1:{port}"
+    """``python -m canary.router`` on ``port``, reading its table from ``table_url``, supervised
+    (restarted when it dies) while this runs; one a killed run left on that port is adopted, not
+    replaced (``canary.platforms.local_router``).  Leaving stops it."""
+    router = LocalRouter(state_dir, table_url, token, port)
+    url = router.start()
     try:
-        wait_ready_url(f"{url}/healthz", router)
         yield url
     finally:
-        router.terminate()
-        try:
-            router.wait(10)
-        except subprocess.TimeoutExpired:
-            router.kill()
-        (state_dir / ROUTER_PID).unlink(missing_ok=True)
-
-
-def stop_leftover_router(state_dir: Path) -> None:
-    """A router left running by a ``canary up`` that was killed (it runs in its own session)."""
-    path = state_dir / ROUTER_PID
-    try:
-        pid = int(path.read_text())
-    except (OSError, ValueError):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-        time.sleep(0.5)
-    path.unlink(missing_ok=True)
+        router.stop()
 
 
 def secret_file(path: Path, value: str = "") -> Path:
@@ -161,7 +138,21 @@ def local_monitoring(state_dir: Path, controller_url: str, token: str) -> Iterat
         }
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def up(state_dir: Path, controller_port: int, router_port: int, prometheus: bool = False) -> int:
+    # SIGTERM is a stop, as Ctrl-C: it unwinds what this started (router, monitoring) instead of ending
+    # the process with them still running (uvicorn stops gracefully on it, then raises it again)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return _up(state_dir, controller_port, router_port, prometheus)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: bool) -> int:
     token = admin_token(state_dir)
     controller_url = f"http://127.0.0.1:{controller_port}"
     with contextlib.ExitStack() as stack:

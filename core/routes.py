@@ -82,7 +82,8 @@ class RouteTable:
                 "upstreams": r.upstreams,
                 "releases": r.releases,
                 "weight": r.weight,
-                "sticky": {k: v for k, v in vars(r.sticky).items() if v not in (None, "")},
+                # no sticky key at all reads back as no stickiness (an empty mapping would not parse)
+                **({"sticky": sticky} if (sticky := _sticky_dict(r.sticky)) else {}),
                 "mirror": {
                     **vars(r.mirror),
                     "ignore_fields": list(r.mirror.ignore_fields),
@@ -93,6 +94,11 @@ class RouteTable:
                 "routes": list(r.routes),
             }
         return out
+
+
+def _sticky_dict(sticky: Sticky) -> dict[str, Any]:
+    out = {k: v for k, v in vars(sticky).items() if v not in (None, "")}
+    return out if set(out) - {"salt"} else {}
 
 
 def parse_table(data: Any) -> RouteTable:

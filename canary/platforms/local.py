@@ -4,6 +4,14 @@ Ports are allocated once per release and kept across restarts (the router's tabl
 logs go to ``STATE/logs``; a supervisor task restarts a process that died without being asked to;
 ``close`` stops everything, newest first.  Starting a release that already runs is a no-op, so the
 controller can apply its desired state again after a crash.
+
+Releases outlive the controller: each runs in its own session, so a controller killed outright
+(SIGKILL, a crash) leaves them serving.  Every process is recorded in ``STATE/platform.json``
+(service, release, track, port, pid); the next controller ADOPTS each recorded process that still
+runs and answers ``/healthz`` as that service and release on that port, instead of restarting it.
+A stale record (the pid is gone, or the port answers as something else) is cleaned up, and the
+release is started afresh when the controller asks for it.  An adopted process the new controller
+never asks for within ``ADOPT_CLAIM_S`` (a canary whose rollout ended meanwhile) is stopped.
 """
 
 from __future__ import annotations
@@ -14,17 +22,20 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from canary.platforms.base import Instance
-from canary.platforms.processes import ServiceProcess, start_service, wait_ready
+from canary.platforms.processes import MODULES, ServiceProcess, runs_module, start_service, stop_group, wait_ready
 
 log = logging.getLogger("releasewarden.platform.local")
 SUPERVISE_S = 0.5
+ADOPT_CLAIM_S = 30.0
 
 
 @dataclass
@@ -32,6 +43,33 @@ class _Entry:
     proc: ServiceProcess
     track: str
     restarts: int = 0
+    claimed: bool = True  # False: adopted, and this controller has not asked for it yet
+    adopted_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """One line of ``platform.json``: enough to find a release's process again after a crash."""
+
+    service: str
+    release: str
+    track: str
+    port: int
+    pid: int
+    log: str
+
+    @classmethod
+    def parse(cls, raw: Any) -> ProcessRecord:
+        if not isinstance(raw, dict):
+            raise ValueError("not a mapping")
+        return cls(
+            service=str(raw["service"]),
+            release=str(raw["release"]),
+            track=str(raw["track"]),
+            port=int(raw["port"]),
+            pid=int(raw["pid"]),
+            log=str(raw["log"]),
+        )
 
 
 class LocalPlatform:
@@ -44,37 +82,82 @@ class LocalPlatform:
         self.entries: dict[tuple[str, str], _Entry] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self.record = state_dir / "platform.json"
-        self.leftovers = self._stop_leftovers()
+        self.adopted: list[Instance] = []  # what a previous controller left running, taken over
+        self.cleaned = 0  # stale records of a previous controller, cleaned up
+        self.ports: dict[tuple[str, str], int] = {}  # the ports of stale records
+        self._looked_for_leftovers = False
+        self._leftovers_lock = asyncio.Lock()
 
-    def _stop_leftovers(self) -> int:
-        """Processes a previous controller started and could not stop (it was killed): stop them now."""
+    # -- what a previous controller left ------------------------------------------------------------
+    async def _take_over_leftovers(self) -> None:
+        async with self._leftovers_lock:
+            if not self._looked_for_leftovers:
+                await asyncio.to_thread(self._adopt_or_clean)
+                self._looked_for_leftovers = True
+
+    def _adopt_or_clean(self) -> None:
+        for record in self._read_records():
+            proc = ServiceProcess(record.service, record.release, record.port, Path(record.log), None, pid=record.pid)
+            ours = proc.alive() and runs_module(record.pid, MODULES.get(record.service, "?"), record.port)
+            if ours and _answers_as(record):
+                self.entries[(record.service, record.release)] = _Entry(proc, record.track, claimed=False)
+                self.adopted.append(
+                    self._instance(record.service, record.release, self.entries[(record.service, record.release)])
+                )
+                continue
+            if ours:  # running but not answering as itself: stop it, it is started afresh when asked for
+                stop_group(record.pid, grace_s=5.0)
+            self.ports[(record.service, record.release)] = record.port  # again, if still free: tables stay right
+            self.cleaned += 1
+        if self.adopted or self.cleaned:
+            log.warning(
+                "adopted %d running releases left by a previous controller (%s); cleaned %d stale records",
+                len(self.adopted),
+                ", ".join(f"{i.service} {i.release} on {i.url}" for i in self.adopted) or "none",
+                self.cleaned,
+            )
+        self._save()
+
+    def _read_records(self) -> list[ProcessRecord]:
         try:
             previous = json.loads(self.record.read_text())
-        except (OSError, ValueError):
-            return 0
-        stopped = 0
-        for pid in previous.get("pids", []):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)  # each release runs in its own session (group = pid)
-                stopped += 1
-        if stopped:
-            log.warning("stopped %d release processes left by a previous controller", stopped)
-            time.sleep(1.0)
-        self._save()
-        return stopped
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("%s unreadable (%s): no release adopted", self.record, exc)
+            return []
+        if isinstance(previous, dict) and "pids" in previous:  # the format before adoption: stop them
+            for pid in previous.get("pids", []):
+                with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
+                    os.killpg(int(pid), signal.SIGTERM)
+            return []
+        records = []
+        for i, raw in enumerate(previous.get("releases", []) if isinstance(previous, dict) else []):
+            try:
+                records.append(ProcessRecord.parse(raw))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("%s: releases[%d] skipped (%s)", self.record, i, exc)
+        return records
 
     def _save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        pids = [e.proc.popen.pid for e in self.entries.values() if e.proc.alive()]
-        self.record.write_text(json.dumps({"pids": pids}))
+        records = [
+            asdict(ProcessRecord(s, r, e.track, e.proc.port, e.proc.pid, str(e.proc.log_path)))
+            for (s, r), e in self.entries.items()
+            if e.proc.alive()
+        ]
+        tmp = self.record.with_name(f".{self.record.name}.tmp")
+        tmp.write_text(json.dumps({"releases": records}, indent=1))
+        os.replace(tmp, self.record)  # a controller killed mid-write leaves a whole record
 
     def _db(self, service: str) -> str:
         return self.db_urls["opens" if service == "opens-processor" else service]
 
     async def start(self, service: str, release: str, track: str) -> Instance:
+        await self._take_over_leftovers()
         entry = self.entries.get((service, release))
         if entry is None or not entry.proc.alive():
-            port = entry.proc.port if entry else None
+            port = entry.proc.port if entry else _if_free(self.ports.pop((service, release), None))
             launching = asyncio.ensure_future(asyncio.to_thread(self._launch, service, release, track, port))
             try:
                 proc = await asyncio.shield(launching)
@@ -84,7 +167,9 @@ class LocalPlatform:
                 raise
             entry = self.entries[(service, release)] = _Entry(proc, track, entry.restarts if entry else 0)
             self._save()
-        entry.track = track
+        if entry.track != track or not entry.claimed:
+            entry.track, entry.claimed = track, True
+            self._save()
         if self._supervisor is None:
             self._supervisor = asyncio.create_task(self._supervise())
         return self._instance(service, release, entry)
@@ -96,6 +181,7 @@ class LocalPlatform:
         return proc
 
     async def healthy(self, service: str, release: str) -> bool:
+        await self._take_over_leftovers()
         entry = self.entries.get((service, release))
         if entry is None or not entry.proc.alive():
             return False
@@ -125,6 +211,7 @@ class LocalPlatform:
         return f"{service} {release} does not answer /readyz ({state}; log {entry.proc.log_path})"
 
     async def running(self) -> list[Instance]:
+        await self._take_over_leftovers()
         return [self._instance(s, r, e) for (s, r), e in self.entries.items() if e.proc.alive()]
 
     def _instance(self, service: str, release: str, entry: _Entry) -> Instance:
@@ -134,13 +221,19 @@ class LocalPlatform:
         while True:
             await asyncio.sleep(SUPERVISE_S)
             for (service, release), entry in list(self.entries.items()):
-                if entry.proc.alive() or self.entries.get((service, release)) is not entry:
+                if self.entries.get((service, release)) is not entry:
+                    continue
+                if not entry.claimed and time.monotonic() - entry.adopted_at > ADOPT_CLAIM_S:
+                    log.warning("%s %s was adopted but is not wanted any more: stopping it", service, release)
+                    await self.stop(service, release)
+                    continue
+                if entry.proc.alive():
                     continue
                 log.warning(
                     "%s %s exited (%s); restarting on port %d (log %s)",
                     service,
                     release,
-                    entry.proc.popen.returncode,
+                    "adopted" if entry.proc.adopted else entry.proc.returncode,
                     entry.proc.port,
                     entry.proc.log_path,
                 )
@@ -160,3 +253,25 @@ class LocalPlatform:
             self._supervisor = None
         for key in reversed(list(self.entries)):
             await self.stop(*key)
+
+
+def _answers_as(record: ProcessRecord) -> bool:
+    try:
+        health = httpx.get(f"http://127.0.0.1:{record.port}/healthz", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return isinstance(health, dict) and (health.get("service"), health.get("release")) == (
+        record.service,
+        record.release,
+    )
+
+
+def _if_free(port: int | None) -> int | None:
+    if port is None:
+        return None
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return None  # another program took it meanwhile
+    return port

@@ -2,10 +2,15 @@
 
 The building block of the local platform: a process per release, its output in a log file in the
 state directory, readiness by polling ``/readyz``, and a stop that sends SIGTERM, waits, then kills.
+Each runs in its own session, so it outlives a controller killed outright; a process adopted from
+such a controller is known by its pid only, and is checked to still be ours (its command line)
+before it is ever signalled.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -37,21 +42,40 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class ServiceProcess:
+    """A release's process: one this controller started (``popen``), or one it adopted from a
+    controller that was killed (only its pid: it is no child of ours, init reaps it)."""
+
     name: str
     release: str
     port: int
     log_path: Path
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None
+    pid: int = 0
     started_at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.popen is not None:
+            self.pid = self.popen.pid
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def alive(self) -> bool:
-        return self.popen.poll() is None
+    @property
+    def adopted(self) -> bool:
+        return self.popen is None
 
-    def stop(self, grace_s: float = 10.0) -> int:
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode if self.popen is not None else None
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None if self.popen is not None else pid_alive(self.pid)
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        if self.popen is None:
+            stop_group(self.pid, grace_s)
+            return None
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
             try:
@@ -60,6 +84,51 @@ class ServiceProcess:
                 self.popen.kill()
                 self.popen.wait()
         return self.popen.returncode
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust the signal
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def runs_module(pid: int, module: str, port: int) -> bool:
+    """Is ``pid`` still the process we recorded (``python -m MODULE ... --port PORT``)?  A pid can be
+    reused by another program after ours died: never signal that one."""
+    argv = command_line(pid)
+    return module in argv and any(a == "--port" and b == str(port) for a, b in itertools.pairwise(argv))
+
+
+def stop_group(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group of a process we did not start (each runs in its own session),
+    wait for it to end, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            return
+        time.sleep(0.05)
 
 
 def start_service(

@@ -1,10 +1,13 @@
-"""``python -m canary.router --table FILE_OR_URL --port N``: run the router under uvicorn."""
+"""``python -m canary.router --table FILE_OR_URL --port N [--table-state FILE]``: run the router under
+uvicorn; with ``--table-state`` it keeps the last table it served there and serves it at once when it
+starts again (also while the controller is down)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from canary.router.app import create_router
 from core.errors import ConfigError
@@ -20,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("CANARY_TABLE_TOKEN", ""),
         help="bearer token for a table URL (or CANARY_TABLE_TOKEN)",
     )
+    parser.add_argument("--table-state", default="", help="file the last served table is kept in")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--config", help="YAML settings file (also CANARY_CONFIG)")
@@ -30,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     router = create_router(settings, args.table, args.table_token)
+    router.tables.configure(
+        address=f"{settings.host}:{settings.port}", state_file=Path(args.table_state) if args.table_state else None
+    )
     run_server(router, settings.host, settings.port, settings.log_level, lifespan="on")
     return 0
 

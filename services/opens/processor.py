@@ -2,7 +2,8 @@
 
 It serves ``/healthz``, ``/readyz`` and ``/metrics`` on its port and runs the processing loop as a
 background task.  With ``--route-table`` and ``--track`` it takes only its track's share of
-the queue (``core.queue_share``), so a canary release processes the canary weight's share of events.
+the queue (``core.queue_share``, its table polled asynchronously in the same loop), so a canary
+release processes the canary weight's share of events.
 Per release it counts events claimed and acknowledged, opens recorded, events
 filtered (by reason) and failures, so that "acknowledged but not accounted for" is measurable from
 outside: acknowledged - recorded - filtered.
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
@@ -65,8 +67,20 @@ def create_processor_app(settings: Settings) -> Starlette:
 async def run_loop(app: Starlette, engine: Engine) -> None:
     s: Settings = app.state.settings
     c = app.state.counters
+    share = None
+    if s.route_table:
+        consumer = f"{s.service}@{s.release}"
+        share = QueueShare(s.route_table, "opens", s.track, s.table_token, release=s.release, consumer=consumer)
+        await share.start()  # polls the table in this loop: nothing here blocks on it
+    try:
+        await _process_forever(s, c, share, engine)
+    finally:
+        if share is not None:
+            await share.stop()
+
+
+async def _process_forever(s: Settings, c: dict[str, Any], share: QueueShare | None, engine: Engine) -> None:
     labels = (s.service, s.release)
-    share = QueueShare(s.route_table, "opens", s.track, s.table_token, release=s.release) if s.route_table else None
     while True:
         buckets = share.current() if share else (0, BUCKETS)
         if buckets[0] == buckets[1]:  # no share of the queue right now

@@ -24,7 +24,7 @@ async def test_releases_run_side_by_side_are_restarted_and_stopped(tmp_path):
         assert await platform.start("resizer", "2.0", "canary") == canary  # idempotent: nothing new
         assert await platform.healthy("resizer", "2.0")
         entry = platform.entries[("resizer", "2.0")]
-        os.kill(entry.proc.popen.pid, signal.SIGKILL)  # the release dies on its own
+        os.kill(entry.proc.pid, signal.SIGKILL)  # the release dies on its own
         for _ in range(100):
             await asyncio.sleep(0.1)
             if platform.entries[("resizer", "2.0")].restarts == 1 and await platform.healthy("resizer", "2.0"):
@@ -38,3 +38,88 @@ async def test_releases_run_side_by_side_are_restarted_and_stopped(tmp_path):
     finally:
         await platform.close()
     assert await platform.running() == []
+
+
+async def test_a_new_controller_adopts_healthy_releases_and_cleans_stale_records(tmp_path):
+    """A controller killed outright leaves its releases running; the next one takes them over (same
+    process, same port) instead of restarting them, and starts afresh only what is gone."""
+    import json
+    import subprocess
+
+    from canary.platforms.processes import pid_alive
+
+    dbs = {"resizer": f"sqlite:///{tmp_path / 'images.db'}"}
+    first = LocalPlatform(tmp_path, dbs)
+    stable = await first.start("resizer", "1.0", "stable")
+    canary = await first.start("resizer", "2.1", "canary")
+    pids = {r: first.entries[("resizer", r)].proc.pid for r in ("1.0", "2.1")}
+    first._supervisor.cancel()  # the controller dies: nothing of it runs any more, nothing is stopped
+    os.kill(pids["2.1"], signal.SIGKILL)  # and the canary died meanwhile too
+    stranger = subprocess.Popen(["sleep", "60"])  # a pid the record names that is not ours any more
+    record = json.loads((tmp_path / "platform.json").read_text())
+    record["releases"].append({**record["releases"][0], "release": "1.2", "pid": stranger.pid, "port": 9})
+    (tmp_path / "platform.json").write_text(json.dumps(record))
+    second = LocalPlatform(tmp_path, dbs)
+    try:
+        again = await second.start("resizer", "1.0", "stable")
+        assert again.url == stable.url and second.entries[("resizer", "1.0")].proc.pid == pids["1.0"]
+        assert [(i.release, i.url) for i in second.adopted] == [("1.0", stable.url)]
+        assert second.cleaned == 2  # the dead canary, and the record whose pid is someone else's now
+        assert pid_alive(stranger.pid)  # never signalled
+        assert await second.healthy("resizer", "1.0")
+        fresh = await second.start("resizer", "2.1", "canary")  # the dead one starts afresh
+        assert second.entries[("resizer", "2.1")].proc.pid != pids["2.1"] and fresh.url == canary.url
+        saved = {r["release"]: r["pid"] for r in json.loads((tmp_path / "platform.json").read_text())["releases"]}
+        assert saved == {"1.0": pids["1.0"], "2.1": second.entries[("resizer", "2.1")].proc.pid}
+    finally:
+        await second.close()
+        stranger.kill()
+        stranger.wait()
+    assert not pid_alive(pids["1.0"])  # a stop is a stop: adopted processes end too
+
+
+async def test_an_adopted_release_nobody_asks_for_is_stopped(tmp_path, monkeypatch):
+    from canary.platforms import local
+    from canary.platforms.processes import pid_alive
+
+    monkeypatch.setattr(local, "ADOPT_CLAIM_S", 0.5)
+    dbs = {"resizer": f"sqlite:///{tmp_path / 'images.db'}"}
+    first = LocalPlatform(tmp_path, dbs)
+    await first.start("resizer", "1.0", "stable")
+    await first.start("resizer", "2.1", "canary")  # its rollout ends while no controller runs
+    leftover = first.entries[("resizer", "2.1")].proc.pid
+    first._supervisor.cancel()
+    second = LocalPlatform(tmp_path, dbs)
+    try:
+        await second.start("resizer", "1.0", "stable")
+        for _ in range(200):
+            if not pid_alive(leftover):
+                break
+            await asyncio.sleep(0.05)
+        assert not pid_alive(leftover)
+        assert [i.release for i in await second.running()] == ["1.0"]
+    finally:
+        await second.close()
+
+
+async def test_a_damaged_record_adopts_nothing_and_starting_still_works(tmp_path, caplog):
+    import json
+
+    dbs = {"resizer": f"sqlite:///{tmp_path / 'images.db'}"}
+    record = tmp_path / "platform.json"
+    record.write_text(json.dumps({"releases": [{"service": "resizer", "pid": "x"}, "nonsense"]}))
+    platform = LocalPlatform(tmp_path, dbs)
+    try:
+        started = await platform.start("resizer", "1.0", "stable")
+        assert platform.adopted == [] and await platform.healthy("resizer", "1.0")
+        assert "releases[0] skipped" in caplog.text and "releases[1] skipped" in caplog.text
+        assert [r["port"] for r in json.loads(record.read_text())["releases"]] == [int(started.url.rsplit(":", 1)[1])]
+    finally:
+        await platform.close()
+    record.write_text("{cut sho")  # a torn file (it is written atomically, but a person may edit it)
+    again = LocalPlatform(tmp_path, dbs)
+    try:
+        await again.start("resizer", "1.0", "stable")
+        assert again.adopted == [] and await again.healthy("resizer", "1.0")
+    finally:
+        await again.close()

@@ -79,3 +79,34 @@ async def test_a_promotion_leaves_stable_on_the_new_release_and_nothing_else(kin
         await p.retire_canary("importer")
         assert await running(p) == {("importer", "1.2", "stable")}
         assert await p.healthy("importer", "1.2")
+
+
+@pytest.mark.parametrize("kind", ["local", "kubernetes"])
+async def test_a_restarted_controller_finds_what_runs_and_starting_it_again_changes_nothing(kind, tmp_path):
+    """The controller dies without stopping anything (a crash is not a stop); the platform the next
+    one builds, asked for the same state again, keeps the same releases on the same tracks and URLs
+    (the local platform adopts the very processes instead of starting new ones)."""
+    cluster = FakeCluster.from_manifests("importer")
+
+    def build() -> Platform:
+        if kind == "local":
+            return make_platform(Settings(state_dir=str(tmp_path), admin_token="t"), "http://127.0.0.1:9")
+        return KubernetesPlatform(cluster, retry_pause_s=0.001)
+
+    first = build()
+    stable = await first.start("importer", "1.0", "stable")
+    canary = await first.start("importer", "1.2", "canary")
+    assert await ready(first, "1.0") and await ready(first, "1.2")
+    if kind == "local":
+        first._supervisor.cancel()  # type: ignore[attr-defined]  # it dies: no close, nothing stopped
+    second = build()
+    try:
+        assert (await second.start("importer", "1.0", "stable")).url == stable.url
+        assert (await second.start("importer", "1.2", "canary")).url == canary.url
+        assert await running(second) == {("importer", "1.0", "stable"), ("importer", "1.2", "canary")}
+        assert await second.healthy("importer", "1.0") and await second.healthy("importer", "1.2")
+        if kind == "local":
+            adopted = {(i.release, i.url) for i in second.adopted}  # type: ignore[attr-defined]
+            assert adopted == {("1.0", stable.url), ("1.2", canary.url)}
+    finally:
+        await second.close()

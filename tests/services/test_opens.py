@@ -300,7 +300,8 @@ async def test_release_1_1_loss_shows_in_its_processor_metrics(db_url, tmp_path)
 async def test_stable_and_canary_processors_split_the_queue_by_the_route_table(tmp_path):
     url = f"sqlite:///{tmp_path / 'opens.db'}"
     table = tmp_path / "routes.json"
-    table.write_text(json.dumps({"version": 1, "services": {"opens": {"weight": 30}}}))
+    ups = {"stable": "http://127.0.0.1:9", "canary": "http://127.0.0.1:10"}
+    table.write_text(json.dumps({"version": 1, "services": {"opens": {"upstreams": ups, "weight": 30}}}))
     common = {"route_table": str(table)}
     async with asgi_client(create_opens_app(settings(url, tmp_path))) as c:
         urls = await mint(c, [{"campaign_id": 7, "contact_id": k, "send_id": k} for k in range(300)])
@@ -336,16 +337,20 @@ def test_a_promoted_canary_consumer_takes_the_whole_queue_and_the_old_release_no
     # found by the replay: the processor started as the canary kept taking only the canary share
     # (none) after its promotion, and events piled up with nobody processing them
     from core.queue_share import QueueShare
+    from core.routes import parse_table
 
-    table = tmp_path / "routes.json"
-    route = {"weight": 25, "releases": {"stable": "1.0", "canary": "1.2"}}
-    table.write_text(json.dumps({"services": {"opens": route}}))
-    new = QueueShare(str(table), "opens", "canary", release="1.2")
-    old = QueueShare(str(table), "opens", "stable", release="1.0")
+    ups = {"stable": "http://127.0.0.1:9", "canary": "http://127.0.0.1:10"}
+    route = {"upstreams": ups, "weight": 25, "releases": {"stable": "1.0", "canary": "1.2"}}
+    new = QueueShare("", "opens", "canary", release="1.2")
+    old = QueueShare("", "opens", "stable", release="1.0")
+    for share in (new, old):
+        share.apply(parse_table({"version": 1, "services": {"opens": route}}))
     assert (new.current(), old.current()) == ((0, 2500), (2500, 10_000))
-    table.write_text(json.dumps({"services": {"opens": {"weight": 0, "releases": {"stable": "1.2"}}}}))
-    new._read_at = old._read_at = 0.0  # read the table again now, not after the refresh interval
+    promoted = {"upstreams": {"stable": ups["canary"]}, "weight": 0, "releases": {"stable": "1.2"}}
+    for share in (new, old):
+        share.apply(parse_table({"version": 2, "services": {"opens": promoted}}))
     assert (new.current(), old.current()) == ((0, 10_000), (0, 0))
+    assert new.applied_version == old.applied_version == 2
 
 
 async def test_events_of_a_rolled_back_release_are_handed_back_and_nothing_stays_lost(db_url, tmp_path):

@@ -1,0 +1,319 @@
+"""What a crash costs consumers: SIGKILL of `canary up` (the controller) and of its router, under
+`canary load` at 40 req/s through the router.
+
+`python -m benchmarks.crashes`.  One `canary up` on a temporary state directory; in each phase
+(stable only, progressing with a canary, watching after a promotion) the load runs, `canary up` is
+killed outright and started again at once, and we measure: consumer errors from just before the
+kill until 2 s after the new controller acts; the time until the new controller answers its API,
+until it acts (its first tick holding the lease), and until its route table and the router's
+answers match the stored phase; whether the releases are the same processes (adopted).  Then the
+router is killed: consumer errors, and the time until its replacement answers.  References
+measured in the same run: a cold `canary up` (to a routed world) and a cold router process start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.common import report
+from canary.platforms.processes import free_port
+from canary.traffic.load import LoadConfig, run
+from core.routes import RouteTable, ServiceRoute, parse_table
+
+RATE = 40.0
+SLOW = "  steps:\n    - {weight: 50, min_requests: 100000, min_seconds: 3600, max_seconds: 7200}\n"
+SPEC = (
+    "apiVersion: releasewarden/v1\nkind: Rollout\nspec:\n  service: importer\n  stable: '1.0'\n  canary: '1.2'\n"
+    + SLOW
+    + "  watch: {seconds: 3600}\n  metrics:\n    - {name: errors, kind: errors}\n"
+)
+
+
+class Stack:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.cport, self.rport = free_port(), free_port()
+        self.controller = f"http://127.0.0.1:{self.cport}"
+        self.router = f"http://127.0.0.1:{self.rport}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        argv = [sys.executable, "-m", "canary.cli", "up", "--state-dir", str(self.state)]
+        argv += ["--controller-port", str(self.cport), "--router-port", str(self.rport)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def token(self) -> str:
+        return (self.state / "admin-token").read_text().strip()
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
+
+    def get(self, url: str, **kw: Any) -> httpx.Response | None:
+        try:
+            return httpx.get(url, timeout=2, **kw)
+        except httpx.HTTPError:
+            return None
+
+    def api_answers(self) -> bool:
+        if not (self.state / "admin-token").exists():
+            return False
+        r = self.get(f"{self.controller}/api/rollouts", headers=self.auth())
+        return r is not None and r.status_code == 200
+
+    def acted(self) -> bool:
+        r = self.get(f"{self.controller}/metrics")
+        if r is None or r.status_code != 200:
+            return False
+        for line in r.text.splitlines():
+            if line.startswith("canary_controller_last_tick_timestamp_seconds"):
+                return float(line.split()[-1]) > 0
+        return False
+
+    def releases_answering(self) -> set[str]:
+        seen = set()
+        for i in range(20):
+            r = self.get(f"{self.router}/importer/healthz", headers={"X-Account-Id": str(i)})
+            seen.add(r.json()["release"] if r is not None and r.status_code == 200 else "error")
+        return seen
+
+    def tables(self) -> tuple[RouteTable, RouteTable] | None:
+        """The controller's table and the router's, or None while either does not answer."""
+        mine = self.get(f"{self.controller}/api/routes", headers=self.auth())
+        served = self.get(f"{self.router}/_router/table", headers=self.auth())
+        if mine is None or served is None or mine.status_code != 200 or served.status_code != 200:
+            return None
+        return parse_table(mine.json()), parse_table(served.json())
+
+    def router_serves(self, phase: Callable[[ServiceRoute], bool]) -> bool:
+        """What consumers get: the router's table routes as the stored phase says."""
+        served = self.get(f"{self.router}/_router/table", headers=self.auth())
+        if served is None or served.status_code != 200:
+            return False
+        route = parse_table(served.json()).services.get("importer")
+        return route is not None and phase(route)
+
+    def world_matches(self, phase: Callable[[ServiceRoute], bool]) -> bool:
+        """The controller publishes the stored phase's routing, and the router serves that table."""
+        both = self.tables()
+        if both is None:
+            return False
+        mine, served = both
+        route = mine.services.get("importer")
+        return route is not None and phase(route) and served.services == mine.services
+
+    def pids(self) -> set[int]:
+        try:
+            return {r["pid"] for r in json.loads((self.state / "platform.json").read_text())["releases"]}
+        except (OSError, ValueError, KeyError):
+            return set()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(60)
+
+
+def until(condition: Callable[[], Any], seconds: float = 120.0, step: float = 0.02) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > seconds:
+            raise TimeoutError("condition not met")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+class Load:
+    def __init__(self, stack: Stack) -> None:
+        config = LoadConfig(
+            importer=f"{stack.router}/importer",
+            opens=f"{stack.router}/opens",
+            resizer=f"{stack.router}/resizer",
+            rate=RATE,
+            duration=3600.0,
+            admin_token=stack.token(),
+            accounts=10,
+            pool=40,
+        )
+        self.stack = stack
+        self.before = self.pixels()
+        self.stop_event = threading.Event()
+        self.result: dict[str, Any] = {}
+        self.thread = threading.Thread(target=lambda: self.result.update(run(config, stop=self.stop_event)))
+        self.thread.start()
+
+    def pixels(self) -> int:
+        r = self.stack.get(f"{self.stack.router}/_router/stats")
+        counters = r.json().get("counters", []) if r is not None else []
+        return sum(c["requests"] for c in counters if c["service"] == "opens")
+
+    def running(self) -> bool:
+        """Prepared and driving: pixel hits reach the router (the load prepares accounts first)."""
+        return self.pixels() > self.before + 40
+
+    def stop(self) -> dict[str, Any]:
+        """What consumers saw while it ran."""
+        self.stop_event.set()
+        self.thread.join(120)
+        services = self.result["services"]
+        return {
+            "consumer_errors": sum(sum(s["errors"].values()) for s in services.values()),
+            "consumer_requests": sum(s["requests"] for s in services.values()),
+            "errors_by_kind": {n: s["errors"] for n, s in services.items() if s["errors"]},
+        }
+
+
+def kill_controller(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict[str, Any]:
+    """SIGKILL and restart under load; sampled every 50 ms until the new controller has acted and its
+    table and the router's match the stored phase, also counting the time the router served a
+    table contrary to the phase (a restarted controller publishing less than the phase needs)."""
+    assert stack.proc is not None
+    before = stack.pids()
+    load = Load(stack)
+    until(load.running)
+    killed = time.monotonic()
+    stack.proc.kill()
+    stack.proc.wait()
+    stack.spawn()
+    api_s = acted_s = None
+    contrary_s, last = 0.0, time.monotonic()
+    while True:
+        now = time.monotonic()
+        if not stack.router_serves(phase):
+            contrary_s += now - last
+        last = now
+        if api_s is None and stack.api_answers():
+            api_s = now - killed
+        if api_s is not None and acted_s is None and stack.acted():
+            acted_s = now - killed
+        if acted_s is not None and stack.world_matches(phase):
+            world_s = now - killed
+            break
+        if now - killed > 180:
+            raise TimeoutError("the restarted controller never matched the stored phase")
+        time.sleep(0.05)
+    time.sleep(2.0)  # keep the load on a while after the new controller acts
+    return {
+        **load.stop(),
+        "api_answers_s": round(api_s or 0.0, 2),
+        "resume_acting_s": round(acted_s, 2),
+        "world_matches_s": round(world_s, 2),
+        "router_served_contrary_table_s": round(contrary_s, 2),
+        "releases_adopted": bool(before) and before <= stack.pids(),
+    }
+
+
+def kill_router(stack: Stack) -> dict[str, Any]:
+    load = Load(stack)
+    until(load.running)
+    pid = json.loads((stack.state / "router.json").read_text())["pid"]
+    died = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    until(lambda: (r := stack.get(f"{stack.router}/importer/healthz")) is not None and r.status_code == 200, step=0.005)
+    gap = time.monotonic() - died
+    time.sleep(2.0)  # and a while after it answers again
+    return {
+        **load.stop(),
+        "answers_again_s": round(gap, 3),
+        "errors_expected_at_rate": round(RATE * gap, 1),
+    }
+
+
+def cold_router_start(state: Path) -> float:
+    table = state / "cold-table.json"
+    table.write_text(json.dumps({"version": 1, "services": {}}))
+    port = free_port()
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "canary.router", "--table", str(table), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        until(lambda: (r := httpx_get(f"http://127.0.0.1:{port}/healthz")) is not None and r.status_code == 200)
+        return time.monotonic() - start
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def httpx_get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        stack = Stack(state)
+        started = time.monotonic()
+        stack.spawn()
+        try:
+            until(stack.api_answers)
+            until(lambda: stack.releases_answering() == {"1.0"})
+            cold_up_s = time.monotonic() - started
+            phases: dict[str, Any] = {}
+
+            def stable_only(r: ServiceRoute) -> bool:
+                return r.threshold == 0 and r.releases == {"stable": "1.0"}
+
+            until(lambda: stack.world_matches(stable_only))
+            phases["stable_only"] = kill_controller(stack, stable_only)
+            (state / "slow.yaml").write_text(SPEC)
+            out = subprocess.run(
+                [sys.executable, "-m", "canary.cli", "release", "importer", "--to", "1.2", "--spec",
+                 str(state / "slow.yaml"), "--controller", stack.controller, "--state-dir", str(state)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            rid = out.stdout.split()[1].rstrip(":")
+
+            def progressing(r: ServiceRoute) -> bool:
+                return r.threshold == 5000 and r.releases == {"stable": "1.0", "canary": "1.2"}
+
+            until(lambda: stack.world_matches(progressing))
+            phases["progressing"] = kill_controller(stack, progressing)
+            until(lambda: httpx.post(f"{stack.controller}/api/rollouts/{rid}/promote", headers=stack.auth()).is_success)
+
+            def watching(r: ServiceRoute) -> bool:  # promoted: 1.2 is stable (the old one warm, maybe a holdback)
+                return r.releases.get("stable") == "1.2"
+
+            until(lambda: stack.world_matches(watching))
+            phases["watching"] = kill_controller(stack, watching)
+            router = kill_router(stack)
+            cold_router_s = cold_router_start(state)
+        finally:
+            stack.stop()
+    resume = max(p["resume_acting_s"] for p in phases.values())
+    report(
+        {
+            "benchmark": "crashes",
+            "rate": RATE,
+            "controller_kill": phases,
+            "consumer_errors_across_controller_kills": sum(p["consumer_errors"] for p in phases.values()),
+            "router_served_contrary_table_s": max(p["router_served_contrary_table_s"] for p in phases.values()),
+            "cold_canary_up_s": round(cold_up_s, 2),
+            "resume_acting_s": resume,
+            "resume_acting_ratio": round(resume / cold_up_s, 3),
+            "router_kill": router,
+            "cold_router_start_s": round(cold_router_s, 3),
+            "router_answers_again_s": router["answers_again_s"],
+            "router_answers_again_ratio": round(router["answers_again_s"] / cold_router_s, 3),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
