@@ -71,13 +71,14 @@ def _boundaries(scenario: Scenario, spec: JudgeSpec) -> tuple[float, ...]:
     return tuple(sorted(set(HISTOGRAM_MS) | {scenario.latency.threshold_ms} | thresholds))
 
 
-def run(scenario: Scenario, runs: int, rng: np.random.Generator) -> LoopResult:
-    spec = judge_spec(scenario)
+def run(scenario: Scenario, runs: int, rng: np.random.Generator, spec: JudgeSpec | None = None) -> LoopResult:
+    """``spec`` replaces the one the scenario implies (e.g. to judge sticky traffic per request)."""
+    spec = spec or judge_spec(scenario)
     bounds = _boundaries(scenario, spec)
     state = JudgeState.new(runs, spec, len(bounds))
     closed = scenario.rollout is not None
     weights = np.asarray([s.weight / 100 for s in spec.steps])
-    cuts = np.asarray(spec.bucket_boundaries)
+    cuts = np.asarray(JudgeSpec(spec.metrics, spec.steps).bucket_boundaries)
     groups = _customer_groups(scenario, runs, cuts, rng) if scenario.customers is not None else None
     open_steps = [s.weight / 100 for s in spec.steps]
     step = np.full(runs, 0 if closed else -1, dtype=np.int64)

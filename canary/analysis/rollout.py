@@ -14,7 +14,8 @@ threshold).  **One alpha per rollout**: with ``T`` tests in all, each fails at `
 (Bonferroni: valid whatever the metrics' dependence, e.g. slow requests that are also errors).
 
 Verdicts (``Verdict``): ``fail`` when any test crosses; ``pass`` when the step has baked and, for
-a step before the last, no metric holds evidence against the canary, and for the last step every
+a step before the last, no metric holds strong evidence against the canary (an e-value past the
+square root of its threshold), and for the last step every
 metric rules out a regression of ``min_regression`` with the reversed test at ``pass_alpha`` (or
 is within its tolerance); ``inconclusive`` at ``max_seconds`` without either; else ``continue``.
 A sample-ratio mismatch (the canary's share of requests far from the weight asked, tested with an
@@ -25,6 +26,7 @@ track their bucket group is not on) holds the rollout: no pass until a person lo
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +41,10 @@ from canary.analysis.sticky import StickyGroups
 
 Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-NO_EVIDENCE = 1e-9
+# a step before the last moves on unless the evidence against the canary is past this share of the
+# failing threshold (in logs): moving on is no verdict (the last step's pass test is), and more
+# exposure shows a real regression sooner
+EARLIER_STEP_SHARE = 0.5
 TOLERANCE_Z = 3.0
 SRM_ALPHA = 1e-3  # a healthy split is held for a mismatch at most this often
 SRM_SHIFTS = (0.5, 0.8, 1.25, 2.0)
@@ -109,9 +114,7 @@ class MetricState:
             canary_bad=zero.copy(),
             stable_n=zero.copy(),
             stable_bad=zero.copy(),
-            groups=StickyGroups.new(runs, len(spec.steps), rule.min_regression, DEFAULT_RATIOS)
-            if spec.sticky
-            else None,
+            groups=StickyGroups.new(runs, len(spec.steps), rule.min_regression) if spec.sticky else None,
             objective=np.zeros((runs, len(RATIOS))) if rule.objective is not None else None,
             stable_objective=np.zeros((runs, len(RATIOS))) if rule.objective is not None else None,
             latency=ChangePointProcess.new(runs, boundaries * len(LATENCY_RATIOS))
@@ -247,6 +250,12 @@ def update(
         ms.stable_bad += b.stable_bad
 
 
+def _widest_group(spec: JudgeSpec) -> int:
+    cuts = (0, *spec.bucket_boundaries)
+    widths = [b - a for a, b in itertools.pairwise(cuts)]
+    return widths.index(max(widths))
+
+
 def _on_canary(step: IntArray, groups: int) -> npt.NDArray[np.bool_]:
     out: npt.NDArray[np.bool_] = np.arange(groups)[None, :] <= step[:, None]
     return out
@@ -270,9 +279,10 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
     if ms.groups is not None and ms.groups.seen:
         per_group = ms.groups.log_e()
         log_e = per_group.max(axis=1)
-        clear_g = ms.groups.log_clear()
-        on = ms.groups.canary_bins > 0
-        log_clear = np.where(on.any(axis=1), np.where(on, clear_g, np.inf).min(axis=1), 0.0)
+        # the pass test reads one group fixed by the spec (the widest): under "the canary is
+        # min_regression worse for its customers" any one group's test is valid by itself
+        widest = _widest_group(spec)
+        log_clear = ms.groups.log_clear()[:, widest]
     else:
         log_e = ms.regression.log_e(RATIO_WEIGHTS)
         log_clear = ms.clear
@@ -297,7 +307,7 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
         log_e=log_e,
         fails=fails,
         blocked=blocked,
-        no_evidence=log_e <= NO_EVIDENCE,
+        no_evidence=log_e <= EARLIER_STEP_SHARE * threshold,
         ruled_out=log_clear >= math.log(1 / spec.pass_alpha),
         within_tolerance=tol,
         log_clear=log_clear,

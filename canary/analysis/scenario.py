@@ -222,8 +222,18 @@ def _rollout(raw: Any, read_spec: Callable[[str], Any] | None) -> dict[str, Any]
             raise ScenarioError("rollout.spec: not a rollout manifest")
         merged = dict(spec)
         merged.update({k: v for k, v in raw.items() if k != "spec"})
-        return merged
-    return dict(raw)
+        return _valid_rollout(merged)
+    return _valid_rollout(dict(raw))
+
+
+def _valid_rollout(spec: dict[str, Any]) -> dict[str, Any]:
+    from canary.analysis.spec import JudgeSpec, SpecError
+
+    try:
+        JudgeSpec.from_mapping(spec)
+    except SpecError as exc:
+        raise ScenarioError(f"rollout: {exc}") from None
+    return spec
 
 
 def _check(field: str, value: Any, lo: float, hi: float) -> float:
