@@ -106,37 +106,60 @@ class StickyGroups:
         n_r, x_r = n[:, g : g + 1], bad[:, g : g + 1]
         k = x_g + x_r
         usable = (n_g > 0) & (n_r > 0) & (k > 0)
-        offset = np.log(np.where(usable, n_g, 1.0) / np.where(usable, n_r, 1.0))
-        eta = ETA[None, None, :] + offset[:, :, None]
-        xs, ks = x_g[:, :, None], k[:, :, None]
-        ll, d = _loglik(eta, xs, ks)
-        pre = (usable & ~on_canary)[:, :, None]
-        self.pre_ll += np.where(pre, ll, 0.0)
-        self.pre_d += np.where(pre, d, 0.0)
-        dur = (usable & on_canary)[:, :, None]
-        eta_r = eta[..., None] + np.log(self.ratios)[None, None, None, :]
-        ll_r, d_r = _loglik(eta_r, xs[..., None], ks[..., None])
-        self.dur_ll += np.where(dur[..., None], ll_r, 0.0)
-        self.dur_d0 += np.where(dur, d_r[..., 0], 0.0)
-        self.dur_d1 += np.where(dur, d_r[..., 1], 0.0)
-        self.canary_bins += usable & on_canary
         self.given += 1.0
+        # only the (run, group) cells with bad events change (most cells, at low rates, have none)
+        for on in (False, True):
+            rows, cols = np.nonzero(usable & (on_canary == on))
+            if not len(rows):
+                continue
+            self._dirty().update(rows.tolist())
+            kk = k[rows, cols][:, None]
+            xx = x_g[rows, cols][:, None]
+            eta = ETA[None, :] + np.log(n_g[rows, cols] / n_r[rows, 0])[:, None]
+            if not on:
+                ll, d = _loglik(eta, xx, kk)
+                self.pre_ll[rows, cols] += ll
+                self.pre_d[rows, cols] += d
+                continue
+            ll_r, d_r = _loglik(eta[..., None] + np.log(self.ratios)[None, None, :], xx[..., None], kk[..., None])
+            self.dur_ll[rows, cols] += ll_r
+            self.dur_d0[rows, cols] += d_r[..., 0]
+            self.dur_d1[rows, cols] += d_r[..., 1]
+            self.canary_bins[rows, cols] += 1.0
+
+    def _dirty(self) -> set[int]:
+        dirty: set[int] = self.__dict__.setdefault("_dirty_rows", set(range(self.pre_ll.shape[0])))
+        return dirty
+
+    def _values(self) -> tuple[Array, Array]:
+        """(log_e, log_clear) per (run, group), recomputed only for the runs whose counts changed."""
+        cache: dict[str, Array] = self.__dict__.setdefault("_cache", {})
+        dirty = self._dirty()
+        if "log_e" not in cache:
+            shape = self.pre_ll.shape[:2]
+            cache["log_e"], cache["log_clear"] = np.zeros(shape), np.zeros(shape)
+            dirty.update(range(shape[0]))
+        if dirty:
+            rows = np.fromiter(sorted(dirty), dtype=np.int64)
+            pre, dur = self.pre_ll[rows], self.dur_ll[rows]
+            seen = self.canary_bins[rows] > 0
+            alts = pre[..., None] + dur[..., 2:] + LOG_PRIOR[None, None, :, None]
+            num = np.logaddexp.reduce(alts.reshape(*alts.shape[:2], -1), axis=2) - math.log(alts.shape[3])
+            den = _sup_bound(pre + dur[..., 0], self.pre_d[rows] + self.dur_d0[rows])
+            cache["log_e"][rows] = np.where(seen, num - den, 0.0)
+            null = pre + dur[..., 0] + LOG_PRIOR[None, None, :]
+            den1 = _sup_bound(pre + dur[..., 1], self.pre_d[rows] + self.dur_d1[rows])
+            cache["log_clear"][rows] = np.where(seen, np.logaddexp.reduce(null, axis=2) - den1, 0.0)
+            dirty.clear()
+        return cache["log_e"], cache["log_clear"]
 
     def log_e(self) -> Array:
         """Per group (runs, G): log e-value against "the canary is no worse for its customers"."""
-        alts = self.pre_ll[..., None] + self.dur_ll[..., 2:] + LOG_PRIOR[None, None, :, None]
-        num = np.logaddexp.reduce(alts.reshape(*alts.shape[:2], -1), axis=2) - math.log(alts.shape[3])
-        den = _sup_bound(self.pre_ll + self.dur_ll[..., 0], self.pre_d + self.dur_d0)
-        out: Array = np.where(self.canary_bins > 0, num - den, 0.0)
-        return out
+        return self._values()[0].copy()
 
     def log_clear(self) -> Array:
         """Per group (runs, G): log e-value against "the canary is min_regression or more worse"."""
-        null = self.pre_ll + self.dur_ll[..., 0] + LOG_PRIOR[None, None, :]
-        num = np.logaddexp.reduce(null, axis=2)
-        den = _sup_bound(self.pre_ll + self.dur_ll[..., 1], self.pre_d + self.dur_d1)
-        out: Array = np.where(self.canary_bins > 0, num - den, 0.0)
-        return out
+        return self._values()[1].copy()
 
     def to_dict(self) -> dict[str, Any]:
         return {k: floats(getattr(self, k)) for k in self.__dataclass_fields__}
