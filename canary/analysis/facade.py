@@ -110,6 +110,7 @@ class RolloutJudge:
         self.state = state
         self.mirror = mirror
         self.boundaries = boundaries
+        self._asked: float | None = None  # the weight of the last bin, for the hold's words
 
     @classmethod
     def new(cls, spec: JudgeSpec, histogram_boundaries: int = 0) -> RolloutJudge:
@@ -153,6 +154,7 @@ class RolloutJudge:
             weight,
         )
         code = int(rollout.verdicts(self.state, self.spec)[0])
+        self._asked = context.weight
         return self._decision(CODES[code])
 
     def observe_mirror(self, counts: MirrorBin, seconds: float = 1.0) -> Decision:
@@ -218,7 +220,13 @@ class RolloutJudge:
                 text += f"; {power}"
             words.append(text)
         if verdict is Verdict.CONTINUE and bool(rollout.srm_mismatch(state, spec)[0]):
-            words.insert(0, "held: the canary's share of traffic does not match the weight asked")
+            first = state.metrics[0]
+            seen = float(first.canary_n[0]) / max(float(first.canary_n[0] + first.stable_n[0]), 1.0)
+            asked = self._asked
+            numbers = f" ({seen:.2%} of requests on the canary, {asked:.2%} asked)" if asked is not None else ""
+            if spec.sticky:
+                numbers = f" ({int(state.misrouted[0])} of {int(state.routed[0])} requests on the wrong track)"
+            words.insert(0, "held: the canary's share of traffic does not match the weight asked" + numbers)
         head = {
             Verdict.FAIL: "canary is worse than stable",
             Verdict.PASS: "step passed",

@@ -157,3 +157,18 @@ def test_mirror_noise_seen_on_the_baseline_passes_and_a_real_difference_fails_fa
     assert healthy.count(Verdict.PASS) >= 99
     caught = [mirror_run(rng, 0.25, 0.0) for _ in range(50)]  # a quarter of photos sideways
     assert all(v is Verdict.FAIL and seen <= 100 for v, seen in caught)
+
+
+def test_a_split_that_is_not_the_weight_asked_holds_the_rollout_with_the_numbers():
+    spec = JudgeSpec.from_mapping(SPEC)
+    honest, skewed = RolloutJudge.new(spec), RolloutJudge.new(spec)
+    rng = np.random.default_rng(10)
+    verdicts = set()
+    for _ in range(100):
+        honest_bins = bins(rng, spec, 0.05, 0.001, 0.001)
+        verdicts.add(honest.observe(honest_bins, StepContext(0, 1.0, 0.05)).verdict)
+        d = skewed.observe(bins(rng, spec, 0.12, 0.001, 0.001), StepContext(0, 1.0, 0.05))  # asked 5%, got 12%
+        assert d.verdict is not Verdict.PASS
+    assert Verdict.PASS in verdicts
+    assert d.verdict is Verdict.CONTINUE and d.reason.startswith("judging: held: the canary's share")
+    assert "% of requests on the canary, 5.00% asked" in d.reason
