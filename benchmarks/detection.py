@@ -11,6 +11,7 @@ time to rollback / ours, ``failed_ratio`` = flagger's median failed canary reque
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import yaml
 
 from benchmarks.common import report
-from canary.analysis import simulate
+from canary.analysis import loop, simulate
 from canary.analysis.mirror import MirrorState
 from canary.analysis.scenario import Scenario
 from canary.analysis.spec import JudgeSpec
@@ -77,6 +78,14 @@ def mirror_figures(runs: int, seed: int = 3) -> dict[str, float]:
     }
 
 
+def per_request_on_sticky(path: Path, runs: int) -> float:
+    """The reference: the request-level test (the old null) on the same sticky traffic."""
+    scenario = load(path)
+    spec = dataclasses.replace(loop.judge_spec(scenario), sticky=False)
+    result = loop.run(scenario, runs, np.random.default_rng(scenario.seed), spec)
+    return float((~np.isnan(result.rolled_back_at)).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, help="at most this many runs per scenario")
@@ -92,6 +101,7 @@ def main() -> None:
         results[result["scenario"]] = result
         print(simulate.table(result), f"\n  ({result['seconds']} s)\n", flush=True)
     mirror = mirror_figures(min(1000, args.runs or 1000))
+    old_sticky = per_request_on_sticky(SCENARIOS / "healthy-customers.yaml", min(200, args.runs or 200))
 
     def seq(name: str) -> dict[str, Any]:
         return dict(results[name]["policies"]["sequential"])
@@ -138,6 +148,12 @@ def main() -> None:
             "seconds": round(time.perf_counter() - started, 1),
             "ttr_ratio": round(flag["ttr_median_s"] / head["ttr_median_s"], 1),
             "failed_ratio": round(flag["failed_median"] / max(head["failed_median"], 1), 1),
+            # false rollbacks of identical releases under sticky customers: ours / the request-level test's
+            "sticky_false_rollback": seq("healthy-customers")["false_rollback_rate"],
+            "sticky_false_rollback_per_request_test": round(old_sticky, 4),
+            "sticky_false_rollback_ratio": round(
+                seq("healthy-customers")["false_rollback_rate"] / max(old_sticky, 1e-9), 4
+            ),
             "goals": {k: {"value": round(float(v), 4), "met": bool(ok)} for k, (v, ok) in goals.items()},
             "mirror": mirror,
             "results": {n: r["policies"] for n, r in results.items()},
