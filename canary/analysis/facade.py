@@ -32,6 +32,9 @@ from canary.analysis.spec import JudgeSpec, MetricRule, StepRule
 STATE_VERSION = 1
 STICKY_STATISTIC = "e-value per sticky bucket group against its own history (universal inference)"
 REQUEST_STATISTIC = "e-value of 'canary no worse' (change-point mixture likelihood ratio)"
+# a sticky spec whose bins come without bucket-group counts is judged per request (the fallback
+# until the router counts per group): valid only if customers fail alike, and said so
+FALLBACK_WORDS = "sticky routing judged per request (no bucket-group counts): assumes customers fail alike"
 MAX_COUNT = 10**12  # per bin: anything larger is a broken source, refused
 
 
@@ -198,7 +201,7 @@ class RolloutJudge:
             evidence.append(
                 MetricEvidence(
                     metric=rule.name,
-                    statistic=STICKY_STATISTIC if spec.sticky else REQUEST_STATISTIC,
+                    statistic=STICKY_STATISTIC if ms.groups is not None and ms.groups.seen else REQUEST_STATISTIC,
                     e_value=_exp(float(rd.log_e[0])),
                     threshold=threshold,
                     canary=c,
@@ -214,6 +217,8 @@ class RolloutJudge:
                 f"{rule.name}: canary {c.bad} bad of {c.requests} vs stable {s.bad} of {s.requests}; "
                 f"e-value {_num(_exp(float(rd.log_e[0])))} (fails at {threshold:g})"
             )
+            if spec.sticky and (ms.groups is None or not ms.groups.seen):
+                text += f" [{FALLBACK_WORDS}]"
             if bool(rd.blocked[0]):
                 text += "; both tracks miss the objective: not rolling back, not passing"
             if verdict is not Verdict.FAIL and not rd.ruled_out[0] and state.step[0] >= len(spec.steps) - 1:
