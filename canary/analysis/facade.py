@@ -73,7 +73,9 @@ class MetricBin:
 
 @dataclass(frozen=True)
 class StepContext:
-    step: int  # 0-based index of the spec's step the bin belongs to
+    # 0-based index of the spec's step the bin belongs to; -1 before the canary takes traffic
+    # (pending, mirroring): sticky bucket groups are then measured on stable, their history
+    step: int
     seconds: float = 1.0  # the bin's measured length
     weight: float | None = None  # canary share (0-1) the router applied, per-request routing
 
@@ -144,8 +146,8 @@ class RolloutJudge:
         missing = [m.name for m in self.spec.metrics if m.name not in by_name]
         if missing:
             raise ValueError(f"bins: no counts for metric {missing[0]!r}")
-        if not 0 <= context.step < len(self.spec.steps):
-            raise ValueError(f"context.step: must be 0 to {len(self.spec.steps) - 1}, got {context.step}")
+        if not -1 <= context.step < len(self.spec.steps):
+            raise ValueError(f"context.step: must be -1 to {len(self.spec.steps) - 1}, got {context.step}")
         arrays = [self._arrays(by_name[m.name]) for m in self.spec.metrics]
         weight = np.asarray([math.nan if context.weight is None else context.weight / 1.0])
         rollout.update(

@@ -113,6 +113,8 @@ def test_state_round_trip_continues_the_same_e_process():
             out.append(MetricBin(m.name, TrackCounts(cn, cb), TrackCounts(total - cn, bad - cb), tuple(groups)))
         return out
 
+    for _ in range(30):  # before the canary takes traffic: the groups' history on stable
+        assert judge.observe(grouped(-1), StepContext(-1)).verdict is Verdict.CONTINUE
     for _ in range(50):
         judge.observe(grouped(0), StepContext(0))
     stored = json.loads(json.dumps(judge.to_dict()))
