@@ -39,24 +39,32 @@ def _simulate(args: argparse.Namespace) -> int:
     import yaml
 
     from canary.analysis import simulate
-    from canary.analysis.policies import POLICIES
     from canary.analysis.scenario import Scenario, ScenarioError
 
-    unknown = [p for p in args.policy or [] if p not in POLICIES]
+    unknown = [p for p in args.policy or [] if p not in simulate.POLICY_NAMES]
     if unknown:
-        raise UsageError(f"unknown policy {unknown[0]!r}: choose from {', '.join(POLICIES)}")
+        raise UsageError(f"unknown policy {unknown[0]!r}: choose from {', '.join(simulate.POLICY_NAMES)}")
     results = []
     for path in args.scenario:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-            scenario = Scenario.from_dict(data)
+
+            def read_spec(name: str, base: Path = Path(path).parent) -> object:
+                # a rollout spec named by a scenario: relative to the working directory, else to the scenario
+                file = Path(name) if Path(name).exists() else base / name
+                return yaml.safe_load(file.read_text(encoding="utf-8"))
+
+            scenario = Scenario.from_dict(data, read_spec)
         except OSError as exc:
             raise UsageError(f"cannot read scenario {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             raise UsageError(f"{path}: not valid YAML: {exc}") from None
         except ScenarioError as exc:
             raise UsageError(f"{path}: {exc}") from None
-        result = simulate.run(scenario, args.policy, runs=args.runs, seed=args.seed)
+        try:
+            result = simulate.run(scenario, args.policy, runs=args.runs, seed=args.seed)
+        except ValueError as exc:
+            raise UsageError(f"{path}: {exc}") from None
         results.append(result)
         if not args.json:
             print(simulate.table(result) + "\n")

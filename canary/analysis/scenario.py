@@ -4,10 +4,27 @@ A scenario (usually a YAML file, see ``benchmarks/scenarios/``) describes the tr
 the canary's share (constant or steps), the bad-event rates of both tracks, when the canary's
 fault begins, and bursts where a shared dependency fails both tracks together.  ``traffic`` draws
 per-second counts for many runs at once (Poisson arrivals, binomial split and failures).
+
+Optional fields (all documented in ``benchmarks/scenarios/README.md``):
+
+- ``customers: {count, traffic_spread, error_spread, history}``: sticky routing by customer.
+  Request rates spread lognormally (sigma ``traffic_spread``), bad-rate multipliers have mean 1
+  and coefficient of variation ``error_spread``, the same on both releases; each run draws its own
+  customers and its own salt (buckets); ``history`` seconds (default 600) of stable-only traffic
+  are counted per bucket group before the rollout starts, as the router does with a new salt.
+- ``restarts: [seconds, ...]``: the controller restarts; the judge's state goes through
+  ``to_dict``/JSON/``from_dict`` there.
+- ``metrics: N``: N independent metrics with the scenario's rates, judged together.
+- ``rollout: {spec: FILE} | {steps, metrics, on_inconclusive, alpha}``: closed loop, the canary's
+  share follows the state machine (steps' weights, bakes, ``max_seconds``); ``canary_share`` is
+  then ignored.
+- ``latency: {stable: {median, sigma}, canary: {median, sigma}, threshold_ms}``: lognormal
+  per-request latency (ms) per track; adds a latency metric judged on the whole histogram.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +46,23 @@ class Burst:
 
 
 @dataclass(frozen=True)
+class Customers:
+    count: int = 1000
+    traffic_spread: float = 1.0
+    error_spread: float = 1.0
+    history: float = 600.0
+
+
+@dataclass(frozen=True)
+class Latency:
+    stable_median: float
+    stable_sigma: float
+    canary_median: float
+    canary_sigma: float
+    threshold_ms: float = 1000.0
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     duration: int
@@ -41,11 +75,17 @@ class Scenario:
     runs: int = 400
     seed: int = 1
     objective: float | None = None
+    customers: Customers | None = None
+    restarts: tuple[float, ...] = ()
+    metrics: int = 1
+    rollout: dict[str, Any] | None = None  # the rollout's spec mapping (closed loop)
+    latency: Latency | None = None
 
     @property
     def healthy(self) -> bool:
         """The canary is no worse than stable: any rollback is a false one."""
-        return self.canary_error_rate <= self.baseline_error_rate
+        slower = self.latency is not None and self.latency.canary_median > self.latency.stable_median
+        return self.canary_error_rate <= self.baseline_error_rate and not slower
 
     def share_at(self, seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         share = np.zeros_like(seconds)
@@ -54,7 +94,8 @@ class Scenario:
         return share
 
     @classmethod
-    def from_dict(cls, data: Any) -> Scenario:
+    def from_dict(cls, data: Any, read_spec: Callable[[str], Any] | None = None) -> Scenario:
+        """``read_spec`` reads ``rollout.spec`` (a path) into its mapping; the caller does the I/O."""
         if not isinstance(data, dict):
             raise ScenarioError("a scenario is a mapping of fields (name, duration, rate, ...)")
         known = {
@@ -69,6 +110,11 @@ class Scenario:
             "runs",
             "seed",
             "objective",
+            "customers",
+            "restarts",
+            "metrics",
+            "rollout",
+            "latency",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -113,7 +159,81 @@ class Scenario:
             runs=int(_number(data, "runs", 1, 1_000_000, default=400)),
             seed=int(_number(data, "seed", 0, 2**32 - 1, default=1)),
             objective=None if objective is None else _check("objective", objective, 0, 1),
+            customers=_customers(data.get("customers")),
+            restarts=tuple(_check(f"restarts[{i}]", v, 0, duration) for i, v in enumerate(_list(data, "restarts"))),
+            metrics=int(_number(data, "metrics", 1, 20, default=1)),
+            rollout=_rollout(data.get("rollout"), read_spec),
+            latency=_latency(data.get("latency")),
         )
+
+
+def _list(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key) or []
+    if not isinstance(value, list):
+        raise ScenarioError(f"{key}: must be a list")
+    return value
+
+
+def _customers(raw: Any) -> Customers | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ScenarioError("customers: must be a mapping with count, traffic_spread, error_spread")
+    unknown = sorted(set(raw) - {"count", "traffic_spread", "error_spread", "history"})
+    if unknown:
+        raise ScenarioError(f"customers.{unknown[0]}: unknown field")
+    return Customers(
+        count=int(_number(raw, "count", 1, 1_000_000, "customers.", 1000)),
+        traffic_spread=_number(raw, "traffic_spread", 0, 5, "customers.", 1.0),
+        error_spread=_number(raw, "error_spread", 0, 20, "customers.", 1.0),
+        history=_number(raw, "history", 0, 86400, "customers.", 600.0),
+    )
+
+
+def _latency(raw: Any) -> Latency | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("stable"), dict) or not isinstance(raw.get("canary"), dict):
+        raise ScenarioError("latency: must be a mapping with stable: {median, sigma} and canary: {median, sigma}")
+    s, c = raw["stable"], raw["canary"]
+    return Latency(
+        stable_median=_number(s, "median", 0.001, 1e6, "latency.stable."),
+        stable_sigma=_number(s, "sigma", 0, 5, "latency.stable.", 0.5),
+        canary_median=_number(c, "median", 0.001, 1e6, "latency.canary."),
+        canary_sigma=_number(c, "sigma", 0, 5, "latency.canary.", 0.5),
+        threshold_ms=_number(raw, "threshold_ms", 0.001, 1e7, "latency.", 1000.0),
+    )
+
+
+def _rollout(raw: Any, read_spec: Callable[[str], Any] | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ScenarioError("rollout: must be a mapping with spec: FILE or steps/metrics/on_inconclusive")
+    if "spec" in raw:
+        if read_spec is None:
+            raise ScenarioError("rollout.spec: a spec file cannot be read here")
+        try:
+            loaded = read_spec(str(raw["spec"]))
+        except (OSError, ValueError) as exc:
+            raise ScenarioError(f"rollout.spec: cannot read {raw['spec']}: {exc}") from None
+        spec = loaded.get("spec", loaded) if isinstance(loaded, dict) else loaded
+        if not isinstance(spec, dict):
+            raise ScenarioError("rollout.spec: not a rollout manifest")
+        merged = dict(spec)
+        merged.update({k: v for k, v in raw.items() if k != "spec"})
+        return _valid_rollout(merged)
+    return _valid_rollout(dict(raw))
+
+
+def _valid_rollout(spec: dict[str, Any]) -> dict[str, Any]:
+    from canary.analysis.spec import JudgeSpec, SpecError
+
+    try:
+        JudgeSpec.from_mapping(spec)
+    except SpecError as exc:
+        raise ScenarioError(f"rollout: {exc}") from None
+    return spec
 
 
 def _check(field: str, value: Any, lo: float, hi: float) -> float:

@@ -69,3 +69,23 @@ def test_a_better_canary_is_not_failed():
 def test_empty_bins_and_bins_without_bad_events_change_nothing():
     lr = regression_log_lr([0, 10, 5, 0], [0, 0, 0, 0], [100, 0, 50, 0], [3, 0, 0, 0])
     assert np.all(lr == 0)
+
+
+def test_the_change_point_mixture_keeps_alpha_under_a_moving_split_and_a_shared_burst():
+    from canary.analysis.eprocess import ChangePointProcess, share_log_lr
+    from canary.analysis.rollout import RATIO_WEIGHTS, RATIOS
+
+    rng = np.random.default_rng(31)
+    runs, bins = 3000, 400
+    share = np.repeat([0.01, 0.05, 0.25, 0.5], 100)
+    rate = np.full(bins, 0.01)
+    rate[150:200] = 0.3  # a shared dependency fails both tracks
+    process = ChangePointProcess.new(runs, len(RATIOS))
+    crossed = np.zeros(runs, dtype=bool)
+    for t in range(bins):
+        total = rng.poisson(50, runs)
+        cn = rng.binomial(total, share[t])
+        cb, sb = rng.binomial(cn, rate[t]), rng.binomial(total - cn, rate[t])
+        process.update(share_log_lr(cb * 1.0, sb * 1.0, np.full(runs, share[t]), RATIOS), np.ones(runs))
+        crossed |= process.log_e(RATIO_WEIGHTS) >= np.log(1 / ALPHA)
+    assert crossed.mean() <= ALPHA

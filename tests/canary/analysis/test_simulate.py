@@ -88,6 +88,7 @@ def test_cli_json_and_errors(tmp_path):
         "ttr_p90_s",
         "failed_median",
         "failed_p90",
+        "failed_mean",
         "false_rollback_rate",
         "false_rollback_upper95",
     }
@@ -98,3 +99,38 @@ def test_cli_json_and_errors(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown policy 'nope'")
+
+
+def test_cli_closed_loop_rollout_from_a_spec_file(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: closed\nduration: 600\nrate: 100\nbaseline_error_rate: 0.005\ncanary_error_rate: 0.005\n"
+        "rollout: {spec: manifests/rollouts/opens.yaml}\nruns: 20\nseed: 1\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "canary.cli", "simulate", "--scenario", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    seq = json.loads(out.stdout)["policies"]["sequential"]
+    assert {"promoted_share", "inconclusive_share", "missed_share", "false_rollback_rate"} <= set(seq)
+    assert seq["false_rollback_rate"] == 0.0 and seq["missed_share"] is None
+    assert seq["promoted_share"] + seq["inconclusive_share"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"customers": {"count": 0}}, "customers.count: must be between"),
+        ({"customers": {"colour": 1}}, "customers.colour: unknown field"),
+        ({"restarts": [5000]}, "restarts[0]: must be between"),
+        ({"latency": {"stable": {"median": 80}}}, "latency: must be a mapping"),
+        ({"rollout": {"steps": [{"weight": 5}, {"weight": 1}]}}, "weights must rise"),
+    ],
+)
+def test_new_scenario_fields_name_the_field(change, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        scenario = Scenario.from_dict({**BASE, **change})
+        simulate.run(scenario, runs=2)

@@ -1,0 +1,365 @@
+"""The rollout's judge, vectorised over runs: all of a spec's metrics, one alpha, bin by bin.
+
+The live judge (``canary.analysis.facade.RolloutJudge``) is this with one run; the simulator's
+``sequential`` policy is this with thousands: one implementation.
+
+Per metric the tests are: the regression test (per request: the change-point mixture of
+``canary.analysis.eprocess`` on the canary's share of bad events, at the design weight when the
+router routes per request and says what weight it applied, else the bin's realised split; sticky:
+one test per bucket group, ``canary.analysis.sticky``); the objective test when the metric has
+one (the canary alone against its objective, never when stable misses it too); for latency, a
+test on the whole histogram (the mixture over every bucket boundary of the regression test on
+"slower than that boundary", so a 30% slower median is seen though it never crosses the
+threshold).  **One alpha per rollout**: with ``T`` tests in all, each fails at ``T/alpha``
+(Bonferroni: valid whatever the metrics' dependence, e.g. slow requests that are also errors).
+
+Verdicts (``Verdict``): ``fail`` when any test crosses; ``pass`` when the step has baked and, for
+a step before the last, no metric holds strong evidence against the canary (an e-value past the
+square root of its threshold), and for the last step every
+metric rules out a regression of ``min_regression`` with the reversed test at ``pass_alpha`` (or
+is within its tolerance); ``inconclusive`` at ``max_seconds`` without either; else ``continue``.
+A sample-ratio mismatch (the canary's share of requests far from the weight asked, tested with an
+anytime-valid binomial mixture at ``SRM_ALPHA``; sticky: more than 1% of requests served by the
+track their bucket group is not on) holds the rollout: no pass until a person looks.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from canary.analysis.eprocess import ChangePointProcess, array, floats, share_log_lr
+from canary.analysis.sequential import DEFAULT_RATIOS, objective_log_lr
+from canary.analysis.spec import JudgeSpec, MetricRule
+from canary.analysis.sticky import StickyGroups
+
+Array = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+# a step before the last moves on unless the evidence against the canary is past this share of the
+# failing threshold (in logs): moving on is no verdict (the last step's pass test is), and more
+# exposure shows a real regression sooner
+EARLIER_STEP_SHARE = 0.5
+TOLERANCE_Z = 3.0
+SRM_ALPHA = 1e-3  # a healthy split is held for a mismatch at most this often
+SRM_SHIFTS = (0.5, 0.8, 1.25, 2.0)
+RATIOS = np.asarray(DEFAULT_RATIOS)
+# prior weights of the ratios (1.5x ... 1000x): more on the large ones, where two bad canary
+# requests must be enough to roll back a total break quickly; any fixed weights keep the guarantee
+RATIO_WEIGHTS = np.asarray((0.06, 0.06, 0.06, 0.06, 0.10, 0.15, 0.20, 0.18, 0.13))
+# latency on the whole histogram: a slower distribution raises "slower than b" by small factors
+LATENCY_RATIOS = np.asarray((1.25, 1.5, 2.0, 3.0, 5.0))
+
+
+class Verdict(enum.Enum):
+    CONTINUE = "continue"
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+CODES = (Verdict.CONTINUE, Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE)
+CONTINUE, PASS, FAIL, INCONCLUSIVE = 0, 1, 2, 3
+
+
+@dataclass
+class BinArrays:
+    """One metric's counts in one bin, one row per run (the facade builds it from ``MetricBin``)."""
+
+    canary_n: Array
+    canary_bad: Array
+    stable_n: Array
+    stable_bad: Array
+    group_n: Array | None = None  # (runs, G+1): per sticky group, reference last
+    group_bad: Array | None = None
+    group_canary_n: Array | None = None
+    slower_canary: Array | None = None  # (runs, B): requests slower than each histogram boundary
+    slower_stable: Array | None = None
+
+
+def total_tests(spec: JudgeSpec, state: JudgeState) -> int:
+    """How many tests share the rollout's alpha: each fails at ``total_tests / alpha``."""
+    count = 0
+    for rule, ms in zip(spec.metrics, state.metrics, strict=True):
+        count += ms.groups.groups if ms.groups is not None else 1
+        count += (rule.objective is not None) + (ms.latency is not None)
+    return count + (spec.mirror is not None)
+
+
+@dataclass
+class MetricState:
+    regression: ChangePointProcess
+    clear: Array  # log e against "canary min_regression worse" (per request)
+    canary_n: Array
+    canary_bad: Array
+    stable_n: Array
+    stable_bad: Array
+    groups: StickyGroups | None = None
+    objective: Array | None = None  # (runs, R) cumulative log LR, canary vs the objective
+    stable_objective: Array | None = None
+    latency: ChangePointProcess | None = None
+
+    @classmethod
+    def new(cls, runs: int, spec: JudgeSpec, rule: MetricRule, boundaries: int) -> MetricState:
+        zero = np.zeros(runs)
+        return cls(
+            regression=ChangePointProcess.new(runs, len(RATIOS)),
+            clear=zero.copy(),
+            canary_n=zero.copy(),
+            canary_bad=zero.copy(),
+            stable_n=zero.copy(),
+            stable_bad=zero.copy(),
+            groups=StickyGroups.new(runs, len(spec.steps), rule.min_regression) if spec.sticky else None,
+            objective=np.zeros((runs, len(RATIOS))) if rule.objective is not None else None,
+            stable_objective=np.zeros((runs, len(RATIOS))) if rule.objective is not None else None,
+            latency=ChangePointProcess.new(runs, boundaries * len(LATENCY_RATIOS))
+            if rule.kind == "latency" and boundaries
+            else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"regression": self.regression.to_dict()}
+        for k in ("clear", "canary_n", "canary_bad", "stable_n", "stable_bad", "objective", "stable_objective"):
+            v = getattr(self, k)
+            out[k] = None if v is None else floats(v)
+        out["groups"] = None if self.groups is None else self.groups.to_dict()
+        out["latency"] = None if self.latency is None else self.latency.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MetricState:
+        def opt(k: str) -> Array | None:
+            return None if data.get(k) is None else array(data[k])
+
+        return cls(
+            regression=ChangePointProcess.from_dict(data["regression"]),
+            clear=array(data["clear"]),
+            canary_n=array(data["canary_n"]),
+            canary_bad=array(data["canary_bad"]),
+            stable_n=array(data["stable_n"]),
+            stable_bad=array(data["stable_bad"]),
+            groups=None if data.get("groups") is None else StickyGroups.from_dict(data["groups"]),
+            objective=opt("objective"),
+            stable_objective=opt("stable_objective"),
+            latency=None if data.get("latency") is None else ChangePointProcess.from_dict(data["latency"]),
+        )
+
+
+@dataclass
+class JudgeState:
+    """Everything the judge remembers, for ``runs`` rollouts at once; plain data round trip."""
+
+    metrics: list[MetricState]
+    step: IntArray  # the step the bake counters belong to (-1 before the first)
+    step_seconds: Array
+    step_canary_n: Array
+    srm: Array  # (runs, shifts) cumulative log LR of the canary's request share against the weight
+    misrouted: Array  # sticky: requests served by the track their bucket group is not on
+    routed: Array
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, runs: int, spec: JudgeSpec, boundaries: int = 0) -> JudgeState:
+        return cls(
+            metrics=[MetricState.new(runs, spec, m, boundaries) for m in spec.metrics],
+            step=np.full(runs, -1, dtype=np.int64),
+            step_seconds=np.zeros(runs),
+            step_canary_n=np.zeros(runs),
+            srm=np.zeros((runs, len(SRM_SHIFTS))),
+            misrouted=np.zeros(runs),
+            routed=np.zeros(runs),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": [m.to_dict() for m in self.metrics],
+            "step": self.step.tolist(),
+            "step_seconds": floats(self.step_seconds),
+            "step_canary_n": floats(self.step_canary_n),
+            "srm": floats(self.srm),
+            "misrouted": floats(self.misrouted),
+            "routed": floats(self.routed),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JudgeState:
+        return cls(
+            metrics=[MetricState.from_dict(m) for m in data["metrics"]],
+            step=np.asarray(data["step"], dtype=np.int64),
+            step_seconds=array(data["step_seconds"]),
+            step_canary_n=array(data["step_canary_n"]),
+            srm=array(data["srm"]),
+            misrouted=array(data["misrouted"]),
+            routed=array(data["routed"]),
+        )
+
+
+def update(
+    state: JudgeState, spec: JudgeSpec, bins: list[BinArrays], seconds: Array, step: IntArray, weight: Array
+) -> None:
+    """Add one bin of every metric.  ``weight``: the canary share the router applied (nan: unknown)."""
+    moved = step != state.step
+    state.step_seconds = np.where(moved, 0.0, state.step_seconds) + seconds
+    first = bins[0]
+    state.step_canary_n = np.where(moved, 0.0, state.step_canary_n) + first.canary_n
+    state.step = step.copy()
+    known = np.isfinite(weight) & (weight > 0) & (weight < 1)
+    w = np.where(known, weight, 0.5)
+    if not spec.sticky:
+        shifted = np.clip(w[:, None] * np.asarray(SRM_SHIFTS), 1e-9, 1 - 1e-9)
+        srm = first.canary_n[:, None] * np.log(shifted / w[:, None]) + first.stable_n[:, None] * (
+            np.log1p(-shifted) - np.log1p(-w[:, None])
+        )
+        state.srm += np.where(known[:, None], srm, 0.0)
+    elif first.group_n is not None and first.group_canary_n is not None:
+        on = _on_canary(step, first.group_n.shape[1] - 1)
+        on_all = np.concatenate([on, np.zeros((len(step), 1), dtype=bool)], axis=1)
+        wrong = np.where(on_all, first.group_n - first.group_canary_n, first.group_canary_n).sum(axis=1)
+        state.misrouted += wrong
+        state.routed += first.group_n.sum(axis=1)
+    for rule, ms, b in zip(spec.metrics, state.metrics, bins, strict=True):
+        realised = np.where(
+            (b.canary_n > 0) & (b.stable_n > 0), b.canary_n / np.maximum(b.canary_n + b.stable_n, 1), 0.0
+        )
+        share = np.where(known, w, realised) if not spec.sticky else realised
+        lr = share_log_lr(b.canary_bad, b.stable_bad, share, RATIOS)
+        ms.regression.update(lr, seconds)
+        ms.clear -= share_log_lr(b.canary_bad, b.stable_bad, share, np.asarray([rule.min_regression]))[:, 0]
+        if ms.groups is not None and b.group_n is not None and b.group_bad is not None:
+            ms.groups.update(b.group_n, b.group_bad, _on_canary(step, ms.groups.groups))
+        if ms.objective is not None and ms.stable_objective is not None and rule.objective is not None:
+            ms.objective += objective_log_lr(b.canary_n, b.canary_bad, rule.objective, DEFAULT_RATIOS)
+            ms.stable_objective += objective_log_lr(b.stable_n, b.stable_bad, rule.objective, DEFAULT_RATIOS)
+        if ms.latency is not None:
+            if b.slower_canary is not None and b.slower_stable is not None:
+                cols = [
+                    share_log_lr(b.slower_canary[:, j], b.slower_stable[:, j], share, LATENCY_RATIOS)
+                    for j in range(b.slower_canary.shape[1])
+                ]
+                ms.latency.update(np.concatenate(cols, axis=1), seconds)
+            else:
+                ms.latency.update(np.zeros_like(ms.latency.log_m0), seconds)
+        ms.canary_n += b.canary_n
+        ms.canary_bad += b.canary_bad
+        ms.stable_n += b.stable_n
+        ms.stable_bad += b.stable_bad
+
+
+def _widest_group(spec: JudgeSpec) -> int:
+    cuts = (0, *spec.bucket_boundaries)
+    widths = [b - a for a, b in itertools.pairwise(cuts)]
+    return widths.index(max(widths))
+
+
+def _on_canary(step: IntArray, groups: int) -> npt.NDArray[np.bool_]:
+    out: npt.NDArray[np.bool_] = np.arange(groups)[None, :] <= step[:, None]
+    return out
+
+
+@dataclass
+class MetricReading:
+    """What the verdict rests on for one metric, per run."""
+
+    log_e: Array  # the largest of the metric's failing tests
+    fails: npt.NDArray[np.bool_]
+    blocked: npt.NDArray[np.bool_]  # both tracks miss the objective: neither rollback nor pass
+    no_evidence: npt.NDArray[np.bool_]
+    ruled_out: npt.NDArray[np.bool_]
+    within_tolerance: npt.NDArray[np.bool_]
+    log_clear: Array
+
+
+def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) -> MetricReading:
+    threshold = math.log(tests / spec.alpha)
+    if ms.groups is not None and ms.groups.seen:
+        per_group = ms.groups.log_e()
+        log_e = per_group.max(axis=1)
+        # the pass test reads one group fixed by the spec (the widest): under "the canary is
+        # min_regression worse for its customers" any one group's test is valid by itself
+        widest = _widest_group(spec)
+        log_clear = ms.groups.log_clear()[:, widest]
+    else:
+        log_e = ms.regression.log_e(RATIO_WEIGHTS)
+        log_clear = ms.clear
+    fails = log_e >= threshold
+    if ms.latency is not None:
+        lat = ms.latency.log_e()
+        fails |= lat >= threshold
+        log_e = np.maximum(log_e, lat)
+    blocked = np.zeros_like(fails)
+    stable_rate = ms.stable_bad / np.maximum(ms.stable_n, 1)
+    if ms.objective is not None and ms.stable_objective is not None and rule.objective is not None:
+        obj = _mix(ms.objective)
+        stable_misses = (_mix(ms.stable_objective) >= threshold) | (stable_rate > rule.objective)
+        fails |= (obj >= threshold) & ~stable_misses
+        blocked = (obj >= threshold) & stable_misses
+        log_e = np.maximum(log_e, np.where(stable_misses, -np.inf, obj))
+    tol = np.zeros_like(fails)
+    if rule.tolerance > 0:
+        upper = wilson_upper(ms.canary_bad, ms.canary_n, TOLERANCE_Z)
+        tol = (ms.canary_n > 0) & (upper <= stable_rate + rule.tolerance)
+    return MetricReading(
+        log_e=log_e,
+        fails=fails,
+        blocked=blocked,
+        no_evidence=log_e <= EARLIER_STEP_SHARE * threshold,
+        ruled_out=log_clear >= math.log(1 / spec.pass_alpha),
+        within_tolerance=tol,
+        log_clear=log_clear,
+    )
+
+
+def srm_mismatch(state: JudgeState, spec: JudgeSpec) -> npt.NDArray[np.bool_]:
+    if spec.sticky:
+        out: npt.NDArray[np.bool_] = (state.misrouted >= 20) & (state.misrouted > 0.01 * state.routed)
+        return out
+    return _mix(state.srm) >= math.log(1 / SRM_ALPHA)
+
+
+def verdicts(state: JudgeState, spec: JudgeSpec) -> IntArray:
+    """The verdict code per run (``CODES`` maps them to ``Verdict``)."""
+    tests = total_tests(spec, state)
+    readings = [read_metric(spec, r, ms, tests) for r, ms in zip(spec.metrics, state.metrics, strict=True)]
+    fail = np.zeros(len(state.step), dtype=bool)
+    blocked = fail.copy()
+    for rd in readings:
+        fail |= rd.fails
+        blocked |= rd.blocked
+    step_index = np.clip(state.step, 0, len(spec.steps) - 1)
+    min_seconds = np.asarray([s.min_seconds for s in spec.steps])[step_index]
+    min_requests = np.asarray([s.min_requests for s in spec.steps])[step_index]
+    max_seconds = np.asarray([s.max_seconds for s in spec.steps])[step_index]
+    baked = (state.step_seconds >= min_seconds) & (state.step_canary_n >= min_requests) & (state.step >= 0)
+    last = state.step >= len(spec.steps) - 1
+    clean = np.ones_like(fail)
+    for rd in readings:
+        earlier_ok = rd.no_evidence | rd.within_tolerance
+        last_ok = rd.ruled_out | rd.within_tolerance
+        clean &= np.where(last, last_ok, earlier_ok)
+    mismatch = srm_mismatch(state, spec)
+    passes = baked & clean & ~blocked & ~mismatch & ~fail
+    out = np.full(len(state.step), CONTINUE, dtype=np.int64)
+    out = np.where(passes, PASS, out)
+    out = np.where((out == CONTINUE) & (state.step_seconds >= max_seconds) & (state.step >= 0), INCONCLUSIVE, out)
+    out = np.where(fail, FAIL, out)
+    return out
+
+
+def _mix(cum: Array) -> Array:
+    out: Array = np.logaddexp.reduce(cum, axis=1) - math.log(cum.shape[1])
+    return out
+
+
+def wilson_upper(successes: Array, trials: Array, z: float) -> Array:
+    t = np.maximum(trials, 1)
+    p = successes / t
+    denom = 1 + z * z / t
+    centre = (p + z * z / (2 * t)) / denom
+    half = z * np.sqrt(p * (1 - p) / t + z * z / (4 * t * t)) / denom
+    out: Array = np.where(trials > 0, np.minimum(1.0, centre + half), 1.0)
+    return out
