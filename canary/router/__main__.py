@@ -1,14 +1,14 @@
-"""``python -m canary.router --table FILE_OR_URL --port N``: run the router under uvicorn."""
+"""``python -m canary.router --table FILE_OR_URL --port N``: run the router's protocol server."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
-from canary.router.app import create_router
+from canary.router.app import create_router, run_router
 from core.errors import ConfigError
-from core.serve import run_server
 from core.settings import load_settings
 
 
@@ -26,11 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(config_file=args.config, port=args.port, host=args.host)
+        router = create_router(settings, args.table, args.table_token)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    router = create_router(settings, args.table, args.table_token)
-    run_server(router, settings.host, settings.port, settings.log_level, lifespan="on")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_router(router, settings.host, settings.port)
     return 0
 
 

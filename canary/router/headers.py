@@ -15,6 +15,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "content-length",
+        "expect",  # the router answers 100 Continue itself
     }
 )
 

@@ -13,7 +13,7 @@ import json
 import httpx
 
 from canary.platforms.processes import start_service, wait_ready
-from canary.router.app import create_router
+from canary.router.app import create_router, serve_router_in_thread
 from canary.traffic import setup
 from canary.traffic.load import LoadConfig, run
 from core.serve import serve_in_thread
@@ -50,7 +50,7 @@ def put_table(router_url: str, route: dict) -> None:
 
 def test_mirror_catches_the_orientation_bug_with_no_noise_between_stable_copies(tmp_path):
     router = create_router(Settings(admin_token=TOKEN))
-    with resizers(tmp_path, "1.0", "1.0", "2.0") as (stable, baseline, canary), serve_in_thread(router) as url:
+    with resizers(tmp_path, "1.0", "1.0", "2.0") as (stable, baseline, canary), serve_router_in_thread(router) as url:
         put_table(
             url,
             {
@@ -103,7 +103,7 @@ def test_mirror_catches_the_orientation_bug_with_no_noise_between_stable_copies(
 
 def test_live_canary_failures_are_invisible_to_consumers_and_counted_by_the_router(tmp_path):
     router = create_router(Settings(admin_token=TOKEN))
-    with resizers(tmp_path, "1.0", "2.0") as (stable, canary), serve_in_thread(router) as url:
+    with resizers(tmp_path, "1.0", "2.0") as (stable, canary), serve_router_in_thread(router) as url:
         put_table(
             url,
             {

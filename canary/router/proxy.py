@@ -1,0 +1,190 @@
+"""The proxy: one request from a consumer to the track the split chooses, and its answer back.
+
+Where it sits: between a front end (``canary.router.server``'s protocol server, or the ASGI
+adapter in ``canary.router.app``), which parses and frames, and the upstream pool
+(``canary.router.upstream``).  It owns the routing decisions: the track (``canary.router.split``),
+failover, mirroring, counting (``canary.router.stats``).
+
+Failover: when the canary answers 5xx, resets, times out or answers malformed, and the request is
+safe to repeat (GET/HEAD, or it carries an ``Idempotency-Key``: its body is then buffered), the
+request is re-sent to stable and the consumer gets stable's answer; the canary's failure still
+counts against it.  Bodies that need no second send stream through as they arrive.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from canary.router.compare import Answer
+from canary.router.headers import response_headers, upstream_headers
+from canary.router.mirror import Mirror
+from canary.router.source import TableHolder
+from canary.router.split import choose_track, route_template
+from canary.router.stats import RouterStats
+from canary.router.upstream import Attempt, UpstreamError, UpstreamPool
+from canary.router.wire import BodyError, ClientGone, ClientSide, RequestBody, RequestHead, bodyless, json_error
+from core.routes import ServiceRoute
+
+SAFE = frozenset({"GET", "HEAD"})
+# Operational endpoints name their release by design: comparing them would only report noise.
+NEVER_MIRRORED = frozenset({"/healthz", "/readyz", "/metrics"})
+FAILURE_WORDS = {
+    "connect": "connection refused or unreachable",
+    "tls": "TLS handshake or certificate verification failed (see router_ca_bundle)",
+    "reset": "connection closed before a complete answer",
+    "timeout": "no answer within the route's timeout_s",
+    "bad_response": "malformed HTTP answer",
+}
+
+
+class Proxy:
+    def __init__(
+        self, tables: TableHolder, stats: RouterStats, pool: UpstreamPool, mirror: Mirror, max_body: int, copy_cap: int
+    ) -> None:
+        self.tables = tables
+        self.stats = stats
+        self.pool = pool
+        self.mirror = mirror
+        self.max_body = max_body
+        self.copy_cap = copy_cap  # the most of a stable answer kept to compare with the canary's
+
+    async def handle(self, head: RequestHead, body: RequestBody, client: ClientSide) -> None:
+        service, _, rest = head.path[1:].partition("/")
+        route = self.tables.table.services.get(service)
+        if route is None:
+            await client.answer(
+                *json_error(404, "unknown_service", f"no route for service {service!r}", {"service": service})
+            )
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
+        path = "/" + rest
+        path_qs = path + ("?" + head.query if head.query else "")
+        method = head.method
+        track = choose_track(route, headers, rest.split("/"))
+        template = route_template(route, path)
+        if body.length is not None and body.length > self.max_body:
+            await client.answer(*_too_large(self.max_body))
+            return
+        repeatable = method in SAFE or "idempotency-key" in headers
+        mirror = (
+            path not in NEVER_MIRRORED
+            and track == "stable"
+            and route.mirror.share > 0
+            and (method in SAFE or template in route.mirror.safe_routes)
+            and random.random() < route.mirror.share
+        )
+        up_headers = upstream_headers(head.headers, head.client, head.scheme)
+        sent: bytes | RequestBody | None
+        try:
+            if body.length == 0:
+                sent = None if method in SAFE else b""
+            elif (track == "canary" and route.failover and repeatable) or mirror:
+                sent = await _read_all(body, self.max_body)
+            else:
+                sent = _Limited(body, self.max_body)
+            started = time.perf_counter()
+            attempt = await self.pool.send(method, route.upstreams[track], path_qs, up_headers, sent, route.timeout_s)
+            failed_over = False
+            if track == "canary" and attempt.failed and route.failover and repeatable:
+                self._count(route, "canary", template, True, started)
+                self.stats.failover((service, "canary", route.release("canary"), template))
+                attempt.release()
+                track, failed_over, started = "stable", True, time.perf_counter()
+                attempt = await self.pool.send(
+                    method, route.upstreams["stable"], path_qs, up_headers, sent, route.timeout_s
+                )
+        except BodyError as exc:
+            if exc.kind == "too_large":
+                await client.answer(*_too_large(self.max_body))
+            elif exc.kind == "bad_body":
+                await client.answer(*json_error(400, "bad_request", "malformed request body (chunked encoding)"))
+            return  # "client_gone": nobody to answer
+        if not attempt.answered:
+            self._count(route, track, template, True, started)
+            status, code = (504, "upstream_timeout") if attempt.error == "timeout" else (502, "upstream_unavailable")
+            if attempt.error == "bad_response":
+                code = "upstream_bad_response"
+            words = FAILURE_WORDS.get(attempt.error, attempt.error)
+            detail = {"service": service, "track": track, "upstream": route.upstreams[track], "error": attempt.error}
+            await client.answer(*json_error(status, code, f"{track} upstream of {service} failed: {words}", detail))
+            return
+        broke = False
+        stable_copy: Answer | None = None
+        try:
+            stable_copy = await self._relay(client, attempt, method, track, failed_over, mirror)
+        except UpstreamError:
+            broke = True  # the answer broke off (reset, malformed chunking) after its head went out
+            client.abort()
+        except ClientGone:
+            attempt.release()
+        self._count(route, track, template, broke or attempt.status >= 500, started)
+        if mirror and stable_copy is not None:
+            self.mirror.submit(
+                route, template, method, path_qs, up_headers, sent if isinstance(sent, bytes) else None, stable_copy
+            )
+
+    def _count(self, route: ServiceRoute, track: str, template: str, error: bool, started: float) -> None:
+        self.stats.record((route.name, track, route.release(track), template), error, time.perf_counter() - started)
+
+    async def _relay(
+        self, client: ClientSide, attempt: Attempt, method: str, track: str, failed_over: bool, keep_copy: bool
+    ) -> Answer | None:
+        headers = response_headers(attempt.headers)
+        headers.append((b"x-canary-track", track.encode()))
+        if failed_over:
+            headers.append((b"x-canary-failover", b"1"))
+        no_body = bodyless(method, attempt.status)
+        if attempt.body is not None:  # complete with its head: one write
+            body = b"" if no_body else attempt.body
+            if not no_body:
+                headers = [h for h in headers if h[0] != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+            await client.answer(attempt.status, headers, body)
+            return Answer(attempt.status, attempt.content_type, body) if keep_copy else None
+        await client.start(attempt.status, headers, chunked=attempt.content_length is None and not no_body)
+        copy: list[bytes] | None = [] if keep_copy else None
+        size = 0
+        try:
+            while chunk := await attempt.read():
+                await client.write(chunk)
+                if copy is not None:
+                    size += len(chunk)
+                    copy = copy if size <= self.copy_cap else None
+                    if copy is not None:
+                        copy.append(chunk)
+        finally:
+            attempt.release()
+        await client.end()
+        return None if copy is None else Answer(attempt.status, attempt.content_type, b"".join(copy))
+
+
+class _Limited:
+    """A streamed request body that stops with ``too_large`` past the router's limit."""
+
+    def __init__(self, body: RequestBody, limit: int) -> None:
+        self.body = body
+        self.length = body.length
+        self.limit = limit
+        self.size = 0
+
+    async def read(self) -> bytes:
+        chunk = await self.body.read()
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise BodyError("too_large")
+        return chunk
+
+
+async def _read_all(body: RequestBody, limit: int) -> bytes:
+    parts, size = [], 0
+    while chunk := await body.read():
+        size += len(chunk)
+        if size > limit:
+            raise BodyError("too_large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return json_error(413, "payload_too_large", f"request body over {limit} bytes", None)

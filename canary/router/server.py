@@ -1,0 +1,396 @@
+"""The router's fast path: an HTTP/1.1 server at the protocol level (asyncio protocol, uvloop,
+httptools' parser), with no framework layer around proxied requests.
+
+Where it sits: it parses and frames; each proxied request goes to ``Proxy.handle`` with a
+:class:`RequestHead`, its body as a stream and this connection as the :class:`ClientSide`; admin
+and observability paths go whole to the router's Starlette app (``asgi_bridge.call_asgi``).
+
+What it refuses with 400, never forwarding: malformed requests, both Content-Length and
+Transfer-Encoding, a Transfer-Encoding other than ``chunked``, bad chunking, control characters
+in header names or values, protocol upgrades.  Pipelined requests are answered in order.  Flow
+control both ways: a client's body is read no faster than the upstream takes it, and an answer no
+faster than the client reads it.  Idle keep-alive connections are closed after ``KEEP_ALIVE_S``,
+and a request head that takes longer than ``HEAD_TIMEOUT_S`` to arrive (slowloris) is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from typing import cast
+
+import httptools
+
+from canary.router.wire import REASONS, BodyError, ClientGone, RequestHead, json_error
+
+log = logging.getLogger("releasewarden.router")
+KEEP_ALIVE_S = 75.0  # longer than clients keep theirs (httpx: 5 s), so the client gives up first
+HEAD_TIMEOUT_S = 15.0
+BODY_HIGH_WATER = 256 * 1024
+ADMIN_PATHS = ("/healthz", "/readyz", "/metrics", "/_router")
+ADMIN_BODY_MAX = 2 << 20
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+Handler = Callable[[RequestHead, "_Body", "_ClientConnection"], Awaitable[None]]
+
+
+class _Refused(Exception):
+    pass
+
+
+class _Body:
+    """A request body as it arrives; the client socket is paused while too much of it waits."""
+
+    def __init__(self, conn: _ClientConnection, length: int | None, expect_continue: bool) -> None:
+        self.conn = conn
+        self.length = length
+        self.complete = length == 0
+        self.error = ""
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.expect_continue = expect_continue
+
+    def feed(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.buffered += len(chunk)
+        if self.buffered > BODY_HIGH_WATER:
+            self.conn.pause_input()
+        self._wake()
+
+    def finish(self, error: str = "") -> None:
+        if error and not self.complete:
+            self.error = error
+        self.complete = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        if self.expect_continue:
+            self.expect_continue = False
+            self.conn.write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while True:
+            if self.chunks:
+                data = b"".join(self.chunks)
+                self.chunks.clear()
+                self.buffered = 0
+                self.conn.resume_input()
+                return data
+            if self.error:
+                raise BodyError(self.error)
+            if self.complete:
+                return b""
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+
+    async def read_all(self, cap: int) -> bytes:
+        parts, size = [], 0
+        while chunk := await self.read():
+            size += len(chunk)
+            if size > cap:
+                raise BodyError("too_large")
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+class _ClientConnection(asyncio.Protocol):
+    def __init__(self, server: RouterServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client = ""
+        self.closed = False
+        self.pending: deque[tuple[RequestHead, _Body, bool] | str] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.parsing: _Body | None = None
+        self.head_started = 0.0  # when the request head being read began (0: none)
+        self.last_active = time.monotonic()
+        self.input_paused = False
+        self.write_ready: asyncio.Future[None] | None = None
+        self._reset_head()
+        # the answer being written
+        self.keep = True
+        self.chunked_out = False
+        self.started = False
+
+    def _reset_head(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if isinstance(peer, tuple) else ""
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.parsing is not None:
+            self.parsing.finish("client_gone")
+        for item in self.pending:
+            if not isinstance(item, str):
+                item[1].finish("client_gone")
+        if self.write_ready is not None and not self.write_ready.done():
+            self.write_ready.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except _Refused as exc:
+            self._refuse(str(exc))
+        except httptools.HttpParserUpgrade:
+            self._refuse("protocol upgrades (WebSocket, h2c) are not supported")
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__ if isinstance(exc.__context__, _Refused) else exc
+            self._refuse(f"malformed request: {cause}")
+
+    def pause_writing(self) -> None:
+        self.write_ready = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self.write_ready is not None and not self.write_ready.done():
+            self.write_ready.set_result(None)
+        self.write_ready = None
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.head_started = time.monotonic()
+        self._reset_head()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > 16384:
+            raise _Refused("request target over 16 KiB")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if _BAD_VALUE.search(value) or _BAD_VALUE.search(name):
+            raise _Refused("control character in a header")
+        self.headers.append((name, value))
+        if len(self.headers) > 200:
+            raise _Refused("more than 200 headers")
+
+    def on_headers_complete(self) -> None:
+        self.head_started = 0.0
+        if self.parser.should_upgrade():
+            raise _Refused("protocol upgrades (WebSocket, h2c) are not supported")
+        path, _, query = self.url.partition(b"?")
+        if not path.startswith(b"/"):
+            raise _Refused("request target must be a path")
+        length: int | None = 0
+        expect = False
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)  # digits only: the parser has checked
+            elif lower == b"transfer-encoding":
+                if value.strip().lower() != b"chunked" or length is None:
+                    raise _Refused("Transfer-Encoding other than a single 'chunked'")
+                length = None
+            elif lower == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        head = RequestHead(
+            self.parser.get_method().decode("ascii"),
+            path.decode("latin-1"),
+            query.partition(b"#")[0].decode("latin-1"),
+            self.headers,
+            self.client,
+        )
+        body = _Body(self, length, expect and length != 0)
+        self.parsing = body
+        self.pending.append((head, body, self.parser.should_keep_alive()))
+        if self.worker is None:
+            self.worker = self.loop.create_task(self._work())
+
+    def on_body(self, body: bytes) -> None:
+        if self.parsing is not None:
+            self.parsing.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self.parsing is not None:
+            self.parsing.finish()
+            self.parsing = None
+
+    # -- answering -------------------------------------------------------------------------------
+    def _refuse(self, message: str) -> None:
+        log.info("refused a request from %s: %s", self.client, message)
+        if self.transport is not None:
+            self.transport.pause_reading()  # nothing after a framing error can be trusted
+        if self.parsing is not None and not self.parsing.complete:
+            self.parsing.finish("bad_body")
+            self.parsing = None
+            if self.worker is not None:
+                self.pending.append("")  # the handler answers 400 for its own body; then close
+                return
+        self.pending.append(message)
+        if self.worker is None:
+            self.worker = self.loop.create_task(self._work())
+
+    async def _work(self) -> None:
+        try:
+            while self.pending and not self.closed:
+                item = self.pending.popleft()
+                if isinstance(item, str):
+                    if item:
+                        self.keep = False
+                        self.started = False
+                        await self.answer(*json_error(400, "bad_request", item))
+                    self.close()
+                    return
+                head, body, self.keep = item
+                self.started, self.chunked_out = False, False
+                await self.server.handle(head, body, self)
+                if not body.complete or body.error:
+                    self.close()  # an unread body: the next request would start inside it
+                    return
+                if not self.keep:
+                    self.close()
+                    return
+                self.last_active = time.monotonic()
+        except ClientGone:
+            self.close()
+        except Exception:
+            log.exception("the router failed on a request")
+            if not self.started and not self.closed:
+                self.keep = False
+                await self.answer(*json_error(500, "internal_error", "router error"))
+            self.close()
+        finally:
+            self.worker = None
+
+    def _head(self, status: int, headers: list[tuple[bytes, bytes]], extra: bytes) -> bytes:
+        self.started = True
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+        lines += [k + b": " + v + b"\r\n" for k, v in headers]
+        if not self.keep:
+            lines.append(b"connection: close\r\n")
+        lines.append(extra + b"\r\n")
+        return b"".join(lines)
+
+    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if self.parsing is not None or (self.pending and isinstance(self.pending[0], str)):
+            self.keep = False  # answered before its body arrived: the connection cannot go on
+        self.write_raw(self._head(status, headers, b"") + body)
+        await self._drain()
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]], chunked: bool) -> None:
+        if chunked and self.parser.get_http_version() == "1.1":
+            self.chunked_out = True
+            self.write_raw(self._head(status, headers, b"transfer-encoding: chunked\r\n"))
+        else:
+            self.keep = self.keep and not chunked  # HTTP/1.0: the end of the answer is the end of the connection
+            self.write_raw(self._head(status, headers, b""))
+
+    async def write(self, chunk: bytes) -> None:
+        if self.closed:
+            raise ClientGone
+        self.write_raw(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked_out else chunk)
+        await self._drain()
+
+    async def end(self) -> None:
+        if self.chunked_out:
+            self.write_raw(b"0\r\n\r\n")
+
+    def abort(self) -> None:
+        self.keep = False
+        self.close()
+
+    def write_raw(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    async def _drain(self) -> None:
+        if self.write_ready is not None:
+            await self.write_ready
+        if self.closed:
+            raise ClientGone
+
+    def pause_input(self) -> None:
+        if not self.input_paused and self.transport is not None:
+            self.input_paused = True
+            self.transport.pause_reading()
+
+    def resume_input(self) -> None:
+        if self.input_paused and self.transport is not None and not self.closed:
+            self.input_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+
+
+class RouterServer:
+    """Listens on one address; ``handle`` gets every parsed request."""
+
+    def __init__(self, handle: Callable[[RequestHead, _Body, _ClientConnection], Awaitable[None]]) -> None:
+        self.handle = handle
+        self.connections: set[_ClientConnection] = set()
+        self.loop: asyncio.AbstractEventLoop  # the running loop, set in start()
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(lambda: _ClientConnection(self), host, port, backlog=4096)
+        self._sweeper = asyncio.create_task(self._sweep())
+        sock = self._server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.head_started and now - conn.head_started > HEAD_TIMEOUT_S:
+                    conn.close()  # a request head trickling in (slowloris)
+                elif conn.worker is None and not conn.head_started and now - conn.last_active > KEEP_ALIVE_S:
+                    conn.close()
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.worker is None:
+                conn.close()
+        deadline = time.monotonic() + 5
+        while any(c.worker is not None for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is not built for every platform: asyncio's loop works, slower
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+@contextlib.contextmanager
+def loop_in_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    """A uvloop event loop running in a background thread (tests, embedding)."""
+    loop = new_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
