@@ -16,7 +16,6 @@ from canary.platforms.processes import start_service, wait_ready
 from canary.router.app import create_router, serve_router_in_thread
 from canary.traffic import setup
 from canary.traffic.load import LoadConfig, run
-from core.serve import serve_in_thread
 from core.settings import Settings
 
 TOKEN = "router-admin"
