@@ -8,7 +8,10 @@ failover, mirroring, counting (``canary.router.stats``).
 Failover: when the canary answers 5xx, resets, times out or answers malformed, and the request is
 safe to repeat (GET/HEAD, or it carries an ``Idempotency-Key``: its body is then buffered), the
 request is re-sent to stable and the consumer gets stable's answer; the canary's failure still
-counts against it.  Bodies that need no second send stream through as they arrive.
+counts against it.  Bodies that need no second send stream through as they arrive; a chunked
+body is first read up to ``CHUNKED_PREFETCH`` bytes, so that a small one goes upstream whole with a
+Content-Length (its framing checked before any byte is forwarded), and a large one's framing error
+aborts the upstream request before it is complete.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from canary.router.wire import BodyError, ClientGone, ClientSide, RequestBody, R
 from core.routes import ServiceRoute
 
 SAFE = frozenset({"GET", "HEAD"})
+CHUNKED_PREFETCH = 256 * 1024
 # Operational endpoints name their release by design: comparing them would only report noise.
 NEVER_MIRRORED = frozenset({"/healthz", "/readyz", "/metrics"})
 FAILURE_WORDS = {
@@ -81,6 +85,8 @@ class Proxy:
                 sent = None if method in SAFE else b""
             elif (track == "canary" and route.failover and repeatable) or mirror:
                 sent = await _read_all(body, self.max_body)
+            elif body.length is None:
+                sent = await _prefetch(body, self.max_body)
             else:
                 sent = _Limited(body, self.max_body)
             started = time.perf_counter()
@@ -162,18 +168,32 @@ class Proxy:
 class _Limited:
     """A streamed request body that stops with ``too_large`` past the router's limit."""
 
-    def __init__(self, body: RequestBody, limit: int) -> None:
+    def __init__(self, body: RequestBody, limit: int, first: bytes = b"") -> None:
         self.body = body
         self.length = body.length
         self.limit = limit
         self.size = 0
+        self.first = first
 
     async def read(self) -> bytes:
-        chunk = await self.body.read()
+        chunk, self.first = (self.first, b"") if self.first else (await self.body.read(), b"")
         self.size += len(chunk)
         if self.size > self.limit:
             raise BodyError("too_large")
         return chunk
+
+
+async def _prefetch(body: RequestBody, limit: int) -> bytes | _Limited:
+    """A chunked body whole when it is small (then sent with a Content-Length: bad chunking is found
+    before anything goes upstream), else streamed on from what was read."""
+    parts, size = [], 0
+    while size <= CHUNKED_PREFETCH:
+        chunk = await body.read()
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+    return _Limited(body, limit, b"".join(parts))
 
 
 async def _read_all(body: RequestBody, limit: int) -> bytes:

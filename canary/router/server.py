@@ -116,10 +116,12 @@ class _ClientConnection(asyncio.Protocol):
         self.head_started = 0.0  # when the request head being read began (0: none)
         self.last_active = time.monotonic()
         self.input_paused = False
+        self.eof = False
         self.write_ready: asyncio.Future[None] | None = None
         self._reset_head()
         # the answer being written
         self.keep = True
+        self.current: _Body | None = None
         self.chunked_out = False
         self.started = False
 
@@ -144,6 +146,14 @@ class _ClientConnection(asyncio.Protocol):
                 item[1].finish("client_gone")
         if self.write_ready is not None and not self.write_ready.done():
             self.write_ready.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after its request still gets the answer; then the connection ends.
+        self.eof = True
+        if self.parsing is not None:
+            self.parsing.finish("client_gone")
+            self.parsing = None
+        return True if self.worker is not None or self.pending else None
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -243,18 +253,18 @@ class _ClientConnection(asyncio.Protocol):
                 item = self.pending.popleft()
                 if isinstance(item, str):
                     if item:
-                        self.keep = False
-                        self.started = False
+                        self.keep, self.started, self.current = False, False, None
                         await self.answer(*json_error(400, "bad_request", item))
                     self.close()
                     return
                 head, body, self.keep = item
+                self.current = body
                 self.started, self.chunked_out = False, False
                 await self.server.handle(head, body, self)
                 if not body.complete or body.error:
                     self.close()  # an unread body: the next request would start inside it
                     return
-                if not self.keep:
+                if not self.keep or (self.eof and not self.pending):
                     self.close()
                     return
                 self.last_active = time.monotonic()
@@ -279,7 +289,8 @@ class _ClientConnection(asyncio.Protocol):
         return b"".join(lines)
 
     async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        if self.parsing is not None or (self.pending and isinstance(self.pending[0], str)):
+        current = self.current
+        if current is not None and (not current.complete or current.error):
             self.keep = False  # answered before its body arrived: the connection cannot go on
         self.write_raw(self._head(status, headers, b"") + body)
         await self._drain()
