@@ -186,7 +186,8 @@ class _Limited:
 async def _prefetch(body: RequestBody, limit: int) -> bytes | _Limited:
     """A chunked body whole when it is small (then sent with a Content-Length: bad chunking is found
     before anything goes upstream), else streamed on from what was read."""
-    parts, size = [], 0
+    parts: list[bytes] = []
+    size = 0
     while size <= CHUNKED_PREFETCH:
         chunk = await body.read()
         if not chunk:
