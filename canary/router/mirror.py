@@ -35,7 +35,7 @@ class Mirror:
         template: str,
         method: str,
         path_qs: str,
-        headers: dict[str, str],
+        headers: bytes,
         body: bytes | None,
         stable: Answer,
     ) -> None:
@@ -44,7 +44,7 @@ class Mirror:
         task.add_done_callback(self.tasks.discard)
 
     async def _fetch(
-        self, route: ServiceRoute, track: str, method: str, path_qs: str, headers: dict[str, str], body: bytes | None
+        self, route: ServiceRoute, track: str, method: str, path_qs: str, headers: bytes, body: bytes | None
     ) -> Answer:
         attempt = await self.client.send(method, route.upstreams[track], path_qs, headers, body, route.timeout_s)
         if not attempt.answered:
@@ -61,7 +61,7 @@ class Mirror:
         template: str,
         method: str,
         path_qs: str,
-        headers: dict[str, str],
+        headers: bytes,
         body: bytes | None,
         stable: Answer,
     ) -> None:

@@ -20,7 +20,7 @@ import random
 import time
 
 from canary.router.compare import Answer
-from canary.router.headers import response_headers, upstream_headers
+from canary.router.headers import request_headers, response_headers
 from canary.router.mirror import Mirror
 from canary.router.source import TableHolder
 from canary.router.split import choose_track, route_template
@@ -31,6 +31,7 @@ from core.routes import ServiceRoute
 
 SAFE = frozenset({"GET", "HEAD"})
 CHUNKED_PREFETCH = 256 * 1024
+TEMPLATE_CACHE = 10_000
 # Operational endpoints name their release by design: comparing them would only report noise.
 NEVER_MIRRORED = frozenset({"/healthz", "/readyz", "/metrics"})
 FAILURE_WORDS = {
@@ -52,6 +53,8 @@ class Proxy:
         self.mirror = mirror
         self.max_body = max_body
         self.copy_cap = copy_cap  # the most of a stable answer kept to compare with the canary's
+        self._templates_of: object = None
+        self._templates: dict[tuple[str, str], str] = {}
 
     async def handle(self, head: RequestHead, body: RequestBody, client: ClientSide) -> None:
         service, _, rest = head.path[1:].partition("/")
@@ -61,12 +64,12 @@ class Proxy:
                 *json_error(404, "unknown_service", f"no route for service {service!r}", {"service": service})
             )
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
+        headers, up_headers = request_headers(head.headers, head.client, head.scheme)
         path = "/" + rest
         path_qs = path + ("?" + head.query if head.query else "")
         method = head.method
         track = choose_track(route, headers, rest.split("/"))
-        template = route_template(route, path)
+        template = self._template(route, path)
         if body.length is not None and body.length > self.max_body:
             await client.answer(*_too_large(self.max_body))
             return
@@ -78,7 +81,6 @@ class Proxy:
             and (method in SAFE or template in route.mirror.safe_routes)
             and random.random() < route.mirror.share
         )
-        up_headers = upstream_headers(head.headers, head.client, head.scheme)
         sent: bytes | RequestBody | None
         try:
             if body.length == 0:
@@ -129,6 +131,20 @@ class Proxy:
             self.mirror.submit(
                 route, template, method, path_qs, up_headers, sent if isinstance(sent, bytes) else None, stable_copy
             )
+
+    def _template(self, route: ServiceRoute, path: str) -> str:
+        # Naming the route costs a regular expression per path segment; paths repeat, so remember them
+        # (per table: a new table may bring new templates), boundedly (ids make paths without end).
+        table = self.tables.table
+        if table is not self._templates_of:
+            self._templates_of, self._templates = table, {}
+        key = (route.name, path)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) > TEMPLATE_CACHE:
+                self._templates.clear()
+            template = self._templates[key] = route_template(route, path)
+        return template
 
     def _count(self, route: ServiceRoute, track: str, template: str, error: bool, started: float) -> None:
         self.stats.record((route.name, track, route.release(track), template), error, time.perf_counter() - started)

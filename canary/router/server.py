@@ -111,7 +111,9 @@ class _ClientConnection(asyncio.Protocol):
         self.client = ""
         self.closed = False
         self.pending: deque[tuple[RequestHead, _Body, bool] | str] = deque()
-        self.worker: asyncio.Task[None] | None = None
+        self.worker: asyncio.Task[None] | None = None  # one per connection, kept while it lives
+        self.more: asyncio.Future[None] | None = None  # the worker waits on it for the next request
+        self.busy = False  # a request is being answered
         self.parsing: _Body | None = None
         self.head_started = 0.0  # when the request head being read began (0: none)
         self.last_active = time.monotonic()
@@ -146,6 +148,8 @@ class _ClientConnection(asyncio.Protocol):
                 item[1].finish("client_gone")
         if self.write_ready is not None and not self.write_ready.done():
             self.write_ready.set_result(None)
+        if self.more is not None and not self.more.done():
+            self.more.set_result(None)
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after its request still gets the answer; then the connection ends.
@@ -153,7 +157,7 @@ class _ClientConnection(asyncio.Protocol):
         if self.parsing is not None:
             self.parsing.finish("client_gone")
             self.parsing = None
-        return True if self.worker is not None or self.pending else None
+        return True if self.busy or self.pending else None
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -220,8 +224,7 @@ class _ClientConnection(asyncio.Protocol):
         body = _Body(self, length, expect and length != 0)
         self.parsing = body
         self.pending.append((head, body, self.parser.should_keep_alive()))
-        if self.worker is None:
-            self.worker = self.loop.create_task(self._work())
+        self._schedule()
 
     def on_body(self, body: bytes) -> None:
         if self.parsing is not None:
@@ -240,16 +243,29 @@ class _ClientConnection(asyncio.Protocol):
         if self.parsing is not None and not self.parsing.complete:
             self.parsing.finish("bad_body")
             self.parsing = None
-            if self.worker is not None:
+            if self.busy:
                 self.pending.append("")  # the handler answers 400 for its own body; then close
                 return
         self.pending.append(message)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        # One task per connection, waiting on a future between requests: cheaper than a task each.
         if self.worker is None:
             self.worker = self.loop.create_task(self._work())
+        elif self.more is not None and not self.more.done():
+            self.more.set_result(None)
 
     async def _work(self) -> None:
         try:
-            while self.pending and not self.closed:
+            while not self.closed:
+                if not self.pending:
+                    self.busy = False
+                    self.more = self.loop.create_future()
+                    await self.more
+                    self.more = None
+                    continue
+                self.busy = True
                 item = self.pending.popleft()
                 if isinstance(item, str):
                     if item:
@@ -277,7 +293,7 @@ class _ClientConnection(asyncio.Protocol):
                 await self.answer(*json_error(500, "internal_error", "router error"))
             self.close()
         finally:
-            self.worker = None
+            self.busy = False
 
     def _head(self, status: int, headers: list[tuple[bytes, bytes]], extra: bytes) -> bytes:
         self.started = True
@@ -367,7 +383,7 @@ class RouterServer:
             for conn in list(self.connections):
                 if conn.head_started and now - conn.head_started > HEAD_TIMEOUT_S:
                     conn.close()  # a request head trickling in (slowloris)
-                elif conn.worker is None and not conn.head_started and now - conn.last_active > KEEP_ALIVE_S:
+                elif not conn.busy and not conn.head_started and now - conn.last_active > KEEP_ALIVE_S:
                     conn.close()
 
     async def stop(self) -> None:
@@ -376,10 +392,10 @@ class RouterServer:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            if conn.worker is None:
+            if not conn.busy:
                 conn.close()
         deadline = time.monotonic() + 5
-        while any(c.worker is not None for c in self.connections) and time.monotonic() < deadline:
+        while any(c.busy for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.close()

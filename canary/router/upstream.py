@@ -377,13 +377,14 @@ class UpstreamPool:
         method: str,
         url: str,
         path_qs: str,
-        headers: dict[str, str],
+        headers: bytes,
         body: bytes | BodySource | None,
         timeout_s: float,
     ) -> Attempt:
+        """``headers``: the encoded header block (``canary.router.headers.request_headers``)."""
         origin = origin_of(url)
-        head = [f"{method} {origin.prefix}{path_qs} HTTP/1.1\r\nhost: ".encode(), origin.host_header, b"\r\n"]
-        head += [f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items()]
+        target = f"{method} {origin.prefix}{path_qs} HTTP/1.1\r\nhost: ".encode("latin-1")
+        head = [target, origin.host_header, b"\r\n", headers]
         if isinstance(body, bytes):
             if body or method not in ("GET", "HEAD"):
                 head.append(b"content-length: %d\r\n" % len(body))
