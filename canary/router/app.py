@@ -26,13 +26,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from canary.router.asgi_bridge import AsgiBody, AsgiClient, call_asgi, head_of
+from canary.router.listener import RouterServer, loop_in_thread, new_loop
 from canary.router.mirror import Mirror
 from canary.router.proxy import Proxy
-from canary.router.server import ADMIN_BODY_MAX, ADMIN_PATHS, RouterServer, loop_in_thread, new_loop
+from canary.router.server import ADMIN_BODY_MAX, ADMIN_PATHS
 from canary.router.source import TableHolder
 from canary.router.stats import RouterStats
 from canary.router.upstream import UpstreamPool
-from canary.router.wire import BodyError, ClientSide, RequestBody, RequestHead, json_error
+from canary.router.wire import BodyError, ClientSide, RequestBody, RequestHead, json_error, read_all
 from core.app import create_app, read_body, require_token
 from core.errors import BadRequest, ConfigError
 from core.routes import TableError, parse_table
@@ -121,7 +122,7 @@ class Router:
             await self.proxy.handle(head, body, client)
             return
         try:
-            data = await _read_all(body, ADMIN_BODY_MAX)
+            data = await read_all(body, ADMIN_BODY_MAX)
         except BodyError:
             await client.answer(*json_error(413, "payload_too_large", f"admin request over {ADMIN_BODY_MAX} bytes"))
             return
@@ -148,16 +149,6 @@ class Router:
 
     async def _get_mirror(self, request: Request) -> Response:
         return JSONResponse(self.mirror.report())
-
-
-async def _read_all(body: RequestBody, cap: int) -> bytes:
-    parts, size = [], 0
-    while chunk := await body.read():
-        size += len(chunk)
-        if size > cap:
-            raise BodyError("too_large")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def create_router(settings: Settings, table_source: str = "", table_token: str = "") -> Router:

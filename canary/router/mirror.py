@@ -16,7 +16,8 @@ from typing import Any
 
 from canary.router.compare import Answer, differences, json_paths
 from canary.router.stats import RouterStats
-from canary.router.upstream import UpstreamError, UpstreamPool
+from canary.router.upstream import UpstreamPool
+from canary.router.upstream_connection import UpstreamError
 from core.routes import ServiceRoute
 
 

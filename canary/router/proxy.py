@@ -25,8 +25,18 @@ from canary.router.mirror import Mirror
 from canary.router.source import TableHolder
 from canary.router.split import choose_track, route_template
 from canary.router.stats import RouterStats
-from canary.router.upstream import Attempt, UpstreamError, UpstreamPool
-from canary.router.wire import BodyError, ClientGone, ClientSide, RequestBody, RequestHead, bodyless, json_error
+from canary.router.upstream import Attempt, UpstreamPool
+from canary.router.upstream_connection import UpstreamError
+from canary.router.wire import (
+    BodyError,
+    ClientGone,
+    ClientSide,
+    RequestBody,
+    RequestHead,
+    bodyless,
+    json_error,
+    read_all,
+)
 from core.routes import ServiceRoute
 
 SAFE = frozenset({"GET", "HEAD"})
@@ -86,7 +96,7 @@ class Proxy:
             if body.length == 0:
                 sent = None if method in SAFE else b""
             elif (track == "canary" and route.failover and repeatable) or mirror:
-                sent = await _read_all(body, self.max_body)
+                sent = await read_all(body, self.max_body)
             elif body.length is None:
                 sent = await _prefetch(body, self.max_body)
             else:
@@ -211,16 +221,6 @@ async def _prefetch(body: RequestBody, limit: int) -> bytes | _Limited:
         parts.append(chunk)
         size += len(chunk)
     return _Limited(body, limit, b"".join(parts))
-
-
-async def _read_all(body: RequestBody, limit: int) -> bytes:
-    parts, size = [], 0
-    while chunk := await body.read():
-        size += len(chunk)
-        if size > limit:
-            raise BodyError("too_large")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def _too_large(limit: int) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

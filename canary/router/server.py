@@ -16,93 +16,33 @@ and a request head that takes longer than ``HEAD_TIMEOUT_S`` to arrive (slowlori
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from canary.router.wire import REASONS, BodyError, ClientGone, RequestHead, json_error
+from canary.router.client_body import ClientBody
+from canary.router.wire import REASONS, ClientGone, RequestHead, json_error
+
+if TYPE_CHECKING:
+    from canary.router.listener import RouterServer
 
 log = logging.getLogger("releasewarden.router")
 KEEP_ALIVE_S = 75.0  # longer than clients keep theirs (httpx: 5 s), so the client gives up first
 HEAD_TIMEOUT_S = 15.0
-BODY_HIGH_WATER = 256 * 1024
 ADMIN_PATHS = ("/healthz", "/readyz", "/metrics", "/_router")
 ADMIN_BODY_MAX = 2 << 20
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-Handler = Callable[[RequestHead, "_Body", "_ClientConnection"], Awaitable[None]]
 
 
 class _Refused(Exception):
     pass
 
 
-class _Body:
-    """A request body as it arrives; the client socket is paused while too much of it waits."""
-
-    def __init__(self, conn: _ClientConnection, length: int | None, expect_continue: bool) -> None:
-        self.conn = conn
-        self.length = length
-        self.complete = length == 0
-        self.error = ""
-        self.chunks: deque[bytes] = deque()
-        self.buffered = 0
-        self.waiter: asyncio.Future[None] | None = None
-        self.expect_continue = expect_continue
-
-    def feed(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-        self.buffered += len(chunk)
-        if self.buffered > BODY_HIGH_WATER:
-            self.conn.pause_input()
-        self._wake()
-
-    def finish(self, error: str = "") -> None:
-        if error and not self.complete:
-            self.error = error
-        self.complete = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def read(self) -> bytes:
-        if self.expect_continue:
-            self.expect_continue = False
-            self.conn.write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
-        while True:
-            if self.chunks:
-                data = b"".join(self.chunks)
-                self.chunks.clear()
-                self.buffered = 0
-                self.conn.resume_input()
-                return data
-            if self.error:
-                raise BodyError(self.error)
-            if self.complete:
-                return b""
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
-
-    async def read_all(self, cap: int) -> bytes:
-        parts, size = [], 0
-        while chunk := await self.read():
-            size += len(chunk)
-            if size > cap:
-                raise BodyError("too_large")
-            parts.append(chunk)
-        return b"".join(parts)
-
-
-class _ClientConnection(asyncio.Protocol):
+class ClientConnection(asyncio.Protocol):
     def __init__(self, server: RouterServer) -> None:
         self.server = server
         self.loop = server.loop
@@ -110,11 +50,11 @@ class _ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.client = ""
         self.closed = False
-        self.pending: deque[tuple[RequestHead, _Body, bool] | str] = deque()
+        self.pending: deque[tuple[RequestHead, ClientBody, bool] | str] = deque()
         self.worker: asyncio.Task[None] | None = None  # one per connection, kept while it lives
         self.more: asyncio.Future[None] | None = None  # the worker waits on it for the next request
         self.busy = False  # a request is being answered
-        self.parsing: _Body | None = None
+        self.parsing: ClientBody | None = None
         self.head_started = 0.0  # when the request head being read began (0: none)
         self.last_active = time.monotonic()
         self.input_paused = False
@@ -123,7 +63,7 @@ class _ClientConnection(asyncio.Protocol):
         self._reset_head()
         # the answer being written
         self.keep = True
-        self.current: _Body | None = None
+        self.current: ClientBody | None = None
         self.chunked_out = False
         self.started = False
 
@@ -221,7 +161,7 @@ class _ClientConnection(asyncio.Protocol):
             self.headers,
             self.client,
         )
-        body = _Body(self, length, expect and length != 0)
+        body = ClientBody(self, length, expect and length != 0)
         self.parsing = body
         self.pending.append((head, body, self.parser.should_keep_alive()))
         self._schedule()
@@ -357,67 +297,3 @@ class _ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
-
-
-class RouterServer:
-    """Listens on one address; ``handle`` gets every parsed request."""
-
-    def __init__(self, handle: Callable[[RequestHead, _Body, _ClientConnection], Awaitable[None]]) -> None:
-        self.handle = handle
-        self.connections: set[_ClientConnection] = set()
-        self.loop: asyncio.AbstractEventLoop  # the running loop, set in start()
-        self._server: asyncio.AbstractServer | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-
-    async def start(self, host: str, port: int) -> int:
-        self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(lambda: _ClientConnection(self), host, port, backlog=4096)
-        self._sweeper = asyncio.create_task(self._sweep())
-        sock = self._server.sockets[0]
-        return int(sock.getsockname()[1])
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for conn in list(self.connections):
-                if conn.head_started and now - conn.head_started > HEAD_TIMEOUT_S:
-                    conn.close()  # a request head trickling in (slowloris)
-                elif not conn.busy and not conn.head_started and now - conn.last_active > KEEP_ALIVE_S:
-                    conn.close()
-
-    async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self._server is not None:
-            self._server.close()
-        for conn in list(self.connections):
-            if not conn.busy:
-                conn.close()
-        deadline = time.monotonic() + 5
-        while any(c.busy for c in self.connections) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for conn in list(self.connections):
-            conn.close()
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # uvloop is not built for every platform: asyncio's loop works, slower
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
-@contextlib.contextmanager
-def loop_in_thread() -> Iterator[asyncio.AbstractEventLoop]:
-    """A uvloop event loop running in a background thread (tests, embedding)."""
-    loop = new_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield loop
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()

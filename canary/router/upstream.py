@@ -22,21 +22,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol, cast
+from typing import Protocol
 from urllib.parse import urlsplit
 
-import httptools
+from canary.router.upstream_connection import UpstreamConnection, UpstreamError
 
-HIGH_WATER = 256 * 1024  # buffered answer bytes above which the upstream socket is paused
-LOW_WATER = 64 * 1024
 MAX_IDLE_PER_ORIGIN = 256
 CONNECT_TIMEOUT_S = 5.0
-
-
-class UpstreamError(Exception):
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-        self.kind = kind  # "connect", "tls", "reset", "timeout", "bad_response", "too_large"
 
 
 class BodySource(Protocol):
@@ -71,174 +63,6 @@ def origin_of(url: str) -> Origin:
     return Origin(parts.scheme, host, port, parts.path.rstrip("/"), f"{host}:{port}".encode("idna"))
 
 
-class _Connection(asyncio.Protocol):
-    """One upstream connection, carrying one exchange at a time."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, origin_key: tuple[str, str, int]) -> None:
-        self.loop = loop
-        self.origin_key = origin_key
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.closed = False
-        self.busy = False
-        self.idle_since = 0.0
-        self.keep_alive_s: float | None = None
-        self._reset_exchange(head_only=False)
-        self._write_ready: asyncio.Future[None] | None = None
-
-    def _reset_exchange(self, head_only: bool) -> None:
-        self.head_only = head_only
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.chunks: deque[bytes] = deque()
-        self.buffered = 0
-        self.complete = False
-        self.until_close = False
-        self.keep = False
-        self.error = ""
-        self.got_bytes = False
-        self.interim = False
-        self.extra = False
-        self.reading_paused = False
-        self.waiter: asyncio.Future[None] | None = None
-        self.head_ready: asyncio.Future[None] = self.loop.create_future()
-
-    # -- asyncio.Protocol ------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-
-    def data_received(self, data: bytes) -> None:
-        if not self.busy or self.complete:
-            self.close()  # bytes nobody asked for: this connection can never be trusted again
-            return
-        self.got_bytes = True
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._fail("bad_response")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.until_close and self.status and not self.complete:
-            self.complete = True  # an answer framed by the end of the connection (HTTP/1.0 style)
-            self._wake()
-        self._fail("tls" if isinstance(exc, ssl.SSLError) else "reset")
-        if self._write_ready is not None and not self._write_ready.done():
-            self._write_ready.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._write_ready = self.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self._write_ready is not None and not self._write_ready.done():
-            self._write_ready.set_result(None)
-        self._write_ready = None
-
-    # -- httptools callbacks ---------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        if self.complete:  # a second answer to one request: never reuse this connection
-            self.extra = True
-            self.keep = False
-            self.close()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.extra:
-            return
-        self.headers.append((name, value))
-        if name.lower() == b"keep-alive":
-            for part in value.split(b","):
-                key, _, number = part.strip().partition(b"=")
-                if key.lower() == b"timeout" and number.strip().isdigit():
-                    self.keep_alive_s = float(number.strip())
-
-    def on_headers_complete(self) -> None:
-        if self.extra:
-            return
-        status = self.parser.get_status_code()
-        if 100 <= status < 200:
-            self.interim = True  # 100 Continue and friends: the real answer follows
-            self.headers = []
-            return
-        self.status = status
-        names = {n.lower() for n, _ in self.headers}
-        self.until_close = (
-            b"content-length" not in names and b"transfer-encoding" not in names and status not in (204, 304)
-        )
-        if self.head_only:
-            # httptools cannot be told that a HEAD answer has no body: take the head, drop the connection
-            self.complete, self.keep = True, False
-        if not self.head_ready.done():
-            self.head_ready.set_result(None)
-
-    def on_body(self, body: bytes) -> None:
-        if self.extra:
-            return
-        self.chunks.append(body)
-        self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def on_message_complete(self) -> None:
-        if self.extra:
-            return
-        if self.interim:
-            self.interim = False
-            return
-        self.complete = True
-        self.keep = self.parser.should_keep_alive() and not self.head_only
-        self._wake()
-
-    # -- the exchange ----------------------------------------------------------------------------
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    def _fail(self, kind: str) -> None:
-        if self.complete and not self.error:
-            return
-        self.error = self.error or kind
-        if not self.head_ready.done():
-            self.head_ready.set_exception(UpstreamError(self.error))
-            self.head_ready.exception()  # retrieved: nobody may be waiting any more
-        self._wake()
-        if kind == "bad_response":
-            self.close()
-
-    async def drain(self) -> None:
-        if self._write_ready is not None:
-            await self._write_ready
-        if self.closed:
-            raise UpstreamError("reset")
-
-    async def read(self, timeout_s: float) -> bytes:
-        while True:
-            if self.chunks:
-                data = b"".join(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
-                self.chunks.clear()
-                self.buffered = 0
-                if self.reading_paused and self.transport is not None and not self.closed:
-                    self.reading_paused = False
-                    self.transport.resume_reading()
-                return data
-            if self.complete:
-                return b""
-            if self.error:
-                raise UpstreamError(self.error)
-            self.waiter = self.loop.create_future()
-            try:
-                await asyncio.wait_for(self.waiter, timeout_s)
-            except TimeoutError:
-                self.close()
-                raise UpstreamError("timeout") from None
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-
 @dataclass
 class Attempt:
     """One request to one upstream: an answer (status > 0) or an error."""
@@ -247,7 +71,7 @@ class Attempt:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes | None = None  # the whole answer, when it was complete with its head
     error: str = ""
-    conn: _Connection | None = None
+    conn: UpstreamConnection | None = None
     pool: UpstreamPool | None = None
     timeout_s: float = 10.0
 
@@ -298,7 +122,7 @@ class UpstreamPool:
     def __init__(self, idle_s: float = 4.0, ca_bundle: str = "") -> None:
         self.idle_s = idle_s
         self.ca_bundle = ca_bundle
-        self.idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self.idle: dict[tuple[str, str, int], deque[UpstreamConnection]] = {}
         self._tls: ssl.SSLContext | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -318,7 +142,7 @@ class UpstreamPool:
                 conn.close()
         self.idle.clear()
 
-    def _idle_limit(self, conn: _Connection) -> float:
+    def _idle_limit(self, conn: UpstreamConnection) -> float:
         if conn.keep_alive_s is not None:
             return min(self.idle_s, max(conn.keep_alive_s - 1.0, 0.0))
         return self.idle_s
@@ -333,7 +157,7 @@ class UpstreamPool:
                 while pool and now - pool[0].idle_since > self._idle_limit(pool[0]):
                     pool.popleft().close()
 
-    def give_back(self, conn: _Connection) -> None:
+    def give_back(self, conn: UpstreamConnection) -> None:
         conn.busy = False
         if not (conn.complete and conn.keep and not conn.closed and not conn.chunks and not conn.error):
             conn.close()
@@ -345,7 +169,7 @@ class UpstreamPool:
         conn.idle_since = time.monotonic()
         pool.append(conn)
 
-    async def _connection(self, origin: Origin) -> tuple[_Connection, bool]:
+    async def _connection(self, origin: Origin) -> tuple[UpstreamConnection, bool]:
         pool = self.idle.get(origin.key)
         now = time.monotonic()
         while pool:
@@ -358,7 +182,7 @@ class UpstreamPool:
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(loop, origin.key),
+                    lambda: UpstreamConnection(loop, origin.key),
                     origin.host,
                     origin.port,
                     ssl=self.tls_context() if tls else None,
@@ -417,7 +241,7 @@ class UpstreamPool:
         return Attempt(error="reset")
 
     async def _exchange(
-        self, conn: _Connection, request: bytes, body: bytes | BodySource | None, timeout_s: float
+        self, conn: UpstreamConnection, request: bytes, body: bytes | BodySource | None, timeout_s: float
     ) -> Attempt:
         assert conn.transport is not None
         if isinstance(body, bytes) or body is None:
@@ -440,7 +264,7 @@ class UpstreamPool:
         return attempt
 
 
-async def _pump(conn: _Connection, body: BodySource) -> None:
+async def _pump(conn: UpstreamConnection, body: BodySource) -> None:
     """Stream a request body to the upstream, chunk-encoded when its length is unknown."""
     assert conn.transport is not None
     chunked = body.length is None

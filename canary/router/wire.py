@@ -83,3 +83,15 @@ def json_error(
 
 def bodyless(method: str, status: int) -> bool:
     return method == "HEAD" or status in (204, 304) or 100 <= status < 200
+
+
+async def read_all(body: RequestBody, cap: int) -> bytes:
+    """A whole request body, refusing (``too_large``) past ``cap`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await body.read():
+        size += len(chunk)
+        if size > cap:
+            raise BodyError("too_large")
+        parts.append(chunk)
+    return b"".join(parts)
