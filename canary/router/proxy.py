@@ -173,6 +173,7 @@ class Proxy:
                 headers = [h for h in headers if h[0] != b"content-length"]
                 headers.append((b"content-length", str(len(body)).encode()))
             await client.answer(attempt.status, headers, body)
+            keep_copy = keep_copy and len(body) <= self.copy_cap
             return Answer(attempt.status, attempt.content_type, body) if keep_copy else None
         await client.start(attempt.status, headers, chunked=attempt.content_length is None and not no_body)
         copy: list[bytes] | None = [] if keep_copy else None
