@@ -101,7 +101,7 @@ class AsgiClient:
 
     async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         await self.start(status, headers, chunked=False)
-        await self.send({"type": "http.response.body", "body": body})
+        await self._send({"type": "http.response.body", "body": body})
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]], chunked: bool) -> None:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
