@@ -79,7 +79,8 @@ def test_a_50_mb_answer_streams_through_to_a_slow_reader_with_bounded_memory(tmp
                         peak = max(peak, rss_kb(pid))
             assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: %d" % BIG in head.lower()
             assert received == BIG
-            assert (peak - idle) / 1024 < 64, f"the router grew by {(peak - idle) / 1024:.0f} MB"
+            # the goal is under 64 MB; well under the answer's 50 MB shows it was never held whole
+            assert (peak - idle) / 1024 < 32, f"the router grew by {(peak - idle) / 1024:.0f} MB"
     finally:
         upstream.close()
 
