@@ -12,16 +12,18 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from canary.router.client_body import ClientBody
 from canary.router.server import HEAD_TIMEOUT_S, KEEP_ALIVE_S, ClientConnection
-from canary.router.wire import ClientSide, RequestHead
+from canary.router.wire import ClientSide, FastClientSide, RequestHead
 
 Handler = Callable[[RequestHead, ClientBody, ClientSide], Awaitable[None]]
+FastPath = Callable[[RequestHead, ClientBody, FastClientSide], bool]
 
 
 class RouterServer:
     """Listens on one address; ``handle`` gets every parsed request."""
 
-    def __init__(self, handle: Handler) -> None:
+    def __init__(self, handle: Handler, try_fast: FastPath | None = None) -> None:
         self.handle = handle
+        self.try_fast: FastPath = try_fast or (lambda head, body, client: False)
         self.connections: set[ClientConnection] = set()
         self.loop: asyncio.AbstractEventLoop  # the running loop, set in start()
         self._server: asyncio.AbstractServer | None = None

@@ -25,12 +25,13 @@ from canary.router.mirror import Mirror
 from canary.router.source import TableHolder
 from canary.router.split import choose_track, route_template
 from canary.router.stats import RouterStats
-from canary.router.upstream import Attempt, UpstreamPool
-from canary.router.upstream_connection import UpstreamError
+from canary.router.upstream import Attempt, UpstreamPool, origin_of, request_bytes
+from canary.router.upstream_connection import UpstreamConnection, UpstreamError
 from canary.router.wire import (
     BodyError,
     ClientGone,
     ClientSide,
+    FastClientSide,
     RequestBody,
     RequestHead,
     bodyless,
@@ -66,7 +67,91 @@ class Proxy:
         self._templates_of: object = None
         self._templates: dict[tuple[str, str], str] = {}
 
-    async def handle(self, head: RequestHead, body: RequestBody, client: ClientSide) -> None:
+    def try_fast(self, head: RequestHead, body: RequestBody, client: FastClientSide) -> bool:
+        """The common case without a task: a GET with no body, not mirrored, on a pooled connection,
+        answered from the upstream connection's callback when the answer is whole with its head.
+        Anything else is handed to :meth:`handle` (with the track already chosen) through
+        ``client.continue_async``.  False: not a candidate, nothing decided (use :meth:`handle`)."""
+        if head.method != "GET" or body.length != 0:
+            return False
+        service, _, rest = head.path[1:].partition("/")
+        route = self.tables.table.services.get(service)
+        if route is None or route.mirror.share > 0:
+            return False
+        headers, up_headers = request_headers(head.headers, head.client, head.scheme)
+        track = choose_track(route, headers, rest.split("/"))
+        origin = origin_of(route.upstreams[track])
+        conn = self.pool.take_idle(origin)
+        if conn is None:
+            client.continue_async(self.handle(head, body, client, track))
+            return True
+        path = "/" + rest
+        template = self._template(route, path)
+        request = request_bytes("GET", origin, path + ("?" + head.query if head.query else ""), up_headers, None)
+        started = time.perf_counter()
+
+        def answered() -> None:
+            self._fast_answer(head, body, client, route, track, template, conn, started)
+
+        conn.start_fast(request, route.timeout_s, answered)
+        return True
+
+    def _fast_answer(
+        self,
+        head: RequestHead,
+        body: RequestBody,
+        client: FastClientSide,
+        route: ServiceRoute,
+        track: str,
+        template: str,
+        conn: UpstreamConnection,
+        started: float,
+    ) -> None:
+        if client.closed:
+            conn.close()
+            client.done()
+            return
+        failover = track == "canary" and route.failover
+        if not conn.status or (failover and conn.status >= 500):
+            conn.close()
+            if not conn.status and conn.error == "reset" and not conn.got_bytes:
+                # an idle connection the upstream had just closed: send it again, on a fresh one
+                client.continue_async(self.handle(head, body, client, track))
+            elif failover:
+                self._count(route, "canary", template, True, started)
+                self.stats.failover((route.name, "canary", route.release("canary"), template))
+                client.continue_async(self.handle(head, body, client, "stable", failed_over=True))
+            else:
+                self._count(route, track, template, True, started)
+                client.answer_now(*self._failure(route, track, conn.error))
+                client.done()
+            return
+        attempt = Attempt(conn.status, conn.headers, pool=self.pool, timeout_s=route.timeout_s)
+        if not conn.complete:  # a streamed answer: on in the connection's task
+            attempt.conn = conn
+            client.continue_async(self._streamed(client, route, track, template, attempt, started))
+            return
+        attempt.body = b"".join(conn.chunks)
+        conn.chunks.clear()
+        self.pool.give_back(conn)
+        client.answer_now(*self._whole(attempt, "GET", track, False))
+        self._count(route, track, template, attempt.status >= 500, started)
+        client.done()
+
+    async def _streamed(
+        self, client: ClientSide, route: ServiceRoute, track: str, template: str, attempt: Attempt, started: float
+    ) -> None:
+        await self._deliver(client, route, track, template, "GET", attempt, started, False)
+
+    async def handle(
+        self,
+        head: RequestHead,
+        body: RequestBody,
+        client: ClientSide,
+        track: str | None = None,
+        failed_over: bool = False,
+    ) -> None:
+        """``track``: already chosen (by the fast path, which hands a request on to here)."""
         service, _, rest = head.path[1:].partition("/")
         route = self.tables.table.services.get(service)
         if route is None:
@@ -78,7 +163,7 @@ class Proxy:
         path = "/" + rest
         path_qs = path + ("?" + head.query if head.query else "")
         method = head.method
-        track = choose_track(route, headers, rest.split("/"))
+        track = track or choose_track(route, headers, rest.split("/"))
         template = self._template(route, path)
         if body.length is not None and body.length > self.max_body:
             await client.answer(*_too_large(self.max_body))
@@ -103,7 +188,6 @@ class Proxy:
                 sent = _Limited(body, self.max_body)
             started = time.perf_counter()
             attempt = await self.pool.send(method, route.upstreams[track], path_qs, up_headers, sent, route.timeout_s)
-            failed_over = False
             if track == "canary" and attempt.failed and route.failover and repeatable:
                 self._count(route, "canary", template, True, started)
                 self.stats.failover((service, "canary", route.release("canary"), template))
@@ -118,29 +202,47 @@ class Proxy:
             elif exc.kind == "bad_body":
                 await client.answer(*json_error(400, "bad_request", "malformed request body (chunked encoding)"))
             return  # "client_gone": nobody to answer
+        copy = await self._deliver(client, route, track, template, method, attempt, started, failed_over, mirror)
+        if mirror and copy is not None:
+            body_sent = sent if isinstance(sent, bytes) else None
+            self.mirror.submit(route, template, method, path_qs, up_headers, body_sent, copy)
+
+    async def _deliver(
+        self,
+        client: ClientSide,
+        route: ServiceRoute,
+        track: str,
+        template: str,
+        method: str,
+        attempt: Attempt,
+        started: float,
+        failed_over: bool,
+        keep_copy: bool = False,
+    ) -> Answer | None:
+        """The answer (or the failure) to the client, and its count; a copy of it when asked (mirror)."""
         if not attempt.answered:
             self._count(route, track, template, True, started)
-            status, code = (504, "upstream_timeout") if attempt.error == "timeout" else (502, "upstream_unavailable")
-            if attempt.error == "bad_response":
-                code = "upstream_bad_response"
-            words = FAILURE_WORDS.get(attempt.error, attempt.error)
-            detail = {"service": service, "track": track, "upstream": route.upstreams[track], "error": attempt.error}
-            await client.answer(*json_error(status, code, f"{track} upstream of {service} failed: {words}", detail))
-            return
+            await client.answer(*self._failure(route, track, attempt.error))
+            return None
         broke = False
-        stable_copy: Answer | None = None
+        copy: Answer | None = None
         try:
-            stable_copy = await self._relay(client, attempt, method, track, failed_over, mirror)
+            copy = await self._relay(client, attempt, method, track, failed_over, keep_copy)
         except UpstreamError:
             broke = True  # the answer broke off (reset, malformed chunking) after its head went out
             client.abort()
         except ClientGone:
             attempt.release()
         self._count(route, track, template, broke or attempt.status >= 500, started)
-        if mirror and stable_copy is not None:
-            self.mirror.submit(
-                route, template, method, path_qs, up_headers, sent if isinstance(sent, bytes) else None, stable_copy
-            )
+        return copy
+
+    def _failure(self, route: ServiceRoute, track: str, error: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        status, code = (504, "upstream_timeout") if error == "timeout" else (502, "upstream_unavailable")
+        if error == "bad_response":
+            code = "upstream_bad_response"
+        words = FAILURE_WORDS.get(error, error)
+        detail = {"service": route.name, "track": track, "upstream": route.upstreams[track], "error": error}
+        return json_error(status, code, f"{track} upstream of {route.name} failed: {words}", detail)
 
     def _template(self, route: ServiceRoute, path: str) -> str:
         # Naming the route costs a regular expression per path segment; paths repeat, so remember them
@@ -159,22 +261,36 @@ class Proxy:
     def _count(self, route: ServiceRoute, track: str, template: str, error: bool, started: float) -> None:
         self.stats.record((route.name, track, route.release(track), template), error, time.perf_counter() - started)
 
-    async def _relay(
-        self, client: ClientSide, attempt: Attempt, method: str, track: str, failed_over: bool, keep_copy: bool
-    ) -> Answer | None:
+    @staticmethod
+    def _answer_headers(attempt: Attempt, track: str, failed_over: bool) -> list[tuple[bytes, bytes]]:
         headers = response_headers(attempt.headers)
         headers.append((b"x-canary-track", track.encode()))
         if failed_over:
             headers.append((b"x-canary-failover", b"1"))
-        no_body = bodyless(method, attempt.status)
+        return headers
+
+    def _whole(
+        self, attempt: Attempt, method: str, track: str, failed_over: bool
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        headers = self._answer_headers(attempt, track, failed_over)
+        assert attempt.body is not None
+        if bodyless(method, attempt.status):
+            return attempt.status, headers, b""
+        body = attempt.body
+        headers = [h for h in headers if h[0] != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        return attempt.status, headers, body
+
+    async def _relay(
+        self, client: ClientSide, attempt: Attempt, method: str, track: str, failed_over: bool, keep_copy: bool
+    ) -> Answer | None:
         if attempt.body is not None:  # complete with its head: one write
-            body = b"" if no_body else attempt.body
-            if not no_body:
-                headers = [h for h in headers if h[0] != b"content-length"]
-                headers.append((b"content-length", str(len(body)).encode()))
-            await client.answer(attempt.status, headers, body)
+            status, headers, body = self._whole(attempt, method, track, failed_over)
+            await client.answer(status, headers, body)
             keep_copy = keep_copy and len(body) <= self.copy_cap
             return Answer(attempt.status, attempt.content_type, body) if keep_copy else None
+        headers = self._answer_headers(attempt, track, failed_over)
+        no_body = bodyless(method, attempt.status)
         await client.start(attempt.status, headers, chunked=attempt.content_length is None and not no_body)
         copy: list[bytes] | None = [] if keep_copy else None
         size = 0

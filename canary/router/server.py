@@ -20,7 +20,8 @@ import logging
 import re
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -38,6 +39,13 @@ ADMIN_BODY_MAX = 2 << 20
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+async def _run_out(work: Coroutine[Any, Any, None]) -> None:
+    try:
+        await work
+    except Exception:
+        log.debug("a request whose client left ended in an error", exc_info=True)
+
+
 class _Refused(Exception):
     pass
 
@@ -50,10 +58,11 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.client = ""
         self.closed = False
-        self.pending: deque[tuple[RequestHead, ClientBody, bool] | str] = deque()
+        self.pending: deque[tuple[RequestHead, ClientBody, bool] | str | Coroutine[Any, Any, None]] = deque()
         self.worker: asyncio.Task[None] | None = None  # one per connection, kept while it lives
         self.more: asyncio.Future[None] | None = None  # the worker waits on it for the next request
         self.busy = False  # a request is being answered
+        self.fast = False  # ... by the proxy's fast path (no task)
         self.parsing: ClientBody | None = None
         self.head_started = 0.0  # when the request head being read began (0: none)
         self.last_active = time.monotonic()
@@ -84,8 +93,11 @@ class ClientConnection(asyncio.Protocol):
         if self.parsing is not None:
             self.parsing.finish("client_gone")
         for item in self.pending:
-            if not isinstance(item, str):
+            if isinstance(item, tuple):
                 item[1].finish("client_gone")
+            elif not isinstance(item, str):  # a fast-path continuation: run it out, to release what it holds
+                self.loop.create_task(_run_out(item))
+        self.pending.clear()
         if self.write_ready is not None and not self.write_ready.done():
             self.write_ready.set_result(None)
         if self.more is not None and not self.more.done():
@@ -164,16 +176,54 @@ class ClientConnection(asyncio.Protocol):
         body = ClientBody(self, length, expect and length != 0)
         self.parsing = body
         self.pending.append((head, body, self.parser.should_keep_alive()))
-        self._schedule()
+        if length != 0:
+            self._schedule()  # a body to stream: the handler starts now (bodiless ones: when complete)
 
     def on_body(self, body: bytes) -> None:
         if self.parsing is not None:
             self.parsing.feed(body)
 
     def on_message_complete(self) -> None:
-        if self.parsing is not None:
-            self.parsing.finish()
-            self.parsing = None
+        body = self.parsing
+        if body is None:
+            return
+        body.finish()
+        self.parsing = None
+        if body.length != 0:
+            return
+        item = self.pending[-1] if self.pending else None
+        if not self.busy and not self.fast and len(self.pending) == 1 and isinstance(item, tuple):
+            self.pending.popleft()
+            head, _, keep = item
+            self.busy, self.fast, self.keep, self.current = True, True, keep, body
+            self.started, self.chunked_out = False, False
+            if self.server.try_fast(head, body, self):
+                return
+            self.busy, self.fast = False, False
+            self.pending.appendleft(item)
+        self._schedule()
+
+    # -- the proxy's fast path (FastClientSide) --------------------------------------------------
+    def answer_now(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.write_raw(self._head(status, headers, b"") + body)
+
+    def done(self) -> None:
+        self.fast = self.busy = False
+        if not self.keep or (self.eof and not self.pending):
+            self.close()
+            return
+        self.last_active = time.monotonic()
+        if self.pending:
+            self._schedule()
+
+    def continue_async(self, work: Coroutine[Any, Any, None]) -> None:
+        if self.closed:
+            work.close()
+            self.fast = self.busy = False
+            return
+        self.pending.appendleft(work)
+        self.fast = self.busy = False
+        self._schedule()
 
     # -- answering -------------------------------------------------------------------------------
     def _refuse(self, message: str) -> None:
@@ -191,6 +241,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _schedule(self) -> None:
         # One task per connection, waiting on a future between requests: cheaper than a task each.
+        if self.fast:
+            return  # a fast-path answer is on its way: the next request waits for it
         if self.worker is None:
             self.worker = self.loop.create_task(self._work())
         elif self.more is not None and not self.more.done():
@@ -213,10 +265,15 @@ class ClientConnection(asyncio.Protocol):
                         await self.answer(*json_error(400, "bad_request", item))
                     self.close()
                     return
-                head, body, self.keep = item
-                self.current = body
-                self.started, self.chunked_out = False, False
-                await self.server.handle(head, body, self)
+                if isinstance(item, tuple):
+                    head, body, self.keep = item
+                    self.current = body
+                    self.started, self.chunked_out = False, False
+                    await self.server.handle(head, body, self)
+                else:  # a fast-path request continued here: its state is already set
+                    assert self.current is not None
+                    body = self.current
+                    await item
                 if not body.complete or body.error:
                     self.close()  # an unread body: the next request would start inside it
                     return

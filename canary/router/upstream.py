@@ -169,18 +169,24 @@ class UpstreamPool:
         conn.idle_since = time.monotonic()
         pool.append(conn)
 
-    async def _connection(self, origin: Origin) -> tuple[UpstreamConnection, bool]:
+    def take_idle(self, origin: Origin) -> UpstreamConnection | None:
         pool = self.idle.get(origin.key)
         now = time.monotonic()
         while pool:
             conn = pool.pop()
             if not conn.closed and now - conn.idle_since <= self._idle_limit(conn):
-                return conn, True
+                return conn
             conn.close()
+        return None
+
+    async def _connection(self, origin: Origin) -> tuple[UpstreamConnection, bool]:
+        conn = self.take_idle(origin)
+        if conn is not None:
+            return conn, True
         loop = asyncio.get_running_loop()
         tls = origin.scheme == "https"
         try:
-            _, conn = await asyncio.wait_for(
+            _, fresh = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: UpstreamConnection(loop, origin.key),
                     origin.host,
@@ -194,7 +200,7 @@ class UpstreamPool:
             raise UpstreamError("tls") from None
         except (OSError, TimeoutError):
             raise UpstreamError("connect") from None
-        return conn, False
+        return fresh, False
 
     async def send(
         self,
@@ -207,19 +213,7 @@ class UpstreamPool:
     ) -> Attempt:
         """``headers``: the encoded header block (``canary.router.headers.request_headers``)."""
         origin = origin_of(url)
-        target = f"{method} {origin.prefix}{path_qs} HTTP/1.1\r\nhost: ".encode("latin-1")
-        head = [target, origin.host_header, b"\r\n", headers]
-        if isinstance(body, bytes):
-            if body or method not in ("GET", "HEAD"):
-                head.append(b"content-length: %d\r\n" % len(body))
-        elif body is not None:
-            head.append(
-                b"content-length: %d\r\n" % body.length
-                if body.length is not None
-                else b"transfer-encoding: chunked\r\n"
-            )
-        head.append(b"\r\n")
-        request = b"".join(head)
+        request = request_bytes(method, origin, path_qs, headers, body)
         for try_no in range(2):
             try:
                 conn, reused = await self._connection(origin)
@@ -262,6 +256,20 @@ class UpstreamPool:
         else:
             attempt.conn = conn
         return attempt
+
+
+def request_bytes(method: str, origin: Origin, path_qs: str, headers: bytes, body: bytes | BodySource | None) -> bytes:
+    target = f"{method} {origin.prefix}{path_qs} HTTP/1.1\r\nhost: ".encode("latin-1")
+    head = [target, origin.host_header, b"\r\n", headers]
+    if isinstance(body, bytes):
+        if body or method not in ("GET", "HEAD"):
+            head.append(b"content-length: %d\r\n" % len(body))
+    elif body is not None:
+        head.append(
+            b"content-length: %d\r\n" % body.length if body.length is not None else b"transfer-encoding: chunked\r\n"
+        )
+    head.append(b"\r\n")
+    return b"".join(head)
 
 
 async def _pump(conn: UpstreamConnection, body: BodySource) -> None:

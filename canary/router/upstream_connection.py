@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 import httptools
@@ -37,6 +38,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.busy = False
         self.idle_since = 0.0
         self.keep_alive_s: float | None = None
+        self.notify: Callable[[], None] | None = None  # the proxy's fast path: called once the head is in
+        self.timer: asyncio.TimerHandle | None = None
         self._reset_exchange(head_only=False)
         self._write_ready: asyncio.Future[None] | None = None
 
@@ -70,6 +73,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             self._fail("bad_response")
+        if self.notify is not None and (self.status or self.error):
+            self._notify()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -77,6 +82,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.complete = True  # an answer framed by the end of the connection (HTTP/1.0 style)
             self._wake()
         self._fail("tls" if isinstance(exc, ssl.SSLError) else "reset")
+        if self.notify is not None:
+            self._notify()
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
 
@@ -159,6 +166,29 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
         if kind == "bad_response":
             self.close()
+
+    def start_fast(self, request: bytes, timeout_s: float, notify: Callable[[], None]) -> None:
+        """Send a bodiless request and call ``notify`` (from the event loop's callback, no task) once
+        its answer's head is in, or it failed, or ``timeout_s`` passed without a head."""
+        assert self.transport is not None
+        self.busy = True
+        self._reset_exchange(head_only=False)
+        self.notify = notify
+        self.timer = self.loop.call_later(timeout_s, self._time_out)
+        self.transport.write(request)
+
+    def _time_out(self) -> None:
+        self._fail("timeout")
+        if self.notify is not None:
+            self._notify()
+
+    def _notify(self) -> None:
+        notify, self.notify = self.notify, None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if notify is not None:
+            notify()
 
     async def drain(self) -> None:
         if self._write_ready is not None:

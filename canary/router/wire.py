@@ -9,6 +9,7 @@ sees sockets or ASGI messages.
 from __future__ import annotations
 
 import json
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -67,6 +68,25 @@ class ClientSide(Protocol):
 
     def abort(self) -> None:
         """Close the client's connection: a streamed answer broke off and cannot be finished."""
+        ...
+
+
+class FastClientSide(ClientSide, Protocol):
+    """The protocol server's connection, for the proxy's fast path (no task per request)."""
+
+    closed: bool
+
+    def answer_now(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole answer, written from a callback."""
+        ...
+
+    def done(self) -> None:
+        """The fast-path request is answered: on to the next one."""
+        ...
+
+    def continue_async(self, work: Coroutine[Any, Any, None]) -> None:
+        """The request needs more than a callback (streaming, failover, a fresh connection): run
+        ``work`` in the connection's task, in order, as if it had gone there from the start."""
         ...
 
 
