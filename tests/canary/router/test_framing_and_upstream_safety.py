@@ -168,3 +168,34 @@ def test_https_upstreams_are_verified_against_the_ca_bundle_or_refused(tls_files
             assert "certificate verification failed" in r.json()["error"]["message"]
     with pytest.raises(ConfigError, match="router_ca_bundle"):
         create_router(Settings(router_ca_bundle=str(tls_files / "missing.pem")))
+
+
+def test_on_a_pooled_connection_timeouts_failures_and_failover_behave_as_on_a_fresh_one():
+    # After a first request, the next ones go out on a pooled connection (the router's fast path).
+    def answer(path: str) -> bytes:
+        if path == "/hang":
+            return b""  # never answers
+        if path == "/boom":
+            return b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom"
+        return ok(path.encode())
+
+    upstream = RawUpstream(answer)
+    stable = RawUpstream(lambda path: ok(b"stable:" + path.encode()))
+    try:
+        with routed({"stable": upstream.url}, timeout_s=0.3) as (url, router), httpx.Client(base_url=url) as c:
+            assert c.get("/svc/warm").text == "/warm"
+            r = c.get("/svc/hang")
+            assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+            assert c.get("/svc/warm").text == "/warm"  # the hung connection was dropped, a fresh one used
+            assert c.get("/svc/boom").status_code == 500
+            assert router.stats.errors[("svc", "stable", "", "/hang")] == 1
+            assert router.stats.errors[("svc", "stable", "", "/boom")] == 1
+        canary_first = {"stable": stable.url, "canary": upstream.url}
+        with routed(canary_first, weight=100) as (url, router), httpx.Client(base_url=url) as c:
+            assert c.get("/svc/warm").headers["x-canary-track"] == "canary"
+            r = c.get("/svc/boom")  # a 500 from the canary on a pooled connection: failover
+            assert r.text == "stable:/boom" and r.headers["x-canary-failover"] == "1"
+            assert router.stats.failovers[("svc", "canary", "", "/boom")] == 1
+    finally:
+        upstream.close()
+        stable.close()
