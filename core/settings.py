@@ -69,6 +69,13 @@ class Settings:
     kubernetes_image: str = "releasewarden"
     kubernetes_canary_replicas: int = 1
     traffic: str = "router"
+    # Router: CA bundle for https:// upstreams (empty: the system's CAs; certificates are always
+    # verified), how long an idle upstream connection is kept (shorter than the upstreams' own
+    # keep-alive: uvicorn's default is 5 s), and the most of an answer it holds in memory (a copy
+    # of stable's answer to compare with the canary's; larger answers are streamed, not compared)
+    router_ca_bundle: str = ""
+    router_upstream_idle_s: float = 4.0
+    router_buffer_max_bytes: int = 8 << 20
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

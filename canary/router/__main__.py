@@ -1,17 +1,17 @@
-"""``python -m canary.router --table FILE_OR_URL --port N [--table-state FILE]``: run the router under
-uvicorn; with ``--table-state`` it keeps the last table it served there and serves it at once when it
+"""``python -m canary.router --table FILE_OR_URL --port N [--table-state FILE]``: run the router's protocol
+server; with ``--table-state`` it keeps the last table it served there and serves it at once when it
 starts again (also while the controller is down)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
-from canary.router.app import create_router
+from canary.router.app import create_router, run_router
 from core.errors import ConfigError
-from core.serve import run_server
 from core.settings import load_settings
 
 
@@ -30,14 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(config_file=args.config, port=args.port, host=args.host)
+        router = create_router(settings, args.table, args.table_token)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    router = create_router(settings, args.table, args.table_token)
     router.tables.configure(
         address=f"{settings.host}:{settings.port}", state_file=Path(args.table_state) if args.table_state else None
     )
-    run_server(router, settings.host, settings.port, settings.log_level, lifespan="on")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_router(router, settings.host, settings.port)
     return 0
 
 

@@ -1,75 +1,95 @@
-"""The router: a pure-ASGI reverse proxy in front of each service's tracks, plus its admin API.
+"""The router: a reverse proxy in front of each service's tracks, plus its admin API.
 
-``/{service}/{path}`` is proxied to the track the split chooses.  Failover: when the canary answers
-5xx, resets or times out, and the request is safe to repeat (GET/HEAD, or it carries an
-``Idempotency-Key``: its body is then buffered), the request is re-sent to stable and the consumer
-gets stable's answer; the canary's failure still counts against it.  Mirroring sends a share of
-safe requests to the canary too and compares (``canary.router.mirror``).
+``/{service}/{path}`` is proxied to the track the split chooses (``canary.router.proxy``: split,
+stickiness, override, failover, mirroring, counting).  The fast path is the protocol-level server
+(``canary.router.server``; ``python -m canary.router`` and :func:`serve_router_in_thread` run it);
+the router is also an ASGI app, for embedding in any ASGI server, proxying through the same code.
 
 Admin and observability: ``/healthz``, ``/readyz``, ``/metrics``, ``GET /_router/stats`` (the JSON
-snapshot), ``GET /_router/mirror``, and ``GET``/``PUT /_router/table`` (bearer token).
+snapshot), ``GET /_router/mirror``, and ``GET``/``PUT /_router/table`` (bearer token): a Starlette
+app, to which the protocol server hands those paths.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-import random
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from canary.router.compare import Answer
-from canary.router.headers import response_headers, upstream_headers
+from canary.router.asgi_bridge import AsgiBody, AsgiClient, call_asgi, head_of
+from canary.router.listener import RouterServer, loop_in_thread, new_loop
 from canary.router.mirror import Mirror
+from canary.router.proxy import Proxy
+from canary.router.server import ADMIN_BODY_MAX, ADMIN_PATHS
 from canary.router.source import TableHolder
-from canary.router.split import choose_track, route_template
 from canary.router.stats import RouterStats
-from canary.router.upstream import Attempt, UpstreamClient
+from canary.router.upstream import UpstreamPool
+from canary.router.wire import BodyError, ClientSide, FastClientSide, RequestBody, RequestHead, json_error, read_all
 from core.app import create_app, read_body, require_token
-from core.errors import BadRequest
-from core.routes import ServiceRoute, TableError, parse_table
+from core.errors import BadRequest, ConfigError
+from core.routes import TableError, parse_table
 from core.settings import Settings
-
-SAFE = frozenset({"GET", "HEAD"})
-# Operational endpoints name their release by design: comparing them would only report noise.
-NEVER_MIRRORED = frozenset({"/healthz", "/readyz", "/metrics"})
-ADMIN_PATHS = ("/healthz", "/readyz", "/metrics", "/_router")
-MIRROR_BUFFER = 8 << 20
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class Router:
     def __init__(self, settings: Settings, table_source: str = "", table_token: str = "") -> None:
         self.settings = settings.with_overrides(service="router")
+        if settings.router_ca_bundle and not Path(settings.router_ca_bundle).is_file():
+            raise ConfigError(f"router_ca_bundle: no such file {settings.router_ca_bundle!r}")
         self.tables = TableHolder(table_source, table_token)
         self.stats = RouterStats()
-        self.client = UpstreamClient()
-        self.mirror = Mirror(self.client, self.stats)
-        self.max_body = self.settings.import_max_bytes
+        self.client = UpstreamPool(settings.router_upstream_idle_s, settings.router_ca_bundle)
+        self.mirror = Mirror(self.client, self.stats, settings.router_buffer_max_bytes)
+        self.proxy = Proxy(
+            self.tables,
+            self.stats,
+            self.client,
+            self.mirror,
+            self.settings.import_max_bytes,
+            settings.router_buffer_max_bytes,
+        )
         self.admin = self._admin_app()
+        self._running = 0
+
+    @property
+    def max_body(self) -> int:
+        return self.proxy.max_body
+
+    @max_body.setter
+    def max_body(self, value: int) -> None:
+        self.proxy.max_body = value
 
     # -- lifecycle and dispatch -------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        self.tables.load_file_now()
-        await self.client.start()
-        await self.tables.start()
-        try:
-            yield
-        finally:
+    async def start(self) -> None:
+        self._running += 1
+        if self._running == 1:
+            self.tables.load_file_now()
+            await self.client.start()
+            await self.tables.start()
+
+    async def stop(self) -> None:
+        self._running -= 1
+        if self._running == 0:
             await self.tables.stop()
             await self.mirror.drain()
             await self.client.close()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
 
     def _admin_app(self) -> Starlette:
         app = create_app(
@@ -94,7 +114,23 @@ class Router:
         if scope["type"] != "http" or scope["path"].startswith(ADMIN_PATHS):
             await self.admin(scope, receive, send)
             return
-        await self.proxy(scope, receive, send)
+        await self.proxy.handle(head_of(scope), AsgiBody(scope, receive), AsgiClient(send))
+
+    def try_fast(self, head: RequestHead, body: RequestBody, client: FastClientSide) -> bool:
+        """The protocol server's fast path (``Proxy.try_fast``), for proxied paths only."""
+        return not head.path.startswith(ADMIN_PATHS) and self.proxy.try_fast(head, body, client)
+
+    async def handle(self, head: RequestHead, body: RequestBody, client: ClientSide) -> None:
+        """The protocol server's entry: admin paths to the Starlette app, the rest proxied."""
+        if not head.path.startswith(ADMIN_PATHS):
+            await self.proxy.handle(head, body, client)
+            return
+        try:
+            data = await read_all(body, ADMIN_BODY_MAX)
+        except BodyError:
+            await client.answer(*json_error(413, "payload_too_large", f"admin request over {ADMIN_BODY_MAX} bytes"))
+            return
+        await client.answer(*await call_asgi(self.admin, head, data))
 
     # -- admin ------------------------------------------------------------------------------------
     async def _get_table(self, request: Request) -> Response:
@@ -118,152 +154,49 @@ class Router:
     async def _get_mirror(self, request: Request) -> Response:
         return JSONResponse(self.mirror.report())
 
-    # -- the proxy --------------------------------------------------------------------------------
-    async def proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        service, _, rest = scope["path"][1:].partition("/")
-        route = self.tables.table.services.get(service)
-        if route is None:
-            await _json(send, 404, "unknown_service", f"no route for service {service!r}", {"service": service})
-            return
-        path = "/" + rest
-        path_qs = path + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
-        raw_headers = scope["headers"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
-        method = scope["method"]
-        track = choose_track(route, headers, rest.split("/"))
-        template = route_template(route, path)
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
-            await _json(send, 413, "payload_too_large", f"request body over {self.max_body} bytes", None)
-            return
-        repeatable = method in SAFE or "idempotency-key" in headers
-        mirror = (
-            path not in NEVER_MIRRORED
-            and track == "stable"
-            and route.mirror.share > 0
-            and (method in SAFE or template in route.mirror.safe_routes)
-            and random.random() < route.mirror.share
-        )
-        client = scope.get("client") or ("", 0)
-        up_headers = upstream_headers(raw_headers, client[0], scope.get("scheme", "http"))
-        body: bytes | AsyncIterator[bytes] | None
-        try:
-            if method in SAFE and not headers.get("content-length") and "transfer-encoding" not in headers:
-                body = None
-            elif (track == "canary" and route.failover and repeatable) or mirror:
-                body = await _read_all(receive, self.max_body)
-            else:
-                body = _stream(receive, self.max_body)
-        except _TooLarge:
-            await _json(send, 413, "payload_too_large", f"request body over {self.max_body} bytes", None)
-            return
-        started = time.perf_counter()
-        try:
-            attempt = await self.client.send(
-                method, route.upstreams[track] + path_qs, up_headers, body, route.timeout_s
-            )
-        except _TooLarge:  # a streamed body grew past the limit on its way through
-            await _json(send, 413, "payload_too_large", f"request body over {self.max_body} bytes", None)
-            return
-        failed_over = False
-        if track == "canary" and attempt.failed and route.failover and repeatable:
-            self._count(route, "canary", template, True, started)
-            self.stats.failover((service, "canary", route.release("canary"), template))
-            attempt.release()
-            track, failed_over, started = "stable", True, time.perf_counter()
-            attempt = await self.client.send(
-                method, route.upstreams["stable"] + path_qs, up_headers, body, route.timeout_s
-            )
-        if not attempt.answered:
-            self._count(route, track, template, True, started)
-            status, code = (504, "upstream_timeout") if attempt.error == "timeout" else (502, "upstream_unavailable")
-            await _json(
-                send,
-                status,
-                code,
-                f"{track} upstream of {service} failed: {attempt.error}",
-                {"service": service, "track": track, "upstream": route.upstreams[track]},
-            )
-            return
-        stable_copy = await self._respond(send, attempt, track, failed_over, mirror)
-        self._count(route, track, template, attempt.status >= 500, started)
-        if mirror and stable_copy is not None:
-            mirror_body = body if isinstance(body, bytes) else None
-            self.mirror.submit(route, template, method, path_qs, up_headers, mirror_body, stable_copy)
-
-    def _count(self, route: ServiceRoute, track: str, template: str, error: bool, started: float) -> None:
-        self.stats.record((route.name, track, route.release(track), template), error, time.perf_counter() - started)
-
-    async def _respond(
-        self, send: Send, attempt: Attempt, track: str, failed_over: bool, keep_copy: bool
-    ) -> Answer | None:
-        headers = response_headers(attempt.headers)
-        headers.append((b"x-canary-track", track.encode()))
-        if failed_over:
-            headers.append((b"x-canary-failover", b"1"))
-        await send({"type": "http.response.start", "status": attempt.status, "headers": headers})
-        if attempt.body is not None:
-            await send({"type": "http.response.body", "body": attempt.body})
-            return Answer(attempt.status, attempt.content_type, attempt.body) if keep_copy else None
-        assert attempt.stream is not None
-        copy: list[bytes] | None = [] if keep_copy else None
-        size = 0
-        try:
-            async for chunk in attempt.stream.content.iter_chunked(64 * 1024):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if copy is not None:
-                    size += len(chunk)
-                    copy = copy if size <= MIRROR_BUFFER else None
-                    if copy is not None:
-                        copy.append(chunk)
-        finally:
-            attempt.release()
-        await send({"type": "http.response.body", "body": b""})
-        return None if copy is None else Answer(attempt.status, attempt.content_type, b"".join(copy))
-
-
-async def _read_all(receive: Receive, limit: int) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _stream(receive: Receive, limit: int) -> AsyncIterator[bytes]:
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        if chunk:
-            yield chunk
-        if not message.get("more_body"):
-            return
-
-
-async def _json(send: Send, status: int, code: str, message: str, detail: Any) -> None:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if detail is not None:
-        error["detail"] = detail
-    payload = json.dumps({"error": error}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
 
 def create_router(settings: Settings, table_source: str = "", table_token: str = "") -> Router:
     return Router(settings, table_source, table_token)
+
+
+@contextlib.contextmanager
+def serve_router_in_thread(router: Router, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """The router's protocol server on a free port in a background thread; yields its base URL."""
+    server = RouterServer(router.handle, router.try_fast)
+
+    async def up() -> int:
+        await router.start()
+        return await server.start(host, port)
+
+    async def down() -> None:
+        await server.stop()
+        await router.stop()
+
+    with loop_in_thread() as loop:
+        bound = asyncio.run_coroutine_threadsafe(up(), loop).result(30)
+        try:
+            yield f"http://{host}:{bound}"
+        finally:
+            asyncio.run_coroutine_threadsafe(down(), loop).result(30)
+
+
+def run_router(router: Router, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM (``python -m canary.router``)."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        server = RouterServer(router.handle, router.try_fast)
+        await router.start()
+        await server.start(host, port)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+            await router.stop()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(main())

@@ -16,13 +16,15 @@ from typing import Any
 
 from canary.router.compare import Answer, differences, json_paths
 from canary.router.stats import RouterStats
-from canary.router.upstream import UpstreamClient
+from canary.router.upstream import UpstreamPool
+from canary.router.upstream_connection import UpstreamError
 from core.routes import ServiceRoute
 
 
 class Mirror:
-    def __init__(self, client: UpstreamClient, stats: RouterStats) -> None:
+    def __init__(self, client: UpstreamPool, stats: RouterStats, cap: int) -> None:
         self.client = client
+        self.cap = cap  # answers above this are not compared (nor held in memory)
         self.stats = stats
         self.noisy: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.samples: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=50))
@@ -34,7 +36,7 @@ class Mirror:
         template: str,
         method: str,
         path_qs: str,
-        headers: dict[str, str],
+        headers: bytes,
         body: bytes | None,
         stable: Answer,
     ) -> None:
@@ -43,17 +45,15 @@ class Mirror:
         task.add_done_callback(self.tasks.discard)
 
     async def _fetch(
-        self, route: ServiceRoute, track: str, method: str, path_qs: str, headers: dict[str, str], body: bytes | None
+        self, route: ServiceRoute, track: str, method: str, path_qs: str, headers: bytes, body: bytes | None
     ) -> Answer:
-        attempt = await self.client.send(method, route.upstreams[track] + path_qs, headers, body, route.timeout_s)
+        attempt = await self.client.send(method, route.upstreams[track], path_qs, headers, body, route.timeout_s)
         if not attempt.answered:
             return Answer(599, "", attempt.error.encode())
-        if attempt.body is not None:
-            data = attempt.body
-        else:
-            assert attempt.stream is not None
-            data = await attempt.stream.read()
-            attempt.release()
+        try:
+            data = await attempt.read_all(self.cap)
+        except UpstreamError as exc:
+            return Answer(599, "", exc.kind.encode())
         return Answer(attempt.status, attempt.content_type, data)
 
     async def _compare(
@@ -62,7 +62,7 @@ class Mirror:
         template: str,
         method: str,
         path_qs: str,
-        headers: dict[str, str],
+        headers: bytes,
         body: bytes | None,
         stable: Answer,
     ) -> None:

@@ -1,5 +1,5 @@
-"""The router in front of real upstreams on 127.0.0.1 (the router itself in-process, through
-httpx.ASGITransport): split, stickiness, override, failover, errors, headers, admin, table reload."""
+"""The router's protocol server on 127.0.0.1 (in a thread of this process) in front of real upstreams:
+split, stickiness, override, failover, errors, headers, admin, table reload."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import time
 import httpx
 import pytest
 
-from canary.router.app import create_router
+from canary.router.app import create_router, serve_router_in_thread
 from core.serve import serve_in_thread
 from core.settings import Settings
 from tests.canary.router.upstreams import echo_app
-from tests.conftest import asgi_client
 
 pytestmark = pytest.mark.anyio
 TOKEN = "router-admin"
@@ -51,9 +50,16 @@ def table(upstreams: dict[str, str], **service: object) -> dict:
 
 
 @contextlib.asynccontextmanager
+async def served(router):
+    with serve_router_in_thread(router) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
 async def router_with(table_data: dict, tmp_path=None):
     router = create_router(Settings(admin_token=TOKEN))
-    async with asgi_client(router) as client:  # type: ignore[arg-type]
+    async with served(router) as client:
         r = await client.put("/_router/table", content=json.dumps(table_data), headers=AUTH)
         assert r.status_code == 200, r.text
         yield client, router
@@ -180,7 +186,7 @@ async def test_file_table_changes_apply_within_a_second_and_bad_files_are_ignore
     path = tmp_path / "routes.json"
     path.write_text(json.dumps(table(upstreams, weight=0)))
     router = create_router(Settings(admin_token=TOKEN), table_source=str(path))
-    async with asgi_client(router) as c:  # type: ignore[arg-type]
+    async with served(router) as c:
         assert set(await tracks_of(c, 5)) == {"stable"}
         time.sleep(0.01)
         path.write_text(json.dumps({**table(upstreams, weight=100), "version": 2}))
@@ -243,6 +249,9 @@ async def test_operational_endpoints_are_never_mirrored(upstreams):
     async with router_with(table(upstreams, mirror={"share": 1.0})) as (c, router):
         for path in ("/svc/healthz", "/svc/readyz", "/svc/metrics", "/svc/data"):
             assert (await c.get(path)).status_code == 200
-        await router.mirror.drain()
+        deadline = time.monotonic() + 10
+        while not router.mirror.report() or router.mirror.tasks or not router.stats.mirror_compared:
+            assert time.monotonic() < deadline
+            await _sleep(0.02)
         compared = (await c.get("/_router/stats")).json()["mirror"]
     assert [(m["route"], m["compared"]) for m in compared] == [("/data", 1)]

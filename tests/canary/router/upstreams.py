@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,3 +46,67 @@ def echo_app(track: str, fail: bool = False, delay_s: float = 0.0) -> Starlette:
             Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "HEAD", "DELETE"]),
         ]
     )
+
+
+class RawUpstream:
+    """A TCP upstream that answers each GET with whatever bytes ``answer(path)`` returns, as they
+    are: for malformed, hostile or oddly framed answers no HTTP server would send.  Keeps every
+    connection open after answering (so junk left on it could be taken for the next answer) and
+    records the requests it received."""
+
+    def __init__(self, answer: Callable[[str], bytes]) -> None:
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stop = False
+        self._threads: list[threading.Thread] = []
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        with contextlib.suppress(OSError):
+            while not self._stop:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.requests.append(head)
+                path = head.split(b" ")[1].decode("latin-1")
+                conn.sendall(self.answer(path))
+
+    def close(self) -> None:
+        self._stop = True
+        self._sock.close()
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def http_exchange(url: str, raw: bytes, timeout_s: float = 10.0) -> bytes:
+    """Send raw bytes to a server and read until it closes (or ``timeout_s``: then raise)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out

@@ -1,0 +1,344 @@
+"""The proxy: one request from a consumer to the track the split chooses, and its answer back.
+
+Where it sits: between a front end (``canary.router.server``'s protocol server, or the ASGI
+adapter in ``canary.router.app``), which parses and frames, and the upstream pool
+(``canary.router.upstream``).  It owns the routing decisions: the track (``canary.router.split``),
+failover, mirroring, counting (``canary.router.stats``).
+
+Failover: when the canary answers 5xx, resets, times out or answers malformed, and the request is
+safe to repeat (GET/HEAD, or it carries an ``Idempotency-Key``: its body is then buffered), the
+request is re-sent to stable and the consumer gets stable's answer; the canary's failure still
+counts against it.  Bodies that need no second send stream through as they arrive; a chunked
+body is first read up to ``CHUNKED_PREFETCH`` bytes, so that a small one goes upstream whole with a
+Content-Length (its framing checked before any byte is forwarded), and a large one's framing error
+aborts the upstream request before it is complete.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from canary.router.compare import Answer
+from canary.router.headers import request_headers, response_headers
+from canary.router.mirror import Mirror
+from canary.router.source import TableHolder
+from canary.router.split import choose_track, route_template
+from canary.router.stats import RouterStats
+from canary.router.upstream import Attempt, UpstreamPool, origin_of, request_bytes
+from canary.router.upstream_connection import UpstreamConnection, UpstreamError
+from canary.router.wire import (
+    BodyError,
+    ClientGone,
+    ClientSide,
+    FastClientSide,
+    RequestBody,
+    RequestHead,
+    bodyless,
+    json_error,
+    read_all,
+)
+from core.routes import ServiceRoute
+
+SAFE = frozenset({"GET", "HEAD"})
+CHUNKED_PREFETCH = 256 * 1024
+TEMPLATE_CACHE = 10_000
+# Operational endpoints name their release by design: comparing them would only report noise.
+NEVER_MIRRORED = frozenset({"/healthz", "/readyz", "/metrics"})
+FAILURE_WORDS = {
+    "connect": "connection refused or unreachable",
+    "tls": "TLS handshake or certificate verification failed (see router_ca_bundle)",
+    "reset": "connection closed before a complete answer",
+    "timeout": "no answer within the route's timeout_s",
+    "bad_response": "malformed HTTP answer",
+}
+
+
+class Proxy:
+    def __init__(
+        self, tables: TableHolder, stats: RouterStats, pool: UpstreamPool, mirror: Mirror, max_body: int, copy_cap: int
+    ) -> None:
+        self.tables = tables
+        self.stats = stats
+        self.pool = pool
+        self.mirror = mirror
+        self.max_body = max_body
+        self.copy_cap = copy_cap  # the most of a stable answer kept to compare with the canary's
+        self._templates_of: object = None
+        self._templates: dict[tuple[str, str], str] = {}
+
+    def try_fast(self, head: RequestHead, body: RequestBody, client: FastClientSide) -> bool:
+        """The common case without a task: a GET with no body, not mirrored, on a pooled connection,
+        answered from the upstream connection's callback when the answer is whole with its head.
+        Anything else is handed to :meth:`handle` (with the track already chosen) through
+        ``client.continue_async``.  False: not a candidate, nothing decided (use :meth:`handle`)."""
+        if head.method != "GET" or body.length != 0:
+            return False
+        service, _, rest = head.path[1:].partition("/")
+        route = self.tables.table.services.get(service)
+        if route is None or route.mirror.share > 0:
+            return False
+        headers, up_headers = request_headers(head.headers, head.client, head.scheme)
+        track = choose_track(route, headers, rest.split("/"))
+        origin = origin_of(route.upstreams[track])
+        conn = self.pool.take_idle(origin)
+        if conn is None:
+            client.continue_async(self.handle(head, body, client, track))
+            return True
+        path = "/" + rest
+        template = self._template(route, path)
+        request = request_bytes("GET", origin, path + ("?" + head.query if head.query else ""), up_headers, None)
+        started = time.perf_counter()
+
+        def answered() -> None:
+            self._fast_answer(head, body, client, route, track, template, conn, started)
+
+        conn.start_fast(request, route.timeout_s, answered)
+        return True
+
+    def _fast_answer(
+        self,
+        head: RequestHead,
+        body: RequestBody,
+        client: FastClientSide,
+        route: ServiceRoute,
+        track: str,
+        template: str,
+        conn: UpstreamConnection,
+        started: float,
+    ) -> None:
+        if client.closed:
+            conn.close()
+            client.done()
+            return
+        failover = track == "canary" and route.failover
+        if not conn.status or (failover and conn.status >= 500):
+            conn.close()
+            if not conn.status and conn.error == "reset" and not conn.got_bytes:
+                # an idle connection the upstream had just closed: send it again, on a fresh one
+                client.continue_async(self.handle(head, body, client, track))
+            elif failover:
+                self._count(route, "canary", template, True, started)
+                self.stats.failover((route.name, "canary", route.release("canary"), template))
+                client.continue_async(self.handle(head, body, client, "stable", failed_over=True))
+            else:
+                self._count(route, track, template, True, started)
+                client.answer_now(*self._failure(route, track, conn.error))
+                client.done()
+            return
+        attempt = Attempt(conn.status, conn.headers, pool=self.pool, timeout_s=route.timeout_s)
+        if not conn.complete:  # a streamed answer: on in the connection's task
+            attempt.conn = conn
+            client.continue_async(self._streamed(client, route, track, template, attempt, started))
+            return
+        attempt.body = b"".join(conn.chunks)
+        conn.chunks.clear()
+        self.pool.give_back(conn)
+        client.answer_now(*self._whole(attempt, "GET", track, False))
+        self._count(route, track, template, attempt.status >= 500, started)
+        client.done()
+
+    async def _streamed(
+        self, client: ClientSide, route: ServiceRoute, track: str, template: str, attempt: Attempt, started: float
+    ) -> None:
+        await self._deliver(client, route, track, template, "GET", attempt, started, False)
+
+    async def handle(
+        self,
+        head: RequestHead,
+        body: RequestBody,
+        client: ClientSide,
+        track: str | None = None,
+        failed_over: bool = False,
+    ) -> None:
+        """``track``: already chosen (by the fast path, which hands a request on to here)."""
+        service, _, rest = head.path[1:].partition("/")
+        route = self.tables.table.services.get(service)
+        if route is None:
+            await client.answer(
+                *json_error(404, "unknown_service", f"no route for service {service!r}", {"service": service})
+            )
+            return
+        headers, up_headers = request_headers(head.headers, head.client, head.scheme)
+        path = "/" + rest
+        path_qs = path + ("?" + head.query if head.query else "")
+        method = head.method
+        track = track or choose_track(route, headers, rest.split("/"))
+        template = self._template(route, path)
+        if body.length is not None and body.length > self.max_body:
+            await client.answer(*_too_large(self.max_body))
+            return
+        repeatable = method in SAFE or "idempotency-key" in headers
+        mirror = (
+            path not in NEVER_MIRRORED
+            and track == "stable"
+            and route.mirror.share > 0
+            and (method in SAFE or template in route.mirror.safe_routes)
+            and random.random() < route.mirror.share
+        )
+        sent: bytes | RequestBody | None
+        try:
+            if body.length == 0:
+                sent = None if method in SAFE else b""
+            elif (track == "canary" and route.failover and repeatable) or mirror:
+                sent = await read_all(body, self.max_body)
+            elif body.length is None:
+                sent = await _prefetch(body, self.max_body)
+            else:
+                sent = _Limited(body, self.max_body)
+            started = time.perf_counter()
+            attempt = await self.pool.send(method, route.upstreams[track], path_qs, up_headers, sent, route.timeout_s)
+            if track == "canary" and attempt.failed and route.failover and repeatable:
+                self._count(route, "canary", template, True, started)
+                self.stats.failover((service, "canary", route.release("canary"), template))
+                attempt.release()
+                track, failed_over, started = "stable", True, time.perf_counter()
+                attempt = await self.pool.send(
+                    method, route.upstreams["stable"], path_qs, up_headers, sent, route.timeout_s
+                )
+        except BodyError as exc:
+            if exc.kind == "too_large":
+                await client.answer(*_too_large(self.max_body))
+            elif exc.kind == "bad_body":
+                await client.answer(*json_error(400, "bad_request", "malformed request body (chunked encoding)"))
+            return  # "client_gone": nobody to answer
+        copy = await self._deliver(client, route, track, template, method, attempt, started, failed_over, mirror)
+        if mirror and copy is not None:
+            body_sent = sent if isinstance(sent, bytes) else None
+            self.mirror.submit(route, template, method, path_qs, up_headers, body_sent, copy)
+
+    async def _deliver(
+        self,
+        client: ClientSide,
+        route: ServiceRoute,
+        track: str,
+        template: str,
+        method: str,
+        attempt: Attempt,
+        started: float,
+        failed_over: bool,
+        keep_copy: bool = False,
+    ) -> Answer | None:
+        """The answer (or the failure) to the client, and its count; a copy of it when asked (mirror)."""
+        if not attempt.answered:
+            self._count(route, track, template, True, started)
+            await client.answer(*self._failure(route, track, attempt.error))
+            return None
+        broke = False
+        copy: Answer | None = None
+        try:
+            copy = await self._relay(client, attempt, method, track, failed_over, keep_copy)
+        except UpstreamError:
+            broke = True  # the answer broke off (reset, malformed chunking) after its head went out
+            client.abort()
+        except ClientGone:
+            attempt.release()
+        self._count(route, track, template, broke or attempt.status >= 500, started)
+        return copy
+
+    def _failure(self, route: ServiceRoute, track: str, error: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        status, code = (504, "upstream_timeout") if error == "timeout" else (502, "upstream_unavailable")
+        if error == "bad_response":
+            code = "upstream_bad_response"
+        words = FAILURE_WORDS.get(error, error)
+        detail = {"service": route.name, "track": track, "upstream": route.upstreams[track], "error": error}
+        return json_error(status, code, f"{track} upstream of {route.name} failed: {words}", detail)
+
+    def _template(self, route: ServiceRoute, path: str) -> str:
+        # Naming the route costs a regular expression per path segment; paths repeat, so remember them
+        # (per table: a new table may bring new templates), boundedly (ids make paths without end).
+        table = self.tables.table
+        if table is not self._templates_of:
+            self._templates_of, self._templates = table, {}
+        key = (route.name, path)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) > TEMPLATE_CACHE:
+                self._templates.clear()
+            template = self._templates[key] = route_template(route, path)
+        return template
+
+    def _count(self, route: ServiceRoute, track: str, template: str, error: bool, started: float) -> None:
+        self.stats.record((route.name, track, route.release(track), template), error, time.perf_counter() - started)
+
+    @staticmethod
+    def _answer_headers(attempt: Attempt, track: str, failed_over: bool) -> list[tuple[bytes, bytes]]:
+        headers = response_headers(attempt.headers)
+        headers.append((b"x-canary-track", track.encode()))
+        if failed_over:
+            headers.append((b"x-canary-failover", b"1"))
+        return headers
+
+    def _whole(
+        self, attempt: Attempt, method: str, track: str, failed_over: bool
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        headers = self._answer_headers(attempt, track, failed_over)
+        assert attempt.body is not None
+        if bodyless(method, attempt.status):
+            return attempt.status, headers, b""
+        body = attempt.body
+        headers = [h for h in headers if h[0] != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        return attempt.status, headers, body
+
+    async def _relay(
+        self, client: ClientSide, attempt: Attempt, method: str, track: str, failed_over: bool, keep_copy: bool
+    ) -> Answer | None:
+        if attempt.body is not None:  # complete with its head: one write
+            status, headers, body = self._whole(attempt, method, track, failed_over)
+            await client.answer(status, headers, body)
+            keep_copy = keep_copy and len(body) <= self.copy_cap
+            return Answer(attempt.status, attempt.content_type, body) if keep_copy else None
+        headers = self._answer_headers(attempt, track, failed_over)
+        no_body = bodyless(method, attempt.status)
+        await client.start(attempt.status, headers, chunked=attempt.content_length is None and not no_body)
+        copy: list[bytes] | None = [] if keep_copy else None
+        size = 0
+        try:
+            while chunk := await attempt.read():
+                await client.write(chunk)
+                if copy is not None:
+                    size += len(chunk)
+                    copy = copy if size <= self.copy_cap else None
+                    if copy is not None:
+                        copy.append(chunk)
+        finally:
+            attempt.release()
+        await client.end()
+        return None if copy is None else Answer(attempt.status, attempt.content_type, b"".join(copy))
+
+
+class _Limited:
+    """A streamed request body that stops with ``too_large`` past the router's limit."""
+
+    def __init__(self, body: RequestBody, limit: int, first: bytes = b"") -> None:
+        self.body = body
+        self.length = body.length
+        self.limit = limit
+        self.size = 0
+        self.first = first
+
+    async def read(self) -> bytes:
+        chunk, self.first = (self.first, b"") if self.first else (await self.body.read(), b"")
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise BodyError("too_large")
+        return chunk
+
+
+async def _prefetch(body: RequestBody, limit: int) -> bytes | _Limited:
+    """A chunked body whole when it is small (then sent with a Content-Length: bad chunking is found
+    before anything goes upstream), else streamed on from what was read."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= CHUNKED_PREFETCH:
+        chunk = await body.read()
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+    return _Limited(body, limit, b"".join(parts))
+
+
+def _too_large(limit: int) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return json_error(413, "payload_too_large", f"request body over {limit} bytes", None)

@@ -1,0 +1,223 @@
+"""One upstream connection of the router's pool (``canary.router.upstream``): an asyncio protocol
+around httptools' response parser, carrying one exchange at a time.
+
+It reads no faster than the proxy takes the answer (the socket is paused above ``HIGH_WATER``
+buffered bytes), marks itself unusable on anything that could mix two answers up (bytes nobody
+asked for, a second answer to one request, a HEAD answer whose body httptools cannot skip), and
+remembers the upstream's ``Keep-Alive: timeout=N`` so the pool lets go of it in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import cast
+
+import httptools
+
+HIGH_WATER = 256 * 1024  # buffered answer bytes above which the upstream socket is paused
+
+
+class UpstreamError(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind  # "connect", "tls", "reset", "timeout", "bad_response", "too_large"
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One upstream connection, carrying one exchange at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, origin_key: tuple[str, str, int]) -> None:
+        self.loop = loop
+        self.origin_key = origin_key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.busy = False
+        self.idle_since = 0.0
+        self.keep_alive_s: float | None = None
+        self.notify: Callable[[], None] | None = None  # the proxy's fast path: called once the head is in
+        self.timer: asyncio.TimerHandle | None = None
+        self._reset_exchange(head_only=False)
+        self._write_ready: asyncio.Future[None] | None = None
+
+    def _reset_exchange(self, head_only: bool) -> None:
+        self.head_only = head_only
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.complete = False
+        self.until_close = False
+        self.keep = False
+        self.error = ""
+        self.got_bytes = False
+        self.interim = False
+        self.extra = False
+        self.reading_paused = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.head_ready: asyncio.Future[None] = self.loop.create_future()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy or self.complete:
+            self.close()  # bytes nobody asked for: this connection can never be trusted again
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._fail("bad_response")
+        if self.notify is not None and (self.status or self.error):
+            self._notify()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.until_close and self.status and not self.complete:
+            self.complete = True  # an answer framed by the end of the connection (HTTP/1.0 style)
+            self._wake()
+        self._fail("tls" if isinstance(exc, ssl.SSLError) else "reset")
+        if self.notify is not None:
+            self._notify()
+        if self._write_ready is not None and not self._write_ready.done():
+            self._write_ready.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_ready = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._write_ready is not None and not self._write_ready.done():
+            self._write_ready.set_result(None)
+        self._write_ready = None
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request: never reuse this connection
+            self.extra = True
+            self.keep = False
+            self.close()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.extra:
+            return
+        self.headers.append((name, value))
+        if name.lower() == b"keep-alive":
+            for part in value.split(b","):
+                key, _, number = part.strip().partition(b"=")
+                if key.lower() == b"timeout" and number.strip().isdigit():
+                    self.keep_alive_s = float(number.strip())
+
+    def on_headers_complete(self) -> None:
+        if self.extra:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self.interim = True  # 100 Continue and friends: the real answer follows
+            self.headers = []
+            return
+        self.status = status
+        names = {n.lower() for n, _ in self.headers}
+        self.until_close = (
+            b"content-length" not in names and b"transfer-encoding" not in names and status not in (204, 304)
+        )
+        if self.head_only:
+            # httptools cannot be told that a HEAD answer has no body: take the head, drop the connection
+            self.complete, self.keep = True, False
+        if not self.head_ready.done():
+            self.head_ready.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        if self.extra:
+            return
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.extra:
+            return
+        if self.interim:
+            self.interim = False
+            return
+        self.complete = True
+        self.keep = self.parser.should_keep_alive() and not self.head_only
+        self._wake()
+
+    # -- the exchange ----------------------------------------------------------------------------
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _fail(self, kind: str) -> None:
+        if self.complete and not self.error:
+            return
+        self.error = self.error or kind
+        if not self.head_ready.done():
+            self.head_ready.set_exception(UpstreamError(self.error))
+            self.head_ready.exception()  # retrieved: nobody may be waiting any more
+        self._wake()
+        if kind == "bad_response":
+            self.close()
+
+    def start_fast(self, request: bytes, timeout_s: float, notify: Callable[[], None]) -> None:
+        """Send a bodiless request and call ``notify`` (from the event loop's callback, no task) once
+        its answer's head is in, or it failed, or ``timeout_s`` passed without a head."""
+        assert self.transport is not None
+        self.busy = True
+        self._reset_exchange(head_only=False)
+        self.notify = notify
+        self.timer = self.loop.call_later(timeout_s, self._time_out)
+        self.transport.write(request)
+
+    def _time_out(self) -> None:
+        self._fail("timeout")
+        if self.notify is not None:
+            self._notify()
+
+    def _notify(self) -> None:
+        notify, self.notify = self.notify, None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if notify is not None:
+            notify()
+
+    async def drain(self) -> None:
+        if self._write_ready is not None:
+            await self._write_ready
+        if self.closed:
+            raise UpstreamError("reset")
+
+    async def read(self, timeout_s: float) -> bytes:
+        while True:
+            if self.chunks:
+                data = b"".join(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+                self.chunks.clear()
+                self.buffered = 0
+                if self.reading_paused and self.transport is not None and not self.closed:
+                    self.reading_paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.complete:
+                return b""
+            if self.error:
+                raise UpstreamError(self.error)
+            self.waiter = self.loop.create_future()
+            try:
+                await asyncio.wait_for(self.waiter, timeout_s)
+            except TimeoutError:
+                self.close()
+                raise UpstreamError("timeout") from None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
