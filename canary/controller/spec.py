@@ -9,6 +9,7 @@ between 0 and 100``.  Bad specs never reach the state machine: ``load_spec`` rai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import jsonschema
@@ -58,6 +59,25 @@ class Metric:
     bad_query: str | None = None
 
 
+class OnInconclusive(StrEnum):
+    """What a step (or the mirror phase) that reaches its time limit without a verdict does."""
+
+    PAUSE = "pause"  # the default: a person decides (resume, promote or abort)
+    ROLLBACK = "rollback"
+    PROMOTE = "promote"
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    share: float = 1.0  # of safe requests, also sent to the canary and compared
+    min_seconds: float = 30.0
+    min_compared: int = 100
+    max_seconds: float = 600.0
+    ignore_fields: tuple[str, ...] = ()
+    pixel_tolerance: float = 8.0
+    max_different_share: float = 0.0
+
+
 @dataclass(frozen=True)
 class RolloutSpec:
     name: str
@@ -66,11 +86,13 @@ class RolloutSpec:
     canary: str
     steps: tuple[Step, ...]
     metrics: tuple[Metric, ...]
-    mirror: dict[str, Any] | None = None
+    mirror: MirrorSpec | None = None
     failover: bool = True
     sticky: dict[str, Any] = field(default_factory=dict)
-    alerts: tuple[str, ...] = ()
+    alerts: tuple[str, ...] = ()  # the alerts that roll this rollout back (none listed: any about its canary)
     watch_seconds: float = 600.0
+    watch_holdback: float = 0.0  # percent of traffic the old release keeps during the watch
+    on_inconclusive: OnInconclusive = OnInconclusive.PAUSE
 
 
 def _path(parts: Any) -> str:
@@ -197,9 +219,15 @@ def load_spec(text: str, source: str = "<spec>") -> RolloutSpec:
         canary=s["canary"],
         steps=tuple(Step(**step) for step in s["steps"]),
         metrics=tuple(Metric(**m) for m in s["metrics"]),
-        mirror=s.get("mirror"),
+        mirror=_mirror(s["mirror"]) if "mirror" in s else None,
         failover=s.get("failover", True),
         sticky=s.get("sticky", {"header": "X-Account-Id"}),
         alerts=tuple(s.get("alerts", [])),
         watch_seconds=float(s.get("watch", {}).get("seconds", 600)),
+        watch_holdback=float(s.get("watch", {}).get("holdback", 0)),
+        on_inconclusive=OnInconclusive(s.get("on_inconclusive", "pause")),
     )
+
+
+def _mirror(m: dict[str, Any]) -> MirrorSpec:
+    return MirrorSpec(**{**m, "ignore_fields": tuple(m.get("ignore_fields", ()))})

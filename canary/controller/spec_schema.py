@@ -104,11 +104,32 @@ SCHEMA: dict[str, Any] = {
                         "path_param": {"type": "integer", "minimum": 0},
                     },
                 },
-                "alerts": {"type": "array", "items": {"type": "string"}},
+                "alerts": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                    "description": "the alerts (manifests/prometheus/rules/*.alerts.yml) that roll this rollout "
+                    "back; none listed: any firing alert about its canary",
+                },
                 "watch": {
                     "type": "object",
                     "additionalProperties": False,
-                    "properties": {"seconds": {"type": "number", "minimum": 0, "default": 600}},
+                    "properties": {
+                        "seconds": {"type": "number", "minimum": 0, "default": 600},
+                        "holdback": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 50,
+                            "default": 0,
+                            "description": "percent of traffic the old release keeps during the watch, so the "
+                            "judge keeps comparing (roles reversed); 0: only the change detector watches",
+                        },
+                    },
+                },
+                "on_inconclusive": {
+                    "enum": ["pause", "rollback", "promote"],
+                    "default": "pause",
+                    "description": "what a step (or the mirror phase) that reaches its time limit without a "
+                    "verdict does; by default a person decides",
                 },
             },
         },
