@@ -8,6 +8,7 @@ project's own Protocols; what is not handed in is made from the settings (the st
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 
@@ -33,7 +34,11 @@ def bootstrap(
     stable: dict[str, str] | None = None,
     router_url: str = "",
     public_url: str = "",
+    holder: str = "",
 ) -> Controller:
+    """``holder`` names this controller for the lease; by default the host and state directory, so
+    a controller restarted in place (same pod, same ``canary up``) takes its lease back at once
+    instead of waiting for it to expire, while another host waits."""
     if store is None:
         engine = engine_for(settings)
         create_schema(engine, metadata)
@@ -51,6 +56,7 @@ def bootstrap(
         provider,
         dict(DEFAULT_STABLE if stable is None else stable),
         clock=clock,
+        holder=holder or f"{socket.gethostname()}:{settings.state_dir}"[-64:],
         admin_token=settings.admin_token,
     )
     controller.public_url, controller.router_url = public_url, router_url

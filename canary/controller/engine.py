@@ -192,9 +192,9 @@ class Controller:
     async def _after(self, new: machine.Rollout) -> None:
         if new.phase == machine.ROLLED_BACK and new.spec.service in REPROCESS_AFTER_ROLLBACK:
             await self._reprocess(new)
+        await self._apply(new)  # at once, not at the next tick: a rollback's weight goes to zero now
+        await self._publish()
         if new.phase in machine.TERMINAL:
-            await self._apply(new)
-            await self._publish()
             self.judging.pop(new.id, None)
             self.platform_errors.pop(new.id, None)
         if new.phase == machine.SUCCEEDED:

@@ -11,7 +11,8 @@ table: the rollout holds, with its name in the reason) until ``FORGET_S``, after
 for gone (a router removed on purpose must not hold rollouts for ever).  A weight counts as applied
 when every reader known has confirmed a version at least the one that carried it; when no reader
 ever polled (traffic split by a gateway the platform sets), the platform's ``set_weight`` is the
-confirmation, after ``APPLY_GRACE_S``.
+confirmation, after ``APPLY_GRACE_S``.  A reader still behind ``HOLD_AFTER_S`` after a change is
+named (the rollout holds, and says who); before that the change is merely not confirmed yet.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from core.routes import Mirror, ServiceRoute, Sticky
 LIVE_S = 3.0  # readers poll every 0.5 s: three seconds of silence is six missed polls
 FORGET_S = 120.0
 APPLY_GRACE_S = 1.0
+HOLD_AFTER_S = 2.0  # a reader behind for longer than this after a change is named and holds the rollout
 READER_KINDS = ("router", "consumer")
 MAX_READER_NAME = 200
 
@@ -65,12 +67,13 @@ class Readers:
         if not readers:
             return Confirmation(now - since >= APPLY_GRACE_S)
         behind = []
+        fresh = now - since < HOLD_AFTER_S  # readers poll every 0.5 s: not behind yet, only not there yet
         for r in readers:
             if now - r.last_seen > LIVE_S:
                 behind.append(f"{r.name} (silent for {now - r.last_seen:.0f} s, serving table {r.version})")
             elif r.version < version:
                 behind.append(f"{r.name} (serving table {r.version}, needs {version})")
-        return Confirmation(not behind, ", ".join(behind))
+        return Confirmation(not behind, "" if fresh else ", ".join(behind))
 
 
 def parse_reader(kind_and_id: str | None, version: str | None) -> tuple[str, int] | None:
