@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -145,8 +146,46 @@ def _line_of(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | 
     return lines.get(path)
 
 
-def check(text: str, source: str = "<spec>") -> tuple[dict[str, Any] | None, list[Problem]]:
-    """Parse and validate; (document, problems) with problems sorted by line."""
+def rule_alerts(rules_dir: Path) -> dict[str, bool]:
+    """Alert name -> whether it is routed to the controller (label ``rollback: "true"``), from the
+    Prometheus rule files ``*.alerts.yml`` in ``rules_dir``."""
+    out: dict[str, bool] = {}
+    for path in sorted(rules_dir.glob("*.alerts.yml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for group in doc.get("groups", []):
+            for rule in group.get("rules", []):
+                if "alert" in rule:
+                    out[str(rule["alert"])] = str((rule.get("labels") or {}).get("rollback", "")) == "true"
+    return out
+
+
+def _alert_problems(spec: dict[str, Any], lines: dict[tuple[Any, ...], int], known: dict[str, bool]) -> list[Problem]:
+    out = []
+    for i, name in enumerate(spec.get("alerts", [])):
+        at = ("spec", "alerts", i)
+        if name not in known:
+            choices = ", ".join(sorted(n for n, rolls_back in known.items() if rolls_back))
+            out.append(
+                Problem(
+                    _path(at), f"no alert {name!r} in the rules (alerts that roll back: {choices})", _line_of(lines, at)
+                )
+            )
+        elif not known[name]:
+            out.append(
+                Problem(
+                    _path(at),
+                    f'alert {name!r} is not labelled rollback="true": it never reaches the controller',
+                    _line_of(lines, at),
+                )
+            )
+    return out
+
+
+def check(
+    text: str, source: str = "<spec>", alerts: dict[str, bool] | None = None
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Parse and validate; (document, problems) with problems sorted by line.  With ``alerts``
+    (from :func:`rule_alerts`), every alert the spec names must be one that rolls back."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -168,6 +207,8 @@ def check(text: str, source: str = "<spec>") -> tuple[dict[str, Any] | None, lis
         problems.append(Problem(_path(path), _message(e), _line_of(lines, path)))
     if not problems and isinstance(data, dict):
         problems = [Problem(p, m, _line_of(lines, k)) for p, m, k in _rules(data["spec"])]
+        if alerts is not None:
+            problems += _alert_problems(data["spec"], lines, alerts)
     return data, sorted(problems, key=lambda p: (p.line or 0, p.path))
 
 

@@ -5,6 +5,7 @@ test drives), the table's readers simulated by polling with their headers."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from canary.platforms.base import Instance
 from canary.providers.base import Counts, MetricQuery, ProviderUnavailable, TrackCounts
 from core.db import create_schema, make_engine
 from core.errors import DependencyUnavailable, Unprocessable
+from core.routes import parse_table
 from core.settings import Settings
 
 RELEASES = {"importer": ["1.0", "1.1", "1.2"], "resizer": ["1.0", "2.0", "2.1"]}
@@ -172,6 +174,9 @@ def test_the_route_table_is_typed_and_salted_per_rollout(tmp_path):
     two = w.release(canary="1.2")
     w.tick(reader="router/a")
     assert w.controller.table.services["importer"].sticky.salt == two.id[:16] != one.id[:16]
+    # what routers and consumers read back is the same table (services without a rollout included)
+    served = w.controller.poll_table(("router/a", 0))
+    assert parse_table(json.loads(json.dumps(served))) == w.controller.table
 
 
 def test_a_step_passes_only_once_every_live_router_confirms_its_weight(tmp_path):
