@@ -71,7 +71,10 @@ def _status_lines(args: argparse.Namespace) -> list[str]:
     for r in active:
         lines.append(_one_line(r) + f"  ({time.time() - r['phase_since']:.0f} s in phase)")
         detail = _call(args, "GET", f"/api/rollouts/{r['id']}")
-        for metric, j in detail["judge"].items():
+        judged = detail["watch"] if r["phase"] == "watching" else detail["judge"]
+        if r["phase"] == "mirroring" and detail.get("mirror"):
+            judged = {"mirror": detail["mirror"]}
+        for metric, j in judged.items():
             lines.append(f"    {metric:<12} {evidence_words(j['evidence'])}  -> {j['verdict']}")
     return lines
 
@@ -151,7 +154,8 @@ def why(args: argparse.Namespace) -> int:
             words = evidence_words(ev) if isinstance(ev, dict) else ""
             if words:
                 print(f"      {metric}: {words}")
-    for metric, j in r["judge"].items():
+    judged = {**r["judge"], **({"mirror": r["mirror"]} if r.get("mirror") else {})}
+    for metric, j in {**judged, **{f"{m} (watch)": j for m, j in r.get("watch", {}).items()}}.items():
         print(f"  now, {metric}: {j['verdict']}: {j['reason']}")
     for reader in r.get("readers", []):
         print(

@@ -102,17 +102,22 @@ async def show_rollout(request: Request) -> Response:
     rid = request.path_params["rollout_id"]
     r = await controller.rollout(rid)
     made = await controller.decisions(rid)
-    latest = {
-        m: {"verdict": j.verdict.value, "reason": j.reason, "evidence": j.evidence}
-        for m, j in (await controller.latest_judgements(rid)).items()
-    }
+    judged = await controller.latest_judgements(rid)
+    latest, watch = _judgements(judged.last), _judgements(judged.last_watch)
+    mirror = _judgements({"mirror": judged.last_mirror} if judged.last_mirror else {})
     detail = {
         **summary(r),
         "decisions": [vars(d) for d in made],
         "judge": latest,
+        "watch": watch,
+        "mirror": mirror.get("mirror"),
         "readers": controller.reader_status(),
     }
     return JSONResponse(finite(detail))
+
+
+def _judgements(js: dict[str, machine.Judgement]) -> dict[str, Any]:
+    return {m: {"verdict": j.verdict.value, "reason": j.reason, "evidence": j.evidence} for m, j in js.items()}
 
 
 def finite(value: Any) -> Any:

@@ -94,12 +94,13 @@ class Controller:
             for r in self.readers.current(now)
         ]
 
-    async def latest_judgements(self, rollout_id: str) -> dict[str, machine.Judgement]:
+    async def latest_judgements(self, rollout_id: str) -> jg.RolloutJudging:
+        """The judge's latest answers (steps, mirror, watch), from memory or, after a restart, the store."""
         j = self.judging.get(rollout_id)
-        if j is None:  # not judged by this process (yet): what the store kept
+        if j is None:
             stored = await asyncio.to_thread(self.store.judging, rollout_id)
             j = jg.RolloutJudging.from_dict(stored) if stored else jg.RolloutJudging()
-        return dict(j.last)
+        return j
 
     async def known_releases(self, service: str) -> list[str] | None:
         return await self.platform.known_releases(service)
@@ -285,8 +286,8 @@ class Controller:
             metrics = s.metrics if r.phase != machine.MIRRORING else (Metric("mirror", "mirror"),)
             for metric in metrics:
                 j = await self._judge(r, metric, judging)
-                if j is None:
-                    unavailable.append(f"{metric.name}: metrics unavailable ({judging.last[metric.name].reason})")
+                if isinstance(j, str):
+                    unavailable.append(f"{metric.name}: metrics unavailable ({j})")
                 else:
                     verdicts[metric.name] = j
             if r.phase == machine.MIRRORING:
@@ -294,7 +295,7 @@ class Controller:
         elif r.phase == machine.WATCHING:
             for metric in s.metrics:
                 j = await self._judge(r, metric, judging)
-                if j is not None and j.verdict == machine.Verdict.FAIL and change is None:
+                if not isinstance(j, str) and j.verdict == machine.Verdict.FAIL and change is None:
                     change = j
         confirmation = self.confirmation(s.service)
         route = self.table.services.get(s.service)
@@ -319,8 +320,8 @@ class Controller:
             j = self.judging[r.id] = jg.RolloutJudging.from_dict(stored) if stored else jg.RolloutJudging()
         return j
 
-    async def _judge(self, r: machine.Rollout, metric: Metric, judging: jg.RolloutJudging) -> machine.Judgement | None:
-        """The judge's answer on this tick's bin; None when the metric source did not answer."""
+    async def _judge(self, r: machine.Rollout, metric: Metric, judging: jg.RolloutJudging) -> machine.Judgement | str:
+        """The judge's answer on this tick's bin, or why the metric source did not answer."""
         s = r.spec
         watching = r.phase == machine.WATCHING
         canary, stable = (s.stable, s.canary) if watching else (s.canary, s.stable)  # watch: roles reversed
@@ -330,8 +331,7 @@ class Controller:
         try:
             reading = await self.provider.cumulative(query)
         except ProviderUnavailable as exc:
-            judging.last[metric.name] = machine.Judgement(machine.Verdict.CONTINUE, str(exc))
-            return None
+            return str(exc)
         now = self.clock()
         if metric.kind == "mirror":
             return jg.judge_mirror(judging, s, reading, now)

@@ -44,7 +44,9 @@ class RolloutJudging:
     metrics: dict[str, MetricJudging] = field(default_factory=dict)
     watch: dict[str, MetricJudging] = field(default_factory=dict)  # after promotion, roles reversed
     detectors: dict[str, ChangeDetector] = field(default_factory=dict)
-    last: dict[str, Judgement] = field(default_factory=dict)  # what `canary status` shows
+    last: dict[str, Judgement] = field(default_factory=dict)  # each step metric's latest answer
+    last_watch: dict[str, Judgement] = field(default_factory=dict)  # the watch's, per metric
+    last_mirror: Judgement | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,10 +70,9 @@ class RolloutJudging:
             metrics={k: MetricJudging.from_dict(v) for k, v in data.get("metrics", {}).items()},
             watch={k: MetricJudging.from_dict(v) for k, v in data.get("watch", {}).items()},
             detectors={k: ChangeDetector.from_dict(v) for k, v in data.get("detectors", {}).items()},
-            last={
-                k: Judgement(Verdict(v["verdict"]), str(v["reason"]), dict(v.get("evidence", {})))
-                for k, v in data.get("last", {}).items()
-            },
+            last={k: _judgement(v) for k, v in data.get("last", {}).items()},
+            last_watch={k: _judgement(v) for k, v in data.get("last_watch", {}).items()},
+            last_mirror=_judgement(data["last_mirror"]) if data.get("last_mirror") else None,
         )
 
     def enter_step(self, step: int) -> None:
@@ -79,6 +80,14 @@ class RolloutJudging:
             self.step = step
             for m in self.metrics.values():
                 m.state.new_step()
+
+
+def _judgement_dict(j: Judgement) -> dict[str, Any]:
+    return {"verdict": j.verdict.value, "reason": j.reason, "evidence": j.evidence}
+
+
+def _judgement(v: dict[str, Any]) -> Judgement:
+    return Judgement(Verdict(v["verdict"]), str(v["reason"]), dict(v.get("evidence", {})))
 
 
 def step_config(spec: RolloutSpec, step: int, metric: Metric) -> JudgeConfig:
@@ -129,7 +138,7 @@ def judge_mirror(judging: RolloutJudging, spec: RolloutSpec, reading: TrackCount
         j = Judgement(Verdict.PASS, f"{n} mirrored answers compared, {bad} differ", evidence)
     else:
         j = Judgement(Verdict.CONTINUE, f"{n} of {mirror.min_compared} answers compared", evidence)
-    judging.last["mirror"] = j
+    judging.last_mirror = j
     return j
 
 

@@ -248,7 +248,7 @@ def test_every_decision_keeps_its_evidence_and_why_has_the_numbers_after_a_resta
     assert counts["canary"]["bad"] >= 3 and counts["stable"]["bad"] == 0
     assert judged.evidence["errors"]["regression"]["e_value"] >= 100
     w.controller = w.new_controller()
-    latest = asyncio.run(w.controller.latest_judgements(done.id))
+    latest = asyncio.run(w.controller.latest_judgements(done.id)).last
     assert latest["errors"].verdict == m.Verdict.FAIL and latest["errors"].evidence["counts"]["canary"]["bad"] >= 3
 
 
