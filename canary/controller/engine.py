@@ -245,6 +245,7 @@ class Controller:
                 if name:
                     await self.platform.stop(name, release)
                     self.upstreams.pop((name, release), None)
+                    self.readers.forget(f"consumer/{name}@{release}")
 
     async def _publish(self) -> None:
         active = {r.spec.service: r for r in await asyncio.to_thread(self.store.list_rollouts, True)}
@@ -270,7 +271,7 @@ class Controller:
 
     def confirmation(self, service: str) -> Confirmation:
         version, since = self.published.get(service, (self.table.version, 0.0))
-        return self.readers.confirm(version, since, self.clock())
+        return self.readers.confirm(service, version, since, self.clock())
 
     async def _observe(self, r: machine.Rollout) -> machine.Observation:
         s = r.spec

@@ -8,11 +8,14 @@ canary of a service; during the watch the old release holds back a share on the 
 ``X-Table-Reader: <kind>/<id>`` and ``X-Table-Version: <version it serves>``.  A reader is *live*
 while it polled within ``LIVE_S``; one silent longer is *unconfirmed* (it may still serve an old
 table: the rollout holds, with its name in the reason) until ``FORGET_S``, after which it is taken
-for gone (a router removed on purpose must not hold rollouts for ever).  A weight counts as applied
-when every reader known has confirmed a version at least the one that carried it; when no reader
-ever polled (traffic split by a gateway the platform sets), the platform's ``set_weight`` is the
-confirmation, after ``APPLY_GRACE_S``.  A reader still behind ``HOLD_AFTER_S`` after a change is
-named (the rollout holds, and says who); before that the change is merely not confirmed yet.
+for gone (a router removed on purpose must not hold rollouts for ever); a queue consumer of a
+release the controller stopped is forgotten at once.  A queue consumer is named
+``consumer/<name>@<release>`` and confirms only its own service's route; routers confirm all.
+A weight counts as applied when every reader known has confirmed a version at least the one
+that carried it; when no reader ever polled (traffic split by a gateway the platform sets), the
+platform's ``set_weight`` is the confirmation, after ``APPLY_GRACE_S``.  A reader still behind
+``HOLD_AFTER_S`` after a change is named (the rollout holds, and says who); before that the change
+is merely not confirmed yet.
 """
 
 from __future__ import annotations
@@ -61,19 +64,34 @@ class Readers:
             del self.known[name]
         return sorted(self.known.values(), key=lambda r: r.name)
 
-    def confirm(self, version: int, since: float, now: float) -> Confirmation:
-        """Has every reader applied ``version`` (published at ``since``)?"""
-        readers = self.current(now)
+    def forget(self, name: str) -> None:
+        """A reader the controller stopped itself (a release's queue consumer) is not waited for."""
+        self.known.pop(name, None)
+
+    def confirm(self, service: str, version: int, since: float, now: float) -> Confirmation:
+        """Has every reader of ``service``'s route applied ``version`` (published at ``since``)?"""
+        readers = [r for r in self.current(now) if reads(r.name, service)]
         if not readers:
             return Confirmation(now - since >= APPLY_GRACE_S)
         behind = []
         fresh = now - since < HOLD_AFTER_S  # readers poll every 0.5 s: not behind yet, only not there yet
         for r in readers:
             if now - r.last_seen > LIVE_S:
-                behind.append(f"{r.name} (silent for {now - r.last_seen:.0f} s, serving table {r.version})")
+                # no seconds in the words: the reason stays the same while it lasts (one decision, not one a tick)
+                behind.append(f"{r.name} (silent for over {LIVE_S:g} s, last serving table {r.version})")
             elif r.version < version:
                 behind.append(f"{r.name} (serving table {r.version}, needs {version})")
         return Confirmation(not behind, "" if fresh else ", ".join(behind))
+
+
+def reads(reader: str, service: str) -> bool:
+    """Routers route every service; a queue consumer ``consumer/NAME@RELEASE`` reads only its own
+    service's route (``opens-processor`` reads ``opens``)."""
+    kind, _, ident = reader.partition("/")
+    if kind != "consumer":
+        return True
+    name = ident.partition("@")[0]
+    return name == service or name.startswith(f"{service}-")
 
 
 def parse_reader(kind_and_id: str | None, version: str | None) -> tuple[str, int] | None:

@@ -206,7 +206,7 @@ def test_a_silent_router_holds_the_rollback_and_the_canary_keeps_running(tmp_pat
     for _ in range(10):  # router/a polled once, then went silent: it may still send traffic to 1.1
         w.tick(reader=None)
     r2 = w.get(r)
-    assert r2.phase == m.ROLLING_BACK and "router/a (silent for" in r2.reason
+    assert r2.phase == m.ROLLING_BACK and "router/a (silent for over 3 s" in r2.reason
     assert ("importer", "1.1") in w.platform.running_
     w.tick(reader="router/a")
     w.tick(reader="router/a")
@@ -321,3 +321,21 @@ def test_a_metrics_source_that_is_down_holds_and_says_so(tmp_path):
     w.tick(reader="router/a")
     held = w.get(r)
     assert held.held_since and "errors: metrics unavailable" in held.reason
+
+
+def test_a_queue_consumer_confirms_its_own_service_and_is_forgotten_when_its_release_stops(tmp_path):
+    w = World(tmp_path)
+    r = w.release()
+    drive(w, r, lambda r: r.phase == m.PROGRESSING)
+    w.controller.poll_table(("consumer/opens-processor@1.1", 1))  # behind, but it reads opens, not importer
+    assert drive(w, r, lambda r: r.step == 1).held_since == 0
+    w.controller.readers.seen("consumer/importer-worker@1.1", 1, w.now)  # one of importer's own: it holds
+    for _ in range(8):
+        w.traffic("importer", "1.1")
+        w.tick(reader="router/a")
+    held = w.get(r)
+    assert held.reason == "held: waiting for consumer/importer-worker@1.1 (silent for over 3 s, last serving table 1)"
+    assert len([d for d in w.store.decisions(r.id) if "silent" in d.reason]) == 1  # said once, not every tick
+    w.controller.readers.forget("consumer/importer-worker@1.1")  # what stopping its release does
+    w.controller.command(r.id, "abort")
+    assert drive(w, r, lambda r: r.phase == m.ROLLED_BACK).phase == m.ROLLED_BACK

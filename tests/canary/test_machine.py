@@ -113,7 +113,7 @@ def test_a_router_that_does_not_confirm_holds_the_step_with_its_name_and_its_clo
 def test_a_rollback_ends_only_once_the_routers_confirm_weight_zero():
     r, clock = started()
     r = run(r, clock, m.Observation(command="abort"))
-    waiting = "router/a (silent for 9 s, serving table 4)"
+    waiting = "router/a (silent for over 3 s, last serving table 4)"
     r = run(r, clock, m.Observation(weight_applied=None, unconfirmed=waiting))
     assert r.phase == m.ROLLING_BACK and waiting in r.reason and m.desired(r).canary_running
     assert run(r, clock, m.Observation(weight_applied=0.0)).phase == m.ROLLED_BACK
