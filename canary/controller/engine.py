@@ -17,6 +17,7 @@ holds the rollout (no verdict, its step's clock stops); it never rolls back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -175,7 +176,15 @@ class Controller:
         return None
 
     async def _step(self, rollout: machine.Rollout) -> machine.Rollout:
-        seen = await self._observe(rollout)
+        # a person's command and an alert are taken first: whatever fails below, they still act
+        command, alert = self.commands.pop(rollout.id, ""), self.alerts.pop(rollout.id, "")
+        try:
+            seen = await self._observe(rollout)
+        except Exception as exc:  # nothing is known this tick: the rollout holds, in words
+            why = f"observing failed: {type(exc).__name__}: {exc}"
+            log.error("%s (%s): %s", rollout.spec.name, rollout.id[:8], why)
+            seen = machine.Observation(metrics_unavailable=why)
+        seen = dataclasses.replace(seen, command=command, alert=alert)
         new, made = machine.advance(rollout, seen, self.clock())
         judging = self.judging.get(rollout.id)
         if new is not rollout:
@@ -307,8 +316,6 @@ class Controller:
             weight_applied=(route.weight if route else 0.0) if confirmation.confirmed else None,
             unconfirmed=confirmation.waiting_for,
             change_detected=change,
-            command=self.commands.pop(r.id, ""),
-            alert=self.alerts.pop(r.id, ""),
             metrics_unavailable="; ".join(unavailable),
             not_ready=not_ready,
             platform_error=self.platform_errors.get(r.id, ""),

@@ -339,3 +339,49 @@ def test_a_queue_consumer_confirms_its_own_service_and_is_forgotten_when_its_rel
     w.controller.readers.forget("consumer/importer-worker@1.1")  # what stopping its release does
     w.controller.command(r.id, "abort")
     assert drive(w, r, lambda r: r.phase == m.ROLLED_BACK).phase == m.ROLLED_BACK
+
+
+class Flaky(FakePlatform):
+    async def healthy(self, service: str, release: str) -> bool:
+        if release == "1.1":
+            raise RuntimeError("the platform's API answered nonsense")
+        return await super().healthy(service, release)
+
+
+def test_a_platform_that_errors_while_observing_holds_with_words_and_abort_still_takes(tmp_path, caplog):
+    w = World(tmp_path)
+    r = w.release()
+    drive(w, r, lambda r: r.phase == m.PROGRESSING)
+    w.platform.__class__ = Flaky
+    w.tick(reader="router/a")
+    held = w.get(r)
+    assert held.reason == "held: observing failed: RuntimeError: the platform's API answered nonsense"
+    w.controller.command(r.id, "abort")
+    w.tick(reader="router/a")
+    assert w.get(r).phase == m.ROLLING_BACK
+    assert all(rec.exc_info is None for rec in caplog.records)
+
+
+class BrokenStore(Store):
+    """The real store, whose writes for one rollout fail (a locked or full database)."""
+
+    broken = ""
+
+    def save(self, new, expected_revision, made):
+        if new.id == self.broken:
+            raise OSError("disk I/O error")
+        super().save(new, expected_revision, made)
+
+
+def test_a_store_error_holds_that_rollout_only_and_it_resumes_once_the_store_writes(tmp_path, caplog):
+    w = World(tmp_path)
+    w.store.__class__ = BrokenStore
+    a, b = w.release("importer", "1.1"), w.release("resizer", "2.1")
+    BrokenStore.broken = a.id
+    for _ in range(4):
+        w.tick(reader="router/a")
+    assert (w.get(a).phase, w.get(b).phase) == (m.PENDING, m.PROGRESSING)
+    assert "disk I/O error" in caplog.text and all(rec.exc_info is None for rec in caplog.records)
+    BrokenStore.broken = ""
+    w.tick(reader="router/a")
+    assert w.get(a).phase == m.PROGRESSING
