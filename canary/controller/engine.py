@@ -61,7 +61,7 @@ class Controller:
         self.admin_token = admin_token
         self.table = RouteTable(0, {})
         self.published: dict[str, tuple[int, float]] = {}  # service -> (version, when) its route last changed
-        self.readers = Readers()
+        self.readers = Readers(started_at=clock())
         self.commands: dict[str, str] = {}
         self.alerts: dict[str, str] = {}
         self.judging: dict[str, jg.RolloutJudging] = {}

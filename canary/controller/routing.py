@@ -49,8 +49,11 @@ class Confirmation:
 
 
 class Readers:
-    def __init__(self) -> None:
+    def __init__(self, started_at: float = 0.0) -> None:
         self.known: dict[str, Reader] = {}
+        # a controller that just (re)started has not heard from the readers yet: "no reader" is
+        # believed only after they have had time to poll, not at once
+        self.started_at = started_at
 
     def seen(self, name: str, version: int, now: float) -> None:
         r = self.known.get(name)
@@ -72,7 +75,7 @@ class Readers:
         """Has every reader of ``service``'s route applied ``version`` (published at ``since``)?"""
         readers = [r for r in self.current(now) if reads(r.name, service)]
         if not readers:
-            return Confirmation(now - since >= APPLY_GRACE_S)
+            return Confirmation(now - since >= APPLY_GRACE_S and now - self.started_at >= LIVE_S)
         behind = []
         fresh = now - since < HOLD_AFTER_S  # readers poll every 0.5 s: not behind yet, only not there yet
         for r in readers:

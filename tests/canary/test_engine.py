@@ -385,3 +385,18 @@ def test_a_store_error_holds_that_rollout_only_and_it_resumes_once_the_store_wri
     BrokenStore.broken = ""
     w.tick(reader="router/a")
     assert w.get(a).phase == m.PROGRESSING
+
+
+def test_a_restarted_controller_waits_for_the_readers_before_it_stops_a_canary(tmp_path):
+    w = World(tmp_path)
+    r = w.release()
+    drive(w, r, lambda r: r.phase == m.PROGRESSING)
+    w.controller.command(r.id, "abort")
+    w.tick(reader=None)  # rolling back; the router has not confirmed weight 0 yet
+    assert w.get(r).phase == m.ROLLING_BACK
+    w.controller = w.new_controller()  # restarted: it knows no reader yet
+    w.tick(reader=None)
+    assert w.get(r).phase == m.ROLLING_BACK and ("importer", "1.1") in w.platform.running_
+    w.tick(reader="router/a")  # the router polls the new controller and gets the table
+    w.tick(reader="router/a")
+    assert w.get(r).phase == m.ROLLED_BACK
