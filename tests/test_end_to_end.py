@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.late_failure import BOOKS, SuppressedImports
 from canary.stack import local_stack
-from canary.traffic import contacts
 from canary.traffic.load import LoadConfig, run
 from tests.conftest import wait_for_rollout
 
@@ -207,53 +207,11 @@ spec:
     - {name: errors, kind: errors, rate_floor: 0.2}
   watch: {seconds: 300, holdback: 25}
 """
-BOOKS = 20
 FAULT_AFTER_S = 3.0  # the release begins to fail this long after its promotion
 
 
-class Imports:
-    """Imports through the router, about 20 a second, each refreshing a suppressed contact; with
-    ``empty`` set, its first name is empty (input that arrives only later: importer 1.1 fails on
-    it, 1.0 skips suppressed contacts)."""
-
-    def __init__(self, router_url: str) -> None:
-        self.url, self.empty, self.stop = f"{router_url}/importer", False, threading.Event()
-        self.first_failure = 0.0
-        self.thread = threading.Thread(target=self._run)
-
-    def _import(self, client: httpx.Client, book: int, first: str) -> httpx.Response:
-        body = f"Email,First name,Last name,City\ns{book}@example.com,{first},Lovelace,London\n".encode()
-        return client.post(
-            f"/address-books/{book}/imports",
-            files={"file": ("c.csv", body)},
-            data={"mapping": contacts.MAPPING},
-            headers={"X-Account-Id": str(book)},
-        )
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            for book in range(BOOKS):  # each book holds a contact that is then suppressed (on 1.0)
-                assert self._import(client, book, "Ada").status_code == 201
-                put = client.put(f"/suppressions/s{book}@example.com", json={"reason": "unsubscribed"})
-                assert put.status_code < 300, put.text
-            i = 0
-            while not self.stop.wait(0.05):
-                i += 1
-                r = self._import(client, i % BOOKS, "" if self.empty else "Ada")
-                if r.status_code >= 500 and not self.first_failure:
-                    self.first_failure = time.time()
-
-    def __enter__(self) -> Imports:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(30)
-
-
 def test_a_release_that_fails_after_its_promotion_is_rolled_back_to_the_warm_release(tmp_path, capsys):
-    with stack(tmp_path) as (controller_url, router_url, _), Imports(router_url) as traffic:
+    with stack(tmp_path) as (controller_url, router_url, _), SuppressedImports(f"{router_url}/importer") as traffic:
         poll_until(router_saw(router_url, "importer", 2 * BOOKS + 10), 60, "the imports reach the router")
         rid = httpx.post(f"{controller_url}/api/rollouts", content=LATE_SPEC, headers=AUTH).json()["id"]
         watching = wait_for(controller_url, rid, {"watching", "rolled_back", "failed"})

@@ -22,12 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.late_failure import BOOKS, SuppressedImports
 from canary.local_monitoring import LocalServer, alertmanager_server, prometheus_server
 from canary.platforms.processes import free_port
 from canary.stack import local_stack
 from canary.traffic.load import LoadConfig, run
 from tests.conftest import need_monitoring, wait_for_rollout
-from tests.test_end_to_end import BOOKS, FAULT_AFTER_S, LATE_SPEC, Imports, poll_until, router_saw, steps_taken
+from tests.test_end_to_end import FAULT_AFTER_S, LATE_SPEC, poll_until, router_saw, steps_taken
 
 TOKEN, ALERT_TOKEN = "prom-e2e-token", "alertmanager-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -172,7 +173,10 @@ def test_prometheus_down_holds_a_rollout_and_back_resumes_it(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_a_late_failure_after_promotion_is_rolled_back_judging_from_prometheus(tmp_path):
-    with monitored_stack(tmp_path) as (controller_url, router_url, _prometheus, _am), Imports(router_url) as traffic:
+    with (
+        monitored_stack(tmp_path) as (controller_url, router_url, _prometheus, _am),
+        SuppressedImports(f"{router_url}/importer") as traffic,
+    ):
         poll_until(router_saw(router_url, "importer", 2 * BOOKS + 10), 60, "the imports reach the router")
         spec = LATE_SPEC + "  alerts: [OpensAcknowledgedWithoutRecording]\n"  # only the judge acts here
         rid = httpx.post(f"{controller_url}/api/rollouts", content=spec, headers=AUTH).json()["id"]

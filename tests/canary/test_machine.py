@@ -87,6 +87,8 @@ def test_a_step_that_stays_inconclusive_pauses_for_a_person_by_default():
     assert (r.phase, r.decided_by) == (m.PAUSED, "inconclusive") and "no data yet" in r.reason
     assert "inconclusive" in r.reason and m.desired(r).weight == 5  # held where it was, never a rollback
     assert run(r, clock, m.Observation(command="resume")).phase == m.PROGRESSING
+    promoted = run(r, clock, m.Observation(command="promote"))  # or a person promotes what they checked
+    assert (promoted.phase, promoted.decided_by) == (m.PROMOTING, "person")
 
 
 @pytest.mark.parametrize(("action", "phase"), [("rollback", m.ROLLING_BACK), ("promote", m.PROMOTING)])
