@@ -178,8 +178,9 @@ def advance(r: Rollout, seen: Observation, now: float) -> tuple[Rollout, list[De
     if r.phase == ROLLING_BACK:
         if seen.weight_applied == 0.0:
             return go(ROLLED_BACK, r.decided_by, r.reason), out
-        if seen.unconfirmed and f"waiting for {seen.unconfirmed}" not in r.reason:
-            return go(ROLLING_BACK, r.decided_by, f"{r.reason}; waiting for {seen.unconfirmed}"), out
+        if seen.unconfirmed and not r.reason.endswith(f"; waiting for {seen.unconfirmed}"):
+            why = r.reason.split("; waiting for ")[0]  # the rollback's own reason, then who it waits for now
+            return go(ROLLING_BACK, r.decided_by, f"{why}; waiting for {seen.unconfirmed}"), out
         return r, out
     if seen.platform_error and r.phase == PENDING:  # it never served: nothing to move back
         return go(FAILED, DecidedBy.PLATFORM, seen.platform_error), out

@@ -118,6 +118,8 @@ def test_a_rollback_ends_only_once_the_routers_confirm_weight_zero():
     waiting = "router/a (silent for over 3 s, last serving table 4)"
     r = run(r, clock, m.Observation(weight_applied=None, unconfirmed=waiting))
     assert r.phase == m.ROLLING_BACK and waiting in r.reason and m.desired(r).canary_running
+    r = run(r, clock, m.Observation(weight_applied=None, unconfirmed="router/b (serving table 4, needs 5)"))
+    assert r.reason == "aborted; waiting for router/b (serving table 4, needs 5)"  # who it waits for now
     assert run(r, clock, m.Observation(weight_applied=0.0)).phase == m.ROLLED_BACK
 
 
