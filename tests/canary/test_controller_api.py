@@ -203,3 +203,19 @@ async def test_the_judges_numbers_are_shown_by_a_controller_that_did_not_judge(d
     async with asgi_client(app(db_url, tmp_path)) as c:  # a restarted controller
         judge = (await c.get(f"/api/rollouts/{rid}", headers=AUTH)).json()["judge"]
         assert judge == {"errors": {"verdict": "continue", "reason": "baking", "evidence": {"counts": {"canary": 3}}}}
+
+
+async def test_a_spec_that_lists_its_alerts_is_rolled_back_by_those_only(db_url, tmp_path):
+    controller_app = app(db_url, tmp_path)
+    async with asgi_client(controller_app) as c:
+        spec = SPEC + "  alerts: [CanaryErrorRatioAboveStable]\n"
+        rid = (await c.post("/api/rollouts", content=spec, headers=AUTH)).json()["id"]
+        payload = {"alerts": [alert("RouterFailovers", service="importer", release="1.2")]}
+        r = await c.post("/api/alerts", json={"status": "firing", **payload}, headers=AUTH)
+        assert [x["action"] for x in r.json()["results"]] == [
+            f"ignored: RouterFailovers is not one of rollout {rid}'s alerts (CanaryErrorRatioAboveStable)"
+        ]
+        assert controller_app.state.controller.alerts == {}
+        payload = {"alerts": [alert("CanaryErrorRatioAboveStable", service="importer", release="1.2")]}
+        r = await c.post("/api/alerts", json={"status": "firing", **payload}, headers=AUTH)
+        assert [x["action"] for x in r.json()["results"]] == ["rolling back"]
