@@ -142,15 +142,16 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from canary.controller.spec import check
+    from canary.controller.spec import check, rule_alerts
 
+    alerts = rule_alerts(Path(args.rules))
     failed = False
     for path in args.files:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        _, problems = check(text, path)
+        _, problems = check(text, path, alerts)
         for problem in problems:
             print(problem.render(path))
         if problems:
@@ -214,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = sub.add_parser("lint", help="validate rollout specs (errors name the field and line)")
     lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.add_argument(
+        "--rules",
+        default=str(Path(__file__).resolve().parent.parent / "manifests" / "prometheus" / "rules"),
+        help="where the Prometheus rules are: a spec's alerts must be ones that roll back (default: the shipped ones)",
+    )
     lint.set_defaults(func=_lint)
 
     load = sub.add_parser("load", help="drive realistic traffic at the services and report what consumers saw")

@@ -71,21 +71,34 @@ def _status_lines(args: argparse.Namespace) -> list[str]:
     for r in active:
         lines.append(_one_line(r) + f"  ({time.time() - r['phase_since']:.0f} s in phase)")
         detail = _call(args, "GET", f"/api/rollouts/{r['id']}")
-        for metric, j in detail["judge"].items():
-            ev = j["evidence"]
-            c, s = ev["counts"]["canary"], ev["counts"]["stable"]
-            reg = ev["regression"]
-            lines.append(
-                f"    {metric:<12} canary {c['bad']}/{c['requests']} bad ({c['rate']:.2%})  "
-                f"stable {s['bad']}/{s['requests']} ({s['rate']:.2%})  "
-                f"e-value {_num(reg['e_value'])} "
-                f"of {reg['threshold']:g}  -> {j['verdict']}"
-            )
+        judged = detail["watch"] if r["phase"] == "watching" else detail["judge"]
+        if r["phase"] == "mirroring" and detail.get("mirror"):
+            judged = {"mirror": detail["mirror"]}
+        for metric, j in judged.items():
+            lines.append(f"    {metric:<12} {evidence_words(j['evidence'])}  -> {j['verdict']}")
     return lines
 
 
 def _num(value: Any) -> str:
     return value if isinstance(value, str) else f"{value:.3g}"
+
+
+def evidence_words(ev: dict[str, Any]) -> str:
+    """The judge's numbers in one line, whichever judgement they come from (step, mirror, watch)."""
+    if "compared" in ev:  # the mirror phase
+        return f"{ev['different']} of {ev['compared']} mirrored answers differ"
+    if "change_detector" in ev:  # the watch after promotion: roles reversed
+        cd = ev["change_detector"]
+        return f"since promotion {cd['bad']}/{cd['requests']} bad (was {_num(cd['reference_rate'])}); " + (
+            evidence_words(ev["reversed"]) if "counts" in ev.get("reversed", {}) else ""
+        )
+    if "counts" not in ev:
+        return ""
+    c, s, reg = ev["counts"]["canary"], ev["counts"]["stable"], ev["regression"]
+    return (
+        f"canary {c['bad']}/{c['requests']} bad ({c['rate']:.2%})  "
+        f"stable {s['bad']}/{s['requests']} ({s['rate']:.2%})  e-value {_num(reg['e_value'])} of {reg['threshold']:g}"
+    )
 
 
 def _one_line(r: dict[str, Any]) -> str:
@@ -137,8 +150,17 @@ def why(args: argparse.Namespace) -> int:
             f"  {time.strftime('%H:%M:%S', time.localtime(d['at']))}  {d['phase_from']} -> {d['phase_to']}"
             f"  by {d['decided_by']}: {d['reason']}"
         )
-    for metric, j in r["judge"].items():
+        for metric, ev in d["evidence"].items():  # the numbers behind it, as stored with the decision
+            words = evidence_words(ev) if isinstance(ev, dict) else ""
+            if words:
+                print(f"      {metric}: {words}")
+    judged = {**r["judge"], **({"mirror": r["mirror"]} if r.get("mirror") else {})}
+    for metric, j in {**judged, **{f"{m} (watch)": j for m, j in r.get("watch", {}).items()}}.items():
         print(f"  now, {metric}: {j['verdict']}: {j['reason']}")
+    for reader in r.get("readers", []):
+        print(
+            f"  reader {reader['reader']}: table {reader['version']}, polled {reader['seconds_since_poll']:.1f} s ago"
+        )
     return 0
 
 

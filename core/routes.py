@@ -148,7 +148,7 @@ def _service(name: str, raw: Any) -> ServiceRoute:
 
 
 def _sticky(raw: Any, at: str) -> Sticky:
-    if raw is None:
+    if raw is None or raw == {}:  # to_dict writes no stickiness as {}
         return Sticky()
     if not isinstance(raw, dict):
         raise TableError(f"{at}: one of {{header: NAME}}, {{cookie: NAME}}, {{path_param: INDEX}}")

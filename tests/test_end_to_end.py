@@ -2,17 +2,23 @@
 
 Importer 1.1 is rolled back by the judge while consumers see no error (failed canary imports carry
 an Idempotency-Key and are re-sent to stable); then 1.2 is promoted and, after its watch window,
-succeeds.  The spec is the shipped one with shorter bakes, and a rate floor that suits the test's
+succeeds.  A release that begins to fail after its promotion is rolled back to the release kept
+warm (and holding back a share of traffic) during the watch.  An unknown release is refused at
+once.  The spec is the shipped one with shorter bakes, and a rate floor that suits the test's
 modest traffic (it says which base rate a step must be able to see a 2x regression of)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
+from benchmarks.late_failure import BOOKS, SuppressedImports
 from canary.stack import local_stack
 from canary.traffic.load import LoadConfig, run
 from tests.conftest import wait_for_rollout
@@ -44,6 +50,26 @@ def wait_for(controller_url: str, rollout_id: str, phases: set[str], seconds: fl
     return wait_for_rollout(controller_url, rollout_id, lambda r: r["phase"] in phases, AUTH, seconds)
 
 
+def poll_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.1)
+
+
+def router_saw(router_url: str, service: str, requests: int) -> Callable[[], bool]:
+    def seen() -> bool:
+        rows = httpx.get(f"{router_url}/_router/stats").json()["counters"]
+        return sum(r["requests"] for r in rows if r["service"] == service) >= requests
+
+    return seen
+
+
+def steps_taken(decisions: list[dict]) -> list[str]:
+    """Phases a rollout went through, without the holds (waiting for metrics or for a router)."""
+    return [d["phase_to"] for d in decisions if not d["reason"].startswith(("held", "held no more"))]
+
+
 def test_importer_1_1_rolled_back_by_the_judge_then_1_2_promoted(tmp_path):
     with stack(tmp_path) as (controller_url, router_url, app):
         assert httpx.get(f"{controller_url}/api/rollouts").status_code == 401
@@ -61,7 +87,7 @@ def test_importer_1_1_rolled_back_by_the_judge_then_1_2_promoted(tmp_path):
             )
         )
         load.start()
-        time.sleep(2)
+        poll_until(router_saw(router_url, "importer", 10), 30, "the load reaches the router")
         created = httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.1"), headers=AUTH)
         assert created.status_code == 201, created.text
         rid = created.json()["id"]
@@ -100,7 +126,7 @@ def test_importer_1_1_rolled_back_by_the_judge_then_1_2_promoted(tmp_path):
         done2 = wait_for(controller_url, rid2, {"rolled_back", "succeeded", "failed"})
         load2.join(60)
         assert done2["phase"] == "succeeded", done2
-        phases = [d["phase_to"] for d in done2["decisions"]]
+        phases = steps_taken(done2["decisions"])
         assert phases == ["progressing", "progressing", "promoting", "watching", "succeeded"]
         assert reports[1]["services"]["importer"]["errors"] == {}
         table = httpx.get(f"{controller_url}/api/routes", headers=AUTH).json()
@@ -142,7 +168,7 @@ def test_opens_1_1_loses_events_is_rolled_back_and_stable_recovers_every_open(tm
             )
         )
         load.start()
-        time.sleep(2)
+        poll_until(router_saw(router_url, "opens", 20), 30, "the load reaches the router")
         created = httpx.post(f"{controller_url}/api/rollouts", content=OPENS_SPEC, headers=AUTH)
         assert created.status_code == 201, created.text
         done = wait_for(controller_url, created.json()["id"], {"rolled_back", "succeeded", "failed"})
@@ -166,3 +192,65 @@ def test_opens_1_1_loses_events_is_rolled_back_and_stable_recovers_every_open(tm
     # opens lost = pixel hits - opens recorded - events filtered = 0
     assert stats["events_stored"] == seen["valid_hits"]
     assert seen["valid_hits"] - stats["opens_recorded"] - stats["events_filtered"] == 0
+
+
+LATE_SPEC = """
+apiVersion: releasewarden/v1
+kind: Rollout
+spec:
+  service: importer
+  stable: "1.0"
+  canary: "1.1"
+  steps:
+    - {weight: 50, min_requests: 20, min_seconds: 2, max_seconds: 120}
+  metrics:
+    - {name: errors, kind: errors, rate_floor: 0.2}
+  watch: {seconds: 300, holdback: 25}
+"""
+FAULT_AFTER_S = 3.0  # the release begins to fail this long after its promotion
+
+
+def test_a_release_that_fails_after_its_promotion_is_rolled_back_to_the_warm_release(tmp_path, capsys):
+    with stack(tmp_path) as (controller_url, router_url, _), SuppressedImports(f"{router_url}/importer") as traffic:
+        poll_until(router_saw(router_url, "importer", 2 * BOOKS + 10), 60, "the imports reach the router")
+        rid = httpx.post(f"{controller_url}/api/rollouts", content=LATE_SPEC, headers=AUTH).json()["id"]
+        watching = wait_for(controller_url, rid, {"watching", "rolled_back", "failed"})
+        assert watching["phase"] == "watching", watching
+        table = httpx.get(f"{controller_url}/api/routes", headers=AUTH).json()["services"]["importer"]
+        assert table["releases"] == {"stable": "1.1", "canary": "1.0"} and table["weight"] == 25  # holdback
+        poll_until(lambda: time.time() >= watching["phase_since"] + FAULT_AFTER_S, 30, "the fault's onset")
+        traffic.empty = True  # 1.1 begins to fail
+        done = wait_for(controller_url, rid, {"rolled_back", "succeeded"}, seconds=120)
+        rolled_back_at = time.time()
+    assert (done["phase"], done["decided_by"]) == ("rolled_back", "judge"), done
+    assert "late failure after promotion" in done["reason"]
+    assert done["decisions"][-1]["phase_to"] == "rolled_back"
+    late = next(d for d in done["decisions"] if d["phase_from"] == "watching")
+    assert late["evidence"]  # the numbers behind it are kept with the decision
+    seconds = (late["at"] - traffic.first_failure, rolled_back_at - traffic.first_failure)
+    with capsys.disabled():
+        print(
+            f"\nlate failure: rolling back {seconds[0]:.1f} s after the first failing request, rolled back "
+            f"(seen by the test) after {seconds[1]:.1f} s"
+        )
+
+
+def test_an_unknown_release_is_refused_at_once_and_the_loop_goes_on(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    with stack(tmp_path) as (controller_url, _, _app):
+        typo = httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="9.9"), headers=AUTH)
+        assert typo.status_code == 422, typo.text
+        assert "importer has no release '9.9'; the releases it has: 1.0, 1.1, 1.2" in typo.json()["error"]["message"]
+        assert httpx.get(f"{controller_url}/api/rollouts", headers=AUTH).json()["rollouts"] == []
+        ok = httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.2"), headers=AUTH)
+        assert ok.status_code == 201, ok.text  # nothing of the typo is left in the way
+        wait_for(controller_url, ok.json()["id"], {"progressing"})
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]
+
+
+@pytest.fixture(autouse=True)
+def _no_tracebacks_in_the_controller_log(caplog):
+    """Bad input is reported in words: the controller logs no traceback in any of these tests."""
+    caplog.set_level(logging.INFO, logger="releasewarden")
+    yield
+    assert not [r for r in caplog.records if r.exc_info and r.name.startswith("releasewarden.controller")]

@@ -6,7 +6,8 @@ the controller judging from Prometheus.
 - importer 1.1 is rolled back by the judge reading Prometheus;
 - a rollout the judge will not fail (its only metric is latency) is rolled back through
   Prometheus's CanaryErrorRatioAboveStable alert and Alertmanager;
-- Prometheus stopped mid-rollout holds it (no timeout, no verdict), and started again resumes it.
+- Prometheus stopped mid-rollout holds it (no timeout, no verdict), and started again resumes it;
+- a release that fails after its promotion is rolled back by the watch, judging from Prometheus.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.late_failure import BOOKS, SuppressedImports
 from canary.local_monitoring import LocalServer, alertmanager_server, prometheus_server
 from canary.platforms.processes import free_port
 from canary.stack import local_stack
 from canary.traffic.load import LoadConfig, run
 from tests.conftest import need_monitoring, wait_for_rollout
+from tests.test_end_to_end import FAULT_AFTER_S, LATE_SPEC, poll_until, router_saw, steps_taken
 
 TOKEN, ALERT_TOKEN = "prom-e2e-token", "alertmanager-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -127,7 +130,7 @@ def test_prometheus_judges_and_alertmanager_rolls_back(tmp_path):
             time.sleep(0.5)
 
         with importer_load(router_url, 300):
-            time.sleep(3)
+            poll_until(router_saw(router_url, "importer", 20), 30, "the load reaches the router")
             # 1. the judge, reading Prometheus, rolls importer 1.1 back
             rid = create(controller_url, "1.1", ERRORS)
             done = wait_for(controller_url, rid, ended)
@@ -142,25 +145,45 @@ def test_prometheus_judges_and_alertmanager_rolls_back(tmp_path):
             done = wait_for(controller_url, rid, ended, seconds=240)
             assert (done["phase"], done["decided_by"]) == ("rolled_back", "alert"), done
             assert done["reason"].startswith("alert CanaryErrorRatioAboveStable: importer 1.1 (canary) fails")
-            assert [d["phase_from"] for d in done["decisions"]] == ["pending", "progressing", "rolling_back"]
+            assert steps_taken(done["decisions"]) == ["progressing", "rolling_back", "rolled_back"]
 
 
 @pytest.mark.timeout(600)
 def test_prometheus_down_holds_a_rollout_and_back_resumes_it(tmp_path):
     with monitored_stack(tmp_path) as (controller_url, router_url, prometheus, _am):
         with importer_load(router_url, 300):
-            time.sleep(3)
+            poll_until(router_saw(router_url, "importer", 20), 30, "the load reaches the router")
             rid = create(controller_url, "1.2", ERRORS, max_seconds=40, min_seconds=10)
             wait_for(controller_url, rid, lambda r: r["phase"] == "progressing")
             prometheus.stop()
             held = wait_for(controller_url, rid, lambda r: r["reason"].startswith("held:"), seconds=60)
             assert "metrics unavailable" in held["reason"] and "did not answer" in held["reason"]
-            time.sleep(42)  # past the step's 40 s limit: held, neither timed out nor passed
-            still = wait_for(controller_url, rid, lambda r: True)
-            assert (still["phase"], still["reason"]) == ("progressing", held["reason"])
+            past_the_limit = time.monotonic() + 42  # the step's limit is 40 s: held, neither paused nor passed
+            while time.monotonic() < past_the_limit:
+                still = wait_for(controller_url, rid, lambda r: True)
+                assert (still["phase"], still["reason"]) == ("progressing", held["reason"])
+                time.sleep(1)
             prometheus.start()
             done = wait_for(controller_url, rid, ended)
         assert (done["phase"], done["decided_by"]) == ("succeeded", "controller"), done
         reasons = [d["reason"] for d in done["decisions"]]
-        assert any(r.startswith("metrics available again after") for r in reasons), reasons
-        assert not any(d["decided_by"] == "timeout" for d in done["decisions"])
+        assert any(r.startswith("held no more after") for r in reasons), reasons
+        assert not any(d["decided_by"] in ("timeout", "inconclusive") for d in done["decisions"])
+
+
+@pytest.mark.timeout(600)
+def test_a_late_failure_after_promotion_is_rolled_back_judging_from_prometheus(tmp_path):
+    with (
+        monitored_stack(tmp_path) as (controller_url, router_url, _prometheus, _am),
+        SuppressedImports(f"{router_url}/importer") as traffic,
+    ):
+        poll_until(router_saw(router_url, "importer", 2 * BOOKS + 10), 60, "the imports reach the router")
+        spec = LATE_SPEC + "  alerts: [OpensAcknowledgedWithoutRecording]\n"  # only the judge acts here
+        rid = httpx.post(f"{controller_url}/api/rollouts", content=spec, headers=AUTH).json()["id"]
+        watching = wait_for(controller_url, rid, lambda r: r["phase"] in ("watching", "rolled_back", "failed"))
+        assert watching["phase"] == "watching", watching
+        poll_until(lambda: time.time() >= watching["phase_since"] + FAULT_AFTER_S, 30, "the fault's onset")
+        traffic.empty = True
+        done = wait_for(controller_url, rid, ended, seconds=180)
+    assert (done["phase"], done["decided_by"]) == ("rolled_back", "judge"), done
+    assert "late failure after promotion" in done["reason"]

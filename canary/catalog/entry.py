@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from canary.catalog import templates
 from canary.catalog.model import Consumer, Hook, KubeRun, Launch, LocalRun, Moment, RolloutDefaults
-from canary.controller.spec import Metric, RolloutSpec, Step
+from canary.controller.spec import Metric, RolloutSpec, Step, load_spec
 from core.settings import Settings
 
 
@@ -161,21 +163,9 @@ class ServiceEntry:
 
     def rollout_spec(self, canary: str, stable: str | None = None) -> RolloutSpec:
         """The rollout of ``canary`` from this entry's defaults (what ``canary release`` does without
-        a spec file)."""
-        d = self.defaults
-        return RolloutSpec(
-            name=f"{self.name}-{canary}",
-            service=self.name,
-            stable=stable or self.stable,
-            canary=canary,
-            steps=d.steps,
-            metrics=d.metrics,
-            mirror=dict(d.mirror) if d.mirror is not None else None,
-            failover=d.failover,
-            sticky=dict(d.sticky),
-            alerts=d.alerts,
-            watch_seconds=d.watch_seconds,
-        )
+        a spec file): its document, read by the rollout spec's own loader."""
+        text = yaml.safe_dump(self.rollout_document(canary, stable), sort_keys=False)
+        return load_spec(text, f"catalog entry {self.name}")
 
 
 def _set(part: Step | Metric) -> dict[str, Any]:

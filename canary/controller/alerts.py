@@ -3,10 +3,11 @@
 Webhook: the sender proves itself with a bearer token (``alert_token``, or the admin token).  Each
 firing alert names a service (label ``service``) and either the release it is about (``release``) or
 its track (``track``).  It rolls back that service's active rollout when it is about the rollout's
-canary release (a promoted release still being watched included); the alert's name and summary
-become the rollout's reason.  It is idempotent: a repeated notification finds the rollback under way
-(or done) and says so.  Resolved alerts, alerts about stable, and services with no active rollout
-are ignored, and the answer says which and why, per alert.
+canary release (a promoted release still being watched included) and, when the rollout's spec lists
+``alerts``, is one of them; the alert's name and summary become the rollout's reason.  It is
+idempotent: a repeated notification finds the rollback under way (or done) and says so.  Resolved
+alerts, alerts about stable, and services with no active rollout are ignored, and the answer says
+which and why, per alert.
 
 Targets: Prometheus's HTTP service discovery.  What the controller runs (each release of each
 service and processor, labelled with component, service, release and track), the router and the
@@ -19,11 +20,11 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from canary.controller import machine
+from canary.controller.engine import Controller
 from core.app import read_body, require_token
 from core.errors import BadRequest, Unauthorized
 
@@ -49,7 +50,7 @@ async def webhook(request: Request) -> Response:
     if not isinstance(payload, dict) or not isinstance(payload.get("alerts", []), list):
         raise BadRequest("body must be an Alertmanager webhook payload: an object with a list of alerts")
     controller = request.app.state.controller
-    every = await run_in_threadpool(controller.store.list_rollouts, False)
+    every = await controller.rollouts()
     latest = {r.spec.service: r for r in every}  # ordered by creation: the last one per service stays
     results = []
     for alert in payload.get("alerts", []):
@@ -68,7 +69,7 @@ async def webhook(request: Request) -> Response:
 
 
 def _action(
-    controller: Any, r: machine.Rollout | None, labels: dict[str, Any], status: Any
+    controller: Controller, r: machine.Rollout | None, labels: dict[str, Any], status: Any
 ) -> tuple[str, machine.Rollout | None]:
     service, release, track = labels.get("service", ""), labels.get("release", ""), labels.get("track", "")
     if status != "firing":
@@ -83,8 +84,11 @@ def _action(
         return f"ignored: the alert is about {service}'s {track} track; rolling back would not help", None
     if r.phase == machine.ROLLED_BACK:
         return f"ignored: already rolled back ({r.reason})", r
-    if r.phase == machine.ROLLING_BACK or r.id in controller.alerts:
+    if r.phase == machine.ROLLING_BACK or controller.alert_pending(r.id):
         return "already rolling back", r
+    name = str(labels.get("alertname", ""))
+    if r.spec.alerts and name not in r.spec.alerts:
+        return f"ignored: {name} is not one of rollout {r.id}'s alerts ({', '.join(r.spec.alerts)})", None
     if r.phase not in machine.ACTIVE:
         return f"ignored: {service} has no active rollout (the last one {r.phase})", None
     return "rolling back", r
@@ -97,7 +101,7 @@ async def targets(request: Request) -> Response:
         {"targets": [_hostport(controller.public_url)], "labels": {"component": "controller"}},
         {"targets": [_hostport(controller.router_url)], "labels": {"component": "router"}},
     ]
-    for i in await controller.platform.running():
+    for i in await controller.running():
         component = "processor" if i.service.endswith("-processor") else "service"
         groups.append(
             {

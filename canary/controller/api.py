@@ -2,11 +2,16 @@
 
 - ``POST /api/rollouts`` (body: a rollout spec in YAML) -> 201; 422 with every problem (field, line);
   409 if the service already has an active rollout
-- ``GET /api/rollouts``, ``GET /api/rollouts/{id}`` (with its decisions and the judge's latest words)
+  (also when the platform knows the service's releases and the canary is not one of them, naming them)
+- ``GET /api/rollouts``, ``GET /api/rollouts/{id}`` (with its decisions and their evidence, the
+  judge's latest words and numbers, kept across restarts, and the table's readers)
 - ``POST /api/rollouts/{id}/pause|resume|promote|abort`` -> 202 (applied at the next tick)
 - ``POST /api/rollouts/{id}/reprocess``: opens, after a rollback: the canary's events go back to
   stable's processor (the controller does it by itself; this is the by-hand retry)
-- ``GET /api/routes``: the route table routers and queue consumers poll
+- ``GET /api/routes``: the route table routers and queue consumers poll, with headers
+  ``X-Table-Reader: router/<id>`` (or ``consumer/<id>``) and ``X-Table-Version: <version served>``:
+  the controller acts on a new weight only once every reader confirms it (``canary.controller.routing``)
+- ``GET /api/readers``: every reader of the table, the version it serves, seconds since its last poll
 - ``POST /api/alerts``: the Alertmanager webhook, ``GET /api/targets``: Prometheus's service
   discovery (both in ``alerts``)
 """
@@ -16,13 +21,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from canary.controller import alerts, machine
-from canary.controller.engine import REPROCESS_AFTER_ROLLBACK
+from canary.controller.engine import Controller
+from canary.controller.reprocess import REPROCESS_AFTER_ROLLBACK
+from canary.controller.routing import parse_reader
 from canary.controller.spec import SpecError, check
 from core.app import read_body, require_token
 from core.errors import BadRequest, DependencyUnavailable, NotFound, ServiceUnavailable, Unprocessable
@@ -38,6 +44,7 @@ def routes() -> list[Route]:
         Route("/api/rollouts/{rollout_id}/reprocess", reprocess, methods=["POST"]),
         Route("/api/rollouts/{rollout_id}/{command}", command, methods=["POST"]),
         Route("/api/routes", route_table, methods=["GET"]),
+        Route("/api/readers", readers, methods=["GET"]),
         Route("/api/alerts", alerts.webhook, methods=["POST"]),
         Route("/api/targets", alerts.targets, methods=["GET"]),
     ]
@@ -55,7 +62,7 @@ def summary(r: machine.Rollout) -> dict[str, Any]:
         "service": r.spec.service,
         "stable": r.spec.stable,
         "canary": r.spec.canary,
-        "phase": r.phase,
+        "phase": r.phase.value,
         "step": r.step + 1,
         "steps": len(r.spec.steps),
         "weight": d.weight,
@@ -75,9 +82,9 @@ async def create_rollout(request: Request) -> Response:
         raise Unprocessable(
             "the rollout spec is not valid", code="bad_spec", detail=[p.render("spec") for p in problems]
         )
-    controller = request.app.state.controller
+    controller: Controller = request.app.state.controller
     try:
-        rollout = await run_in_threadpool(controller.store.create, text, controller.clock())
+        rollout = await controller.create_rollout(text)
     except SpecError as exc:
         raise Unprocessable(str(exc), code="bad_spec") from None
     return JSONResponse(summary(rollout), status_code=201)
@@ -85,23 +92,32 @@ async def create_rollout(request: Request) -> Response:
 
 async def list_rollouts(request: Request) -> Response:
     _auth(request)
-    items = await run_in_threadpool(request.app.state.controller.store.list_rollouts, False)
+    items = await request.app.state.controller.rollouts()
     return JSONResponse({"rollouts": [summary(r) for r in items]})
 
 
 async def show_rollout(request: Request) -> Response:
     _auth(request)
-    controller = request.app.state.controller
+    controller: Controller = request.app.state.controller
     rid = request.path_params["rollout_id"]
-    r = await run_in_threadpool(controller.store.get, rid)
-    made = await run_in_threadpool(controller.store.decisions, rid)
-    judging = controller.judging.get(rid)
-    latest = (
-        {m: {"verdict": v, "reason": why, "evidence": ev} for m, (v, why, ev) in judging.last.items()}
-        if judging
-        else {}
-    )
-    return JSONResponse(finite({**summary(r), "decisions": [vars(d) for d in made], "judge": latest}))
+    r = await controller.rollout(rid)
+    made = await controller.decisions(rid)
+    judged = await controller.latest_judgements(rid)
+    latest, watch = _judgements(judged.last), _judgements(judged.last_watch)
+    mirror = _judgements({"mirror": judged.last_mirror} if judged.last_mirror else {})
+    detail = {
+        **summary(r),
+        "decisions": [vars(d) for d in made],
+        "judge": latest,
+        "watch": watch,
+        "mirror": mirror.get("mirror"),
+        "readers": controller.reader_status(),
+    }
+    return JSONResponse(finite(detail))
+
+
+def _judgements(js: dict[str, machine.Judgement]) -> dict[str, Any]:
+    return {m: {"verdict": j.verdict.value, "reason": j.reason, "evidence": j.evidence} for m, j in js.items()}
 
 
 def finite(value: Any) -> Any:
@@ -120,8 +136,8 @@ async def command(request: Request) -> Response:
     name = request.path_params["command"]
     if name not in COMMANDS:
         raise NotFound(f"no command {name!r}: {', '.join(COMMANDS)}")
-    controller = request.app.state.controller
-    r = await run_in_threadpool(controller.store.get, request.path_params["rollout_id"])
+    controller: Controller = request.app.state.controller
+    r = await controller.rollout(request.path_params["rollout_id"])
     if r.phase in machine.TERMINAL:
         raise BadRequest(f"rollout {r.id} has ended ({r.phase})", code="rollout_ended")
     controller.command(r.id, name)
@@ -130,13 +146,19 @@ async def command(request: Request) -> Response:
 
 async def route_table(request: Request) -> Response:
     _auth(request)
-    return JSONResponse(request.app.state.controller.table)
+    reader = parse_reader(request.headers.get("x-table-reader"), request.headers.get("x-table-version"))
+    return JSONResponse(request.app.state.controller.poll_table(reader))
+
+
+async def readers(request: Request) -> Response:
+    _auth(request)
+    return JSONResponse({"readers": request.app.state.controller.reader_status()})
 
 
 async def reprocess(request: Request) -> Response:
     _auth(request)
-    controller = request.app.state.controller
-    r = await run_in_threadpool(controller.store.get, request.path_params["rollout_id"])
+    controller: Controller = request.app.state.controller
+    r = await controller.rollout(request.path_params["rollout_id"])
     if r.spec.service not in REPROCESS_AFTER_ROLLBACK:
         raise BadRequest(f"{r.spec.service} keeps no events to process again", code="nothing_to_reprocess")
     if r.phase != machine.ROLLED_BACK:

@@ -1,9 +1,9 @@
 """The controller as an app: its API, its loop in the lifespan, its store on the database.
 
-``create_controller_app(settings, stable=..., router_url=...)``: the store on ``settings.db_url``
-(SQLite by default), the platform running releases (``settings.platform``: local processes, each
-service's database in the state directory, or Kubernetes Deployments), the metric provider (the
-router's counters at ``router_url``, or Prometheus at ``settings.prometheus_url``), and the loop.
+``create_controller_app(settings, stable=..., router_url=...)``: the controller from
+``bootstrap`` (the store on ``settings.db_url``, SQLite by default; the platform running releases,
+``settings.platform``: local processes or Kubernetes Deployments; the metric provider, the router's
+counters at ``router_url`` or Prometheus at ``settings.prometheus_url``), and its loop.
 On shutdown every local process the platform started is stopped.
 """
 
@@ -16,11 +16,9 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 
 from canary.controller import api
-from canary.controller.engine import Controller
+from canary.controller.bootstrap import bootstrap
 from canary.controller.metrics import RolloutCollector
 from canary.controller.store import Store, metadata
-from canary.platforms import make_platform
-from canary.providers import make_provider
 from core.app import create_app
 from core.settings import Settings
 
@@ -32,20 +30,10 @@ def create_controller_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        platform = make_platform(settings, public_url)
-        controller: Controller
-
-        def processor_url(release: str) -> str | None:
-            return controller.upstreams.get(("opens-processor", release))
-
-        controller = Controller(
-            Store(app.state.engine),
-            platform,
-            make_provider(settings, router_url, processor_url),
-            stable,
-            admin_token=settings.admin_token,
+        controller = bootstrap(
+            settings, store=Store(app.state.engine), stable=stable, router_url=router_url, public_url=public_url
         )
-        controller.public_url, controller.router_url = public_url, router_url
+        platform = controller.platform
         app.state.controller = controller
         app.state.metrics.registry.register(RolloutCollector(controller))
         task: asyncio.Task[None] | None = None

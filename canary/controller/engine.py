@@ -1,51 +1,44 @@
 """The controller's loop: observe, judge, decide, store, then make the world match.
 
 Each tick, for every active rollout: the platform is made to match ``machine.desired`` (releases
-started or stopped), the route table that routers poll is published, an observation is made
-(canary ready? judge verdicts from the provider's bins, the weight routers have had time to apply)
-and ``machine.advance`` decides.  The new state and its decisions are stored *before* the next
-tick acts on them, so a controller that dies anywhere resumes from the store with the same desired
-state.  Only the holder of the lease acts.  A metric provider that fails holds the rollout (its
-verdict is ``continue`` with the provider's reason); it never rolls back.
+started or stopped), the typed route table that routers and queue consumers poll is published, an
+observation is made (canary ready? the judge's answers from the provider's bins, the weight every
+reader of the table confirms) and ``machine.advance`` decides.  The new state, its decisions (with
+their evidence) and the judge's state are stored *before* the next tick acts on them, so a
+controller that dies anywhere resumes from the store with the same desired state and the same
+e-process.  Only the holder of the lease acts.
 
-Judge state lives in memory: after a restart the judge starts a fresh e-process on new bins, which
-can delay a verdict but never makes one wrongly (the test stays valid from any starting point).
+One rollout's trouble stays its own: a release the platform cannot start fails that rollout (or
+rolls it back) with the platform's words; any other error holds it for the tick, logged in one
+line; the other rollouts go on, and commands (``abort``) still take.  A metric provider that fails
+holds the rollout (no verdict, its step's clock stops); it never rolls back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from canary.analysis.judge import JudgeConfig, MetricState, judge
+from canary.controller import judging as jg
 from canary.controller import machine
-from canary.controller.spec import Metric, RolloutSpec
+from canary.controller.reprocess import REPROCESS_AFTER_ROLLBACK, hand_back
+from canary.controller.routing import Confirmation, Readers, route_for
+from canary.controller.spec import Metric, load_spec
 from canary.controller.store import Store
-from canary.platforms.base import Platform
-from canary.providers.base import BinMaker, MetricProvider, MetricQuery, ProviderUnavailable
-from core.errors import DependencyUnavailable
+from canary.platforms.base import Instance, Platform
+from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable
+from core.errors import DependencyUnavailable, ReleaseWardenError, Unprocessable
+from core.routes import RouteTable, ServiceRoute
 
 log = logging.getLogger("releasewarden.controller")
-APPLY_GRACE_S = 1.0  # routers re-read the table every 0.5 s
 LEASE_TTL_S = 10.0
 PROCESSOR = {"opens": "opens-processor"}  # queue consumers that run beside a service's releases
-REPROCESS_AFTER_ROLLBACK = frozenset({"opens"})
-UNAVAILABLE = "unavailable"  # a verdict the provider could not give: the rollout holds
-
-
-@dataclass
-class _Judging:
-    states: dict[str, MetricState] = field(default_factory=dict)
-    bins: dict[str, BinMaker] = field(default_factory=dict)
-    last: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)
-    step: int = -1
+JUDGED = (machine.PROGRESSING, machine.PAUSED, machine.MIRRORING)
 
 
 class Controller:
@@ -66,12 +59,14 @@ class Controller:
         self.clock = clock
         self.holder = holder or uuid.uuid4().hex[:12]
         self.admin_token = admin_token
-        self.table: dict[str, Any] = {"version": 0, "services": {}}
-        self.table_changed_at = 0.0
+        self.table = RouteTable(0, {})
+        self.published: dict[str, tuple[int, float]] = {}  # service -> (version, when) its route last changed
+        self.readers = Readers(started_at=clock())
         self.commands: dict[str, str] = {}
         self.alerts: dict[str, str] = {}
-        self.judging: dict[str, _Judging] = {}
+        self.judging: dict[str, jg.RolloutJudging] = {}
         self.upstreams: dict[tuple[str, str], str] = {}
+        self.platform_errors: dict[str, str] = {}  # rollout id -> what the platform said
         self.active: list[machine.Rollout] = []  # as of the last tick (for /metrics)
         self.last_tick = 0.0
         self.public_url = ""  # where routers and Prometheus reach the controller
@@ -83,6 +78,62 @@ class Controller:
 
     def alert(self, rollout_id: str, name: str) -> None:
         self.alerts[rollout_id] = name
+
+    def alert_pending(self, rollout_id: str) -> bool:
+        return rollout_id in self.alerts
+
+    def poll_table(self, reader: tuple[str, int] | None) -> dict[str, Any]:
+        """A router's or consumer's poll: remember what it serves, answer the table."""
+        if reader is not None:
+            self.readers.seen(reader[0], reader[1], self.clock())
+        return self.table.to_dict()
+
+    def reader_status(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [
+            {"reader": r.name, "version": r.version, "seconds_since_poll": round(now - r.last_seen, 3)}
+            for r in self.readers.current(now)
+        ]
+
+    async def latest_judgements(self, rollout_id: str) -> jg.RolloutJudging:
+        """The judge's latest answers (steps, mirror, watch), from memory or, after a restart, the store."""
+        j = self.judging.get(rollout_id)
+        if j is None:
+            stored = await asyncio.to_thread(self.store.judging, rollout_id)
+            j = jg.RolloutJudging.from_dict(stored) if stored else jg.RolloutJudging()
+        return j
+
+    async def known_releases(self, service: str) -> list[str] | None:
+        return await self.platform.known_releases(service)
+
+    async def create_rollout(self, spec_text: str) -> machine.Rollout:
+        """A new rollout; refused at once when the platform knows the service's releases and the
+        canary is not one of them, or the service is not one it runs (a typo must not reach the loop)."""
+        spec = load_spec(spec_text, "spec")
+        if spec.service not in self.stable:
+            raise Unprocessable(
+                f"no service {spec.service!r} here; the services it runs: {', '.join(sorted(self.stable))}",
+                code="unknown_service",
+            )
+        known = await self.known_releases(spec.service)
+        if known is not None and spec.canary not in known:
+            raise Unprocessable(
+                f"{spec.service} has no release {spec.canary!r}; the releases it has: {', '.join(known)}",
+                code="unknown_release",
+            )
+        return await asyncio.to_thread(self.store.create, spec_text, self.clock())
+
+    async def rollouts(self, active_only: bool = False) -> list[machine.Rollout]:
+        return await asyncio.to_thread(self.store.list_rollouts, active_only)
+
+    async def rollout(self, rollout_id: str) -> machine.Rollout:
+        return await asyncio.to_thread(self.store.get, rollout_id)
+
+    async def decisions(self, rollout_id: str) -> list[machine.Decision]:
+        return await asyncio.to_thread(self.store.decisions, rollout_id)
+
+    async def running(self) -> list[Instance]:
+        return await self.platform.running()
 
     # -- the loop ----------------------------------------------------------------------------------
     async def start_stable(self) -> None:
@@ -99,8 +150,8 @@ class Controller:
         while True:
             try:
                 await self.tick()
-            except Exception:  # a bad tick must not end the controller; the next one tries again
-                log.exception("controller tick failed")
+            except Exception as exc:  # a bad tick must not end the controller; the next one tries again
+                log.error("controller tick failed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(tick_s)
 
     async def tick(self) -> None:
@@ -109,32 +160,62 @@ class Controller:
             return
         active = await asyncio.to_thread(self.store.list_rollouts, True)
         for rollout in active:
-            await self._apply(rollout)
+            await self._guarded(rollout, self._apply(rollout), "making the world match")
         await self._publish()
         still_active = []
         for rollout in active:
-            seen = await self._observe(rollout)
-            new, made = machine.advance(rollout, seen, self.clock())
+            new = await self._guarded(rollout, self._step(rollout), "deciding")
+            new = rollout if new is None else new
             if new.phase not in machine.TERMINAL:
                 still_active.append(new)
-            if new is not rollout:
-                await asyncio.to_thread(self.store.save, new, rollout.revision, made)
-                for d in made:
-                    log.warning(
-                        "%s %s -> %s by %s: %s", rollout.spec.name, d.phase_from, d.phase_to, d.decided_by, d.reason
-                    )
-                if new.phase == machine.ROLLED_BACK and new.spec.service in REPROCESS_AFTER_ROLLBACK:
-                    await self._reprocess(new)
-                if new.phase in machine.TERMINAL:
-                    await self._apply(new)
-                    await self._publish()
-                    self.judging.pop(new.id, None)
-                if new.phase == machine.SUCCEEDED:
-                    for name in (new.spec.service, PROCESSOR.get(new.spec.service)):
-                        if name:
-                            await self.platform.retire_canary(name)
         self.active = still_active  # as stored by this tick: /metrics reads it without a query
         self.last_tick = self.clock()
+
+    async def _guarded(self, r: machine.Rollout, work: Any, doing: str) -> Any:
+        try:
+            return await work
+        except (ReleaseWardenError, OSError) as exc:  # the reason in words, once per tick, no traceback
+            log.error("%s (%s): %s failed: %s", r.spec.name, r.id[:8], doing, exc)
+        except Exception as exc:
+            log.error("%s (%s): %s failed: %s: %s", r.spec.name, r.id[:8], doing, type(exc).__name__, exc)
+        return None
+
+    async def _step(self, rollout: machine.Rollout) -> machine.Rollout:
+        # a person's command and an alert are taken first: whatever fails below, they still act
+        command, alert = self.commands.pop(rollout.id, ""), self.alerts.pop(rollout.id, "")
+        try:
+            seen = await self._observe(rollout)
+        except Exception as exc:  # nothing is known this tick: the rollout holds, in words
+            why = f"observing failed: {type(exc).__name__}: {exc}"
+            log.error("%s (%s): %s", rollout.spec.name, rollout.id[:8], why)
+            seen = machine.Observation(metrics_unavailable=why)
+        seen = dataclasses.replace(seen, command=command, alert=alert)
+        new, made = machine.advance(rollout, seen, self.clock())
+        judging = self.judging.get(rollout.id)
+        if new is not rollout:
+            await asyncio.to_thread(self.store.save, new, rollout.revision, made)
+            for d in made:
+                log.warning(
+                    "%s %s -> %s by %s: %s", rollout.spec.name, d.phase_from, d.phase_to, d.decided_by, d.reason
+                )
+        if judging is not None:
+            await asyncio.to_thread(self.store.save_judging, rollout.id, judging.to_dict())
+        if new is not rollout:
+            await self._after(new)
+        return new
+
+    async def _after(self, new: machine.Rollout) -> None:
+        if new.phase == machine.ROLLED_BACK and new.spec.service in REPROCESS_AFTER_ROLLBACK:
+            await self._reprocess(new)
+        await self._apply(new)  # at once, not at the next tick: a rollback's weight goes to zero now
+        await self._publish()
+        if new.phase in machine.TERMINAL:
+            self.judging.pop(new.id, None)
+            self.platform_errors.pop(new.id, None)
+        if new.phase == machine.SUCCEEDED:
+            for name in (new.spec.service, PROCESSOR.get(new.spec.service)):
+                if name:
+                    await self.platform.retire_canary(name)
 
     async def _reprocess(self, r: machine.Rollout) -> None:
         try:
@@ -144,25 +225,9 @@ class Controller:
             log.error("%s: %s; run `canary reprocess %s`", r.spec.name, exc, r.id[:8])
 
     async def reprocess(self, r: machine.Rollout) -> int:
-        """Opens: what the canary's processor acknowledged goes back to stable's (nothing stays lost).
-        Idempotent: events already handed back are not counted again."""
+        """Opens: what the canary's processor acknowledged goes back to stable's (nothing stays lost)."""
         url = self.upstreams.get((r.spec.service, self.stable.get(r.spec.service, r.spec.stable)))
-        if not url:
-            raise DependencyUnavailable(f"no stable {r.spec.service} is running to hand {r.spec.canary}'s events to")
-        try:
-            async with httpx.AsyncClient() as client:
-                answer = await client.post(
-                    f"{url}/admin/reprocess",
-                    json={"release": r.spec.canary},
-                    headers={"Authorization": f"Bearer {self.admin_token}"},
-                    timeout=30,
-                )
-                answer.raise_for_status()
-            return int(answer.json()["events_handed_back"])
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            raise DependencyUnavailable(
-                f"re-processing {r.spec.canary}'s events at {url} failed ({type(exc).__name__}: {exc})"
-            ) from None
+        return await hand_back(url, r.spec.service, r.spec.canary, self.admin_token)
 
     async def _run(self, service: str, release: str, track: str) -> None:
         for name in (service, PROCESSOR.get(service)):
@@ -174,13 +239,19 @@ class Controller:
         d = machine.desired(r)
         s = r.spec
         await self._run(s.service, d.stable_release, "stable")
-        if d.canary_running:
-            await self._run(s.service, s.canary, "canary")
+        starting = r.phase in (machine.PENDING, machine.MIRRORING, machine.PROGRESSING, machine.PAUSED)
+        if d.canary_running and starting and r.id not in self.platform_errors:
+            try:
+                await self._run(s.service, s.canary, "canary")
+            except (ReleaseWardenError, OSError) as exc:  # the rollout fails with the platform's words
+                self.platform_errors[r.id] = f"{s.service} {s.canary} cannot start: {exc}"
+                raise
         warm = d.old_release_warm and self.platform.warm_old_release
         if warm:
-            await self._run(s.service, s.stable, "stable")
+            await self._run(s.service, s.stable, "canary" if d.holdback else "stable")
         self.stable[s.service] = d.stable_release
-        keep = {d.stable_release} | ({s.canary} if d.canary_running else set()) | ({s.stable} if warm else set())
+        running_canary = d.canary_running and (s.service, s.canary) in self.upstreams
+        keep = {d.stable_release} | ({s.canary} if running_canary else set()) | ({s.stable} if warm else set())
         if r.phase == machine.ROLLING_BACK:
             return  # the canary stops only once routers no longer send it traffic (next phase)
         for release in {s.stable, s.canary} - keep:
@@ -188,44 +259,33 @@ class Controller:
                 if name:
                     await self.platform.stop(name, release)
                     self.upstreams.pop((name, release), None)
+                    self.readers.forget(f"consumer/{name}@{release}")
 
     async def _publish(self) -> None:
         active = {r.spec.service: r for r in await asyncio.to_thread(self.store.list_rollouts, True)}
-        services: dict[str, Any] = {}
+        services: dict[str, ServiceRoute] = {}
         for service, release in self.stable.items():
-            route: dict[str, Any] = {
-                "upstreams": {"stable": self.upstreams.get((service, release), "")},
-                "releases": {"stable": release},
-                "weight": 0,
-            }
-            r = active.get(service)
-            if r is not None:
-                d = machine.desired(r)
-                canary_url = self.upstreams.get((service, r.spec.canary))
-                if d.canary_running and canary_url and d.stable_release != r.spec.canary:
-                    route["upstreams"]["canary"] = canary_url
-                    route["releases"]["canary"] = r.spec.canary
-                    route["weight"] = d.weight
-                    if d.mirror_share:
-                        route["mirror"] = {"share": d.mirror_share, **_mirror_options(r.spec)}
-                route["failover"] = r.spec.failover
-                if r.spec.sticky:
-                    route["sticky"] = r.spec.sticky
-            if route["upstreams"]["stable"]:
+            urls = {rel: url for (name, rel), url in self.upstreams.items() if name == service}
+            route = route_for(service, release, urls, active.get(service))
+            if route is not None:
                 services[service] = route
-        if services != self.table["services"]:
-            before = self.table["services"]
-            self.table = {"version": self.table["version"] + 1, "services": services}
-            self.table_changed_at = self.clock()
-            for service, route in services.items():
-                if route["weight"] != before.get(service, {}).get("weight", 0):
-                    await self.platform.set_weight(service, float(route["weight"]))
+        if services == self.table.services:
+            return
+        before = self.table.services
+        now = self.clock()
+        # versions are milliseconds of the clock (and rise by at least one): a restarted controller's
+        # table is newer than any a router kept from before, so "version >= N" still means "has it"
+        self.table = RouteTable(max(self.table.version + 1, int(now * 1000)), services)
+        for service, route in services.items():
+            if before.get(service) != route:
+                self.published[service] = (self.table.version, now)
+            old = before.get(service)
+            if route.weight != (old.weight if old else 0.0):
+                await self.platform.set_weight(service, route.weight)
 
-    def _applied_weight(self, service: str) -> float | None:
-        if self.clock() - self.table_changed_at < APPLY_GRACE_S:
-            return None
-        route = self.table["services"].get(service)
-        return float(route["weight"]) if route else None
+    def confirmation(self, service: str) -> Confirmation:
+        version, since = self.published.get(service, (self.table.version, 0.0))
+        return self.readers.confirm(service, version, since, self.clock())
 
     async def _observe(self, r: machine.Rollout) -> machine.Observation:
         s = r.spec
@@ -233,74 +293,61 @@ class Controller:
         not_ready = ""
         if not ready and r.phase == machine.PENDING:
             not_ready = await self.platform.not_ready_reason(s.service, s.canary)
-        verdicts: dict[str, tuple[str, str]] = {}
-        mirror = None
-        unavailable = ""
-        if r.phase in (machine.PROGRESSING, machine.PAUSED, machine.MIRRORING) and ready:
-            judging = self.judging.setdefault(r.id, _Judging())
-            if judging.step != r.step and r.phase == machine.PROGRESSING:
-                judging.step = r.step  # a new step bakes afresh; the e-process is kept across steps
-                for state in judging.states.values():
-                    state.new_step()
+        verdicts: dict[str, machine.Judgement] = {}
+        mirror = change = None
+        unavailable: list[str] = []
+        judging = await self._judging(r)
+        if r.phase in JUDGED and ready:
             metrics = s.metrics if r.phase != machine.MIRRORING else (Metric("mirror", "mirror"),)
             for metric in metrics:
-                verdicts[metric.name] = await self._judge(r, metric, judging)
-            unavailable = "; ".join(f"{m}: {why}" for m, (v, why) in sorted(verdicts.items()) if v == UNAVAILABLE)
-            verdicts = {m: ("continue", why) if v == UNAVAILABLE else (v, why) for m, (v, why) in verdicts.items()}
+                j = await self._judge(r, metric, judging)
+                if isinstance(j, str):
+                    unavailable.append(f"{metric.name}: metrics unavailable ({j})")
+                else:
+                    verdicts[metric.name] = j
             if r.phase == machine.MIRRORING:
-                mirror = verdicts.pop("mirror")
+                mirror = verdicts.pop("mirror", None)
+        elif r.phase == machine.WATCHING:
+            for metric in s.metrics:
+                j = await self._judge(r, metric, judging)
+                if not isinstance(j, str) and j.verdict == machine.Verdict.FAIL and change is None:
+                    change = j
+        confirmation = self.confirmation(s.service)
+        route = self.table.services.get(s.service)
         return machine.Observation(
             canary_ready=ready,
             verdicts=verdicts,
             mirror=mirror,
-            weight_applied=self._applied_weight(s.service),
-            command=self.commands.pop(r.id, ""),
-            alert=self.alerts.pop(r.id, ""),
-            metrics_unavailable=unavailable,
+            weight_applied=(route.weight if route else 0.0) if confirmation.confirmed else None,
+            unconfirmed=confirmation.waiting_for,
+            change_detected=change,
+            metrics_unavailable="; ".join(unavailable),
             not_ready=not_ready,
+            platform_error=self.platform_errors.get(r.id, ""),
         )
 
-    async def _judge(self, r: machine.Rollout, metric: Metric, judging: _Judging) -> tuple[str, str]:
+    async def _judging(self, r: machine.Rollout) -> jg.RolloutJudging:
+        j = self.judging.get(r.id)
+        if j is None:  # after a restart: the same e-process, from the store
+            stored = await asyncio.to_thread(self.store.judging, r.id)
+            j = self.judging[r.id] = jg.RolloutJudging.from_dict(stored) if stored else jg.RolloutJudging()
+        return j
+
+    async def _judge(self, r: machine.Rollout, metric: Metric, judging: jg.RolloutJudging) -> machine.Judgement | str:
+        """The judge's answer on this tick's bin, or why the metric source did not answer."""
         s = r.spec
+        watching = r.phase == machine.WATCHING
+        canary, stable = (s.stable, s.canary) if watching else (s.canary, s.stable)  # watch: roles reversed
         query = MetricQuery(
-            s.service, metric.kind, s.canary, s.stable, metric.threshold_ms, metric.events_query, metric.bad_query
+            s.service, metric.kind, canary, stable, metric.threshold_ms, metric.events_query, metric.bad_query
         )
         try:
             reading = await self.provider.cumulative(query)
         except ProviderUnavailable as exc:
-            return UNAVAILABLE, f"metrics unavailable ({exc})"
-        step = s.steps[min(r.step, len(s.steps) - 1)]
-        config = JudgeConfig(
-            alpha=metric.alpha,
-            min_regression=metric.min_regression,
-            objective=metric.objective,
-            rate_floor=metric.rate_floor,
-            tolerance=metric.tolerance,
-            min_bake_requests=step.min_requests,
-            min_bake_seconds=step.min_seconds,
-            last_step=r.step >= len(s.steps) - 1,
-        )
+            return str(exc)
+        now = self.clock()
         if metric.kind == "mirror":
-            config = JudgeConfig(
-                min_bake_requests=int((s.mirror or {}).get("min_compared", 100)),
-                min_bake_seconds=float((s.mirror or {}).get("min_seconds", 30)),
-            )
-        bins = judging.bins.setdefault(metric.name, BinMaker())
-        state = judging.states.setdefault(metric.name, MetricState())
-        b = bins.next_bin(reading)
-        if metric.kind == "mirror":  # any difference fails; compared answers make the bake
-            state.add(config, b.canary.events, b.canary.bad, 0, 0, 1.0)
-            if state.canary_bad > float((s.mirror or {}).get("max_different_share", 0.0)) * state.canary_n:
-                return "fail", f"{state.canary_bad} of {state.canary_n} mirrored answers differ"
-            if state.canary_n >= config.min_bake_requests and state.step_seconds >= config.min_bake_seconds:
-                return "pass", f"{state.canary_n} mirrored answers compared, none differ"
-            return "continue", f"{state.canary_n} of {config.min_bake_requests} answers compared"
-        state.add(config, b.canary.events, b.canary.bad, b.stable.events, b.stable.bad, 1.0)
-        decision = judge(state, config)
-        judging.last[metric.name] = (decision.verdict, decision.reason, decision.evidence)
-        return decision.verdict, decision.reason
-
-
-def _mirror_options(spec: RolloutSpec) -> dict[str, Any]:
-    m = spec.mirror or {}
-    return {k: m[k] for k in ("ignore_fields", "pixel_tolerance") if k in m}
+            return jg.judge_mirror(judging, s, reading, now)
+        if watching:
+            return jg.judge_watch(judging, s, metric, reading, now)
+        return jg.judge_step(judging, s, r.step, metric, reading, now)

@@ -9,6 +9,8 @@ between 0 and 100``.  Bad specs never reach the state machine: ``load_spec`` rai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -58,6 +60,25 @@ class Metric:
     bad_query: str | None = None
 
 
+class OnInconclusive(StrEnum):
+    """What a step (or the mirror phase) that reaches its time limit without a verdict does."""
+
+    PAUSE = "pause"  # the default: a person decides (resume, promote or abort)
+    ROLLBACK = "rollback"
+    PROMOTE = "promote"
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    share: float = 1.0  # of safe requests, also sent to the canary and compared
+    min_seconds: float = 30.0
+    min_compared: int = 100
+    max_seconds: float = 600.0
+    ignore_fields: tuple[str, ...] = ()
+    pixel_tolerance: float = 8.0
+    max_different_share: float = 0.0
+
+
 @dataclass(frozen=True)
 class RolloutSpec:
     name: str
@@ -66,11 +87,13 @@ class RolloutSpec:
     canary: str
     steps: tuple[Step, ...]
     metrics: tuple[Metric, ...]
-    mirror: dict[str, Any] | None = None
+    mirror: MirrorSpec | None = None
     failover: bool = True
     sticky: dict[str, Any] = field(default_factory=dict)
-    alerts: tuple[str, ...] = ()
+    alerts: tuple[str, ...] = ()  # the alerts that roll this rollout back (none listed: any about its canary)
     watch_seconds: float = 600.0
+    watch_holdback: float = 0.0  # percent of traffic the old release keeps during the watch
+    on_inconclusive: OnInconclusive = OnInconclusive.PAUSE
 
 
 def _path(parts: Any) -> str:
@@ -123,8 +146,46 @@ def _line_of(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | 
     return lines.get(path)
 
 
-def check(text: str, source: str = "<spec>") -> tuple[dict[str, Any] | None, list[Problem]]:
-    """Parse and validate; (document, problems) with problems sorted by line."""
+def rule_alerts(rules_dir: Path) -> dict[str, bool]:
+    """Alert name -> whether it is routed to the controller (label ``rollback: "true"``), from the
+    Prometheus rule files ``*.alerts.yml`` in ``rules_dir``."""
+    out: dict[str, bool] = {}
+    for path in sorted(rules_dir.glob("*.alerts.yml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for group in doc.get("groups", []):
+            for rule in group.get("rules", []):
+                if "alert" in rule:
+                    out[str(rule["alert"])] = str((rule.get("labels") or {}).get("rollback", "")) == "true"
+    return out
+
+
+def _alert_problems(spec: dict[str, Any], lines: dict[tuple[Any, ...], int], known: dict[str, bool]) -> list[Problem]:
+    out = []
+    for i, name in enumerate(spec.get("alerts", [])):
+        at = ("spec", "alerts", i)
+        if name not in known:
+            choices = ", ".join(sorted(n for n, rolls_back in known.items() if rolls_back))
+            out.append(
+                Problem(
+                    _path(at), f"no alert {name!r} in the rules (alerts that roll back: {choices})", _line_of(lines, at)
+                )
+            )
+        elif not known[name]:
+            out.append(
+                Problem(
+                    _path(at),
+                    f'alert {name!r} is not labelled rollback="true": it never reaches the controller',
+                    _line_of(lines, at),
+                )
+            )
+    return out
+
+
+def check(
+    text: str, source: str = "<spec>", alerts: dict[str, bool] | None = None
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Parse and validate; (document, problems) with problems sorted by line.  With ``alerts``
+    (from :func:`rule_alerts`), every alert the spec names must be one that rolls back."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -146,6 +207,8 @@ def check(text: str, source: str = "<spec>") -> tuple[dict[str, Any] | None, lis
         problems.append(Problem(_path(path), _message(e), _line_of(lines, path)))
     if not problems and isinstance(data, dict):
         problems = [Problem(p, m, _line_of(lines, k)) for p, m, k in _rules(data["spec"])]
+        if alerts is not None:
+            problems += _alert_problems(data["spec"], lines, alerts)
     return data, sorted(problems, key=lambda p: (p.line or 0, p.path))
 
 
@@ -197,9 +260,15 @@ def load_spec(text: str, source: str = "<spec>") -> RolloutSpec:
         canary=s["canary"],
         steps=tuple(Step(**step) for step in s["steps"]),
         metrics=tuple(Metric(**m) for m in s["metrics"]),
-        mirror=s.get("mirror"),
+        mirror=_mirror(s["mirror"]) if "mirror" in s else None,
         failover=s.get("failover", True),
         sticky=s.get("sticky", {"header": "X-Account-Id"}),
         alerts=tuple(s.get("alerts", [])),
         watch_seconds=float(s.get("watch", {}).get("seconds", 600)),
+        watch_holdback=float(s.get("watch", {}).get("holdback", 0)),
+        on_inconclusive=OnInconclusive(s.get("on_inconclusive", "pause")),
     )
+
+
+def _mirror(m: dict[str, Any]) -> MirrorSpec:
+    return MirrorSpec(**{**m, "ignore_fields": tuple(m.get("ignore_fields", ()))})

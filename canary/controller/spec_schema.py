@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-SERVICES = ["importer", "opens", "resizer"]
 METRIC_KINDS = ["errors", "latency", "conservation", "mirror", "query"]
 
 _STEP = {
@@ -86,7 +85,7 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["service", "stable", "canary", "steps", "metrics"],
             "properties": {
-                "service": {"enum": SERVICES},
+                "service": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},  # a catalog entry's name
                 "stable": {"type": "string", "minLength": 1},
                 "canary": {"type": "string", "minLength": 1},
                 "mirror": _MIRROR,
@@ -104,11 +103,32 @@ SCHEMA: dict[str, Any] = {
                         "path_param": {"type": "integer", "minimum": 0},
                     },
                 },
-                "alerts": {"type": "array", "items": {"type": "string"}},
+                "alerts": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                    "description": "the alerts (manifests/prometheus/rules/*.alerts.yml) that roll this rollout "
+                    "back; none listed: any firing alert about its canary",
+                },
                 "watch": {
                     "type": "object",
                     "additionalProperties": False,
-                    "properties": {"seconds": {"type": "number", "minimum": 0, "default": 600}},
+                    "properties": {
+                        "seconds": {"type": "number", "minimum": 0, "default": 600},
+                        "holdback": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 50,
+                            "default": 0,
+                            "description": "percent of traffic the old release keeps during the watch, so the "
+                            "judge keeps comparing (roles reversed); 0: only the change detector watches",
+                        },
+                    },
+                },
+                "on_inconclusive": {
+                    "enum": ["pause", "rollback", "promote"],
+                    "default": "pause",
+                    "description": "what a step (or the mirror phase) that reaches its time limit without a "
+                    "verdict does; by default a person decides",
                 },
             },
         },

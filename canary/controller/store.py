@@ -3,7 +3,9 @@
 Every transition and its decisions are written in one transaction before the controller acts on
 them, guarded by the rollout's revision (a stale controller's write is refused).  At most one
 rollout per service is active: ``active_service`` holds the service name while the rollout is
-active and NULL afterwards, under a unique constraint.  A lease row makes sure that of several
+active and NULL afterwards, under a unique constraint.  Each decision keeps its evidence (the
+judge's numbers), and the judge's state is kept per rollout (``judge_states``), so ``canary why``
+shows the numbers and the e-process continues after a restart.  A lease row makes sure that of several
 controllers on one database only one acts at a time.
 """
 
@@ -66,6 +68,16 @@ decisions = Table(
     Column("evidence", Text, nullable=False),
 )
 
+# the judge's state per rollout, written after every bin (canary.controller.judging's stored form):
+# a restarted controller continues the same e-process instead of starting afresh
+judge_states = Table(
+    "judge_states",
+    metadata,
+    Column("rollout_id", String(32), ForeignKey("rollouts.id"), primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 leases = Table(
     "leases",
     metadata,
@@ -75,6 +87,10 @@ leases = Table(
 )
 
 STATE_FIELDS = ("phase", "step", "phase_since", "step_since", "resume_to", "reason", "decided_by", "held_since")
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
 
 
 class StaleWrite(Conflict):
@@ -87,6 +103,7 @@ def _state(r: machine.Rollout) -> str:
 
 def _rollout(row: Any) -> machine.Rollout:
     state = json.loads(row.state)
+    state["phase"] = machine.Phase(state["phase"])
     return machine.Rollout(id=row.id, spec=load_spec(row.spec, f"rollout {row.id}"), revision=row.revision, **state)
 
 
@@ -152,7 +169,7 @@ class Store:
                         phase_to=d.phase_to,
                         decided_by=d.decided_by,
                         reason=d.reason,
-                        evidence=json.dumps(d.evidence, default=str),
+                        evidence=json.dumps(d.evidence, default=_json_default),
                     )
                 )
 
@@ -163,6 +180,24 @@ class Store:
                 machine.Decision(r.at, r.phase_from, r.phase_to, r.decided_by, r.reason, json.loads(r.evidence))
                 for r in rows
             ]
+
+    def save_judging(self, rollout_id: str, state: dict[str, Any]) -> None:
+        text = json.dumps(state, default=_json_default)
+        with write_transaction(self.engine) as conn:
+            done = conn.execute(
+                update(judge_states)
+                .where(judge_states.c.rollout_id == rollout_id)
+                .values(state=text, updated_at=datetime.now(UTC))
+            )
+            if done.rowcount != 1:
+                conn.execute(
+                    insert(judge_states).values(rollout_id=rollout_id, state=text, updated_at=datetime.now(UTC))
+                )
+
+    def judging(self, rollout_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(judge_states.c.state).where(judge_states.c.rollout_id == rollout_id)).first()
+        return None if row is None else dict(json.loads(row.state))
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float, now: float) -> bool:
         """Take or renew the lease; True while ``holder`` has it."""

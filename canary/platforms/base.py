@@ -34,6 +34,10 @@ class Platform(Protocol):
     async def retire_canary(self, service: str) -> None:
         """A promotion's watch window is over: what ran the canary is no longer needed."""
 
+    async def known_releases(self, service: str) -> list[str] | None:
+        """The releases of ``service`` this platform can run, or None when it cannot tell (an image
+        registry it does not list): ``canary release`` refuses an unknown one at once."""
+
     async def not_ready_reason(self, service: str, release: str) -> str:
         """Why a release is not ready, in the platform's words (for the rollout's reason)."""
 

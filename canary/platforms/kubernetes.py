@@ -81,6 +81,9 @@ class KubernetesPlatform:
                 return _rolled_out(d)
         return False
 
+    async def known_releases(self, service: str) -> list[str] | None:
+        return None  # releases are image tags: the registry is not asked
+
     async def not_ready_reason(self, service: str, release: str) -> str:
         """Why the Deployment running ``release`` is not ready, in Kubernetes's words (its conditions)."""
         async for track, d in self._tracks(service):

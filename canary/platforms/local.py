@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -202,6 +203,14 @@ class LocalPlatform:
 
     async def retire_canary(self, service: str) -> None:
         """Nothing to do: the canary's process is the new stable's after a promotion."""
+
+    async def known_releases(self, service: str) -> list[str] | None:
+        """The releases the service's module declares (``RELEASES``, what its ``--release`` accepts)."""
+        module = MODULES.get(service)
+        if module is None:
+            return None
+        releases = getattr(importlib.import_module(module), "RELEASES", None)
+        return None if releases is None else [str(r) for r in releases]
 
     async def not_ready_reason(self, service: str, release: str) -> str:
         entry = self.entries.get((service, release))

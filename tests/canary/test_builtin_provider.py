@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from canary.providers.base import BinMaker, Counts, MetricQuery, ProviderUnavailable, TrackCounts
+from canary.providers.base import Bin, BinMaker, Counts, MetricQuery, ProviderUnavailable, TrackCounts
 from canary.providers.builtin import BuiltinProvider
 from canary.router.app import create_router
 from core.serve import serve_in_thread
@@ -50,13 +50,14 @@ def test_errors_per_track_and_bins_from_cumulative_counts():
     with router_in_front_of(echo_app("canary", fail=True), weight=50) as url:
         provider = BuiltinProvider(url)
         bins = BinMaker()
-        assert bins.next_bin(asyncio.run(provider.cumulative(ERRORS))) == TrackCounts(Counts(), Counts())
+        assert bins.next_bin(asyncio.run(provider.cumulative(ERRORS)), 100.0) == Bin(Counts(), Counts(), 0.0)
         for _ in range(40):
             assert httpx.get(f"{url}/svc/x").status_code == 200  # failover: consumers see no error
         reading = asyncio.run(provider.cumulative(ERRORS))
-        one = bins.next_bin(reading)
+        one = bins.next_bin(reading, 102.5)
     assert one.canary.events == one.canary.bad > 5  # every canary answer was a 500
     assert one.stable.bad == 0 and one.stable.events == 40  # stable served all 40, failovers included
+    assert one.seconds == 2.5  # the bin's length, measured by the caller's clock
 
 
 def test_latency_counts_requests_slower_than_the_threshold():
@@ -75,8 +76,17 @@ def test_a_source_that_is_down_is_unavailable_never_zero():
 
 def test_counter_restart_counts_from_zero():
     bins = BinMaker()
-    bins.next_bin(TrackCounts(Counts(100, 5), Counts(1000, 10)))
-    assert bins.next_bin(TrackCounts(Counts(7, 1), Counts(1010, 10))) == TrackCounts(Counts(7, 1), Counts(10, 0))
+    bins.next_bin(TrackCounts(Counts(100, 5), Counts(1000, 10)), 10.0)
+    assert bins.next_bin(TrackCounts(Counts(7, 1), Counts(1010, 10)), 10.5) == Bin(Counts(7, 1), Counts(10, 0), 0.5)
+
+
+def test_a_bin_maker_resumes_from_its_stored_form():
+    bins = BinMaker()
+    bins.next_bin(TrackCounts(Counts(100, 5), Counts(1000, 10)), 10.0)
+    resumed = BinMaker.from_dict(json.loads(json.dumps(bins.to_dict())))
+    assert resumed.next_bin(TrackCounts(Counts(110, 6), Counts(1100, 10)), 12.0) == Bin(
+        Counts(10, 1), Counts(100, 0), 2.0
+    )
 
 
 def test_conservation_from_the_processors_of_each_track(tmp_path):

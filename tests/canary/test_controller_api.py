@@ -47,6 +47,7 @@ async def test_every_endpoint_needs_the_token(db_url, tmp_path):
             ("GET", "/api/rollouts/x"),
             ("POST", "/api/rollouts/x/pause"),
             ("GET", "/api/routes"),
+            ("GET", "/api/readers"),
             ("POST", "/api/alerts"),
             ("GET", "/api/targets"),
         ]:
@@ -162,3 +163,62 @@ async def test_prometheus_finds_the_controller_and_router_to_scrape(db_url, tmp_
             "controller": ["127.0.0.1:9"],
             "router": ["127.0.0.1:9"],
         }
+
+
+async def test_readers_of_the_route_table_are_recorded_with_the_version_they_serve(db_url, tmp_path):
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        polls = [
+            {"X-Table-Reader": "router/127.0.0.1:8080", "X-Table-Version": "7"},
+            {"X-Table-Reader": "consumer/opens-processor@1.1", "X-Table-Version": "0"},
+            {"X-Table-Reader": "nonsense", "X-Table-Version": "3"},  # not a reader's name: not recorded
+            {},  # a person looking: not a reader
+        ]
+        for headers in polls:
+            table = (await c.get("/api/routes", headers={**AUTH, **headers})).json()
+            assert set(table) == {"version", "services"}
+        readers = (await c.get("/api/readers", headers=AUTH)).json()["readers"]
+        assert [(r["reader"], r["version"]) for r in readers] == [
+            ("consumer/opens-processor@1.1", 0),
+            ("router/127.0.0.1:8080", 7),
+        ]
+
+
+async def test_an_unknown_release_is_refused_naming_the_known_ones(db_url, tmp_path):
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        r = await c.post("/api/rollouts", content=SPEC.replace('canary: "1.2"', 'canary: "9.9"'), headers=AUTH)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_release"
+        assert r.json()["error"]["message"] == "importer has no release '9.9'; the releases it has: 1.0, 1.1, 1.2"
+        r = await c.post("/api/rollouts", content=SPEC.replace("service: importer", "service: imporer"), headers=AUTH)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_service"
+        assert "imporer" in r.json()["error"]["message"] and "importer" in r.json()["error"]["message"]
+        assert (await c.get("/api/rollouts", headers=AUTH)).json() == {"rollouts": []}
+
+
+async def test_the_judges_numbers_are_shown_by_a_controller_that_did_not_judge(db_url, tmp_path):
+    from canary.controller.judging import RolloutJudging
+    from canary.controller.machine import Judgement, Verdict
+
+    first = app(db_url, tmp_path)
+    async with asgi_client(first) as c:
+        rid = (await c.post("/api/rollouts", content=SPEC, headers=AUTH)).json()["id"]
+        kept = RolloutJudging(last={"errors": Judgement(Verdict.CONTINUE, "baking", {"counts": {"canary": 3}})})
+        first.state.controller.store.save_judging(rid, kept.to_dict())
+    async with asgi_client(app(db_url, tmp_path)) as c:  # a restarted controller
+        judge = (await c.get(f"/api/rollouts/{rid}", headers=AUTH)).json()["judge"]
+        assert judge == {"errors": {"verdict": "continue", "reason": "baking", "evidence": {"counts": {"canary": 3}}}}
+
+
+async def test_a_spec_that_lists_its_alerts_is_rolled_back_by_those_only(db_url, tmp_path):
+    controller_app = app(db_url, tmp_path)
+    async with asgi_client(controller_app) as c:
+        spec = SPEC + "  alerts: [CanaryErrorRatioAboveStable]\n"
+        rid = (await c.post("/api/rollouts", content=spec, headers=AUTH)).json()["id"]
+        payload = {"alerts": [alert("RouterFailovers", service="importer", release="1.2")]}
+        r = await c.post("/api/alerts", json={"status": "firing", **payload}, headers=AUTH)
+        assert [x["action"] for x in r.json()["results"]] == [
+            f"ignored: RouterFailovers is not one of rollout {rid}'s alerts (CanaryErrorRatioAboveStable)"
+        ]
+        assert controller_app.state.controller.alerts == {}
+        payload = {"alerts": [alert("CanaryErrorRatioAboveStable", service="importer", release="1.2")]}
+        r = await c.post("/api/alerts", json={"status": "firing", **payload}, headers=AUTH)
+        assert [x["action"] for x in r.json()["results"]] == ["rolling back"]

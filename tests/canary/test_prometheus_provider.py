@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from canary.local_monitoring import prometheus_server
-from canary.providers.base import BinMaker, Counts, MetricQuery, ProviderUnavailable, TrackCounts
+from canary.providers.base import Bin, BinMaker, Counts, MetricQuery, ProviderUnavailable, TrackCounts
 from canary.providers.builtin import BuiltinProvider
 from canary.providers.prometheus import PrometheusProvider
 from canary.router.stats import RouterStats
@@ -104,17 +104,17 @@ def test_the_judge_sees_the_same_counts_as_from_the_builtin_provider(exporter):
     scraped(provider, "sum(router_requests_total)", 500)
     builtin = BuiltinProvider(exp.url)
     prom_bins, builtin_bins = BinMaker(), BinMaker()
-    assert prom_bins.next_bin(asyncio.run(provider.cumulative(ERRORS))) == NOTHING  # the first reading
-    builtin_bins.next_bin(asyncio.run(builtin.cumulative(ERRORS)))
+    assert prom_bins.next_bin(asyncio.run(provider.cumulative(ERRORS)), 0.0).seconds == 0.0  # the first reading
+    builtin_bins.next_bin(asyncio.run(builtin.cumulative(ERRORS)), 0.0)
 
     exp.serve("canary", "1.1", 40, 7)  # the canary's counters appear only now (a new series)
     exp.serve("stable", "1.0", 300, 2)
-    from_builtin = builtin_bins.next_bin(asyncio.run(builtin.cumulative(ERRORS)))
+    from_builtin = builtin_bins.next_bin(asyncio.run(builtin.cumulative(ERRORS)), 1.0)
     # the provider's running totals start at its first reading
     reading = settle(provider, ERRORS, TrackCounts(Counts(40, 7), Counts(300, 2)))
     assert reading is not None
-    from_prometheus = prom_bins.next_bin(reading)
-    assert from_prometheus == from_builtin == TrackCounts(Counts(40, 7), Counts(300, 2))  # exact, not extrapolated
+    from_prometheus = prom_bins.next_bin(reading, 1.0)
+    assert from_prometheus == from_builtin == Bin(Counts(40, 7), Counts(300, 2), 1.0)  # exact, not extrapolated
 
 
 def test_a_restarted_router_counts_from_zero_and_nothing_is_lost_or_doubled(exporter):

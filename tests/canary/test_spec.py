@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from canary.controller.spec import SpecError, check, load_spec
+from canary.controller.spec import OnInconclusive, SpecError, check, load_spec, rule_alerts
 from canary.controller.spec_schema import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def test_published_schema_matches_the_code():
             "spec.steps[1].weight: must be above the previous step's 1",
         ),
         (("kind: latency, threshold_ms: 1000", "kind: latency"), "spec.metrics[1].threshold_ms: required"),
-        (("  service: resizer", "  service: printer"), "spec.service: must be one of importer, opens, resizer"),
+        (("  service: resizer", "  service: Printer!"), "spec.service: does not match"),
         (("  failover: true\n", ""), None),
         (
             ("  sticky: {header: X-Account-Id}", "  sticky: {header: X-Account-Id}\n  colour: red"),
@@ -95,3 +95,35 @@ def test_lost_data_has_no_tolerance():
     _, problems = check(opens.replace(old, "kind: conservation, tolerance: 0.01, min_regression: 2"), "o.yaml")
     assert [p.message for p in problems] == ["a conservation metric counts lost data: it has no tolerance"]
     assert problems[0].path.endswith(".tolerance") and problems[0].line
+
+
+RULES = ROOT / "manifests/prometheus/rules"
+
+
+@pytest.mark.parametrize("name", ["importer", "opens", "resizer"])
+def test_shipped_specs_name_only_alerts_that_exist_and_roll_back(name):
+    text = (ROOT / f"manifests/rollouts/{name}.yaml").read_text()
+    assert check(text, name, rule_alerts(RULES))[1] == []
+    assert load_spec(text).alerts  # each names the alerts that roll it back
+
+
+def test_an_alert_that_does_not_exist_or_never_reaches_the_controller_is_refused_with_its_line():
+    text = GOOD.replace(
+        "alerts: [ResizerDatabaseErrors]", "alerts: [ProcessorAcknowledgesWithoutRecording, RouterFailovers]"
+    )
+    problems = check(text, "r.yaml", rule_alerts(RULES))[1]
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "alerts:" in t)
+    assert [(p.path, p.line) for p in problems] == [("spec.alerts[0]", line), ("spec.alerts[1]", line)]
+    assert "no alert 'ProcessorAcknowledgesWithoutRecording'" in problems[0].message
+    assert "OpensAcknowledgedWithoutRecording" in problems[0].message  # names those that would do
+    assert 'not labelled rollback="true"' in problems[1].message
+
+
+def test_on_inconclusive_and_the_watch_holdback_are_read_and_checked():
+    spec = load_spec(GOOD.replace("  sticky:", "  on_inconclusive: rollback\n  sticky:"))
+    assert spec.on_inconclusive == OnInconclusive.ROLLBACK and spec.watch_holdback == 5
+    assert load_spec(GOOD).on_inconclusive == OnInconclusive.PAUSE  # the default: a person decides
+    problems = check(GOOD.replace("  sticky:", "  on_inconclusive: retry\n  sticky:"), "r.yaml")[1]
+    assert [p.message for p in problems] == ["must be one of pause, rollback, promote"]
+    problems = check(GOOD.replace("holdback: 5", "holdback: 80"), "r.yaml")[1]
+    assert [p.path for p in problems] == ["spec.watch.holdback"]

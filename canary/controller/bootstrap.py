@@ -1,0 +1,63 @@
+"""The controller's composition root: ``bootstrap(settings, ...)`` builds a :class:`Controller`.
+
+Everything it needs can be handed in (the store, the platform, the metric provider, the clock),
+so tests drive the engine tick by tick with an injected clock and in-process fakes at the
+project's own Protocols; what is not handed in is made from the settings (the store on
+``settings.db_url``, ``settings.platform``, the router's counters or ``settings.prometheus_url``).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+from canary.controller.engine import Controller
+from canary.controller.store import Store, metadata
+from canary.platforms import make_platform
+from canary.platforms.base import Platform
+from canary.providers import make_provider
+from canary.providers.base import MetricProvider
+from core.db import create_schema, engine_for
+from core.settings import Settings
+
+DEFAULT_STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    platform: Platform | None = None,
+    provider: MetricProvider | None = None,
+    clock: Callable[[], float] = time.time,
+    stable: dict[str, str] | None = None,
+    router_url: str = "",
+    public_url: str = "",
+    holder: str = "",
+) -> Controller:
+    """``holder`` names this controller for the lease; by default the host and state directory, so
+    a controller restarted in place (same pod, same ``canary up``) takes its lease back at once
+    instead of waiting for it to expire, while another host waits."""
+    if store is None:
+        engine = engine_for(settings)
+        create_schema(engine, metadata)
+        store = Store(engine)
+    platform = platform if platform is not None else make_platform(settings, public_url)
+    controller: Controller
+
+    def processor_url(release: str) -> str | None:  # the builtin provider reads the opens processors
+        return controller.upstreams.get(("opens-processor", release))
+
+    provider = provider if provider is not None else make_provider(settings, router_url, processor_url)
+    controller = Controller(
+        store,
+        platform,
+        provider,
+        dict(DEFAULT_STABLE if stable is None else stable),
+        clock=clock,
+        holder=holder or f"{socket.gethostname()}:{settings.state_dir}"[-64:],
+        admin_token=settings.admin_token,
+    )
+    controller.public_url, controller.router_url = public_url, router_url
+    return controller
