@@ -82,6 +82,9 @@ class ClientConnection(asyncio.Protocol):
         self.input_paused = False
         self.eof = False
         self.write_ready: asyncio.Future[None] | None = None
+        # A bodiless request's body is complete from the start and never changes (finish() keeps no
+        # error on a complete body): one per connection serves all of them.
+        self.no_body = ClientBody(self, 0, False)
         self._reset_head()
         # the answer being written
         self.keep = True
@@ -186,7 +189,7 @@ class ClientConnection(asyncio.Protocol):
             self.headers,
             self.client,
         )
-        body = ClientBody(self, length, expect and length != 0)
+        body = self.no_body if length == 0 else ClientBody(self, length, expect)
         self.parsing = body
         self.pending.append((head, body, self.parser.should_keep_alive()))
         if length != 0:
