@@ -8,13 +8,18 @@ as the proxy is a second nginx process.
 >= 0.8); ``ratio`` = router / direct; ``added_p50_ms_c1`` is the router's p50 minus the direct p50
 with one client, ``added_p50_vs_nginx_ms`` that minus nginx's own (goal <= 0.05);
 ``stream_rss_growth_mb`` the router's peak RSS while the 50 MB answer streams, minus its RSS before
-(goal < 64).  Needs nginx (``apt-get install nginx-light``).
+(goal < 64).  ``cpu_us_per_request`` is each proxy's own CPU time (user + system, from /proc) per
+proxied request at concurrency 32, and ``cpu_per_request_ratio`` the router's over nginx's: on a
+shared machine throughput swings with other load, CPU per request much less.  Fairness: one router
+process against one nginx worker (``processes`` in the JSON).  Needs nginx (``apt-get install
+nginx-light``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -63,22 +68,36 @@ def nginx_conf(d: str, name: str, servers: str, **ports: int) -> Path:
     return path
 
 
-def measure(url: str, path: str, concurrency: int) -> dict[str, float]:
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def worker_pid(master: int) -> int:
+    """nginx's one worker process (the master only supervises it)."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return int(children[0]) if children else master
+
+
+def measure(url: str, path: str, concurrency: int, pid: int) -> dict[str, float]:
     asyncio.run(run_gets(url, [path] * 300, concurrency))  # warm up connections and code paths
+    ticks = cpu_ticks(pid)
     result = asyncio.run(run_gets(url, [path] * REQUESTS[concurrency], concurrency))
+    ticks = cpu_ticks(pid) - ticks
     assert result.errors == 0, f"{result.errors} errors from {url}"
     return {
         "rps": round(result.rate),
         "p50_ms": round(result.percentile(0.5) * 1000, 3),
         "p99_ms": round(result.percentile(0.99) * 1000, 3),
+        "cpu_us_per_request": round(ticks * 1e6 / os.sysconf("SC_CLK_TCK") / result.requests, 1),
     }
 
 
-def best_rounds(targets: dict[str, tuple[str, str]], concurrency: int) -> dict[str, dict[str, float]]:
+def best_rounds(targets: dict[str, tuple[str, str, int]], concurrency: int) -> dict[str, dict[str, float]]:
     best: dict[str, dict[str, float]] = {}
     for _ in range(ROUNDS):
-        for name, (url, path) in targets.items():
-            m = measure(url, path, concurrency)
+        for name, (url, path, pid) in targets.items():
+            m = measure(url, path, concurrency, pid)
             if name not in best:
                 best[name] = m
             else:
@@ -166,10 +185,10 @@ def main() -> None:
             wait_ready_url(f"http://127.0.0.1:{proxy}/", procs[2])
             results: dict[str, Any] = {}
             for c in (32, 1):
-                targets = {
-                    "direct": (f"http://127.0.0.1:{up}", "/x"),
-                    "router": (f"http://127.0.0.1:{router_port}", "/svc/x"),
-                    "nginx": (f"http://127.0.0.1:{proxy}", "/x"),
+                targets = {  # each with the process whose CPU it measures
+                    "direct": (f"http://127.0.0.1:{up}", "/x", worker_pid(procs[0].pid)),
+                    "router": (f"http://127.0.0.1:{router_port}", "/svc/x", procs[1].pid),
+                    "nginx": (f"http://127.0.0.1:{proxy}", "/x", worker_pid(procs[2].pid)),
                 }
                 results[f"c{c}"] = best_rounds(targets, c)
             streaming = stream_rss_growth_mb(router_port, procs[1].pid)
@@ -185,6 +204,12 @@ def main() -> None:
             "ratio": round(c32["router"]["rps"] / c32["direct"]["rps"], 3),
             "nginx_ratio": round(c32["nginx"]["rps"] / c32["direct"]["rps"], 3),
             "router_vs_nginx_ratio": round(c32["router"]["rps"] / c32["nginx"]["rps"], 3),
+            "router_cpu_us_per_request": c32["router"]["cpu_us_per_request"],
+            "nginx_cpu_us_per_request": c32["nginx"]["cpu_us_per_request"],
+            "cpu_per_request_ratio": round(
+                c32["router"]["cpu_us_per_request"] / max(c32["nginx"]["cpu_us_per_request"], 0.1), 2
+            ),
+            "processes": {"router": 1, "nginx_workers": 1},
             "added_p50_ms_c1": round(c1["router"]["p50_ms"] - c1["direct"]["p50_ms"], 3),
             "nginx_added_p50_ms_c1": round(c1["nginx"]["p50_ms"] - c1["direct"]["p50_ms"], 3),
             "added_p50_vs_nginx_ms": round(c1["router"]["p50_ms"] - c1["nginx"]["p50_ms"], 3),

@@ -2,6 +2,9 @@
 
 One pass over the request's headers gives both what the split reads (lower-cased names) and the
 header block sent upstream, already encoded: header work is a good part of a proxied request's cost.
+Both directions remember their last few hundred results: a keep-alive client sends the same
+headers request after request, and an upstream answers with the same ones (its Date changes once
+a second).  Only small header sets are remembered, so the caches stay under a few megabytes.
 """
 
 from __future__ import annotations
@@ -25,13 +28,34 @@ HOP_BY_HOP = frozenset(
 
 
 _SET_HERE = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
+CACHED = 512  # entries per cache; emptied when full
+CACHED_HEADERS = 16  # header sets with more headers are not remembered
+CACHED_BYTES = 4096  # nor ones whose encoded block is larger
+
+_requests: dict[tuple[tuple[tuple[bytes, bytes], ...], str, str], tuple[dict[str, str], bytes]] = {}
+_responses: dict[tuple[tuple[bytes, bytes], ...], list[tuple[bytes, bytes]]] = {}
 
 
 def request_headers(raw: list[tuple[bytes, bytes]], client: str, scheme: str) -> tuple[dict[str, str], bytes]:
     """(the request's headers by lower-cased name, the header block for the upstream request).
 
     Repeated headers are joined with ", " (cookies with "; "); headers named in ``Connection`` are
-    dropped; content-length and framing are the upstream client's to add."""
+    dropped; content-length and framing are the upstream client's to add.  The dict may be shared
+    with other requests that carried the same headers: read it, never change it."""
+    if len(raw) > CACHED_HEADERS:
+        return _request_headers(raw, client, scheme)
+    key = (tuple(raw), client, scheme)
+    found = _requests.get(key)
+    if found is None:
+        found = _request_headers(raw, client, scheme)
+        if len(found[1]) <= CACHED_BYTES:
+            if len(_requests) >= CACHED:
+                _requests.clear()
+            _requests[key] = found
+    return found
+
+
+def _request_headers(raw: list[tuple[bytes, bytes]], client: str, scheme: str) -> tuple[dict[str, str], bytes]:
     named: dict[bytes, bytes] = {}
     dropped: set[bytes] = set()
     for name, value in raw:
@@ -60,7 +84,22 @@ def request_headers(raw: list[tuple[bytes, bytes]], client: str, scheme: str) ->
 
 
 def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's answer headers for the client: hop-by-hop ones dropped, content-length kept."""
+    """The upstream's answer headers for the client: hop-by-hop ones dropped, content-length kept.
+    A new list each time (the caller adds to it)."""
+    if len(raw) > CACHED_HEADERS:
+        return _response_headers(raw)
+    key = tuple(raw)
+    found = _responses.get(key)
+    if found is None:
+        found = _response_headers(raw)
+        if sum(len(k) + len(v) for k, v in found) <= CACHED_BYTES:
+            if len(_responses) >= CACHED:
+                _responses.clear()
+            _responses[key] = found
+    return found.copy()
+
+
+def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     out = []
     for name, value in raw:
         lower = name.lower()

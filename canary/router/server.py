@@ -37,6 +37,10 @@ HEAD_TIMEOUT_S = 15.0
 ADMIN_PATHS = ("/healthz", "/readyz", "/metrics", "/_router")
 ADMIN_BODY_MAX = 2 << 20
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Encoded answer heads, by (status, headers, keep, extra): an upstream answers alike request after
+# request (its Date changes once a second).  Bounded: small heads only, emptied when full.
+_HEADS: dict[tuple[int, tuple[tuple[bytes, bytes], ...], bool, bytes], bytes] = {}
+HEADS_CACHED = 512
 
 
 async def _run_out(work: Coroutine[Any, Any, None]) -> None:
@@ -48,6 +52,15 @@ async def _run_out(work: Coroutine[Any, Any, None]) -> None:
 
 class _Refused(Exception):
     pass
+
+
+def _encode_head(status: int, headers: list[tuple[bytes, bytes]], keep: bool, extra: bytes) -> bytes:
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+    lines += [k + b": " + v + b"\r\n" for k, v in headers]
+    if not keep:
+        lines.append(b"connection: close\r\n")
+    lines.append(extra + b"\r\n")
+    return b"".join(lines)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -69,6 +82,9 @@ class ClientConnection(asyncio.Protocol):
         self.input_paused = False
         self.eof = False
         self.write_ready: asyncio.Future[None] | None = None
+        # A bodiless request's body is complete from the start and never changes (finish() keeps no
+        # error on a complete body): one per connection serves all of them.
+        self.no_body = ClientBody(self, 0, False)
         self._reset_head()
         # the answer being written
         self.keep = True
@@ -173,7 +189,7 @@ class ClientConnection(asyncio.Protocol):
             self.headers,
             self.client,
         )
-        body = ClientBody(self, length, expect and length != 0)
+        body = self.no_body if length == 0 else ClientBody(self, length, expect)
         self.parsing = body
         self.pending.append((head, body, self.parser.should_keep_alive()))
         if length != 0:
@@ -294,12 +310,17 @@ class ClientConnection(asyncio.Protocol):
 
     def _head(self, status: int, headers: list[tuple[bytes, bytes]], extra: bytes) -> bytes:
         self.started = True
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
-        lines += [k + b": " + v + b"\r\n" for k, v in headers]
-        if not self.keep:
-            lines.append(b"connection: close\r\n")
-        lines.append(extra + b"\r\n")
-        return b"".join(lines)
+        if len(headers) > 16:
+            return _encode_head(status, headers, self.keep, extra)
+        key = (status, tuple(headers), self.keep, extra)
+        head = _HEADS.get(key)
+        if head is None:
+            head = _encode_head(status, headers, self.keep, extra)
+            if len(head) <= 4096:
+                if len(_HEADS) >= HEADS_CACHED:
+                    _HEADS.clear()
+                _HEADS[key] = head
+        return head
 
     async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         current = self.current

@@ -244,6 +244,7 @@ class UpstreamPool:
             conn.transport.write(request)
             await _pump(conn, body)
         timer = conn.loop.call_later(timeout_s, conn._fail, "timeout")
+        assert conn.head_ready is not None
         try:
             await conn.head_ready
         finally:
@@ -277,7 +278,7 @@ async def _pump(conn: UpstreamConnection, body: BodySource) -> None:
     assert conn.transport is not None
     chunked = body.length is None
     while chunk := await body.read():
-        if conn.head_ready.done() or conn.closed:
+        if conn.head_in or conn.closed:
             return  # the upstream answered (or left) before taking the whole body
         conn.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
         await conn.drain()

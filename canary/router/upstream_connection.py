@@ -5,6 +5,10 @@ It reads no faster than the proxy takes the answer (the socket is paused above `
 buffered bytes), marks itself unusable on anything that could mix two answers up (bytes nobody
 asked for, a second answer to one request, a HEAD answer whose body httptools cannot skip), and
 remembers the upstream's ``Keep-Alive: timeout=N`` so the pool lets go of it in time.
+
+Per request on the fast path it allocates no future and no timer: the answer's head is reported
+by a callback, and the head timeout is one timer per connection, armed for the earliest deadline
+and moved on (not re-created) when it fires early for a request that has since been answered.
 """
 
 from __future__ import annotations
@@ -39,11 +43,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.keep_alive_s: float | None = None
         self.notify: Callable[[], None] | None = None  # the proxy's fast path: called once the head is in
-        self.timer: asyncio.TimerHandle | None = None
-        self._reset_exchange(head_only=False)
+        self.timer: asyncio.TimerHandle | None = None  # the connection's one head-timeout timer
+        self.deadline = 0.0  # loop time by which the fast path's head must be in
+        self.timer_at = 0.0  # when the timer fires
+        self._reset_exchange(head_only=False, waited=False)
         self._write_ready: asyncio.Future[None] | None = None
 
-    def _reset_exchange(self, head_only: bool) -> None:
+    def _reset_exchange(self, head_only: bool, waited: bool = True) -> None:
+        """``waited``: a task awaits ``head_ready`` (the fast path's callback needs no future)."""
         self.head_only = head_only
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -52,13 +59,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.complete = False
         self.until_close = False
         self.keep = False
+        self.framed = False  # a Content-Length or Transfer-Encoding header came
         self.error = ""
         self.got_bytes = False
         self.interim = False
         self.extra = False
         self.reading_paused = False
         self.waiter: asyncio.Future[None] | None = None
-        self.head_ready: asyncio.Future[None] = self.loop.create_future()
+        self.head_ready: asyncio.Future[None] | None = self.loop.create_future() if waited else None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,6 +92,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._fail("tls" if isinstance(exc, ssl.SSLError) else "reset")
         if self.notify is not None:
             self._notify()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
 
@@ -106,7 +117,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.extra:
             return
         self.headers.append((name, value))
-        if name.lower() == b"keep-alive":
+        lower = name.lower()
+        if lower == b"content-length" or lower == b"transfer-encoding":
+            self.framed = True
+        elif lower == b"keep-alive":
             for part in value.split(b","):
                 key, _, number = part.strip().partition(b"=")
                 if key.lower() == b"timeout" and number.strip().isdigit():
@@ -121,14 +135,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.headers = []
             return
         self.status = status
-        names = {n.lower() for n, _ in self.headers}
-        self.until_close = (
-            b"content-length" not in names and b"transfer-encoding" not in names and status not in (204, 304)
-        )
+        self.until_close = not self.framed and status not in (204, 304)
         if self.head_only:
             # httptools cannot be told that a HEAD answer has no body: take the head, drop the connection
             self.complete, self.keep = True, False
-        if not self.head_ready.done():
+        if self.head_ready is not None and not self.head_ready.done():
             self.head_ready.set_result(None)
 
     def on_body(self, body: bytes) -> None:
@@ -160,7 +171,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.complete and not self.error:
             return
         self.error = self.error or kind
-        if not self.head_ready.done():
+        if self.head_ready is not None and not self.head_ready.done():
             self.head_ready.set_exception(UpstreamError(self.error))
             self.head_ready.exception()  # retrieved: nobody may be waiting any more
         self._wake()
@@ -172,21 +183,36 @@ class UpstreamConnection(asyncio.Protocol):
         its answer's head is in, or it failed, or ``timeout_s`` passed without a head."""
         assert self.transport is not None
         self.busy = True
-        self._reset_exchange(head_only=False)
+        self._reset_exchange(head_only=False, waited=False)
         self.notify = notify
-        self.timer = self.loop.call_later(timeout_s, self._time_out)
+        self.deadline = self.loop.time() + timeout_s
+        if self.timer is None or self.deadline < self.timer_at:  # a shorter timeout than the last one's
+            self._arm()
         self.transport.write(request)
 
-    def _time_out(self) -> None:
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = self.deadline
+        self.timer = self.loop.call_at(self.deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.notify is None or self.closed:
+            return  # nobody waits for a head: the timer is re-armed by the next request
+        if self.loop.time() < self.deadline:
+            self._arm()  # it was armed for an earlier request: on to this one's deadline
+            return
         self._fail("timeout")
-        if self.notify is not None:
-            self._notify()
+        self._notify()
+
+    @property
+    def head_in(self) -> bool:
+        """The answer's head is in, or the exchange failed."""
+        return self.status > 0 or bool(self.error)
 
     def _notify(self) -> None:
         notify, self.notify = self.notify, None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if notify is not None:
             notify()
 
@@ -219,5 +245,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.transport is not None:
             self.transport.close()

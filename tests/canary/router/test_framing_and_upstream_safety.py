@@ -199,3 +199,39 @@ def test_on_a_pooled_connection_timeouts_failures_and_failover_behave_as_on_a_fr
     finally:
         upstream.close()
         stable.close()
+
+
+def test_a_shorter_timeout_applies_at_once_on_a_connection_armed_for_a_longer_one():
+    # The fast path keeps one head timer per upstream connection; a table that shortens the
+    # timeout must not leave the next request waiting for the old, longer deadline.
+    upstream = RawUpstream(lambda path: b"" if path == "/hang" else ok(path.encode()))
+    try:
+        with routed({"stable": upstream.url}, timeout_s=30) as (url, _), httpx.Client(base_url=url) as c:
+            assert c.get("/svc/warm").text == "/warm"  # opens the upstream connection
+            assert c.get("/svc/warm").text == "/warm"  # on it, pooled: its timer is set 30 s ahead
+            table = {"version": 2, "services": {"svc": {"upstreams": {"stable": upstream.url}, "timeout_s": 0.3}}}
+            r = c.put("/_router/table", content=json.dumps(table), headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status_code == 200, r.text
+            r = c.get("/svc/hang", timeout=10)  # the old deadline would be 30 s away: httpx gives up at 10
+            assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+            assert c.get("/svc/warm").text == "/warm"
+    finally:
+        upstream.close()
+
+
+def test_remembered_header_blocks_never_carry_one_requests_headers_into_another():
+    # Header blocks are remembered both ways (a keep-alive client repeats its headers, an upstream
+    # its answer's); alternating header sets on one connection must each arrive as sent.
+    def answer(path: str) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nX-Answer: %b\r\nContent-Length: 2\r\n\r\nok" % path.encode()
+
+    upstream = RawUpstream(answer)
+    try:
+        with routed({"stable": upstream.url}) as (url, _), httpx.Client(base_url=url) as client:
+            for i in range(30):
+                r = client.get(f"/svc/p{i % 3}", headers={"X-Account-Id": f"acct-{i % 2}"})
+                assert r.headers["x-answer"] == f"/p{i % 3}"
+        seen = [line for head in upstream.requests for line in head.split(b"\r\n") if line.startswith(b"x-account-id")]
+        assert seen == [b"x-account-id: acct-%d" % (i % 2) for i in range(30)]
+    finally:
+        upstream.close()
