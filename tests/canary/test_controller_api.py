@@ -188,9 +188,6 @@ async def test_an_unknown_release_is_refused_naming_the_known_ones(db_url, tmp_p
         r = await c.post("/api/rollouts", content=SPEC.replace('canary: "1.2"', 'canary: "9.9"'), headers=AUTH)
         assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_release"
         assert r.json()["error"]["message"] == "importer has no release '9.9'; the releases it has: 1.0, 1.1, 1.2"
-        r = await c.post("/api/rollouts", content=SPEC.replace("service: importer", "service: imporer"), headers=AUTH)
-        assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_service"
-        assert "imporer" in r.json()["error"]["message"] and "importer" in r.json()["error"]["message"]
         assert (await c.get("/api/rollouts", headers=AUTH)).json() == {"rollouts": []}
 
 
