@@ -150,8 +150,10 @@ class ServiceEntry:
             "failover": d.failover,
             "sticky": dict(d.sticky),
             "alerts": list(d.alerts),
-            "watch": {"seconds": d.watch_seconds},
+            "watch": {"seconds": d.watch_seconds, "holdback": d.watch_holdback},
         }
+        if d.on_inconclusive is not None:
+            spec["on_inconclusive"] = d.on_inconclusive
         if d.mirror is not None:
             spec["mirror"] = dict(d.mirror)
         return {
