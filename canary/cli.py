@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -138,19 +140,51 @@ def _load(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from canary.stack import up
 
-    return up(Path(args.state_dir), args.controller_port, args.router_port, prometheus=args.prometheus)
+    return up(
+        Path(args.state_dir),
+        args.controller_port,
+        args.router_port,
+        prometheus=args.prometheus,
+        catalog=args.catalog or os.environ.get("CANARY_CATALOG", ""),
+    )
+
+
+SERVICE_KIND = re.compile(r"^kind:\s*[\"']?Service[\"']?\s*(#.*)?$", re.MULTILINE)
+
+
+def _lint_catalog(paths: Sequence[str], name: str) -> bool:
+    """Print a catalog's problems (or ``ok``); True if it has any."""
+    from canary.catalog import lint_catalog
+
+    found = lint_catalog(paths)
+    for problem in found:
+        print(problem)
+    if not found:
+        print(f"{name}: ok")
+    return bool(found)
 
 
 def _lint(args: argparse.Namespace) -> int:
+    from canary.catalog.settings import catalog_paths
     from canary.controller.spec import check, rule_alerts
 
+    if not args.files and not args.catalog:
+        raise UsageError("give rollout specs or catalog entries to check, or --catalog")
     alerts = rule_alerts(Path(args.rules))
-    failed = False
+    failed = bool(args.catalog) and _lint_catalog(catalog_paths(args.catalog), f"catalog {args.catalog}")
     for path in args.files:
+        if Path(path).is_dir():  # a catalog directory: every entry, and names used twice across them
+            failed = _lint_catalog([path], path) or failed
+            continue
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not UTF-8 text") from None
+        if SERVICE_KIND.search(text):  # a catalog entry (kind: Service), not a rollout spec
+            failed = _lint_catalog([path], path) or failed
+            continue
         _, problems = check(text, path, alerts)
         for problem in problems:
             print(problem.render(path))
@@ -211,10 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run Prometheus and Alertmanager (Debian's packages) from manifests/: the controller judges "
         "from Prometheus, and alerts roll back through Alertmanager",
     )
+    upp.add_argument(
+        "--catalog",
+        default="",
+        help="service catalog: directories or files, comma-separated (default CANARY_CATALOG, else manifests/services)",
+    )
     upp.set_defaults(func=_up)
 
-    lint = sub.add_parser("lint", help="validate rollout specs (errors name the field and line)")
-    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint = sub.add_parser(
+        "lint", help="validate rollout specs and catalog entries (kind: Service; errors name the field and line)"
+    )
+    lint.add_argument("files", nargs="*", metavar="FILE", help="rollout specs, catalog entries or catalog directories")
+    lint.add_argument("--catalog", default="", help="also check this catalog (directories or files, comma-separated)")
     lint.add_argument(
         "--rules",
         default=str(Path(__file__).resolve().parent.parent / "manifests" / "prometheus" / "rules"),
