@@ -239,8 +239,9 @@ class Controller:
             self.cleared_for_traffic.add(r.id)
             return None
         if failed.on_failure is OnFailure.ROLLBACK:
-            return machine.Observation(platform_error=f"before_traffic {failed.reason}")
-        return machine.Observation(not_ready=f"before_traffic {failed.reason} (held)")
+            return machine.Observation(platform_error=failed.reason)
+        log.warning("%s (%s): held before traffic: %s", r.spec.name, r.id[:8], failed.reason)
+        return machine.Observation(not_ready=f"{failed.reason} (on_failure: hold, tried again each tick)")
 
     async def _after(self, new: machine.Rollout) -> None:
         if new.phase == machine.ROLLED_BACK:
@@ -254,9 +255,9 @@ class Controller:
         if new.phase == machine.PROMOTING:
             failed = failure(await self._moment(new, Moment.AFTER_PROMOTION))
             if failed is not None:  # the promotion stands; roll back only where the entry says so
-                log.error("%s: after_promotion %s", new.spec.name, failed.reason)
+                log.error("%s: %s", new.spec.name, failed.reason)
                 if failed.on_failure is OnFailure.ROLLBACK:
-                    self.alert(new.id, f"(after_promotion {failed.reason})")
+                    self.alert(new.id, failed.reason)
         if new.phase == machine.SUCCEEDED:
             for name in self._names(new.spec.service):
                 await self.platform.retire_canary(name)
@@ -266,7 +267,7 @@ class Controller:
             count = await self.reprocess(r)
             log.warning("%s: after_rollback hooks passed (%s events handed back)", r.spec.name, count)
         except DependencyUnavailable as exc:
-            log.error("%s: after_rollback %s; run `canary reprocess %s`", r.spec.name, exc, r.id[:8])
+            log.error("%s: %s; run `canary reprocess %s`", r.spec.name, exc, r.id[:8])
 
     def has_after_rollback(self, service: str) -> bool:
         return service in self.catalog and bool(self.catalog[service].hooks_at(Moment.AFTER_ROLLBACK))
