@@ -273,8 +273,8 @@ class Controller:
         return service in self.catalog and bool(self.catalog[service].hooks_at(Moment.AFTER_ROLLBACK))
 
     async def reprocess(self, r: machine.Rollout) -> int:
-        """The entry's after_rollback hooks (opens: the canary's acknowledged events go back to
-        stable's processor, nothing stays lost); what they handed back, or DependencyUnavailable."""
+        """The entry's after_rollback hooks (a queue's: what the canary's consumer acknowledged goes
+        back to stable's, nothing stays lost); what they handed back, or DependencyUnavailable."""
         stable = self.stable.get(r.spec.service, r.spec.stable)
         now_stable = dataclasses.replace(r, spec=dataclasses.replace(r.spec, stable=stable))
         return handed_back(await self._moment(now_stable, Moment.AFTER_ROLLBACK))

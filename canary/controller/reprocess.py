@@ -1,7 +1,7 @@
 """The catalog's hooks, run by the controller at a rollout's named moments.
 
 Before the canary gets traffic (``before_traffic``), after a rollback (``after_rollback``: the
-opens entry hands the canary's acknowledged events back to stable there) and after a promotion
+event tracker's entry hands the canary's acknowledged events back to stable there) and after a promotion
 (``after_promotion``).  The controller knows no service: what runs is the entry's business, and
 ``POST /api/rollouts/{id}/reprocess`` (``canary reprocess``) runs the ``after_rollback`` hooks
 again by hand.  A hook never raises; its failure carries what the entry says to do (hold, or roll
