@@ -22,6 +22,7 @@ def make_platform(settings: Settings, public_url: str, catalog: Catalog | None =
             image=settings.kubernetes_image,
             canary_replicas=settings.kubernetes_canary_replicas,
             traffic=settings.traffic,
+            catalog=catalog or catalog_for(settings),
         )
     if settings.platform != "local":
         raise ConfigError(f"unknown platform {settings.platform!r}: local or kubernetes")
