@@ -135,3 +135,21 @@ def test_nginx_from_debian_is_rolled_back_by_the_judge_from_its_entry_alone(tmp_
     catalog = tmp_path / "shop.yaml"
     catalog.write_text(entry + DEFAULTS)
     onboard(catalog, tmp_path / "state", "shop", "2", "3", "/checkout", capsys)
+
+
+def test_lint_and_release_refuse_a_wrong_entry_or_release_with_words_not_a_traceback(tmp_path, capsys):
+    catalog = tmp_path / "hello.yaml"
+    catalog.write_text(PLAIN.replace('"{port}"', '"{prot}"'))
+    assert cli.main(["lint", str(catalog)]) == 1
+    printed = capsys.readouterr().out
+    assert f"{catalog}:7: local.command[5]: unknown placeholder {{prot}}" in printed
+    assert cli.main(["lint", "--catalog", str(tmp_path)]) == 1  # a directory, through --catalog
+    capsys.readouterr()
+    argv = ["release", "hello", "--to", "2", "--catalog", str(catalog), "--controller", "http://127.0.0.1:9"]
+    assert cli.main(argv) == 1
+    assert "unknown placeholder {prot}" in capsys.readouterr().err
+    catalog.write_text(PLAIN)
+    assert cli.main([*argv[:3], "9", *argv[4:]]) == 1
+    assert "hello has no release '9' (its catalog entry lists 1, 2, 3)" in capsys.readouterr().err
+    assert cli.main(["release", "nope", "--to", "1", "--catalog", str(catalog)]) == 1
+    assert "unknown service 'nope' (the catalog has: hello)" in capsys.readouterr().err
