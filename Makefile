@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/canary demo
 
-# Starts a throwaway PostgreSQL and installs Prometheus and Alertmanager (from Debian's packages,
-# if missing) for the tests.
+# Starts a throwaway PostgreSQL and installs Prometheus, Alertmanager and nginx (from Debian's
+# packages, if missing) for the tests.
 test: $(STAMP)
 	bash tests/infra/monitoring.sh
+	bash tests/infra/nginx.sh
 	CANARY_TEST_PG_URL=$$(bash tests/infra/postgres.sh) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from canary.traffic.command import LoadUsageError
 from core.errors import ReleaseWardenError
 
 
@@ -74,21 +77,6 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_mix(text: str) -> dict[str, float]:
-    mix: dict[str, float] = {}
-    for part in text.split(","):
-        name, _, share = part.partition("=")
-        if name.strip() not in ("importer", "opens", "resizer"):
-            raise argparse.ArgumentTypeError(f"unknown service {name.strip()!r} in --mix (importer, opens, resizer)")
-        try:
-            mix[name.strip()] = float(share)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"share of {name.strip()} must be a number, got {share!r}") from None
-        if mix[name.strip()] < 0:
-            raise argparse.ArgumentTypeError(f"share of {name.strip()} must not be negative")
-    return mix
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -99,58 +87,54 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _load(args: argparse.Namespace) -> int:
-    import json
-    import os
-
-    from canary.traffic.load import LoadConfig, run
-
-    config = LoadConfig(
-        importer=args.importer,
-        opens=args.opens,
-        resizer=args.resizer,
-        rate=args.rate,
-        duration=args.duration,
-        accounts=args.accounts,
-        seed=args.seed,
-        admin_token=args.admin_token or os.environ.get("CANARY_ADMIN_TOKEN", ""),
-    )
-    if args.mix:
-        config.mix = args.mix
-    if not config.targets():
-        raise UsageError("give at least one of --importer, --opens, --resizer (with a share above 0 in --mix)")
-    if config.opens and not config.admin_token:
-        raise UsageError("--opens needs --admin-token (or CANARY_ADMIN_TOKEN) to mint tracking tokens")
-    try:
-        report = run(config, progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True))
-    except PermissionError as exc:
-        raise UsageError(str(exc)) from None
-    except Exception as exc:  # a service that cannot be reached during setup
-        import httpx
-
-        if isinstance(exc, httpx.HTTPError):
-            raise UsageError(f"setup failed: {exc}") from None
-        raise
-    print(json.dumps(report, indent=2))
-    return 0
-
-
 def _up(args: argparse.Namespace) -> int:
     from canary.stack import up
 
-    return up(Path(args.state_dir), args.controller_port, args.router_port, prometheus=args.prometheus)
+    return up(
+        Path(args.state_dir),
+        args.controller_port,
+        args.router_port,
+        prometheus=args.prometheus,
+        catalog=args.catalog or os.environ.get("CANARY_CATALOG", ""),
+    )
+
+
+SERVICE_KIND = re.compile(r"^kind:\s*[\"']?Service[\"']?\s*(#.*)?$", re.MULTILINE)
+
+
+def _lint_catalog(paths: Sequence[str], name: str) -> bool:
+    """Print a catalog's problems (or ``ok``); True if it has any."""
+    from canary.catalog import lint_catalog
+
+    found = lint_catalog(paths)
+    for problem in found:
+        print(problem)
+    if not found:
+        print(f"{name}: ok")
+    return bool(found)
 
 
 def _lint(args: argparse.Namespace) -> int:
+    from canary.catalog.settings import catalog_paths
     from canary.controller.spec import check, rule_alerts
 
+    if not args.files and not args.catalog:
+        raise UsageError("give rollout specs or catalog entries to check, or --catalog")
     alerts = rule_alerts(Path(args.rules))
-    failed = False
+    failed = bool(args.catalog) and _lint_catalog(catalog_paths(args.catalog), f"catalog {args.catalog}")
     for path in args.files:
+        if Path(path).is_dir():  # a catalog directory: every entry, and names used twice across them
+            failed = _lint_catalog([path], path) or failed
+            continue
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not UTF-8 text") from None
+        if SERVICE_KIND.search(text):  # a catalog entry (kind: Service), not a rollout spec
+            failed = _lint_catalog([path], path) or failed
+            continue
         _, problems = check(text, path, alerts)
         for problem in problems:
             print(problem.render(path))
@@ -211,10 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run Prometheus and Alertmanager (Debian's packages) from manifests/: the controller judges "
         "from Prometheus, and alerts roll back through Alertmanager",
     )
+    upp.add_argument(
+        "--catalog",
+        default="",
+        help="service catalog: directories or files, comma-separated (default CANARY_CATALOG, else manifests/services)",
+    )
     upp.set_defaults(func=_up)
 
-    lint = sub.add_parser("lint", help="validate rollout specs (errors name the field and line)")
-    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint = sub.add_parser(
+        "lint", help="validate rollout specs and catalog entries (kind: Service; errors name the field and line)"
+    )
+    lint.add_argument("files", nargs="*", metavar="FILE", help="rollout specs, catalog entries or catalog directories")
+    lint.add_argument("--catalog", default="", help="also check this catalog (directories or files, comma-separated)")
     lint.add_argument(
         "--rules",
         default=str(Path(__file__).resolve().parent.parent / "manifests" / "prometheus" / "rules"),
@@ -222,20 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lint.set_defaults(func=_lint)
 
-    load = sub.add_parser("load", help="drive realistic traffic at the services and report what consumers saw")
-    load.add_argument("--importer", metavar="URL", help="importer base URL")
-    load.add_argument("--opens", metavar="URL", help="open tracker base URL")
-    load.add_argument("--resizer", metavar="URL", help="resizer base URL")
-    load.add_argument(
-        "--rate", type=_positive_float, default=20.0, help="requests per second, all services (default 20)"
-    )
-    load.add_argument("--duration", type=_positive_float, default=30.0, help="seconds (default 30)")
-    load.add_argument("--mix", type=_parse_mix, help="shares, e.g. importer=0.05,opens=0.75,resizer=0.2")
-    load.add_argument("--accounts", type=_positive_int, default=20, help="customers (default 20)")
-    load.add_argument("--seed", type=int, default=1)
-    load.add_argument("--admin-token", help="opens admin token, to mint tracking tokens (or CANARY_ADMIN_TOKEN)")
-    load.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    load.set_defaults(func=_load)
+    from canary.traffic.command import add_load_command  # the incident's load generator and its services
+
+    add_load_command(sub, _positive_float, _positive_int)
     return parser
 
 
@@ -244,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except UsageError as exc:
+    except (UsageError, LoadUsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ReleaseWardenError as exc:

@@ -7,6 +7,7 @@ from ``CANARY_ADMIN_TOKEN`` or the state directory that ``canary up`` wrote.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,10 @@ from typing import Any
 import httpx
 import yaml
 
+from canary.catalog import CatalogError, load_catalog
+from canary.catalog.settings import catalog_paths
 from canary.stack import admin_token
 from core.errors import ReleaseWardenError
-
-DEFAULT_SPECS = Path(__file__).resolve().parent.parent / "manifests" / "rollouts"
 
 
 class CommandError(ReleaseWardenError):
@@ -46,16 +47,34 @@ def _call(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
 
 
 def release(args: argparse.Namespace) -> int:
-    path = Path(args.spec) if args.spec else DEFAULT_SPECS / f"{args.service}.yaml"
+    """A rollout from the catalog entry's defaults; a spec file (``--spec``) overrides its fields."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CommandError(f"cannot read spec {path}: {exc.strerror}") from None
+        catalog = load_catalog(catalog_paths(args.catalog or os.environ.get("CANARY_CATALOG", "")))
+        entry = catalog[args.service]
+    except CatalogError as exc:
+        raise CommandError(f"the catalog is wrong:\n{exc}") from None
+    except KeyError as exc:
+        raise CommandError(str(exc.args[0])) from None
+    if not entry.knows_release(args.to):
+        known = ", ".join(entry.releases or ())
+        raise CommandError(f"{args.service} has no release {args.to!r} (its catalog entry lists {known})")
+    doc = entry.rollout_document(args.to)
+    if args.spec:
+        try:
+            given = yaml.safe_load(Path(args.spec).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise CommandError(f"cannot read spec {args.spec}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise CommandError(f"{args.spec}: not valid YAML: {exc}") from None
+        if not isinstance(given, dict):
+            raise CommandError(f"{args.spec}: a rollout spec is a mapping (apiVersion, kind, spec)")
+        doc = {**doc, **{k: v for k, v in given.items() if k != "spec"}}
+        doc["spec"] = {**doc["spec"], **(given.get("spec") or {})}
     table = _call(args, "GET", "/api/routes")
     current = table["services"].get(args.service, {}).get("releases", {}).get("stable")
     if current is None:
         raise CommandError(f"{args.service} is not running under the controller")
-    doc.setdefault("spec", {}).update({"service": args.service, "stable": current, "canary": args.to})
+    doc["spec"].update({"service": args.service, "stable": current, "canary": args.to})
     doc.setdefault("metadata", {})["name"] = f"{args.service}-{args.to}"
     created = _call(args, "POST", "/api/rollouts", content=yaml.safe_dump(doc, sort_keys=False))
     print(f"rollout {created['id']}: {args.service} {current} -> {args.to} ({created['phase']})")
@@ -178,9 +197,10 @@ def add_commands(sub: Any) -> None:
         return p
 
     p = common(sub.add_parser("release", help="start a rollout of SERVICE to a new release"))
-    p.add_argument("service", choices=("importer", "opens", "resizer"))
+    p.add_argument("service", help="a service of the catalog")
     p.add_argument("--to", required=True, help="the new release")
-    p.add_argument("--spec", help="rollout spec (default manifests/rollouts/SERVICE.yaml)")
+    p.add_argument("--spec", help="rollout spec overriding the catalog entry's defaults")
+    p.add_argument("--catalog", default="", help="service catalog (default CANARY_CATALOG, else manifests/services)")
     p.set_defaults(func=release)
     p = common(sub.add_parser("status", help="active rollouts: phase, weight, counts, the judge's evidence"))
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
@@ -191,7 +211,7 @@ def add_commands(sub: Any) -> None:
         p.add_argument("id", help="rollout id (a unique prefix is enough)")
         p.set_defaults(func=command, command=name)
     common(sub.add_parser("history", help="every rollout and how it ended")).set_defaults(func=history)
-    p = common(sub.add_parser("reprocess", help="opens, after a rollback: hand the canary's events back to stable"))
+    p = common(sub.add_parser("reprocess", help="after a rollback: run the entry's after_rollback hooks again"))
     p.add_argument("id", help="rollout id (a unique prefix is enough)")
     p.set_defaults(func=reprocess)
     p = common(sub.add_parser("why", help="each decision of a rollout and its reason"))

@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from canary.catalog import Catalog, load_catalog
+from canary.catalog.settings import catalog_for, catalog_paths
 from canary.controller.app import create_controller_app
 from canary.platforms.local_router import LocalRouter
 from canary.platforms.processes import free_port
@@ -29,7 +31,6 @@ from core.errors import DependencyUnavailable
 from core.serve import run_server, serve_in_thread
 from core.settings import Settings
 
-STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
 TOKEN_FILE = "admin-token"
 ALERT_TOKEN_FILE = "alert-token"
 LOCAL_SCRAPE_S = 2.0  # `canary up --prometheus`: a short scrape interval, for a judge that is not slow
@@ -42,7 +43,7 @@ def admin_token(state_dir: Path) -> str:
 @contextlib.contextmanager
 def local_stack(
     state_dir: Path,
-    stable: dict[str, str],
+    stable: dict[str, str] | None,
     token: str,
     tick_s: float = 0.5,
     router_as_process: bool = False,
@@ -53,9 +54,16 @@ def local_stack(
     as its own process (``router_as_process``, as `canary up` and the replay run it, so that a busy
     test or load generator in this process does not slow it down).
 
-    ``settings`` go to the controller's :class:`Settings` (``prometheus_url=...``, ``alert_token=...``).
+    ``settings`` go to the controller's :class:`Settings` (``prometheus_url=...``, ``alert_token=...``,
+    ``catalog=...``); ``stable`` None runs every catalog service at its entry's stable release.
     Yields (controller URL, router URL, controller app) once the router routes every stable service.
     """
+    controller_settings = Settings(
+        db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), admin_token=token, **settings
+    )
+    catalog = catalog_for(controller_settings)  # a wrong entry stops here: file, field, line
+    if stable is None:
+        stable = {name: entry.stable for name, entry in catalog.entries.items()}
     port = controller_port or free_port()
     controller_url = f"http://127.0.0.1:{port}"
     table_url = f"{controller_url}/api/routes"
@@ -69,20 +77,23 @@ def local_stack(
             router_port = free_port()
             router.tables.configure(address=f"127.0.0.1:{router_port}")  # who confirms the table it serves
             router_url = stack.enter_context(serve_in_thread(router, port=router_port))
-        controller_settings = Settings(
-            db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), admin_token=token, **settings
-        )
         app = create_controller_app(
             controller_settings, stable=stable, router_url=router_url, public_url=controller_url, tick_s=tick_s
         )
         stack.enter_context(serve_in_thread(app, port=port))
         deadline = time.monotonic() + 60
         for service in stable:
-            while httpx.get(f"{router_url}/{service}/healthz").status_code != 200:
+            health = _health_path(catalog, service)
+            while httpx.get(f"{router_url}/{service}{health}").status_code != 200:
                 if time.monotonic() > deadline:
                     raise DependencyUnavailable(f"the router never got the {service} route")
                 time.sleep(0.2)
         yield controller_url, router_url, app
+
+
+def _health_path(catalog: Catalog, service: str) -> str:
+    local = catalog[service].local if service in catalog else None
+    return local.process.health_path if local is not None else "/healthz"
 
 
 @contextlib.contextmanager
@@ -142,17 +153,21 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def up(state_dir: Path, controller_port: int, router_port: int, prometheus: bool = False) -> int:
+def up(
+    state_dir: Path, controller_port: int, router_port: int, prometheus: bool = False, catalog: str = ""
+) -> int:
     # SIGTERM is a stop, as Ctrl-C: it unwinds what this started (router, monitoring) instead of ending
     # the process with them still running (uvicorn stops gracefully on it, then raises it again)
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        return _up(state_dir, controller_port, router_port, prometheus)
+        return _up(state_dir, controller_port, router_port, prometheus, catalog)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: bool) -> int:
+def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: bool, catalog_setting: str) -> int:
+    catalog = load_catalog(catalog_paths(catalog_setting))  # refused before anything starts: file, field, line
+    stable = {name: entry.stable for name, entry in catalog.entries.items()}
     token = admin_token(state_dir)
     controller_url = f"http://127.0.0.1:{controller_port}"
     with contextlib.ExitStack() as stack:
@@ -163,14 +178,15 @@ def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: boo
             state_dir=str(state_dir),
             admin_token=token,
             port=controller_port,
+            catalog=catalog_setting,
             **monitoring,
         )
-        app = create_controller_app(settings, stable=STABLE, router_url=router_url, public_url=controller_url)
+        app = create_controller_app(settings, stable=stable, router_url=router_url, public_url=controller_url)
+        first = next(iter(stable), "SERVICE")
         print(f"controller  {controller_url}  (token in {state_dir / TOKEN_FILE})")
-        print(f"router      {router_url}/<service>/...  e.g. {router_url}/resizer/healthz")
-        print(
-            f"services    importer 1.0, opens 1.0, resizer 1.0 (logs in {state_dir / 'logs'}); Ctrl-C stops everything"
-        )
+        print(f"router      {router_url}/<service>/...  e.g. {router_url}/{first}{_health_path(catalog, first)}")
+        running = ", ".join(f"{name} {release}" for name, release in stable.items()) or "none (empty catalog)"
+        print(f"services    {running} (logs in {state_dir / 'logs'}); Ctrl-C stops everything")
         try:
             run_server(app, "127.0.0.1", controller_port)
         finally:

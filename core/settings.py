@@ -76,6 +76,9 @@ class Settings:
     router_ca_bundle: str = ""
     router_upstream_idle_s: float = 4.0
     router_buffer_max_bytes: int = 8 << 20
+    # The service catalog: directories of entries or files, comma-separated (empty: the shipped
+    # catalog, manifests/services/ of this project)
+    catalog: str = ""
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

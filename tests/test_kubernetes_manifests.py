@@ -21,7 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 KUBE = ROOT / "manifests/kubernetes"
 KUBERNETES_VERSION = "1.31.0"  # the README's "Kubernetes 1.31"
-OVERLAYS = ["local", "production", "production-gateway"]
+OVERLAYS = ["local", "production", "production-gateway", "your-service"]
 APPS = ["importer", "opens", "opens-processor", "resizer"]
 
 
@@ -168,3 +168,47 @@ def test_prometheus_in_the_cluster_has_a_valid_configuration_and_the_same_rules(
         d for d in built("local") if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("prometheus-config")
     )
     assert set(generated["data"]) == {"prometheus.yml", "releasewarden.rules.yml", "releasewarden.alerts.yml"}
+
+
+def test_a_users_service_is_added_by_a_component_and_driven_from_its_catalog_entry():
+    """components/your-service: two Deployments, two Services and the catalog entry mounted into the
+    controller; the platform, reading that entry, drives the Deployments the component makes."""
+    import asyncio
+
+    from canary.catalog import load_catalog
+    from canary.platforms.kubernetes import KubernetesPlatform
+    from tests.canary.fake_cluster import FakeCluster
+
+    component = KUBE / "components/your-service"
+    catalog = load_catalog([component / "catalog/web.yaml"])
+    web = catalog["web"]
+    docs = built("your-service")
+    for track in ("stable", "canary"):
+        deployment = find(docs, "Deployment", web.kube_deployment(track))
+        assert deployment["spec"]["template"]["metadata"]["labels"]["track"] == track
+        assert app_container(deployment)["image"].startswith("registry.example.com/web:")
+        service = find(docs, "Service", web.kube_service(track))
+        assert service["spec"]["ports"][0]["port"] == web.kubernetes.port
+    controller = app_container(find(docs, "Deployment", "controller"))
+    paths = next(e["value"] for e in controller["env"] if e["name"] == "CANARY_CATALOG").split(",")
+    mounts = {m["mountPath"] for m in controller["volumeMounts"]}
+    assert "/etc/releasewarden/catalog" in paths and "/etc/releasewarden/catalog" in mounts
+    assert "/app/manifests/services" in paths  # the shipped entries stay
+    configmap = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("releasewarden-catalog")
+    )
+    assert configmap["data"]["web.yaml"] == (component / "catalog/web.yaml").read_text()
+
+    cluster = FakeCluster()
+    for d in docs:
+        if d["kind"] == "Deployment" and d["metadata"]["labels"].get("app") == "web":
+            cluster.deployments[d["metadata"]["name"]] = {
+                **d,
+                "metadata": {**d["metadata"], "generation": 1},
+                "status": {},
+            }
+    platform = KubernetesPlatform(cluster, namespace="releasewarden", retry_pause_s=0.001, catalog=catalog)
+    instance = asyncio.run(platform.start("web", "2.4", "canary"))
+    assert cluster.image("web-canary") == "registry.example.com/web:2.4" and cluster.replicas("web-canary") == 1
+    assert instance.url == "http://web-canary.releasewarden.svc:8080"
+    assert asyncio.run(platform.known_releases("web")) is None  # releases: any

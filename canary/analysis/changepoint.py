@@ -6,7 +6,7 @@ change to ``rho * p0`` the Shiryaev-Roberts statistic is ``R_t = (1 + R_{t-1}) *
 change ``R_t - t`` is a martingale, so the mean number of bins to a false alarm at threshold ``A``
 is at least ``A`` (Pollak 1985), and the same holds for an equal-weight average over ``rho``.  With
 10-second bins and ``A = 1e5`` that is over eleven days between false alarms on average, while a
-failure like the resizer's (errors rising 1.5 hours after the release) is flagged within minutes.
+failure like the image service's in the incident (errors rising 1.5 hours after the release) is flagged within minutes.
 """
 
 from __future__ import annotations

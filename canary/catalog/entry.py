@@ -150,8 +150,10 @@ class ServiceEntry:
             "failover": d.failover,
             "sticky": dict(d.sticky),
             "alerts": list(d.alerts),
-            "watch": {"seconds": d.watch_seconds},
+            "watch": {"seconds": d.watch_seconds, "holdback": d.watch_holdback},
         }
+        if d.on_inconclusive is not None:
+            spec["on_inconclusive"] = d.on_inconclusive
         if d.mirror is not None:
             spec["mirror"] = dict(d.mirror)
         return {
@@ -201,6 +203,7 @@ class Catalog:
         settings: Settings,
         track: str = "stable",
         route_table: str = "",
+        db_url: str | None = None,
     ) -> Launch:
         """The local process of ``name`` (a service, or a consumer by its own name) at ``release``."""
         owned = self.owner(name)
@@ -213,11 +216,27 @@ class Catalog:
                 state_dir=state_dir,
                 track=track,
                 route_table=route_table,
+                db_url=db_url,
                 settings=settings,
             )
         return self[name].local_launch(
-            release, port=port, state_dir=state_dir, track=track, route_table=route_table, settings=settings
+            release,
+            port=port,
+            state_dir=state_dir,
+            track=track,
+            route_table=route_table,
+            db_url=db_url,
+            settings=settings,
         )
+
+    def entry_of(self, name: str) -> ServiceEntry:
+        """The entry that runs ``name``: the service itself, or the one a consumer belongs to."""
+        owned = self.owner(name)
+        return owned[0] if owned is not None else self[name]
+
+    def consumers_of(self, service: str) -> tuple[str, ...]:
+        """The names of the queue consumers that run beside each release of ``service``."""
+        return tuple(c.name for c in self.entries[service].consumers) if service in self.entries else ()
 
     def owner(self, consumer_name: str) -> tuple[ServiceEntry, Consumer] | None:
         """The entry a consumer belongs to, by the consumer's name (platforms run consumers by name)."""

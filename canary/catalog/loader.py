@@ -253,6 +253,8 @@ def _defaults(d: dict[str, Any]) -> model.RolloutDefaults:
         sticky=d.get("sticky", base.sticky),
         alerts=tuple(d.get("alerts", [])),
         watch_seconds=float(d.get("watch", {}).get("seconds", base.watch_seconds)),
+        watch_holdback=float(d.get("watch", {}).get("holdback", base.watch_holdback)),
+        on_inconclusive=d.get("on_inconclusive"),
     )
 
 

@@ -140,3 +140,5 @@ class RolloutDefaults:
     sticky: Mapping[str, Any] = field(default_factory=lambda: {"header": "X-Account-Id"})
     alerts: tuple[str, ...] = ()
     watch_seconds: float = 600.0
+    watch_holdback: float = 0.0  # percent the old release keeps during the watch
+    on_inconclusive: str | None = None  # None: the rollout spec's own default

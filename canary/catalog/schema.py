@@ -124,7 +124,7 @@ _DEFAULTS = {
     "properties": {
         k: v
         for k, v in _ROLLOUT_FIELDS.items()
-        if k in ("steps", "metrics", "mirror", "failover", "sticky", "alerts", "watch")
+        if k in ("steps", "metrics", "mirror", "failover", "sticky", "alerts", "watch", "on_inconclusive")
     },
 }
 SCHEMA: dict[str, Any] = {

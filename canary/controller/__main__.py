@@ -19,7 +19,7 @@ from core.settings import load_settings
 
 
 def stable_releases(text: str) -> dict[str, str]:
-    """``importer=1.0,opens=1.0`` -> {"importer": "1.0", "opens": "1.0"}."""
+    """``web=1.0,api=2.3`` -> {"web": "1.0", "api": "2.3"}."""
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         service, sep, release = part.partition("=")
@@ -38,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--stable",
         type=stable_releases,
-        default=stable_releases("importer=1.0,opens=1.0,resizer=1.0"),
-        help="the stable release of each service at first start (default importer=1.0,opens=1.0,resizer=1.0)",
+        default=None,
+        help="SERVICE=RELEASE,...: the stable release of each service at first start (default: the catalog's)",
     )
     args = parser.parse_args(argv)
     try:

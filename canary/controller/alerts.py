@@ -102,7 +102,7 @@ async def targets(request: Request) -> Response:
         {"targets": [_hostport(controller.router_url)], "labels": {"component": "router"}},
     ]
     for i in await controller.running():
-        component = "processor" if i.service.endswith("-processor") else "service"
+        component = "processor" if controller.catalog.owner(i.service) is not None else "service"
         groups.append(
             {
                 "targets": [_hostport(i.url)],

@@ -6,8 +6,8 @@
 - ``GET /api/rollouts``, ``GET /api/rollouts/{id}`` (with its decisions and their evidence, the
   judge's latest words and numbers, kept across restarts, and the table's readers)
 - ``POST /api/rollouts/{id}/pause|resume|promote|abort`` -> 202 (applied at the next tick)
-- ``POST /api/rollouts/{id}/reprocess``: opens, after a rollback: the canary's events go back to
-  stable's processor (the controller does it by itself; this is the by-hand retry)
+- ``POST /api/rollouts/{id}/reprocess``: after a rollback, the entry's after_rollback hooks again
+  (the controller runs them by itself; this is the by-hand retry)
 - ``GET /api/routes``: the route table routers and queue consumers poll, with headers
   ``X-Table-Reader: router/<id>`` (or ``consumer/<id>``) and ``X-Table-Version: <version served>``:
   the controller acts on a new weight only once every reader confirms it (``canary.controller.routing``)
@@ -27,7 +27,6 @@ from starlette.routing import Route
 
 from canary.controller import alerts, machine
 from canary.controller.engine import Controller
-from canary.controller.reprocess import REPROCESS_AFTER_ROLLBACK
 from canary.controller.routing import parse_reader
 from canary.controller.spec import SpecError, check
 from core.app import read_body, require_token
@@ -159,8 +158,8 @@ async def reprocess(request: Request) -> Response:
     _auth(request)
     controller: Controller = request.app.state.controller
     r = await controller.rollout(request.path_params["rollout_id"])
-    if r.spec.service not in REPROCESS_AFTER_ROLLBACK:
-        raise BadRequest(f"{r.spec.service} keeps no events to process again", code="nothing_to_reprocess")
+    if not controller.has_after_rollback(r.spec.service):
+        raise BadRequest(f"{r.spec.service} has no after_rollback hooks to run again", code="nothing_to_reprocess")
     if r.phase != machine.ROLLED_BACK:
         raise BadRequest(f"only a rolled back canary's events are handed back; rollout {r.id} is {r.phase}")
     try:

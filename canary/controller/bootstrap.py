@@ -3,7 +3,8 @@
 Everything it needs can be handed in (the store, the platform, the metric provider, the clock),
 so tests drive the engine tick by tick with an injected clock and in-process fakes at the
 project's own Protocols; what is not handed in is made from the settings (the store on
-``settings.db_url``, ``settings.platform``, the router's counters or ``settings.prometheus_url``).
+``settings.db_url``, ``settings.platform``, the router's counters or ``settings.prometheus_url``,
+the service catalog of ``settings.catalog``: a wrong entry stops the start with file, field, line).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from canary.catalog import Catalog
+from canary.catalog.settings import catalog_for
 from canary.controller.engine import Controller
 from canary.controller.store import Store, metadata
 from canary.platforms import make_platform
@@ -20,8 +23,6 @@ from canary.providers import make_provider
 from canary.providers.base import MetricProvider
 from core.db import create_schema, engine_for
 from core.settings import Settings
-
-DEFAULT_STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
 
 
 def bootstrap(
@@ -35,6 +36,7 @@ def bootstrap(
     router_url: str = "",
     public_url: str = "",
     holder: str = "",
+    catalog: Catalog | None = None,
 ) -> Controller:
     """``holder`` names this controller for the lease; by default the host and state directory, so
     a controller restarted in place (same pod, same ``canary up``) takes its lease back at once
@@ -43,21 +45,30 @@ def bootstrap(
         engine = engine_for(settings)
         create_schema(engine, metadata)
         store = Store(engine)
-    platform = platform if platform is not None else make_platform(settings, public_url)
+    catalog = catalog if catalog is not None else catalog_for(settings)  # CatalogError: file, field, line
+    platform = platform if platform is not None else make_platform(settings, public_url, catalog)
     controller: Controller
 
-    def processor_url(release: str) -> str | None:  # the builtin provider reads the opens processors
-        return controller.upstreams.get(("opens-processor", release))
+    def processor_url(release: str) -> str | None:
+        # the builtin provider's conservation counts: the queue consumer of the release's service
+        # (the catalog's only consumer with a metrics path; the provider asks by release alone)
+        for entry in catalog.entries.values():
+            for consumer in entry.consumers:
+                if consumer.local is not None and consumer.local.metrics_path:
+                    return controller.upstreams.get((consumer.name, release))
+        return None
 
     provider = provider if provider is not None else make_provider(settings, router_url, processor_url)
     controller = Controller(
         store,
         platform,
         provider,
-        dict(DEFAULT_STABLE if stable is None else stable),
+        {name: e.stable for name, e in catalog.entries.items()} if stable is None else dict(stable),
         clock=clock,
         holder=holder or f"{socket.gethostname()}:{settings.state_dir}"[-64:],
         admin_token=settings.admin_token,
+        catalog=catalog,
+        settings=settings,
     )
     controller.public_url, controller.router_url = public_url, router_url
     return controller

@@ -24,9 +24,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from canary.catalog import Catalog, Moment, OnFailure
 from canary.controller import judging as jg
 from canary.controller import machine
-from canary.controller.reprocess import REPROCESS_AFTER_ROLLBACK, hand_back
+from canary.controller.reprocess import failure, handed_back, run_moment
 from canary.controller.routing import Confirmation, Readers, route_for
 from canary.controller.spec import Metric, load_spec
 from canary.controller.store import Store
@@ -34,10 +35,10 @@ from canary.platforms.base import Instance, Platform
 from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable
 from core.errors import DependencyUnavailable, ReleaseWardenError, Unprocessable
 from core.routes import RouteTable, ServiceRoute
+from core.settings import Settings
 
 log = logging.getLogger("releasewarden.controller")
 LEASE_TTL_S = 10.0
-PROCESSOR = {"opens": "opens-processor"}  # queue consumers that run beside a service's releases
 JUDGED = (machine.PROGRESSING, machine.PAUSED, machine.MIRRORING)
 
 
@@ -51,6 +52,8 @@ class Controller:
         clock: Callable[[], float] = time.time,
         holder: str = "",
         admin_token: str = "",
+        catalog: Catalog | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.store = store
         self.platform = platform
@@ -59,6 +62,9 @@ class Controller:
         self.clock = clock
         self.holder = holder or uuid.uuid4().hex[:12]
         self.admin_token = admin_token
+        self.catalog = catalog if catalog is not None else Catalog({})  # consumers, hooks, releases
+        self.settings = settings or Settings(admin_token=admin_token)  # what hooks' templates may name
+        self.cleared_for_traffic: set[str] = set()  # rollouts whose before_traffic hooks passed
         self.table = RouteTable(0, {})
         self.published: dict[str, tuple[int, float]] = {}  # service -> (version, when) its route last changed
         self.readers = Readers(started_at=clock())
@@ -199,36 +205,79 @@ class Controller:
             await self._after(new)
         return new
 
+    def _names(self, service: str) -> tuple[str, ...]:
+        """What the platform runs per release: the service, then its catalog entry's consumers."""
+        return (service, *self.catalog.consumers_of(service))
+
+    async def _moment(self, r: machine.Rollout, moment: Moment) -> list[Any]:
+        if r.spec.service not in self.catalog:
+            return []
+        entry = self.catalog[r.spec.service]
+        return await run_moment(
+            entry,
+            moment,
+            stable=r.spec.stable,
+            canary=r.spec.canary,
+            urls=self.upstreams,
+            rollout_id=r.id,
+            settings=self.settings,
+        )
+
+    async def _before_traffic(self, r: machine.Rollout) -> machine.Observation | None:
+        """The entry's before_traffic hooks, once the canary is ready and before it gets traffic:
+        a failure fails the rollout (on_failure: rollback) or holds it in pending (hold: the hook is
+        tried again each tick, until the ready deadline), with the hook's name in the reason."""
+        if r.id in self.cleared_for_traffic:
+            return None
+        failed = failure(await self._moment(r, Moment.BEFORE_TRAFFIC))
+        if failed is None:
+            self.cleared_for_traffic.add(r.id)
+            return None
+        if failed.on_failure is OnFailure.ROLLBACK:
+            return machine.Observation(platform_error=failed.reason)
+        log.warning("%s (%s): held before traffic: %s", r.spec.name, r.id[:8], failed.reason)
+        return machine.Observation(not_ready=f"{failed.reason} (on_failure: hold, tried again each tick)")
+
     async def _after(self, new: machine.Rollout) -> None:
-        if new.phase == machine.ROLLED_BACK and new.spec.service in REPROCESS_AFTER_ROLLBACK:
+        if new.phase == machine.ROLLED_BACK:
             await self._reprocess(new)
         await self._apply(new)  # at once, not at the next tick: a rollback's weight goes to zero now
         await self._publish()
         if new.phase in machine.TERMINAL:
             self.judging.pop(new.id, None)
             self.platform_errors.pop(new.id, None)
+            self.cleared_for_traffic.discard(new.id)
+        if new.phase == machine.PROMOTING:
+            failed = failure(await self._moment(new, Moment.AFTER_PROMOTION))
+            if failed is not None:  # the promotion stands; roll back only where the entry says so
+                log.error("%s: %s", new.spec.name, failed.reason)
+                if failed.on_failure is OnFailure.ROLLBACK:
+                    self.alert(new.id, failed.reason)
         if new.phase == machine.SUCCEEDED:
-            for name in (new.spec.service, PROCESSOR.get(new.spec.service)):
-                if name:
-                    await self.platform.retire_canary(name)
+            for name in self._names(new.spec.service):
+                await self.platform.retire_canary(name)
 
     async def _reprocess(self, r: machine.Rollout) -> None:
         try:
-            handed_back = await self.reprocess(r)
-            log.warning("%s: %s events of %s handed back to stable", r.spec.name, handed_back, r.spec.canary)
+            count = await self.reprocess(r)
+            log.warning("%s: after_rollback hooks passed (%s events handed back)", r.spec.name, count)
         except DependencyUnavailable as exc:
             log.error("%s: %s; run `canary reprocess %s`", r.spec.name, exc, r.id[:8])
 
+    def has_after_rollback(self, service: str) -> bool:
+        return service in self.catalog and bool(self.catalog[service].hooks_at(Moment.AFTER_ROLLBACK))
+
     async def reprocess(self, r: machine.Rollout) -> int:
-        """Opens: what the canary's processor acknowledged goes back to stable's (nothing stays lost)."""
-        url = self.upstreams.get((r.spec.service, self.stable.get(r.spec.service, r.spec.stable)))
-        return await hand_back(url, r.spec.service, r.spec.canary, self.admin_token)
+        """The entry's after_rollback hooks (a queue's: what the canary's consumer acknowledged goes
+        back to stable's, nothing stays lost); what they handed back, or DependencyUnavailable."""
+        stable = self.stable.get(r.spec.service, r.spec.stable)
+        now_stable = dataclasses.replace(r, spec=dataclasses.replace(r.spec, stable=stable))
+        return handed_back(await self._moment(now_stable, Moment.AFTER_ROLLBACK))
 
     async def _run(self, service: str, release: str, track: str) -> None:
-        for name in (service, PROCESSOR.get(service)):
-            if name:
-                instance = await self.platform.start(name, release, track)
-                self.upstreams[(name, release)] = instance.url
+        for name in self._names(service):
+            instance = await self.platform.start(name, release, track)
+            self.upstreams[(name, release)] = instance.url
 
     async def _apply(self, r: machine.Rollout) -> None:
         d = machine.desired(r)
@@ -250,11 +299,10 @@ class Controller:
         if r.phase == machine.ROLLING_BACK:
             return  # the canary stops only once routers no longer send it traffic (next phase)
         for release in {s.stable, s.canary} - keep:
-            for name in (s.service, PROCESSOR.get(s.service)):
-                if name:
-                    await self.platform.stop(name, release)
-                    self.upstreams.pop((name, release), None)
-                    self.readers.forget(f"consumer/{name}@{release}")
+            for name in self._names(s.service):
+                await self.platform.stop(name, release)
+                self.upstreams.pop((name, release), None)
+                self.readers.forget(f"consumer/{name}@{release}")
 
     async def _publish(self) -> None:
         active = {r.spec.service: r for r in await asyncio.to_thread(self.store.list_rollouts, True)}
@@ -285,6 +333,10 @@ class Controller:
     async def _observe(self, r: machine.Rollout) -> machine.Observation:
         s = r.spec
         ready = await self.platform.healthy(s.service, s.canary)
+        if ready and r.phase == machine.PENDING:
+            gated = await self._before_traffic(r)
+            if gated is not None:
+                return gated
         not_ready = ""
         if not ready and r.phase == machine.PENDING:
             not_ready = await self.platform.not_ready_reason(s.service, s.canary)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from canary.catalog import Catalog
+from canary.catalog.settings import catalog_for
 from canary.platforms.base import Platform
 from core.errors import ConfigError
 from core.settings import Settings
 
 
-def make_platform(settings: Settings, public_url: str) -> Platform:
+def make_platform(settings: Settings, public_url: str, catalog: Catalog | None = None) -> Platform:
     if settings.platform == "kubernetes":
         from canary.platforms.kubernetes import KubeApi, KubernetesPlatform  # its client only here
 
@@ -20,18 +22,12 @@ def make_platform(settings: Settings, public_url: str) -> Platform:
             image=settings.kubernetes_image,
             canary_replicas=settings.kubernetes_canary_replicas,
             traffic=settings.traffic,
+            catalog=catalog or catalog_for(settings),
         )
     if settings.platform != "local":
         raise ConfigError(f"unknown platform {settings.platform!r}: local or kubernetes")
     from canary.platforms.local import LocalPlatform
 
-    state = Path(settings.state_dir)
     return LocalPlatform(
-        state,
-        {name: f"sqlite:///{state / name}.db" for name in ("importer", "opens", "resizer")},
-        env={
-            "CANARY_ADMIN_TOKEN": settings.admin_token,
-            "CANARY_TABLE_TOKEN": settings.admin_token,
-            "CANARY_ROUTE_TABLE": f"{public_url}/api/routes",
-        },
+        Path(settings.state_dir), catalog or catalog_for(settings), settings, route_table=f"{public_url}/api/routes"
     )

@@ -8,7 +8,7 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Instance:
-    service: str  # importer, opens, opens-processor, resizer
+    service: str  # a catalog service, or one of its queue consumers (by the consumer's own name)
     release: str
     track: str  # stable, canary, baseline
     url: str

@@ -1,9 +1,11 @@
 """The Kubernetes platform: releases are image tags of two Deployments per service, stable and canary.
 
-Per service (and per opens processor) the manifests (``manifests/kubernetes``) make
-``<service>-stable`` and ``<service>-canary`` Deployments (the canary at zero replicas) and a
-Service per track; the router reaches ``http://<service>-<track>.<namespace>.svc:8000``.  The
-controller drives them through the few calls of :class:`ClusterApi`:
+Per service (and per queue consumer) the manifests (``manifests/kubernetes``) make a stable and a
+canary Deployment (the canary at zero replicas) and a Service per track.  Names, image, tags, port
+and HTTPRoute come from the service's catalog entry (``ServiceEntry.kube_*``; by default
+``<service>-<track>``, ``IMAGE:RELEASE``, port 8000); the router reaches
+``http://<Service of the track>.<namespace>.svc:<port>``.  The controller drives them through the
+few calls of :class:`ClusterApi`:
 
 - **start** a canary: its Deployment gets the new image (``IMAGE:RELEASE``, and ``CANARY_RELEASE``)
   and its replicas (created from stable's if it is missing); **start** stable at a release it does
@@ -29,6 +31,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from canary.catalog import Catalog, KubeRun
 from canary.platforms.base import Instance
 from canary.platforms.cluster import ClusterApi, ClusterError, Conflict, Forbidden, NotFound, Transient
 
@@ -51,6 +54,7 @@ class KubernetesPlatform:
         canary_replicas: int = 1,
         traffic: str = "router",
         retry_pause_s: float = 0.5,
+        catalog: Catalog | None = None,
     ) -> None:
         if traffic not in ("router", "gateway"):
             raise ValueError("traffic must be 'router' or 'gateway'")
@@ -60,50 +64,61 @@ class KubernetesPlatform:
         self.canary_replicas = canary_replicas
         self.traffic = traffic
         self.retry_pause_s = retry_pause_s
+        self.catalog = catalog if catalog is not None else Catalog({})
         self.services: set[str] = set()
 
     # -- the platform Protocol ---------------------------------------------------------------------
     async def start(self, service: str, release: str, track: str) -> Instance:
         self.services.add(service)
-        name = f"{service}-{track}"
+        name = self._deployment(service, track)
         current = await self._get(name)
         if current is None:
             await self._create(service, track, release)
-        elif _release(current) != release or (track == "canary" and _replicas(current) < self.canary_replicas):
-            if track == "stable" and _release(current) != release:
-                log.warning("%s: stable moves from %s to %s (rolling update)", service, _release(current), release)
-            await self._patch(name, self._release_patch(release, self.canary_replicas if track == "canary" else None))
+        elif self._release(service, current) != release or (
+            track == "canary" and _replicas(current) < self.canary_replicas
+        ):
+            was = self._release(service, current)
+            if track == "stable" and was != release:
+                log.warning("%s: stable moves from %s to %s (rolling update)", service, was, release)
+            replicas = self.canary_replicas if track == "canary" else None
+            await self._patch(name, self._release_patch(service, release, replicas))
         return self._instance(service, release, track)
 
     async def healthy(self, service: str, release: str) -> bool:
         async for _track, d in self._tracks(service):
-            if _release(d) == release and _replicas(d) > 0:
+            if self._release(service, d) == release and _replicas(d) > 0:
                 return _rolled_out(d)
         return False
 
     async def known_releases(self, service: str) -> list[str] | None:
-        return None  # releases are image tags: the registry is not asked
+        """The releases the catalog entry lists; None for ``any`` (image tags: the registry is not asked)."""
+        try:
+            releases = self.catalog.entry_of(service).releases
+        except KeyError:
+            return None
+        return None if releases is None else list(releases)
 
     async def not_ready_reason(self, service: str, release: str) -> str:
         """Why the Deployment running ``release`` is not ready, in Kubernetes's words (its conditions)."""
         async for track, d in self._tracks(service):
-            if _release(d) == release:
+            if self._release(service, d) == release:
                 status = d.get("status", {}) or {}
                 words = [
                     f"{c.get('type')}: {c.get('reason', '')} {c.get('message', '')}".strip()
                     for c in status.get("conditions", []) or []
                     if c.get("status") != "True"
                 ]
+                name = self._deployment(service, track)
                 if not _replicas(d):
-                    return f"{service}-{track} runs {release} at zero replicas"
+                    return f"{name} runs {release} at zero replicas"
                 available = status.get("availableReplicas", 0) or 0
-                ready = f"{service}-{track} runs {release}: {available} of {_replicas(d)} replicas available"
+                ready = f"{name} runs {release}: {available} of {_replicas(d)} replicas available"
                 return "; ".join([ready, *words])
         return f"no Deployment runs {service} {release}"
 
     async def stop(self, service: str, release: str) -> None:
-        d = await self._get(f"{service}-canary")
-        if d is not None and _release(d) == release and _replicas(d) > 0:
+        d = await self._get(self._deployment(service, "canary"))
+        if d is not None and self._release(service, d) == release and _replicas(d) > 0:
             await self._scale_canary_to_zero(service)
 
     async def running(self) -> list[Instance]:
@@ -111,7 +126,7 @@ class KubernetesPlatform:
         for service in sorted(self.services):
             async for track, d in self._tracks(service):
                 if _replicas(d) > 0:
-                    out.append(self._instance(service, _release(d), track))
+                    out.append(self._instance(service, self._release(service, d), track))
         return out
 
     async def set_weight(self, service: str, weight: float) -> None:
@@ -119,17 +134,20 @@ class KubernetesPlatform:
         if self.traffic != "gateway":
             return
         canary = round(weight * 10)
-        route = await self._call("get", ROUTE_PLURAL, service, lambda: self.api.read_route(service))
+        kube = self._kube(service)
+        name = kube.httproute or service if kube is not None else service
+        route = await self._call("get", ROUTE_PLURAL, name, lambda: self.api.read_route(name))
         if route is None:
-            raise ClusterError(f"HTTPRoute {service} not found in namespace {self.namespace}")
+            raise ClusterError(f"HTTPRoute {name} not found in namespace {self.namespace}")
         rules = copy.deepcopy(route.get("spec", {}).get("rules", [{}]))
+        port = self._port(service)
         for rule in rules:
             rule["backendRefs"] = [
-                {"name": f"{service}-stable", "port": PORT, "weight": 1000 - canary},
-                {"name": f"{service}-canary", "port": PORT, "weight": canary},
+                {"name": self._service(service, "stable"), "port": port, "weight": 1000 - canary},
+                {"name": self._service(service, "canary"), "port": port, "weight": canary},
             ]
         patch = {"spec": {"rules": rules}}
-        await self._call("patch", ROUTE_PLURAL, service, lambda: self.api.patch_route(service, patch))
+        await self._call("patch", ROUTE_PLURAL, name, lambda: self.api.patch_route(name, patch))
 
     async def retire_canary(self, service: str) -> None:
         """After a promotion's watch window: the canary's Deployment is no longer needed."""
@@ -139,8 +157,48 @@ class KubernetesPlatform:
         """Deployments outlive the controller: a new one takes them over where they are."""
 
     # -- helpers -----------------------------------------------------------------------------------
+    # -- names from the catalog (a service it does not have keeps the manifests' defaults) ---------
+    def _kube(self, service: str) -> KubeRun | None:
+        return self.catalog.entry_of(service).kubernetes if self._known(service) else None
+
+    def _known(self, service: str) -> bool:
+        return service in self.catalog or self.catalog.owner(service) is not None
+
+    def _deployment(self, service: str, track: str) -> str:
+        owned = self.catalog.owner(service)
+        if owned is not None:
+            return owned[0].kube_consumer_deployment(owned[1], track)
+        if self._kube(service) is not None:
+            return self.catalog[service].kube_deployment(track)
+        return f"{service}-{track}"
+
+    def _service(self, service: str, track: str) -> str:
+        if self._kube(service) is not None and service in self.catalog:
+            return self.catalog[service].kube_service(track)
+        return f"{service}-{track}"
+
+    def _port(self, service: str) -> int:
+        kube = self._kube(service)
+        return kube.port if kube is not None else PORT
+
+    def _image(self, service: str, release: str) -> str:
+        if self._kube(service) is not None:
+            return self.catalog.entry_of(service).kube_image(release, self.image)
+        return f"{self.image}:{release}"
+
+    def _release(self, service: str, d: dict[str, Any]) -> str:
+        """The release a Deployment runs: its image tag, mapped back through the entry's ``tags``."""
+        tag = _release(d)
+        kube = self._kube(service)
+        if kube is not None:
+            for release, mapped in kube.tags.items():
+                if mapped == tag:
+                    return release
+        return tag
+
     def _instance(self, service: str, release: str, track: str) -> Instance:
-        return Instance(service, release, track, f"http://{service}-{track}.{self.namespace}.svc:{PORT}")
+        url = f"http://{self._service(service, track)}.{self.namespace}.svc:{self._port(service)}"
+        return Instance(service, release, track, url)
 
     async def _get(self, name: str) -> dict[str, Any] | None:
         return await self._call("get", "deployments", name, lambda: self.api.read_deployment(name))
@@ -152,11 +210,11 @@ class KubernetesPlatform:
         """(track, Deployment) of the service's canary, then stable, those that exist; each read only
         when the caller asks for it."""
         for track in ("canary", "stable"):
-            d = await self._get(f"{service}-{track}")
+            d = await self._get(self._deployment(service, track))
             if d is not None:
                 yield track, d
 
-    def _release_patch(self, release: str, replicas: int | None) -> dict[str, Any]:
+    def _release_patch(self, service: str, release: str, replicas: int | None) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "template": {
                 "metadata": {"labels": {"release": release}},
@@ -164,7 +222,7 @@ class KubernetesPlatform:
                     "containers": [
                         {
                             "name": "app",
-                            "image": f"{self.image}:{release}",
+                            "image": self._image(service, release),
                             "env": [{"name": "CANARY_RELEASE", "value": release}],
                         }
                     ]
@@ -177,29 +235,31 @@ class KubernetesPlatform:
 
     async def _scale_canary_to_zero(self, service: str) -> None:
         try:
-            await self._patch(f"{service}-canary", {"spec": {"replicas": 0}})
+            await self._patch(self._deployment(service, "canary"), {"spec": {"replicas": 0}})
         except NotFound:
             return
 
     async def _create(self, service: str, track: str, release: str) -> None:
         """A missing canary Deployment is made from stable's (same pod spec, the canary's labels)."""
+        stable_name, canary_name = self._deployment(service, "stable"), self._deployment(service, "canary")
         if track != "canary":
             raise ClusterError(
-                f"Deployment {service}-stable not found in namespace {self.namespace}: apply manifests/kubernetes first"
+                f"Deployment {stable_name} not found in namespace {self.namespace}: apply manifests/kubernetes first"
             )
-        stable = await self._get(f"{service}-stable")
+        stable = await self._get(stable_name)
         if stable is None:
             raise ClusterError(
-                f"neither {service}-canary nor {service}-stable exists in namespace {self.namespace}: "
+                f"neither {canary_name} nor {stable_name} exists in namespace {self.namespace}: "
                 "apply manifests/kubernetes first"
             )
-        body = _canary_from(stable, service, release, f"{self.image}:{release}", self.canary_replicas)
+        body = _canary_from(stable, service, release, self._image(service, release), self.canary_replicas)
+        body["metadata"]["name"] = canary_name
         try:
             await self._call(
                 "create", "deployments", body["metadata"]["name"], lambda: self.api.create_deployment(body)
             )
         except Conflict:  # made meanwhile (another controller, or a retried request): patch it instead
-            await self._patch(f"{service}-canary", self._release_patch(release, self.canary_replicas))
+            await self._patch(canary_name, self._release_patch(service, release, self.canary_replicas))
 
     async def _call(self, verb: str, resource: str, name: str, fn: Callable[[], T]) -> T:
         """Run one API call in a worker thread, retrying what is worth retrying."""

@@ -1,14 +1,17 @@
 """The local platform: each release a supervised process on this machine.
 
-Ports are allocated once per release and kept across restarts (the router's table stays right);
-logs go to ``STATE/logs``; a supervisor task restarts a process that died without being asked to;
+What runs is the catalog's business (``Catalog.launch``: a service or a queue consumer by its own
+name); this module knows no service.  Ports are allocated once per release and kept across
+restarts (the router's table stays right); logs go to ``STATE/logs``;
+a supervisor task restarts a process that died without being asked to;
 ``close`` stops everything, newest first.  Starting a release that already runs is a no-op, so the
 controller can apply its desired state again after a crash.
 
 Releases outlive the controller: each runs in its own session, so a controller killed outright
 (SIGKILL, a crash) leaves them serving.  Every process is recorded in ``STATE/platform.json``
 (service, release, track, port, pid); the next controller ADOPTS each recorded process that still
-runs and answers ``/healthz`` as that service and release on that port, instead of restarting it.
+runs the command its catalog entry gives for that release and port and answers the entry's health
+path (and, if it says which service and release it is, says so), instead of restarting it.
 A stale record (the pid is gone, or the port answers as something else) is cleaned up, and the
 release is started afresh when the controller asks for it.  An adopted process the new controller
 never asks for within ``ADOPT_CLAIM_S`` (a canary whose rollout ended meanwhile) is stopped.
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -31,8 +33,11 @@ from typing import Any
 
 import httpx
 
+from canary.catalog import Catalog, Launch
 from canary.platforms.base import Instance
-from canary.platforms.processes import MODULES, ServiceProcess, runs_module, start_service, stop_group, wait_ready
+from canary.platforms.processes import ServiceProcess, free_port, runs_argv, start_launch, stop_group, wait_ready
+from core.errors import DependencyUnavailable
+from core.settings import Settings
 
 log = logging.getLogger("releasewarden.platform.local")
 SUPERVISE_S = 0.5
@@ -76,9 +81,19 @@ class ProcessRecord:
 class LocalPlatform:
     warm_old_release = True
 
-    def __init__(self, state_dir: Path, db_urls: dict[str, str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        catalog: Catalog,
+        settings: Settings | None = None,
+        *,
+        route_table: str = "",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.state_dir = state_dir
-        self.db_urls = db_urls  # service -> database URL (opens-processor shares opens')
+        self.catalog = catalog
+        self.settings = settings or Settings()
+        self.route_table = route_table  # the controller's /api/routes, for the {route_table} placeholder
         self.env = env or {}
         self.entries: dict[tuple[str, str], _Entry] = {}
         self._supervisor: asyncio.Task[None] | None = None
@@ -99,8 +114,9 @@ class LocalPlatform:
     def _adopt_or_clean(self) -> None:
         for record in self._read_records():
             proc = ServiceProcess(record.service, record.release, record.port, Path(record.log), None, pid=record.pid)
-            ours = proc.alive() and runs_module(record.pid, MODULES.get(record.service, "?"), record.port)
-            if ours and _answers_as(record):
+            launch = self._launch_of(record.service, record.release, record.track, record.port)
+            ours = launch is not None and proc.alive() and runs_argv(record.pid, launch.argv)
+            if ours and launch is not None and _answers_as(record, launch.health_path):
                 self.entries[(record.service, record.release)] = _Entry(proc, record.track, claimed=False)
                 self.adopted.append(
                     self._instance(record.service, record.release, self.entries[(record.service, record.release)])
@@ -151,8 +167,20 @@ class LocalPlatform:
         tmp.write_text(json.dumps({"releases": records}, indent=1))
         os.replace(tmp, self.record)  # a controller killed mid-write leaves a whole record
 
-    def _db(self, service: str) -> str:
-        return self.db_urls["opens" if service == "opens-processor" else service]
+    def _launch_of(self, service: str, release: str, track: str, port: int) -> Launch | None:
+        """What the catalog starts for ``service`` at ``release`` on ``port`` (None: not in it)."""
+        try:
+            return self.catalog.launch(
+                service,
+                release,
+                port=port,
+                state_dir=self.state_dir,
+                settings=self.settings,
+                track=track,
+                route_table=self.route_table,
+            )
+        except (KeyError, LookupError):
+            return None
 
     async def start(self, service: str, release: str, track: str) -> Instance:
         await self._take_over_leftovers()
@@ -176,9 +204,16 @@ class LocalPlatform:
         return self._instance(service, release, entry)
 
     def _launch(self, service: str, release: str, track: str, port: int | None) -> ServiceProcess:
-        env = {**self.env, "CANARY_TRACK": track}
-        proc = start_service(service, release, db_url=self._db(service), state_dir=self.state_dir, port=port, env=env)
-        wait_ready(proc)
+        port = port or free_port()
+        launch = self._launch_of(service, release, track, port)
+        if launch is None:
+            raise DependencyUnavailable(f"{service} {release}: the catalog cannot run it here (no local command)")
+        proc = start_launch(service, release, launch, port=port, state_dir=self.state_dir, env=self.env)
+        try:
+            wait_ready(proc)
+        except DependencyUnavailable:
+            proc.stop(grace_s=2.0)  # a release that never answered is not left running
+            raise
         return proc
 
     async def healthy(self, service: str, release: str) -> bool:
@@ -188,7 +223,7 @@ class LocalPlatform:
             return False
         try:
             async with httpx.AsyncClient() as client:
-                return (await client.get(f"{entry.proc.url}/readyz", timeout=2)).status_code == 200
+                return (await client.get(f"{entry.proc.url}{entry.proc.ready_path}", timeout=2)).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -205,19 +240,19 @@ class LocalPlatform:
         """Nothing to do: the canary's process is the new stable's after a promotion."""
 
     async def known_releases(self, service: str) -> list[str] | None:
-        """The releases the service's module declares (``RELEASES``, what its ``--release`` accepts)."""
-        module = MODULES.get(service)
-        if module is None:
+        """The releases the service's catalog entry lists (None: "any", or not in the catalog)."""
+        try:
+            releases = self.catalog.entry_of(service).releases
+        except KeyError:
             return None
-        releases = getattr(importlib.import_module(module), "RELEASES", None)
-        return None if releases is None else [str(r) for r in releases]
+        return None if releases is None else list(releases)
 
     async def not_ready_reason(self, service: str, release: str) -> str:
         entry = self.entries.get((service, release))
         if entry is None:
             return f"{service} {release} is not running"
         state = "running" if entry.proc.alive() else "exited"
-        return f"{service} {release} does not answer /readyz ({state}; log {entry.proc.log_path})"
+        return f"{service} {release} does not answer {entry.proc.ready_path} ({state}; log {entry.proc.log_path})"
 
     async def running(self) -> list[Instance]:
         await self._take_over_leftovers()
@@ -264,15 +299,22 @@ class LocalPlatform:
             await self.stop(*key)
 
 
-def _answers_as(record: ProcessRecord) -> bool:
+def _answers_as(record: ProcessRecord, health_path: str) -> bool:
+    """The health path answers 200; a body that says which service and release it is must say ours
+    (any HTTP service will do: one that says nothing is known by its command line alone)."""
     try:
-        health = httpx.get(f"http://127.0.0.1:{record.port}/healthz", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
+        answer = httpx.get(f"http://127.0.0.1:{record.port}{health_path}", timeout=2)
+    except httpx.HTTPError:
         return False
-    return isinstance(health, dict) and (health.get("service"), health.get("release")) == (
-        record.service,
-        record.release,
-    )
+    if answer.status_code != 200:
+        return False
+    try:
+        health = answer.json()
+    except ValueError:
+        return True
+    if not isinstance(health, dict) or "service" not in health:
+        return True
+    return (health.get("service"), str(health.get("release"))) == (record.service, record.release)
 
 
 def _if_free(port: int | None) -> int | None:

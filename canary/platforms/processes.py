@@ -1,7 +1,9 @@
 """Running service releases as child processes on this machine: ports, logs, readiness, stopping.
 
-The building block of the local platform: a process per release, its output in a log file in the
-state directory, readiness by polling ``/readyz``, and a stop that sends SIGTERM, waits, then kills.
+The building block of the local platform: a process per release, started from its catalog entry's
+:class:`~canary.catalog.Launch` (argv, environment, working directory), its output in a log file in
+the state directory, readiness by polling the entry's ready path, and a stop that sends SIGTERM,
+waits, then kills.
 Each runs in its own session, so it outlives a controller killed outright; a process adopted from
 such a controller is known by its pid only, and is checked to still be ours (its command line)
 before it is ever signalled.
@@ -10,12 +12,12 @@ before it is ever signalled.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,14 +25,10 @@ from pathlib import Path
 
 import httpx
 
+from canary.catalog import Launch
+from canary.catalog.settings import shipped_catalog
 from core.errors import DependencyUnavailable
-
-MODULES = {
-    "importer": "services.importer",
-    "opens": "services.opens",
-    "opens-processor": "services.opens.processor",
-    "resizer": "services.resizer",
-}
+from core.settings import Settings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,6 +50,8 @@ class ServiceProcess:
     popen: subprocess.Popen[bytes] | None
     pid: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    ready_path: str = "/readyz"
+    ready_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.popen is not None:
@@ -117,6 +117,11 @@ def runs_module(pid: int, module: str, port: int) -> bool:
     return module in argv and any(a == "--port" and b == str(port) for a, b in itertools.pairwise(argv))
 
 
+def runs_argv(pid: int, argv: tuple[str, ...] | list[str]) -> bool:
+    """Is ``pid`` still running exactly the command we started (its argv names its port)?"""
+    return command_line(pid) == list(argv)
+
+
 def stop_group(pid: int, grace_s: float = 10.0) -> None:
     """SIGTERM the process group of a process we did not start (each runs in its own session),
     wait for it to end, then SIGKILL."""
@@ -131,6 +136,30 @@ def stop_group(pid: int, grace_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def start_launch(
+    name: str, release: str, launch: Launch, *, port: int, state_dir: Path, env: dict[str, str] | None = None
+) -> ServiceProcess:
+    """Start ``launch`` (rendered for ``port``): ``env`` is added to ours, the entry's environment last."""
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}-{release}-{port}.log"
+    try:
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                list(launch.argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {}), **launch.environment},
+                cwd=launch.working_dir,
+                start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop children in order
+            )
+    except OSError as exc:  # no such program, not executable, no such working directory
+        raise DependencyUnavailable(f"{name} {release}: cannot start {launch.argv[0]!r}: {exc.strerror}") from None
+    return ServiceProcess(
+        name, release, port, log_path, popen, ready_path=launch.ready_path, ready_timeout_s=launch.ready_timeout_s
+    )
+
+
 def start_service(
     name: str,
     release: str,
@@ -140,32 +169,23 @@ def start_service(
     port: int | None = None,
     env: dict[str, str] | None = None,
 ) -> ServiceProcess:
+    """A release of one of the shipped catalog's services (tests, benchmarks, the replay)."""
     port = port or free_port()
-    logs = state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{name}-{release}-{port}.log"
-    command = [
-        sys.executable,
-        "-m",
-        MODULES[name],
-        "--release",
+    env = env or {}
+    launch = shipped_catalog().launch(
+        name,
         release,
-        "--port",
-        str(port),
-        "--db",
-        db_url,
-        "--state-dir",
-        str(state_dir),
-    ]
-    with log_path.open("ab") as log:
-        popen = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop children in order
-        )
-    return ServiceProcess(name, release, port, log_path, popen)
+        port=port,
+        state_dir=state_dir,
+        settings=Settings(admin_token=env.get("CANARY_ADMIN_TOKEN", "")),
+        track=env.get("CANARY_TRACK", "stable"),
+        route_table=env.get("CANARY_ROUTE_TABLE", ""),
+        db_url=db_url,
+    )
+    launch_env = {k: v for k, v in launch.environment.items() if v or k not in env}
+    return start_launch(
+        name, release, dataclasses.replace(launch, environment=launch_env), port=port, state_dir=state_dir, env=env
+    )
 
 
 def wait_until_answers(url: str, alive: Callable[[], bool], timeout_s: float) -> str:
@@ -183,8 +203,9 @@ def wait_until_answers(url: str, alive: Callable[[], bool], timeout_s: float) ->
     return "timeout"
 
 
-def wait_ready(proc: ServiceProcess, timeout_s: float = 30.0) -> None:
-    outcome = wait_until_answers(f"{proc.url}/readyz", proc.alive, timeout_s)
+def wait_ready(proc: ServiceProcess, timeout_s: float | None = None) -> None:
+    timeout_s = proc.ready_timeout_s if timeout_s is None else timeout_s
+    outcome = wait_until_answers(f"{proc.url}{proc.ready_path}", proc.alive, timeout_s)
     if outcome == "exited":
         tail = proc.log_path.read_text(errors="replace")[-2000:]
         raise DependencyUnavailable(f"{proc.name} {proc.release} exited at start; its log ends:\n{tail}")

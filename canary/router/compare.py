@@ -90,8 +90,8 @@ def json_paths(differences_: list[str]) -> set[str]:
     return {d.split(":", 1)[0] for d in differences_ if d.startswith("$")}
 
 
-# Two correct resizers may round a side differently (66 or 67 px for 600 px shown at 100/900):
-# found by the replay, between resizer 1.0 (which sizes after the JPEG draft) and 2.1.  Sizes this
+# Two correct releases of an image service may round a side differently (66 or 67 px for 600 px shown at 100/900):
+# found by the replay, between the image service's 1.0 (which sizes after the JPEG draft) and 2.1.  Sizes this
 # close are compared by their pixels; anything further apart is a different image.
 SIZE_ROUNDING_PX = 1
 

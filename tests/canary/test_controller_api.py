@@ -32,10 +32,15 @@ spec:
 """
 
 
-def app(db_url, tmp_path):
+def app(db_url, tmp_path, stable=None):
+    """A controller that runs importer 1.0 (the rollouts here are importer's), or ``stable``."""
     settings = Settings(db_url=db_url, state_dir=str(tmp_path), admin_token=TOKEN)
     return create_controller_app(
-        settings, stable={}, router_url="http://127.0.0.1:9", public_url="http://127.0.0.1:9", tick_s=3600
+        settings,
+        stable={"importer": "1.0"} if stable is None else stable,
+        router_url="http://127.0.0.1:9",
+        public_url="http://127.0.0.1:9",
+        tick_s=3600,
     )
 
 
@@ -81,7 +86,7 @@ async def test_create_show_command_and_one_active_rollout_per_service(db_url, tm
         r = await c.post(f"/api/rollouts/{rid}/pause", headers=AUTH)
         assert (r.status_code, r.json()["status"]) == (202, "accepted")
         r = await c.post(f"/api/rollouts/{rid}/reprocess", headers=AUTH)
-        assert r.status_code == 400 and "importer keeps no events" in r.json()["error"]["message"]
+        assert r.status_code == 400 and "importer has no after_rollback hooks" in r.json()["error"]["message"]
         r = await c.post(f"/api/rollouts/{rid}/explode", headers=AUTH)
         assert r.status_code == 404 and "pause" in r.json()["error"]["message"]
     # the loop's first tick may have been starting the rollout's releases when the app stopped
@@ -144,7 +149,11 @@ async def test_the_alert_webhook_names_what_it_did_with_each_alert(db_url, tmp_p
 async def test_the_webhook_takes_its_own_token_which_opens_nothing_else(db_url, tmp_path):
     settings = Settings(db_url=db_url, state_dir=str(tmp_path), admin_token=TOKEN, alert_token="alerts-only")
     controller_app = create_controller_app(
-        settings, stable={}, router_url="http://127.0.0.1:9", public_url="http://127.0.0.1:9", tick_s=3600
+        settings,
+        stable={"importer": "1.0"},
+        router_url="http://127.0.0.1:9",
+        public_url="http://127.0.0.1:9",
+        tick_s=3600,
     )
     async with asgi_client(controller_app) as c:
         hook = {"Authorization": "Bearer alerts-only"}
@@ -156,7 +165,7 @@ async def test_the_webhook_takes_its_own_token_which_opens_nothing_else(db_url, 
 
 
 async def test_prometheus_finds_the_controller_and_router_to_scrape(db_url, tmp_path):
-    async with asgi_client(app(db_url, tmp_path)) as c:
+    async with asgi_client(app(db_url, tmp_path, stable={})) as c:
         assert (await c.get("/api/targets")).status_code == 401
         groups = (await c.get("/api/targets", headers=AUTH)).json()
         assert {g["labels"]["component"]: g["targets"] for g in groups} == {

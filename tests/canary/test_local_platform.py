@@ -9,13 +9,14 @@ import signal
 import httpx
 import pytest
 
+from canary.catalog.settings import shipped_catalog
 from canary.platforms.local import LocalPlatform
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_releases_run_side_by_side_are_restarted_and_stopped(tmp_path):
-    platform = LocalPlatform(tmp_path, {"resizer": f"sqlite:///{tmp_path / 'images.db'}"})
+    platform = LocalPlatform(tmp_path, shipped_catalog())
     try:
         stable = await platform.start("resizer", "1.0", "stable")
         canary = await platform.start("resizer", "2.0", "canary")
@@ -48,7 +49,7 @@ async def test_a_new_controller_adopts_healthy_releases_and_cleans_stale_records
 
     from canary.platforms.processes import pid_alive
 
-    dbs = {"resizer": f"sqlite:///{tmp_path / 'images.db'}"}
+    dbs = shipped_catalog()
     first = LocalPlatform(tmp_path, dbs)
     stable = await first.start("resizer", "1.0", "stable")
     canary = await first.start("resizer", "2.1", "canary")
@@ -83,7 +84,7 @@ async def test_an_adopted_release_nobody_asks_for_is_stopped(tmp_path, monkeypat
     from canary.platforms.processes import pid_alive
 
     monkeypatch.setattr(local, "ADOPT_CLAIM_S", 0.5)
-    dbs = {"resizer": f"sqlite:///{tmp_path / 'images.db'}"}
+    dbs = shipped_catalog()
     first = LocalPlatform(tmp_path, dbs)
     await first.start("resizer", "1.0", "stable")
     await first.start("resizer", "2.1", "canary")  # its rollout ends while no controller runs
@@ -105,7 +106,7 @@ async def test_an_adopted_release_nobody_asks_for_is_stopped(tmp_path, monkeypat
 async def test_a_damaged_record_adopts_nothing_and_starting_still_works(tmp_path, caplog):
     import json
 
-    dbs = {"resizer": f"sqlite:///{tmp_path / 'images.db'}"}
+    dbs = shipped_catalog()
     record = tmp_path / "platform.json"
     record.write_text(json.dumps({"releases": [{"service": "resizer", "pid": "x"}, "nonsense"]}))
     platform = LocalPlatform(tmp_path, dbs)

@@ -2,7 +2,7 @@
 
     python plain_service.py --release 1 --port 8123
 
-Release ``1`` answers every request; release ``2`` answers 500 to three requests in ten (by a
+Releases ``1`` and ``3`` answer every request; release ``2`` answers 500 to three requests in ten (by a
 counter, so a test sees exactly that share).  ``/healthz`` always answers.  No ``core``, no
 Prometheus metrics: what a user's own small service looks like.
 """
@@ -15,7 +15,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAILING_IN_TEN = {"1": 0, "2": 3}
+FAILING_IN_TEN = {"1": 0, "2": 3, "3": 0}  # 3: the reworked release, good again
 
 
 def main() -> int:
