@@ -41,7 +41,10 @@ def test_published_schema_matches_the_code():
             "spec.steps[1].weight: must be above the previous step's 1",
         ),
         (("kind: latency, threshold_ms: 1000", "kind: latency"), "spec.metrics[1].threshold_ms: required"),
-        (("  service: resizer", "  service: Printer!"), "spec.service: 'Printer!' does not match '^[a-z0-9][a-z0-9-]{0,62}$'"),
+        (
+            ("  service: resizer", "  service: Printer!"),
+            "spec.service: 'Printer!' does not match '^[a-z0-9][a-z0-9-]{0,62}$'",
+        ),
         (("  failover: true\n", ""), None),
         (
             ("  sticky: {header: X-Account-Id}", "  sticky: {header: X-Account-Id}\n  colour: red"),
