@@ -4,6 +4,8 @@ Everything it needs can be handed in (the store, the platform, the metric provid
 so tests drive the engine tick by tick with an injected clock and in-process fakes at the
 project's own Protocols; what is not handed in is made from the settings (the store on
 ``settings.db_url``, ``settings.platform``, the router's counters or ``settings.prometheus_url``).
+With ``settings.webhooks``, the notification outbox is made on the store's engine and hooked into
+the store's saves (``controller.notifications``: the app's lifespan runs its sender).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from canary.controller.engine import Controller
+from canary.controller.notifying import Notifications, make_notifications
 from canary.controller.store import Store, metadata
 from canary.platforms import make_platform
 from canary.platforms.base import Platform
@@ -35,6 +38,7 @@ def bootstrap(
     router_url: str = "",
     public_url: str = "",
     holder: str = "",
+    notifications: Notifications | None = None,
 ) -> Controller:
     """``holder`` names this controller for the lease; by default the host and state directory, so
     a controller restarted in place (same pod, same ``canary up``) takes its lease back at once
@@ -43,6 +47,9 @@ def bootstrap(
         engine = engine_for(settings)
         create_schema(engine, metadata)
         store = Store(engine)
+    notifications = notifications if notifications is not None else make_notifications(settings, store.engine)
+    if notifications is not None:
+        store.hooks.append(notifications)
     platform = platform if platform is not None else make_platform(settings, public_url)
     controller: Controller
 
@@ -60,4 +67,5 @@ def bootstrap(
         admin_token=settings.admin_token,
     )
     controller.public_url, controller.router_url = public_url, router_url
+    controller.notifications = notifications
     return controller
