@@ -19,6 +19,7 @@ demo: $(STAMP)
 # if missing) for the tests.
 test: $(STAMP)
 	bash tests/infra/monitoring.sh
+	bash tests/infra/chromium.sh
 	CANARY_TEST_PG_URL=$$(bash tests/infra/postgres.sh) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

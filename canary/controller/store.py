@@ -110,8 +110,8 @@ class Saved:
 
 class SaveHook(Protocol):
     """What else a save does: ``on_save`` inside the save's transaction (written if and only if the
-    transition is: the notification outbox), ``committed`` after it (``what``: "decision" or
-    "judged"; from whatever thread saved: the dashboard's live stream)."""
+    transition is: the notification outbox), ``committed`` after it (``what``: "created",
+    "decision" or "judged"; from whatever thread saved: the dashboard's live stream)."""
 
     def on_save(self, conn: Connection, saved: Saved) -> None: ...
 
@@ -163,6 +163,8 @@ class Store:
             raise Conflict(
                 f"{spec.service} already has an active rollout: abort or finish it first", code="rollout_active"
             ) from None
+        for hook in self.hooks:
+            hook.committed(r.id, "created")
         return r
 
     def get(self, rollout_id: str) -> machine.Rollout:
