@@ -83,8 +83,10 @@ def main() -> None:
                 page = browser.new_page(bypass_csp=True)
                 requests: list[str] = []
                 page.on("request", lambda req: requests.append(req.url))
+                page.on("pageerror", lambda e: print("page error:", e))
                 page.goto(f"{url}/dashboard")
                 page.locator('#status[data-state="live"]').wait_for(timeout=10_000)
+                page.locator(f'#history-table tr[data-id="{r.id}"]').wait_for(timeout=10_000)  # the first render
                 fetch_ms = statistics.median(
                     page.evaluate(
                         "async () => { const t = performance.now(); await fetch('/api/dashboard/state'); "
@@ -96,14 +98,18 @@ def main() -> None:
                 delays = []
                 for i in range(DECISIONS):
                     phase = machine.PAUSED if i % 2 == 0 else machine.PROGRESSING
-                    new = r.with_(time.time(), phase=phase)
+                    new = r.with_(time.time(), phase=phase, reason=f"bench {i}")
                     d = machine.Decision(time.time(), r.phase, phase, "person", f"bench {i}")
                     store.save(new, r.revision, [d])
                     committed = time.time() * 1000
                     r = new
-                    page.wait_for_function(
-                        "(n) => Object.keys(window.__seen).length >= n", arg=i + 1, polling=20, timeout=10_000
-                    )
+                    try:
+                        page.wait_for_function(
+                            "(n) => Object.keys(window.__seen).length >= n", arg=i + 1, polling=20, timeout=10_000
+                        )
+                    except Exception:
+                        print(i, page.locator("#announce").inner_html(), page.evaluate("() => window.__seen"))
+                        raise
                     seen = page.evaluate("() => Math.max(...Object.values(window.__seen))")
                     delays.append(seen - committed)
                 requests.clear()

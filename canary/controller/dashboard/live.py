@@ -4,8 +4,10 @@ Sits on the store as a :class:`~canary.controller.store.SaveHook`: after a save 
 or the judge's state after a bin), ``committed`` hands the rollout id to the event loop, which adds
 the bin's point to the chart series and then tells every subscriber ``{"rollout": id, "what": ...}``.
 The page re-reads what changed.  Idle, a stream costs nothing: each subscriber waits on its own
-queue, and a comment line every ``KEEPALIVE_S`` keeps proxies from closing it.  A stream ends after
-``MAX_STREAM_S`` (the browser reconnects by itself), so that a stopping server never waits long for it.
+queue.  A stream ends after ``MAX_STREAM_S`` and the browser reconnects by itself: uvicorn, when it
+stops, waits for every open response to finish, so an endless stream would hold a stopping
+controller.  Each event carries the number of changes published so far as its id, and the stream's
+``hello`` says it: a page that reconnects re-reads the state only if it missed something.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from canary.controller.store import Saved
 from core.errors import ServiceUnavailable
 
 log = logging.getLogger("releasewarden.dashboard")
-KEEPALIVE_S = 20.0
-MAX_STREAM_S = 60.0
+KEEPALIVE_S = 10.0
+MAX_STREAM_S = 15.0
 MAX_SUBSCRIBERS = 64
 QUEUE = 256
 
@@ -34,10 +36,12 @@ QUEUE = 256
 @dataclass(frozen=True)
 class Change:
     rollout_id: str
-    what: str  # "decision" or "judged"
+    what: str  # "created", "decision", "judged" (a new chart point) or "resync"
+    number: int = 0  # changes published so far, this one included
 
     def sse(self) -> str:
-        return f"event: {self.what}\ndata: {json.dumps({'rollout': self.rollout_id, 'what': self.what})}\n\n"
+        data = json.dumps({"rollout": self.rollout_id, "what": self.what})
+        return f"id: {self.number}\nevent: {self.what}\ndata: {data}\n\n"
 
 
 class Live:
@@ -80,11 +84,12 @@ class Live:
 
     def publish(self, change: Change) -> None:
         self.published += 1
+        change = Change(change.rollout_id, change.what, self.published)
         for queue in list(self.subscribers):
             if queue.full():  # a page that does not read: it gets one "resync" instead of a backlog
                 while not queue.empty():
                     queue.get_nowait()
-                queue.put_nowait(Change(change.rollout_id, "resync"))
+                queue.put_nowait(Change(change.rollout_id, "resync", change.number))
             else:
                 queue.put_nowait(change)
 
@@ -102,7 +107,7 @@ class Live:
 
     async def _events(self, queue: asyncio.Queue[Change | None]) -> AsyncIterator[str]:
         try:
-            yield "retry: 1000\nevent: hello\ndata: {}\n\n"
+            yield f"retry: 1000\nevent: hello\ndata: {json.dumps({'published': self.published})}\n\n"
             ends = self.loop.time() + MAX_STREAM_S
             while (left := ends - self.loop.time()) > 0:
                 try:
