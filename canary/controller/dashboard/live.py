@@ -49,6 +49,7 @@ class Live:
         self.controller, self.series, self.loop = controller, series, loop
         self.subscribers: set[asyncio.Queue[Change | None]] = set()
         self.published = 0
+        self.streams_opened = 0  # for the benchmark: what an idle page costs
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the store's side (any thread) ---------------------------------------------------------------
@@ -103,6 +104,7 @@ class Live:
             raise ServiceUnavailable(f"more than {MAX_SUBSCRIBERS} open dashboards")
         queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE)
         self.subscribers.add(queue)
+        self.streams_opened += 1
         return self._events(queue)
 
     async def _events(self, queue: asyncio.Queue[Change | None]) -> AsyncIterator[str]:

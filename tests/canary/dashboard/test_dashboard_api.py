@@ -4,7 +4,9 @@ state the page reads carries a new rollout with its weights, history and route t
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -84,7 +86,12 @@ async def test_a_read_token_is_needed_everywhere_once_set(db_url, tmp_path):
 
 async def test_the_state_shows_a_new_rollout_with_its_weights_history_and_route_table(db_url, tmp_path):
     async with client(db_url, tmp_path) as c:
-        c.app.state.controller.stable["importer"] = "1.0"  # known, and never started: the loop does not tick again
+        controller = c.app.state.controller
+        deadline = time.monotonic() + 30
+        while not controller.last_tick:  # its one tick at start done: nothing below is started
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        controller.stable["importer"] = "1.0"  # known, and never started: the loop does not tick again
         created = await c.post("/api/rollouts", content=SPEC, headers={"Authorization": f"Bearer {TOKEN}"})
         assert created.status_code == 201, created.text
         rid = created.json()["id"]
