@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from canary.controller import api, dashboard
 from canary.controller.bootstrap import bootstrap
 from canary.controller.metrics import RolloutCollector
+from canary.controller.notifying import read_webhooks
 from canary.controller.store import Store, metadata
 from core.app import create_app
 from core.settings import Settings
@@ -29,6 +30,7 @@ def create_controller_app(
     settings: Settings, *, stable: dict[str, str], router_url: str, public_url: str, tick_s: float = 1.0
 ) -> Starlette:
     settings = settings.with_overrides(service="controller")
+    read_webhooks(settings)  # a bad webhooks file stops the controller here, in words, before it serves
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

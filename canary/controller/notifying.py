@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine
 from canary.controller import machine
 from canary.controller.evidence_figures import figures
 from canary.controller.store import Saved
-from canary.notify import Outbox, Sender, Transition, event_for, load_webhooks
+from canary.notify import Outbox, Sender, Transition, Webhook, event_for, load_webhooks
 from core.errors import ConfigError
 from core.settings import Settings
 
@@ -82,11 +82,11 @@ def _num(value: float | None) -> str:
     return f"{value:.3g}" if value is not None and math.isfinite(value) else str(value)
 
 
-def make_notifications(settings: Settings, engine: Engine) -> Notifications | None:
-    """From ``settings.webhooks`` (a YAML file of webhooks); None when it is empty.  A bad file is a
-    :class:`ConfigError` naming the file, the field and the line: the controller does not start."""
+def read_webhooks(settings: Settings) -> tuple[Webhook, ...]:
+    """The webhooks of ``settings.webhooks`` (a YAML file; empty: none).  A bad file is a
+    :class:`ConfigError` naming the file, the field and the line."""
     if not settings.webhooks:
-        return None
+        return ()
     path = Path(settings.webhooks)
     try:
         if path.stat().st_size > MAX_WEBHOOKS_FILE:
@@ -94,5 +94,13 @@ def make_notifications(settings: Settings, engine: Engine) -> Notifications | No
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"webhooks: cannot read {path}: {exc}") from None
-    outbox = Outbox(engine, load_webhooks(text, str(path)))
+    return load_webhooks(text, str(path))
+
+
+def make_notifications(settings: Settings, engine: Engine) -> Notifications | None:
+    """The outbox on ``engine`` and its sender, for ``settings.webhooks``; None when there are none."""
+    hooks = read_webhooks(settings)
+    if not hooks:
+        return None
+    outbox = Outbox(engine, hooks)
     return Notifications(outbox, Sender(outbox))

@@ -8,11 +8,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import pytest
 from sqlalchemy import create_engine, select
 
+from canary.controller.app import create_controller_app
 from canary.notify import verify
 from canary.notify.outbox import events
 from canary.notify.payloads import EVENT_ID, SIGNATURE, TIMESTAMP
+from core.errors import ConfigError
+from core.settings import Settings
 from tests.canary.dashboard.realstack import ENDED, create, load, stack, until, wait_phase
 from tests.canary.notify.receiver import Receiver
 
@@ -51,3 +55,15 @@ def test_a_rollback_notifies_each_event_once_signed_across_a_down_receiver_and_a
         stored = {row.id for row in conn.execute(select(events.c.id).where(events.c.rollout_id == rid))}
     engine.dispose()
     assert set(ids) == stored  # every event the controller stored reached the receiver
+
+
+def test_a_bad_webhooks_file_stops_the_controller_before_it_serves_naming_field_and_line(tmp_path):
+    hooks = tmp_path / "webhooks.yaml"
+    hooks.write_text("webhooks:\n  - url: http://127.0.0.1:9/hook\n    kind: carrier-pigeon\n")
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'c.db'}", state_dir=str(tmp_path), webhooks=str(hooks))
+    with pytest.raises(ConfigError) as bad:
+        create_controller_app(settings, stable={}, router_url="", public_url="")
+    assert str(bad.value) == f"{hooks}:3: webhooks[0].kind: 'carrier-pigeon' is not one of generic, slack"
+    settings = settings.with_overrides(webhooks=str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        create_controller_app(settings, stable={}, router_url="", public_url="")
