@@ -100,5 +100,16 @@ def test_the_page_follows_a_rollback_live_and_aborts_a_second_rollout(tmp_path: 
             page.screenshot(path=shots / "3-aborted.png", full_page=True)
             done2 = rollout(controller_url, rid2)
             assert (done2["phase"], done2["decided_by"]) == ("rolled_back", "person"), done2
+
+            rows = page.locator("#history-table tr[data-id]")
+            assert rows.count() == 2
+            page.get_by_label("Contains").fill("1.2")  # the history's filters
+            until(lambda: rows.count() == 1, 10, "the text filter keeps one rollout")
+            assert rows.first.get_attribute("data-id") == rid2
+            page.get_by_role("button", name="details of importer 1.2").click()
+            page.locator(f"#opened #rollout-{rid2}").wait_for()  # a history row opened, with its decisions
+            opened = page.locator(f"#opened #rollout-{rid2}")
+            opened.locator("summary", has_text="decisions").click()
+            assert "rolling_back by person: aborted" in opened.inner_text()
         finally:
             browser.close()

@@ -83,7 +83,7 @@ async def test_a_saved_decision_reaches_an_open_stream(tmp_path):
     decision = machine.Decision(2.0, "pending", "progressing", "controller", "canary ready")
     await asyncio.to_thread(s.save, moved, r.revision, [decision])
     got = await asyncio.wait_for(anext(events), 10)
-    assert got == f"id: 2\nevent: decision\ndata: {{\"rollout\": \"{r.id}\", \"what\": \"decision\"}}\n\n"
+    assert got == f'id: 2\nevent: decision\ndata: {{"rollout": "{r.id}", "what": "decision"}}\n\n'
     await events.aclose()
     assert not live.subscribers  # a closed page is forgotten
 
