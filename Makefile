@@ -20,6 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash tests/infra/monitoring.sh
 	bash tests/infra/nginx.sh
+	bash tests/infra/chromium.sh
 	CANARY_TEST_PG_URL=$$(bash tests/infra/postgres.sh) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

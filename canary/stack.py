@@ -184,6 +184,8 @@ def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: boo
         app = create_controller_app(settings, stable=stable, router_url=router_url, public_url=controller_url)
         first = next(iter(stable), "SERVICE")
         print(f"controller  {controller_url}  (token in {state_dir / TOKEN_FILE})")
+        reading = "the read token reads it" if settings.read_token else "open to read from this machine"
+        print(f"dashboard   {controller_url}/dashboard  ({reading}; commands ask for the admin token)")
         print(f"router      {router_url}/<service>/...  e.g. {router_url}/{first}{_health_path(catalog, first)}")
         running = ", ".join(f"{name} {release}" for name, release in stable.items()) or "none (empty catalog)"
         print(f"services    {running} (logs in {state_dir / 'logs'}); Ctrl-C stops everything")

@@ -61,6 +61,11 @@ class Settings:
     prometheus_delay_s: float = 0.0  # 0: a scrape interval and a second (add the rule interval for recorded series)
     prometheus_timeout_s: float = 5.0
     alert_token: str = ""
+    # Controller: a YAML file of outbound webhooks (canary.notify.load_webhooks; empty: none), and
+    # the token the dashboard and its event stream accept for reading (empty: open to read from
+    # loopback only; the admin token always reads)
+    webhooks: str = ""
+    read_token: str = ""
     # Controller: where releases run (local processes, or kubernetes Deployments), and for
     # Kubernetes the namespace, the image (IMAGE:RELEASE) and how traffic is split (the project's
     # router, or Gateway API HTTPRoute weights)

@@ -128,7 +128,9 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)
-    assert "stopped" in (up.stdout.read() if up.stdout else "")
+    printed = up.stdout.read() if up.stdout else ""
+    assert "stopped" in printed
+    assert f"dashboard   http://127.0.0.1:{cport}/dashboard" in printed  # where release engineers look
     left = subprocess.run(["pgrep", "-f", "--", f"--state-dir {tmp_path}"], capture_output=True, text=True)
     assert left.stdout.strip() == ""  # every service process it started is gone
 

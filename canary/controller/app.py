@@ -3,7 +3,9 @@
 ``create_controller_app(settings, stable=..., router_url=...)``: the controller from
 ``bootstrap`` (the store on ``settings.db_url``, SQLite by default; the platform running releases,
 ``settings.platform``: local processes or Kubernetes Deployments; the metric provider, the router's
-counters at ``router_url`` or Prometheus at ``settings.prometheus_url``), and its loop.
+counters at ``router_url`` or Prometheus at ``settings.prometheus_url``), and its loop; the
+notification sender (with ``settings.webhooks``) as a task beside the loop; the dashboard at
+``/dashboard`` with its live stream (``canary.controller.dashboard``).
 On shutdown every local process the platform started is stopped.
 """
 
@@ -15,9 +17,10 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
-from canary.controller import api
+from canary.controller import api, dashboard
 from canary.controller.bootstrap import bootstrap
 from canary.controller.metrics import RolloutCollector
+from canary.controller.notifying import read_webhooks
 from canary.controller.store import Store, metadata
 from core.app import create_app
 from core.settings import Settings
@@ -27,6 +30,7 @@ def create_controller_app(
     settings: Settings, *, stable: dict[str, str], router_url: str, public_url: str, tick_s: float = 1.0
 ) -> Starlette:
     settings = settings.with_overrides(service="controller")
+    read_webhooks(settings)  # a bad webhooks file stops the controller here, in words, before it serves
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -36,16 +40,20 @@ def create_controller_app(
         platform = controller.platform
         app.state.controller = controller
         app.state.metrics.registry.register(RolloutCollector(controller))
-        task: asyncio.Task[None] | None = None
+        app.state.dashboard = live = dashboard.attach(controller)
+        tasks: list[asyncio.Task[None]] = []
         try:
+            if controller.notifications is not None:  # delivers beside the loop: a tick never waits for it
+                tasks.append(asyncio.create_task(controller.notifications.sender.run()))
             await controller.start_stable()
-            task = asyncio.create_task(controller.run(tick_s))
+            tasks.append(asyncio.create_task(controller.run(tick_s)))
             yield
         finally:
-            if task is not None:
+            live.close()
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await platform.close()
 
-    return create_app(settings, api.routes(), lifespan=lifespan, metadata=metadata)
+    return create_app(settings, api.routes() + dashboard.routes(), lifespan=lifespan, metadata=metadata)

@@ -5,6 +5,9 @@ so tests drive the engine tick by tick with an injected clock and in-process fak
 project's own Protocols; what is not handed in is made from the settings (the store on
 ``settings.db_url``, ``settings.platform``, the router's counters or ``settings.prometheus_url``,
 the service catalog of ``settings.catalog``: a wrong entry stops the start with file, field, line).
+
+With ``settings.webhooks``, the notification outbox is made on the store's engine and hooked into
+the store's saves (``controller.notifications``: the app's lifespan runs its sender).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from canary.catalog import Catalog
 from canary.catalog.settings import catalog_for
 from canary.controller.engine import Controller
+from canary.controller.notifying import Notifications, make_notifications
 from canary.controller.store import Store, metadata
 from canary.platforms import make_platform
 from canary.platforms.base import Platform
@@ -37,6 +41,7 @@ def bootstrap(
     public_url: str = "",
     holder: str = "",
     catalog: Catalog | None = None,
+    notifications: Notifications | None = None,
 ) -> Controller:
     """``holder`` names this controller for the lease; by default the host and state directory, so
     a controller restarted in place (same pod, same ``canary up``) takes its lease back at once
@@ -45,6 +50,9 @@ def bootstrap(
         engine = engine_for(settings)
         create_schema(engine, metadata)
         store = Store(engine)
+    notifications = notifications if notifications is not None else make_notifications(settings, store.engine)
+    if notifications is not None:
+        store.hooks.append(notifications)
     catalog = catalog if catalog is not None else catalog_for(settings)  # CatalogError: file, field, line
     platform = platform if platform is not None else make_platform(settings, public_url, catalog)
     controller: Controller
@@ -71,4 +79,5 @@ def bootstrap(
         settings=settings,
     )
     controller.public_url, controller.router_url = public_url, router_url
+    controller.notifications = notifications
     return controller

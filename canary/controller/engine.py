@@ -77,6 +77,7 @@ class Controller:
         self.last_tick = 0.0
         self.public_url = ""  # where routers and Prometheus reach the controller
         self.router_url = ""
+        self.notifications: Any = None  # canary.controller.notifying.Notifications, set by bootstrap
 
     # -- inputs from the API -----------------------------------------------------------------------
     def command(self, rollout_id: str, name: str) -> None:

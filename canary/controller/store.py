@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -89,6 +91,33 @@ leases = Table(
 STATE_FIELDS = ("phase", "step", "phase_since", "step_since", "resume_to", "reason", "decided_by", "held_since")
 
 
+def _key(result: Any) -> int:
+    """The id an insert gave its row."""
+    key = result.inserted_primary_key
+    assert key is not None  # an insert into a table with a primary key always has one
+    return int(key[0])
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A transition as ``Store.save`` writes it: the new state, the step before it, and each
+    decision with its number (its row id: unique, and the same however often it is read back)."""
+
+    rollout: machine.Rollout
+    step_before: int
+    decisions: tuple[tuple[int, machine.Decision], ...]
+
+
+class SaveHook(Protocol):
+    """What else a save does: ``on_save`` inside the save's transaction (written if and only if the
+    transition is: the notification outbox), ``committed`` after it (``what``: "created",
+    "decision" or "judged"; from whatever thread saved: the dashboard's live stream)."""
+
+    def on_save(self, conn: Connection, saved: Saved) -> None: ...
+
+    def committed(self, rollout_id: str, what: str) -> None: ...
+
+
 def _json_default(value: Any) -> Any:
     return str(value)
 
@@ -110,6 +139,7 @@ def _rollout(row: Any) -> machine.Rollout:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.hooks: list[SaveHook] = []
 
     def create(self, spec_text: str, now: float) -> machine.Rollout:
         spec = load_spec(spec_text)  # a bad spec never gets this far
@@ -133,6 +163,8 @@ class Store:
             raise Conflict(
                 f"{spec.service} already has an active rollout: abort or finish it first", code="rollout_active"
             ) from None
+        for hook in self.hooks:
+            hook.committed(r.id, "created")
         return r
 
     def get(self, rollout_id: str) -> machine.Rollout:
@@ -153,6 +185,7 @@ class Store:
         """Write a transition and its decisions, only if nobody else moved the rollout meanwhile."""
         active = None if new.phase in machine.TERMINAL else new.spec.service
         with write_transaction(self.engine) as conn:
+            before = conn.execute(select(rollouts.c.state).where(rollouts.c.id == new.id)).scalar()
             result = conn.execute(
                 update(rollouts)
                 .where(rollouts.c.id == new.id, rollouts.c.revision == expected_revision)
@@ -160,8 +193,9 @@ class Store:
             )
             if result.rowcount != 1:
                 raise StaleWrite(f"rollout {new.id} changed since revision {expected_revision}")
+            numbered = []
             for d in made:
-                conn.execute(
+                row = conn.execute(
                     insert(decisions).values(
                         rollout_id=new.id,
                         at=d.at,
@@ -172,6 +206,14 @@ class Store:
                         evidence=json.dumps(d.evidence, default=_json_default),
                     )
                 )
+                numbered.append((_key(row), d))
+            if self.hooks:
+                step_before = int(json.loads(before)["step"]) if before else new.step
+                saved = Saved(new, step_before, tuple(numbered))
+                for hook in self.hooks:
+                    hook.on_save(conn, saved)
+        for hook in self.hooks:
+            hook.committed(new.id, "decision")
 
     def decisions(self, rollout_id: str) -> list[machine.Decision]:
         with self.engine.connect() as conn:
@@ -193,6 +235,8 @@ class Store:
                 conn.execute(
                     insert(judge_states).values(rollout_id=rollout_id, state=text, updated_at=datetime.now(UTC))
                 )
+        for hook in self.hooks:
+            hook.committed(rollout_id, "judged")
 
     def judging(self, rollout_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -4,7 +4,8 @@ Where it sits: beside the controller, which knows nothing of HTTP receivers.  Th
 a typed :class:`RolloutEvent` at each transition and stores it in the outbox; a :class:`Sender`
 task delivers the outbox to every configured :class:`Webhook`.  A tick never waits for a receiver.
 
-How the controller uses it (the coordinator wires this into ``bootstrap``)::
+How the controller uses it (``canary.controller.notifying``, made by ``bootstrap`` from
+``CANARY_WEBHOOKS``, does this; the app's lifespan runs the sender)::
 
     hooks = load_webhooks(path.read_text(), str(path))       # or parse_webhooks(settings_list)
     outbox = Outbox(engine, hooks)                           # creates its two tables if missing

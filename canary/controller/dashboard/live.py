@@ -1,0 +1,128 @@
+"""The dashboard's live stream: what the store saved, pushed to every open page as server-sent events.
+
+Sits on the store as a :class:`~canary.controller.store.SaveHook`: after a save commits (a decision,
+or the judge's state after a bin), ``committed`` hands the rollout id to the event loop, which adds
+the bin's point to the chart series and then tells every subscriber ``{"rollout": id, "what": ...}``.
+The page re-reads what changed.  Idle, a stream costs nothing: each subscriber waits on its own
+queue.  A stream ends after ``MAX_STREAM_S`` and the browser reconnects by itself: uvicorn, when it
+stops, waits for every open response to finish, so an endless stream would hold a stopping
+controller.  Each event carries the number of changes published so far as its id, and the stream's
+``hello`` says it: a page that reconnects re-reads the state only if it missed something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from canary.controller.dashboard.series import Series, point_figures
+from canary.controller.store import Saved
+from core.errors import ServiceUnavailable
+
+log = logging.getLogger("releasewarden.dashboard")
+KEEPALIVE_S = 10.0
+MAX_STREAM_S = 15.0
+MAX_SUBSCRIBERS = 64
+QUEUE = 256
+
+
+@dataclass(frozen=True)
+class Change:
+    rollout_id: str
+    what: str  # "created", "decision", "judged" (a new chart point) or "resync"
+    number: int = 0  # changes published so far, this one included
+
+    def sse(self) -> str:
+        data = json.dumps({"rollout": self.rollout_id, "what": self.what})
+        return f"id: {self.number}\nevent: {self.what}\ndata: {data}\n\n"
+
+
+class Live:
+    def __init__(self, controller: Any, series: Series, loop: asyncio.AbstractEventLoop) -> None:
+        self.controller, self.series, self.loop = controller, series, loop
+        self.subscribers: set[asyncio.Queue[Change | None]] = set()
+        self.published = 0
+        self.streams_opened = 0  # for the benchmark: what an idle page costs
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the store's side (any thread) ---------------------------------------------------------------
+
+    def on_save(self, conn: Connection, saved: Saved) -> None:
+        pass  # nothing to write with the transition: the page learns of it once it is committed
+
+    def committed(self, rollout_id: str, what: str) -> None:
+        with contextlib.suppress(RuntimeError):  # a loop that has closed: nobody is watching
+            self.loop.call_soon_threadsafe(self._changed, Change(rollout_id, what))
+
+    # -- the loop's side -----------------------------------------------------------------------------
+
+    def _changed(self, change: Change) -> None:
+        task = asyncio.ensure_future(self._record_then_publish(change))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _record_then_publish(self, change: Change) -> None:
+        if change.what == "judged":
+            try:
+                judged = await self.controller.latest_judgements(change.rollout_id)
+                metrics = point_figures(_plain(judged.last)) | {
+                    f"watch:{k}": v for k, v in point_figures(_plain(judged.last_watch)).items()
+                }
+                kept = await asyncio.to_thread(self.series.add, change.rollout_id, self.controller.clock(), metrics)
+            except Exception as exc:  # a chart point lost is not worth a traceback in the loop
+                log.warning("dashboard: no chart point for %s: %s: %s", change.rollout_id[:8], type(exc).__name__, exc)
+                return
+            if not kept:
+                return  # nothing new to draw
+        self.publish(change)
+
+    def publish(self, change: Change) -> None:
+        self.published += 1
+        change = Change(change.rollout_id, change.what, self.published)
+        for queue in list(self.subscribers):
+            if queue.full():  # a page that does not read: it gets one "resync" instead of a backlog
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(Change(change.rollout_id, "resync", change.number))
+            else:
+                queue.put_nowait(change)
+
+    def close(self) -> None:
+        for queue in list(self.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    async def stream(self) -> AsyncIterator[str]:
+        if len(self.subscribers) >= MAX_SUBSCRIBERS:
+            raise ServiceUnavailable(f"more than {MAX_SUBSCRIBERS} open dashboards")
+        queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE)
+        self.subscribers.add(queue)
+        self.streams_opened += 1
+        return self._events(queue)
+
+    async def _events(self, queue: asyncio.Queue[Change | None]) -> AsyncIterator[str]:
+        try:
+            yield f"retry: 1000\nevent: hello\ndata: {json.dumps({'published': self.published})}\n\n"
+            ends = self.loop.time() + MAX_STREAM_S
+            while (left := ends - self.loop.time()) > 0:
+                try:
+                    change = await asyncio.wait_for(queue.get(), min(KEEPALIVE_S, left))
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                if change is None:
+                    return
+                yield change.sse()
+        finally:
+            self.subscribers.discard(queue)
+
+
+def _plain(judgements: dict[str, Any]) -> dict[str, Any]:
+    return {m: {"evidence": j.evidence} for m, j in judgements.items()}

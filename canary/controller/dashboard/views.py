@@ -1,0 +1,135 @@
+"""The dashboard's HTTP side: the page, what it reads, and its event stream.
+
+- ``GET /dashboard``: the page (one self-contained HTML file, no network beyond this controller)
+- ``GET /api/dashboard/state``: active rollouts (phase, step, weight asked and as the table's
+  readers confirm it, counts per track, the judge's latest words, decisions with evidence, the
+  chart series), the recent history, the route table and its readers
+- ``GET /api/dashboard/rollouts/{id}``: one rollout in the same shape (a history row opened)
+- ``GET /api/events``: server-sent events, one per stored decision or new chart point
+
+Reading needs ``settings.read_token`` or the admin token (a bearer header, or ``?token=`` for the
+event stream: a browser's EventSource sends no headers); with no read token set, reading is open
+to clients on loopback only.  Commands go to the API's ``POST /api/rollouts/{id}/{command}`` with
+the admin token, which the page asks for.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import ipaddress
+from importlib import resources
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from canary.controller import machine
+from canary.controller.api import finite, summary
+from canary.controller.dashboard.live import Live
+from core.errors import Unauthorized
+
+HISTORY = 200
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/dashboard", page, methods=["GET"]),
+        Route("/api/dashboard/state", state, methods=["GET"]),
+        Route("/api/dashboard/rollouts/{rollout_id}", one_rollout, methods=["GET"]),
+        Route("/api/events", events, methods=["GET"]),
+    ]
+
+
+@functools.cache
+def page_bytes() -> bytes:
+    return resources.files("canary.controller.dashboard").joinpath("page.html").read_bytes()
+
+
+async def page(request: Request) -> Response:
+    # the page itself holds no data: it asks for the token when reading needs one
+    return Response(
+        page_bytes(),
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def require_read(request: Request) -> None:
+    settings = request.app.state.settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        token = request.query_params.get("token", "")
+    for expected in (settings.read_token, settings.admin_token):
+        if expected and token and hmac.compare_digest(token.encode(), expected.encode()):
+            return
+    if not settings.read_token and _loopback(request):
+        return
+    raise Unauthorized("reading the dashboard needs the read token (or the admin token)", code="token_required")
+
+
+def _loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def detail(request: Request, r: machine.Rollout) -> dict[str, Any]:
+    controller = request.app.state.controller
+    live: Live = request.app.state.dashboard
+    made = await controller.decisions(r.id)
+    judged = await controller.latest_judgements(r.id)
+    route = controller.table.services.get(r.spec.service)
+    confirmation = controller.confirmation(r.spec.service)
+    words = {**judged.last, **{f"watch:{k}": v for k, v in judged.last_watch.items()}}
+    if judged.last_mirror is not None:
+        words["mirror"] = judged.last_mirror
+    return {
+        **summary(r),
+        "weight_published": None if route is None else route.weight,
+        "weight_confirmed": confirmation.confirmed,
+        "waiting_for": confirmation.waiting_for,
+        "judge": {
+            m: {"verdict": j.verdict.value, "reason": j.reason, "evidence": j.evidence} for m, j in words.items()
+        },
+        "decisions": [vars(d) for d in made],
+        "series": [p.to_dict() for p in live.series.get(r.id)],
+    }
+
+
+async def state(request: Request) -> Response:
+    require_read(request)
+    controller = request.app.state.controller
+    everything = await controller.rollouts()
+    active = [r for r in everything if r.phase not in machine.TERMINAL]
+    body = {
+        "now": controller.clock(),
+        "active": [await detail(request, r) for r in active],
+        "history": [summary(r) for r in reversed(everything[-HISTORY:])],
+        "table": controller.table.to_dict(),
+        "readers": controller.reader_status(),
+    }
+    return JSONResponse(finite(body))
+
+
+async def one_rollout(request: Request) -> Response:
+    require_read(request)
+    r = await request.app.state.controller.rollout(request.path_params["rollout_id"])
+    return JSONResponse(finite(await detail(request, r)))
+
+
+async def events(request: Request) -> Response:
+    require_read(request)
+    live: Live = request.app.state.dashboard
+    return StreamingResponse(
+        await live.stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
