@@ -142,7 +142,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from canary.controller.spec import check, rule_alerts
+    from canary.cli_groups import lint
+    from canary.controller.spec import rule_alerts
 
     alerts = rule_alerts(Path(args.rules))
     failed = False
@@ -151,7 +152,7 @@ def _lint(args: argparse.Namespace) -> int:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        _, problems = check(text, path, alerts)
+        problems = lint(text, path, alerts)  # a rollout spec or a group
         for problem in problems:
             print(problem.render(path))
         if problems:
@@ -213,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upp.set_defaults(func=_up)
 
-    lint = sub.add_parser("lint", help="validate rollout specs (errors name the field and line)")
+    lint = sub.add_parser("lint", help="validate rollout specs and groups (errors name the field and line)")
     lint.add_argument("files", nargs="+", metavar="FILE")
     lint.add_argument(
         "--rules",
