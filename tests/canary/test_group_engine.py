@@ -129,3 +129,17 @@ def test_a_group_abort_aborts_its_members_and_cancels_those_not_started(tmp_path
     g, _ = run(w, g.id)
     assert phases(w, g) == {"importer": "rolled_back", "resizer": "cancelled", "shop": "rolled_back"}
     assert g.phase == GroupPhase.ROLLED_BACK
+
+
+def test_an_alert_labelled_with_the_group_rolls_back_every_active_member(tmp_path):
+    from canary.controller.alerts import _group_alert
+
+    w = World(tmp_path, stable=dict(STABLE))
+    g = asyncio.run(w.controller.groups.create(group_text("independent", resizer_after="[importer]")))
+    w.tick(reader="router/a")
+    answer = asyncio.run(_group_alert(w.controller, "april", "ReleaseBroken: errors everywhere"))
+    assert answer["action"] == "rolling back importer, shop"
+    g, _ = run(w, g.id)
+    assert phases(w, g) == {"importer": "rolled_back", "resizer": "cancelled", "shop": "rolled_back"}
+    importer = w.store.get(g.members["importer"].rollout_id)
+    assert (importer.decided_by, importer.reason) == ("alert", "alert ReleaseBroken: errors everywhere fired")

@@ -77,3 +77,12 @@ def test_a_members_rollout_errors_name_the_field_and_line_in_the_group_file():
     assert [p.render("g.yaml") for p in problems] == ["g.yaml:14: spec.members[2].policy: unknown field"]
     _, problems = check("kind: [", "g.yaml")
     assert problems[0].message.startswith("not valid YAML")
+
+
+def test_the_readme_group_example_is_valid():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Release groups", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    g, problems = check(example, "README", ROOT / "manifests/groups")
+    assert problems == [] and g is not None
+    assert [(a.member, a.step) for m in g.members for a in m.after] == [("importer", 1), ("opens", None)]
