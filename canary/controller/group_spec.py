@@ -224,6 +224,11 @@ def _build(
                 problems.append(Problem(_path(inner), p.message, _line_of(lines, inner)))
         members.append(member)
     group = GroupSpec(data["metadata"]["name"], tuple(members), Policy(s.get("policy", "independent")), promote)
+    steps = {m.name: len(m.rollout.get("steps") or []) for m in members}
+    for i, m in enumerate(members):
+        for j, a in enumerate(m.after):
+            if a.step is not None and a.member in steps and a.step > steps[a.member]:
+                problem(("spec", "members", i, "after", j), f"{a.member} has {steps[a.member]} step(s), not {a.step}")
     if not problems:
         cycle = find_cycle(group)
         if cycle:

@@ -55,6 +55,10 @@ def test_dependencies_name_members_have_no_cycle_and_wait_for_steps_when_promoti
     )
     _, problems = check(together, "g.yaml")
     assert [p.path for p in problems] == ["spec.members[1].after[0]"] and "wait for a step" in problems[0].message
+    _, problems = check(together.replace("after: [importer]", "after: [{member: importer, step: 2}]"), "g.yaml")
+    assert [p.render("g.yaml") for p in problems] == [
+        "g.yaml:9: spec.members[1].after[0]: importer has 1 step(s), not 2"
+    ]
     g = load_group(together.replace("after: [importer]", "after: [{member: importer, step: 1}]"))
     assert g.promote == Promote.TOGETHER and g.member("opens").after[0].step == 1
 
