@@ -194,8 +194,9 @@ def _phase(g: Group, seen: dict[str, MemberSeen]) -> tuple[GroupPhase, bool, str
     if len(promoted) == len(names):
         return GroupPhase.PROMOTED, True, "every member promoted"
     if len(back) == len(names):
-        phase = GroupPhase.ROLLED_BACK if settled else GroupPhase.ROLLING_BACK
-        return phase, settled, "every member rolled back or cancelled: " + ", ".join(back)
+        if settled:
+            return GroupPhase.ROLLED_BACK, True, "every member rolled back or cancelled: " + ", ".join(back)
+        return GroupPhase.ROLLING_BACK, False, "every member rolls back or was cancelled: " + ", ".join(back)
     if back:
         words = f"rolled back or cancelled: {', '.join(back)}" + (
             f"; promoted: {', '.join(promoted)}" if promoted else ""
