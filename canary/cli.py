@@ -116,7 +116,8 @@ def _lint_catalog(paths: Sequence[str], name: str) -> bool:
 
 def _lint(args: argparse.Namespace) -> int:
     from canary.catalog.settings import catalog_paths
-    from canary.controller.spec import check, rule_alerts
+    from canary.cli_groups import lint
+    from canary.controller.spec import rule_alerts
 
     if not args.files and not args.catalog:
         raise UsageError("give rollout specs or catalog entries to check, or --catalog")
@@ -135,7 +136,7 @@ def _lint(args: argparse.Namespace) -> int:
         if SERVICE_KIND.search(text):  # a catalog entry (kind: Service), not a rollout spec
             failed = _lint_catalog([path], path) or failed
             continue
-        _, problems = check(text, path, alerts)
+        problems = lint(text, path, alerts)  # a rollout spec or a group
         for problem in problems:
             print(problem.render(path))
         if problems:
@@ -203,9 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     upp.set_defaults(func=_up)
 
     lint = sub.add_parser(
-        "lint", help="validate rollout specs and catalog entries (kind: Service; errors name the field and line)"
+        "lint", help="validate rollout specs, groups and catalog entries (errors name the field and line)"
     )
-    lint.add_argument("files", nargs="*", metavar="FILE", help="rollout specs, catalog entries or catalog directories")
+    lint.add_argument(
+        "files", nargs="*", metavar="FILE", help="rollout specs, groups, catalog entries or catalog directories"
+    )
     lint.add_argument("--catalog", default="", help="also check this catalog (directories or files, comma-separated)")
     lint.add_argument(
         "--rules",

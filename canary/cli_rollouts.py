@@ -1,4 +1,5 @@
-"""The release engineer's commands: release, status, pause/resume/promote/abort, reprocess, history, why.
+"""The release engineer's commands: release, status, pause/resume/promote/abort, reprocess, history, why
+(and their group parts, in ``cli_groups``).
 
 They talk to the controller's API (``--controller``, default http://127.0.0.1:8700) with the token
 from ``CANARY_ADMIN_TOKEN`` or the state directory that ``canary up`` wrote.
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import yaml
 
+from canary import cli_groups
 from canary.catalog import CatalogError, load_catalog
 from canary.catalog.settings import catalog_paths
 from canary.stack import admin_token
@@ -48,6 +50,10 @@ def _call(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
 
 def release(args: argparse.Namespace) -> int:
     """A rollout from the catalog entry's defaults; a spec file (``--spec``) overrides its fields."""
+    if args.group:
+        return cli_groups.release_group(args, _call, CommandError)
+    if not args.service or not args.to:
+        raise CommandError("canary release SERVICE --to RELEASE, or canary release --group FILE")
     try:
         catalog = load_catalog(catalog_paths(args.catalog or os.environ.get("CANARY_CATALOG", "")))
         entry = catalog[args.service]
@@ -84,9 +90,9 @@ def release(args: argparse.Namespace) -> int:
 def _status_lines(args: argparse.Namespace) -> list[str]:
     rollouts = _call(args, "GET", "/api/rollouts")["rollouts"]
     active = [r for r in rollouts if r["phase"] not in ("succeeded", "rolled_back", "failed")]
+    lines = cli_groups.group_lines(_call, args)
     if not active:
-        return ["no active rollout" + (f"; last: {_one_line(rollouts[-1])}" if rollouts else "")]
-    lines = []
+        return [*lines, "no active rollout" + (f"; last: {_one_line(rollouts[-1])}" if rollouts else "")]
     for r in active:
         lines.append(_one_line(r) + f"  ({time.time() - r['phase_since']:.0f} s in phase)")
         detail = _call(args, "GET", f"/api/rollouts/{r['id']}")
@@ -138,6 +144,11 @@ def status(args: argparse.Namespace) -> int:
 
 
 def command(args: argparse.Namespace) -> int:
+    group = None if _matches(args, args.id) else cli_groups.find_group(_call, args, args.id)
+    if group is not None and args.command != "promote":  # every member at once
+        _call(args, "POST", f"/api/groups/{group['id']}/{args.command}")
+        print(f"{args.command}: accepted for group {group['name']} ({group['id'][:8]}) and its members")
+        return 0
     rid = _resolve(args, args.id)
     _call(args, "POST", f"/api/rollouts/{rid}/{args.command}")
     print(f"{args.command}: accepted for rollout {rid}")
@@ -161,6 +172,9 @@ def history(args: argparse.Namespace) -> int:
 
 
 def why(args: argparse.Namespace) -> int:
+    group = None if _matches(args, args.id) else cli_groups.find_group(_call, args, args.id)
+    if group is not None:
+        return cli_groups.why_group(_call, args, group)
     rid = _resolve(args, args.id)
     r = _call(args, "GET", f"/api/rollouts/{rid}")
     print(_one_line(r))
@@ -183,6 +197,10 @@ def why(args: argparse.Namespace) -> int:
     return 0
 
 
+def _matches(args: argparse.Namespace, prefix: str) -> bool:
+    return any(r["id"].startswith(prefix) for r in _call(args, "GET", "/api/rollouts")["rollouts"])
+
+
 def _resolve(args: argparse.Namespace, prefix: str) -> str:
     ids = [r["id"] for r in _call(args, "GET", "/api/rollouts")["rollouts"] if r["id"].startswith(prefix)]
     if len(ids) != 1:
@@ -196,11 +214,12 @@ def add_commands(sub: Any) -> None:
         p.add_argument("--state-dir", default="state", help="where `canary up` keeps the admin token")
         return p
 
-    p = common(sub.add_parser("release", help="start a rollout of SERVICE to a new release"))
-    p.add_argument("service", help="a service of the catalog")
-    p.add_argument("--to", required=True, help="the new release")
+    p = common(sub.add_parser("release", help="start a rollout of SERVICE to a new release, or a group of them"))
+    p.add_argument("service", nargs="?", help="a service of the catalog")
+    p.add_argument("--to", help="the new release")
     p.add_argument("--spec", help="rollout spec overriding the catalog entry's defaults")
     p.add_argument("--catalog", default="", help="service catalog (default CANARY_CATALOG, else manifests/services)")
+    p.add_argument("--group", metavar="FILE", help="release a group (kind: Group, e.g. manifests/groups/april-13.yaml)")
     p.set_defaults(func=release)
     p = common(sub.add_parser("status", help="active rollouts: phase, weight, counts, the judge's evidence"))
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
@@ -208,7 +227,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=status)
     for name in ("pause", "resume", "promote", "abort"):
         p = common(sub.add_parser(name, help=f"{name} a rollout"))
-        p.add_argument("id", help="rollout id (a unique prefix is enough)")
+        p.add_argument("id", help="rollout id (a unique prefix is enough), or a group's name or id")
         p.set_defaults(func=command, command=name)
     common(sub.add_parser("history", help="every rollout and how it ended")).set_defaults(func=history)
     p = common(sub.add_parser("reprocess", help="after a rollback: run the entry's after_rollback hooks again"))

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from canary.controller import machine
 from canary.controller.engine import Controller
 from core.app import read_body, require_token
-from core.errors import BadRequest, Unauthorized
+from core.errors import BadRequest, NotFound, Unauthorized
 
 MAX_PAYLOAD = 1 << 20
 
@@ -59,6 +59,11 @@ async def webhook(request: Request) -> Response:
         name, service = str(labels.get("alertname", "alert")), str(labels.get("service", ""))
         status = alert.get("status", payload.get("status"))
         summary = str(_mapping(alert.get("annotations")).get("summary", ""))
+        if labels.get("group") and not service and status == "firing":  # about a whole group: every member
+            results.append(
+                await _group_alert(controller, str(labels["group"]), f"{name}: {summary}" if summary else name)
+            )
+            continue
         action, rollout = _action(controller, latest.get(service), labels, status)
         if action == "rolling back" and rollout is not None:
             controller.alert(rollout.id, f"{name}: {summary}" if summary else name)
@@ -66,6 +71,28 @@ async def webhook(request: Request) -> Response:
             {"alert": name, "service": service, "action": action} | ({"rollout": rollout.id} if rollout else {})
         )
     return JSONResponse({"results": results})
+
+
+async def _group_alert(controller: Controller, group: str, why: str) -> dict[str, Any]:
+    """An alert labelled ``group`` (and no service) rolls back every active member of that group."""
+    found = [g for g in await controller.groups.groups(active_only=True) if g.spec.name == group]
+    if not found:
+        return {"alert": why, "group": group, "action": f"ignored: no group {group} under way"}
+    members = []
+    for link in found[0].members.values():
+        if link.rollout_id and not controller.alert_pending(link.rollout_id):
+            try:
+                r = await controller.rollout(link.rollout_id)
+            except NotFound:
+                continue
+            if r.phase in machine.ACTIVE:
+                controller.alert(r.id, why)
+                members.append(r.spec.service)
+    return {
+        "alert": why,
+        "group": group,
+        "action": "rolling back " + (", ".join(members) or "nothing: no member active"),
+    }
 
 
 def _action(

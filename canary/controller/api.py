@@ -12,6 +12,7 @@
   ``X-Table-Reader: router/<id>`` (or ``consumer/<id>``) and ``X-Table-Version: <version served>``:
   the controller acts on a new weight only once every reader confirms it (``canary.controller.routing``)
 - ``GET /api/readers``: every reader of the table, the version it serves, seconds since its last poll
+- ``/api/groups...``: release groups (``group_api``)
 - ``POST /api/alerts``: the Alertmanager webhook, ``GET /api/targets``: Prometheus's service
   discovery (both in ``alerts``)
 """
@@ -36,7 +37,10 @@ COMMANDS = ("pause", "resume", "promote", "abort")
 
 
 def routes() -> list[Route]:
+    from canary.controller import group_api  # it builds on this module
+
     return [
+        *group_api.routes(),
         Route("/api/rollouts", create_rollout, methods=["POST"]),
         Route("/api/rollouts", list_rollouts, methods=["GET"]),
         Route("/api/rollouts/{rollout_id}", show_rollout, methods=["GET"]),

@@ -27,6 +27,7 @@ from typing import Any
 from canary.catalog import Catalog, Moment, OnFailure
 from canary.controller import judging as jg
 from canary.controller import machine
+from canary.controller.group_engine import GroupRunner
 from canary.controller.reprocess import failure, handed_back, run_moment
 from canary.controller.routing import Confirmation, Readers, route_for
 from canary.controller.spec import Metric, load_spec
@@ -78,6 +79,8 @@ class Controller:
         self.public_url = ""  # where routers and Prometheus reach the controller
         self.router_url = ""
         self.notifications: Any = None  # canary.controller.notifying.Notifications, set by bootstrap
+        self.holds: set[str] = set()  # rollouts whose promotion their group holds (promote: together)
+        self.groups = GroupRunner(self)
 
     # -- inputs from the API -----------------------------------------------------------------------
     def command(self, rollout_id: str, name: str) -> None:
@@ -160,6 +163,7 @@ class Controller:
         now = self.clock()
         if not await asyncio.to_thread(self.store.acquire_lease, "controller", self.holder, LEASE_TTL_S, now):
             return
+        await self.groups.tick(now)  # groups first: the member rollouts they start are stepped this tick
         active = await asyncio.to_thread(self.store.list_rollouts, True)
         for rollout in active:
             await self._guarded(rollout, self._apply(rollout), "making the world match")
@@ -191,7 +195,7 @@ class Controller:
             why = f"observing failed: {type(exc).__name__}: {exc}"
             log.error("%s (%s): %s", rollout.spec.name, rollout.id[:8], why)
             seen = machine.Observation(metrics_unavailable=why)
-        seen = dataclasses.replace(seen, command=command, alert=alert)
+        seen = dataclasses.replace(seen, command=command, alert=alert, hold_promotion=rollout.id in self.holds)
         new, made = machine.advance(rollout, seen, self.clock())
         judging = self.judging.get(rollout.id)
         if new is not rollout:

@@ -79,6 +79,7 @@ class Rollout:
     reason: str = ""
     decided_by: str = ""  # a DecidedBy
     held_since: float = 0.0  # metrics unavailable since then: no verdict, and the step's clock stops
+    promotion_held: bool = False  # its last step passed; a group (promote: together) holds it there
     revision: int = 0  # bumped on every change: the store refuses stale writes
 
     def with_(self, now: float, **changes: Any) -> Rollout:
@@ -115,6 +116,7 @@ class Observation:
     metrics_unavailable: str = ""  # the metric source did not answer: why (the rollout holds)
     not_ready: str = ""  # why the canary is not ready yet, in the platform's words
     platform_error: str = ""  # the platform refused to run the canary, in its words: the rollout fails
+    hold_promotion: bool = False  # its group promotes together and not every member is ready yet
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,10 @@ def _progressing(r: Rollout, seen: Observation, now: float, go: Callable[..., Ro
     failing = _failing(seen)
     if failing:
         return go(ROLLING_BACK, DecidedBy.JUDGE, failing[0], failing[1])
+    if r.promotion_held:  # passed already: it waits for its group, judged still, with no time limit
+        if seen.hold_promotion:
+            return r
+        return go(PROMOTING, DecidedBy.CONTROLLER, "every member of its group is ready: promoted together")
     step = r.spec.steps[r.step]
     metrics = [m.name for m in r.spec.metrics]
     evidence = {m: j.evidence for m, j in seen.verdicts.items()}
@@ -298,6 +304,9 @@ def _progressing(r: Rollout, seen: Observation, now: float, go: Callable[..., Ro
         reason = f"step {r.step + 1} ({step.weight:g}%) passed: " + "; ".join(seen.verdicts[m].reason for m in metrics)
         if r.step + 1 < len(r.spec.steps):
             return go(PROGRESSING, DecidedBy.JUDGE, reason, evidence, step=r.step + 1, step_since=now)
+        if seen.hold_promotion:
+            why = f"{reason}; its group promotes together: held until every member is ready"
+            return go(PROGRESSING, DecidedBy.JUDGE, why, evidence, promotion_held=True)
         return go(PROMOTING, DecidedBy.JUDGE, reason, evidence)
     if now - r.step_since > step.max_seconds:
         waiting = "; ".join(f"{m}: {j.reason}" for m, j in sorted(seen.verdicts.items()) if j.verdict != Verdict.PASS)

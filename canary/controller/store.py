@@ -88,7 +88,17 @@ leases = Table(
     Column("expires_at", Float, nullable=False),
 )
 
-STATE_FIELDS = ("phase", "step", "phase_since", "step_since", "resume_to", "reason", "decided_by", "held_since")
+STATE_FIELDS = (
+    "phase",
+    "step",
+    "phase_since",
+    "step_since",
+    "resume_to",
+    "reason",
+    "decided_by",
+    "held_since",
+    "promotion_held",
+)
 
 
 def _key(result: Any) -> int:
@@ -141,9 +151,10 @@ class Store:
         self.engine = engine
         self.hooks: list[SaveHook] = []
 
-    def create(self, spec_text: str, now: float) -> machine.Rollout:
+    def create(self, spec_text: str, now: float, rollout_id: str = "") -> machine.Rollout:
+        """``rollout_id``: a group's member rollout has its id decided (and stored) beforehand."""
         spec = load_spec(spec_text)  # a bad spec never gets this far
-        r = machine.Rollout(id=uuid.uuid4().hex, spec=spec, phase_since=now)
+        r = machine.Rollout(id=rollout_id or uuid.uuid4().hex, spec=spec, phase_since=now)
         stamp = datetime.now(UTC)
         try:
             with write_transaction(self.engine) as conn:

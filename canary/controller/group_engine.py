@@ -1,0 +1,102 @@
+"""The controller's group loop: each tick, before the rollouts are stepped, every active group is
+advanced (``group_machine``) from its members' stored rollouts; the new group is stored, then acted
+on: member rollouts created (with the ids already stored), aborts and commands passed to the
+rollouts, promotions held.  One group's trouble is logged in one line and stays its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from canary.controller import machine
+from canary.controller.group_machine import Group, GroupDecision, MemberSeen, advance_group
+from canary.controller.group_spec import load_group
+from canary.controller.group_store import GroupStore
+from core.errors import Conflict, NotFound, ReleaseWardenError, Unprocessable
+
+if TYPE_CHECKING:
+    from canary.controller.engine import Controller
+
+log = logging.getLogger("releasewarden.controller")
+GROUP_COMMANDS = ("pause", "resume", "abort")
+
+
+class GroupRunner:
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.store = GroupStore(controller.store.engine)
+        self.commands: dict[str, str] = {}  # group id -> pause, resume, abort (taken at the next tick)
+
+    async def create(self, text: str) -> Group:
+        spec = load_group(text, "group")
+        c = self.controller
+        for m in spec.members:
+            if m.service not in c.stable:
+                raise Unprocessable(
+                    f"member {m.name}: no service {m.service!r} here; the services it runs: "
+                    + ", ".join(sorted(c.stable)),
+                    code="unknown_service",
+                )
+            known = await c.known_releases(m.service)
+            if known is not None and m.release not in known:
+                raise Unprocessable(
+                    f"member {m.name}: {m.service} has no release {m.release!r}; the releases it has: "
+                    + ", ".join(known),
+                    code="unknown_release",
+                )
+        return await asyncio.to_thread(self.store.create, text, c.clock())
+
+    def command(self, group_id: str, name: str) -> None:
+        self.commands[group_id] = name
+
+    async def groups(self, active_only: bool = False) -> list[Group]:
+        return await asyncio.to_thread(self.store.list_groups, active_only)
+
+    async def group(self, group_id: str) -> Group:
+        return await asyncio.to_thread(self.store.get, group_id)
+
+    async def decisions(self, group_id: str) -> list[GroupDecision]:
+        return await asyncio.to_thread(self.store.decisions, group_id)
+
+    async def tick(self, now: float) -> None:
+        holds: set[str] = set()
+        for g in await self.groups(active_only=True):
+            try:
+                holds |= await self._advance(g, now)
+            except (ReleaseWardenError, OSError) as exc:
+                log.error("group %s (%s): %s", g.spec.name, g.id[:8], exc)
+            except Exception as exc:
+                log.error("group %s (%s): %s: %s", g.spec.name, g.id[:8], type(exc).__name__, exc)
+        self.controller.holds = holds
+
+    async def _advance(self, g: Group, now: float) -> set[str]:
+        c = self.controller
+        rollouts: dict[str, machine.Rollout] = {}
+        for name, link in g.members.items():
+            if link.rollout_id:
+                # linked, not created yet (a controller killed in between): created below
+                with contextlib.suppress(NotFound):
+                    rollouts[name] = await c.rollout(link.rollout_id)
+        seen = {n: MemberSeen(r.phase, r.step, r.promotion_held) for n, r in rollouts.items()}
+        command = self.commands.pop(g.id, "")
+        new, made, actions = advance_group(g, seen, command, now)
+        if made:  # stored before anything is done about it
+            await asyncio.to_thread(self.store.save, new, g.revision, made)
+            for d in made:
+                log.warning("group %s %s %s: %s", g.spec.name, d.member or "(group)", d.action, d.reason)
+        for member_name, rollout_id in actions.start:
+            member = new.spec.member(member_name)
+            text = member.rollout_text(new.spec.name, c.stable[member.service])
+            try:
+                await asyncio.to_thread(c.store.create, text, c.clock(), rollout_id)
+            except Conflict as exc:  # its service is busy with another rollout: tried again next tick
+                log.error("group %s: member %s cannot start yet: %s", new.spec.name, member_name, exc)
+        for rollout_id in actions.abort:
+            c.command(rollout_id, "abort")
+        if command in ("pause", "resume"):
+            for r in rollouts.values():
+                if r.phase in machine.ACTIVE:
+                    c.command(r.id, command)
+        return actions.hold
