@@ -22,7 +22,7 @@ spec:
 
 
 async def test_group_endpoints_need_the_token_and_refuse_bad_groups_in_words(db_url, tmp_path):
-    async with asgi_client(app(db_url, tmp_path)) as c:
+    async with asgi_client(app(db_url, tmp_path, stable={})) as c:
         for method, path in [("GET", "/api/groups"), ("POST", "/api/groups"), ("POST", "/api/groups/x/abort")]:
             assert (await c.request(method, path, headers={"Authorization": "Bearer no"})).status_code == 401
         r = await c.post("/api/groups", content=GROUP.replace("weight: 10", "weight: 110"), headers=AUTH)
