@@ -17,6 +17,7 @@ rollback.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 
 from canary.analysis import rollout
 from canary.analysis.intervals import rate_ratio_interval
-from canary.analysis.mirror import MirrorBin, MirrorState
+from canary.analysis.mirror import NO_BASELINE_RATE, MirrorBin, MirrorState
 from canary.analysis.rollout import CODES, BinArrays, JudgeState, Verdict
 from canary.analysis.spec import JudgeSpec, MetricRule, StepRule
 
@@ -100,6 +101,7 @@ class MetricEvidence:
     pass_threshold: float
     within_tolerance: bool
     power: str  # what the step can rule out at its traffic, in words
+    words: str = ""  # this metric's part of the decision's reason
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Decision:
     verdict: Verdict
     reason: str
     evidence: tuple[MetricEvidence, ...]
+    held: str = ""  # a sample-ratio mismatch holds the rollout: why, with the numbers
 
 
 class RolloutJudge:
@@ -165,7 +168,8 @@ class RolloutJudge:
     def observe_mirror(self, counts: MirrorBin, seconds: float = 1.0) -> Decision:
         if self.spec.mirror is None:
             raise ValueError("the spec has no mirror phase")
-        self.mirror.update(counts, seconds)
+        # without a baseline, differences are tested against the share the spec allows
+        self.mirror.update(counts, seconds, self.spec.mirror.max_different_share or NO_BASELINE_RATE)
         verdict, reason = self.mirror.verdict(self.spec, rollout.total_tests(self.spec, self.state))
         return Decision(verdict, reason, ())
 
@@ -192,8 +196,8 @@ class RolloutJudge:
         spec, state = self.spec, self.state
         tests = rollout.total_tests(spec, state)
         threshold = tests / spec.alpha
-        evidence = []
-        words = []
+        evidence: list[MetricEvidence] = []
+        words: list[str] = []
         for rule, ms in zip(spec.metrics, state.metrics, strict=True):
             rd = rollout.read_metric(spec, rule, ms, tests)
             c = TrackCounts(int(ms.canary_n[0]), int(ms.canary_bad[0]))
@@ -216,7 +220,7 @@ class RolloutJudge:
                 )
             )
             text = (
-                f"{rule.name}: canary {c.bad} bad of {c.requests} vs stable {s.bad} of {s.requests}; "
+                f"canary {c.bad} bad of {c.requests} vs stable {s.bad} of {s.requests}; "
                 f"e-value {_num(_exp(float(rd.log_e[0])))} (fails at {threshold:g})"
             )
             if spec.sticky and (ms.groups is None or not ms.groups.seen):
@@ -225,7 +229,9 @@ class RolloutJudge:
                 text += "; both tracks miss the objective: not rolling back, not passing"
             if verdict is not Verdict.FAIL and not rd.ruled_out[0] and state.step[0] >= len(spec.steps) - 1:
                 text += f"; {power}"
-            words.append(text)
+            evidence[-1] = dataclasses.replace(evidence[-1], words=text)
+            words.append(f"{rule.name}: {text}")
+        held = ""
         if verdict is Verdict.CONTINUE and bool(rollout.srm_mismatch(state, spec)[0]):
             first = state.metrics[0]
             seen = float(first.canary_n[0]) / max(float(first.canary_n[0] + first.stable_n[0]), 1.0)
@@ -233,14 +239,15 @@ class RolloutJudge:
             numbers = f" ({seen:.2%} of requests on the canary, {asked:.2%} asked)" if asked is not None else ""
             if spec.sticky:
                 numbers = f" ({int(state.misrouted[0])} of {int(state.routed[0])} requests on the wrong track)"
-            words.insert(0, "held: the canary's share of traffic does not match the weight asked" + numbers)
+            held = "held: the canary's share of traffic does not match the weight asked" + numbers
+            words.insert(0, held)
         head = {
             Verdict.FAIL: "canary is worse than stable",
             Verdict.PASS: "step passed",
             Verdict.INCONCLUSIVE: f"step not conclusive after {state.step_seconds[0]:.0f} s",
             Verdict.CONTINUE: "judging",
         }[verdict]
-        return Decision(verdict, head + ": " + "; ".join(words), tuple(evidence))
+        return Decision(verdict, head + ": " + "; ".join(words), tuple(evidence), held)
 
     def _power_words(self, rule: MetricRule) -> str:
         step = self.spec.steps[int(np.clip(self.state.step[0], 0, len(self.spec.steps) - 1))]

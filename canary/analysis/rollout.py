@@ -286,6 +286,9 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
     else:
         log_e = ms.regression.log_e(RATIO_WEIGHTS)
         log_clear = ms.clear
+    # averaged with the floor's pass test: the pass's null becomes "min_regression worse than
+    # max(stable, rate_floor)", the rate floor's meaning, so a canary with no bad events can pass
+    log_clear = np.logaddexp(log_clear, floor_log_clear(rule, ms)) - math.log(2)
     fails = log_e >= threshold
     if ms.latency is not None:
         lat = ms.latency.log_e()
@@ -312,6 +315,22 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
         within_tolerance=tol,
         log_clear=log_clear,
     )
+
+
+def floor_log_clear(rule: MetricRule, ms: MetricState) -> Array:
+    """Log e-value against "the canary's bad rate is at least ``min_regression * rate_floor``".
+
+    The likelihood ratio of the canary's own counts, the rate floor against ``p0`` =
+    ``min_regression * rate_floor``: under any rate at least ``p0`` each request's factor has an
+    expectation of at most 1 (it falls as the rate rises), so this is a test supermartingale for
+    that composite null.  Without it, a canary and a stable with no bad events at all could never
+    rule anything out (the relative test learns only from bad events).
+    """
+    p0 = min(rule.min_regression * rule.rate_floor, 1 - 1e-9)
+    p1 = rule.rate_floor
+    good = np.maximum(ms.canary_n - ms.canary_bad, 0.0)
+    out: Array = ms.canary_bad * math.log(p1 / p0) + good * (math.log1p(-p1) - math.log1p(-p0))
+    return out
 
 
 def srm_mismatch(state: JudgeState, spec: JudgeSpec) -> npt.NDArray[np.bool_]:

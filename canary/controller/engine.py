@@ -31,7 +31,7 @@ from canary.controller.routing import Confirmation, Readers, route_for
 from canary.controller.spec import Metric, load_spec
 from canary.controller.store import Store
 from canary.platforms.base import Instance, Platform
-from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable
+from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable, TrackCounts
 from core.errors import DependencyUnavailable, ReleaseWardenError, Unprocessable
 from core.routes import RouteTable, ServiceRoute
 
@@ -297,34 +297,43 @@ class Controller:
         mirror = change = None
         unavailable: list[str] = []
         judging = await self._judging(r)
-        if r.phase in JUDGED and ready:
-            metrics = s.metrics if r.phase != machine.MIRRORING else (Metric("mirror", "mirror"),)
-            for metric in metrics:
-                j = await self._judge(r, metric, judging)
-                if isinstance(j, str):
-                    unavailable.append(f"{metric.name}: metrics unavailable ({j})")
-                else:
-                    verdicts[metric.name] = j
-            if r.phase == machine.MIRRORING:
-                mirror = verdicts.pop("mirror", None)
-        elif r.phase == machine.WATCHING:
-            for metric in s.metrics:
-                j = await self._judge(r, metric, judging)
-                if not isinstance(j, str) and j.verdict == machine.Verdict.FAIL and change is None:
-                    change = j
         confirmation = self.confirmation(s.service)
         route = self.table.services.get(s.service)
+        applied = (route.weight if route else 0.0) if confirmation.confirmed else None
+        if (r.phase in JUDGED and ready) or r.phase == machine.WATCHING:
+            readings = await self._readings(r, s.metrics, unavailable)
+            if r.phase == machine.MIRRORING:
+                mirrored = await self._readings(r, (Metric("mirror", "mirror"),), unavailable)
+                if "mirror" in mirrored:
+                    mirror = jg.judge_mirror(judging, s, mirrored["mirror"], self.clock())
+            if len(readings) == len(s.metrics):  # all or none: a missing one's bin waits, nothing is lost
+                if r.phase == machine.WATCHING:
+                    change = jg.judge_watch(judging, s, readings, self.clock(), applied)
+                else:
+                    verdicts = jg.judge_step(judging, s, self._judged_step(r, applied), readings, self.clock(), applied)
+            if r.phase in (machine.MIRRORING, machine.WATCHING):
+                verdicts = {}  # the step judge only gathers history here; the mirror and watch decide
         return machine.Observation(
             canary_ready=ready,
             verdicts=verdicts,
             mirror=mirror,
-            weight_applied=(route.weight if route else 0.0) if confirmation.confirmed else None,
+            weight_applied=applied,
             unconfirmed=confirmation.waiting_for,
             change_detected=change,
-            metrics_unavailable="; ".join(unavailable),
+            metrics_unavailable="; ".join(unavailable) if r.phase != machine.WATCHING else "",
             not_ready=not_ready,
             platform_error=self.platform_errors.get(r.id, ""),
         )
+
+    @staticmethod
+    def _judged_step(r: machine.Rollout, applied: float | None) -> int:
+        """The step whose routing the bin was served under: the rollout's once the data plane
+        confirms its weight, the one before until then (-1 before the canary takes traffic)."""
+        if r.phase == machine.MIRRORING:
+            return -1
+        if applied is not None and applied == r.spec.steps[r.step].weight:
+            return r.step
+        return r.step - 1
 
     async def _judging(self, r: machine.Rollout) -> jg.RolloutJudging:
         j = self.judging.get(r.id)
@@ -333,21 +342,35 @@ class Controller:
             j = self.judging[r.id] = jg.RolloutJudging.from_dict(stored) if stored else jg.RolloutJudging()
         return j
 
-    async def _judge(self, r: machine.Rollout, metric: Metric, judging: jg.RolloutJudging) -> machine.Judgement | str:
-        """The judge's answer on this tick's bin, or why the metric source did not answer."""
+    async def _readings(
+        self, r: machine.Rollout, metrics: tuple[Metric, ...], unavailable: list[str]
+    ) -> dict[str, TrackCounts]:
+        """Each metric's cumulative counts; one the source cannot give is named in ``unavailable``."""
         s = r.spec
         watching = r.phase == machine.WATCHING
         canary, stable = (s.stable, s.canary) if watching else (s.canary, s.stable)  # watch: roles reversed
-        query = MetricQuery(
-            s.service, metric.kind, canary, stable, metric.threshold_ms, metric.events_query, metric.bad_query
-        )
-        try:
-            reading = await self.provider.cumulative(query)
-        except ProviderUnavailable as exc:
-            return str(exc)
-        now = self.clock()
-        if metric.kind == "mirror":
-            return jg.judge_mirror(judging, s, reading, now)
-        if watching:
-            return jg.judge_watch(judging, s, metric, reading, now)
-        return jg.judge_step(judging, s, r.step, metric, reading, now)
+        groups = self._groups(r) if not watching else ()
+        out: dict[str, TrackCounts] = {}
+        for metric in metrics:
+            query = MetricQuery(
+                s.service,
+                metric.kind,
+                canary,
+                stable,
+                metric.threshold_ms,
+                metric.events_query,
+                metric.bad_query,
+                sticky_salt=groups[0] if groups else "",
+                sticky_groups=groups[1] if groups else (),
+            )
+            try:
+                out[metric.name] = await self.provider.cumulative(query)
+            except ProviderUnavailable as exc:
+                unavailable.append(f"{metric.name}: metrics unavailable ({exc})")
+        return out
+
+    def _groups(self, r: machine.Rollout) -> tuple[str, tuple[int, ...]] | tuple[()]:
+        route = self.table.services.get(r.spec.service)
+        if route is None or route.sticky is None or not route.sticky.groups:
+            return ()
+        return route.sticky.salt, route.sticky.groups

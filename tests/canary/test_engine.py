@@ -228,14 +228,14 @@ def test_bins_carry_their_measured_length_and_the_judge_resumes_after_a_restart(
         w.traffic("importer", "1.1")
         w.tick(seconds=0.25, reader="router/a")
     stored = w.store.judging(r.id)
-    state = stored["metrics"]["errors"]["state"]
     # the first reading starts the bins; then 3 bins of 0.25 s each (not "1 s per bin")
-    assert state["bins"] == 4 and state["seconds"] == pytest.approx(0.75)
+    assert stored["observed"] == 4 and stored["seconds"] == pytest.approx(0.75)
+    assert stored["judge"]["state"]["metrics"][0]["canary_n"] == [60]
     w.controller = w.new_controller()  # a restart: same store, new process
     w.traffic("importer", "1.1")
     w.tick(seconds=0.25, reader="router/a")
-    state = w.store.judging(r.id)["metrics"]["errors"]["state"]
-    assert state["bins"] == 5 and state["canary_n"] == 80  # the same e-process, carried on
+    after = w.store.judging(r.id)
+    assert after["observed"] == 5 and after["judge"]["state"]["metrics"][0]["canary_n"] == [80]  # carried on
 
 
 def test_every_decision_keeps_its_evidence_and_why_has_the_numbers_after_a_restart(tmp_path):
