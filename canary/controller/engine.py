@@ -32,7 +32,7 @@ from canary.controller.spec import Metric, load_spec
 from canary.controller.store import Store
 from canary.platforms.base import Instance, Platform
 from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable, TrackCounts
-from core.errors import DependencyUnavailable, ReleaseWardenError, Unprocessable
+from core.errors import DependencyUnavailable, ReleaseWardenError, ServiceUnavailable, Unprocessable
 from core.routes import RouteTable, ServiceRoute
 
 log = logging.getLogger("releasewarden.controller")
@@ -69,6 +69,9 @@ class Controller:
         self.platform_errors: dict[str, str] = {}  # rollout id -> what the platform said
         self.active: list[machine.Rollout] = []  # as of the last tick (for /metrics)
         self.last_tick = 0.0
+        # the table is served only once a tick holding the lease has built it from the stored
+        # rollouts: before, it would name stable releases only (a 50% canary would get no traffic)
+        self.table_ready = False
         self.public_url = ""  # where routers and Prometheus reach the controller
         self.router_url = ""
 
@@ -84,8 +87,13 @@ class Controller:
 
     def poll_table(self, reader: tuple[str, int] | None) -> dict[str, Any]:
         """A router's or consumer's poll: remember what it serves, answer the table."""
-        if reader is not None:
+        if reader is not None:  # known even when refused: it serves a table, and must confirm the next
             self.readers.seen(reader[0], reader[1], self.clock())
+        if not self.table_ready:  # routers keep the table they have on a 503
+            raise ServiceUnavailable(
+                "the route table is not built yet: this controller has not yet run a tick holding the lease",
+                code="table_not_ready",
+            )
         return self.table.to_dict()
 
     def reader_status(self) -> list[dict[str, Any]]:
@@ -162,6 +170,7 @@ class Controller:
         for rollout in active:
             await self._guarded(rollout, self._apply(rollout), "making the world match")
         await self._publish()
+        self.table_ready = True
         still_active = []
         for rollout in active:
             new = await self._guarded(rollout, self._step(rollout), "deciding")

@@ -5,6 +5,7 @@ test drives), the table's readers simulated by polling with their headers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from canary.controller.store import Store, metadata
 from canary.platforms.base import Instance
 from canary.providers.base import Counts, MetricQuery, ProviderUnavailable, TrackCounts
 from core.db import create_schema, make_engine
-from core.errors import DependencyUnavailable, Unprocessable
+from core.errors import DependencyUnavailable, ServiceUnavailable, Unprocessable
 from core.routes import parse_table
 from core.settings import Settings
 
@@ -139,7 +140,8 @@ class World:
         self.now += seconds
         if reader:  # a router polls with the version it serves (lag: that many versions behind)
             served = self.controller.table.version - lag if lag >= 0 else 0
-            self.controller.poll_table((reader, served))
+            with contextlib.suppress(ServiceUnavailable):  # before the first tick with the lease: kept table
+                self.controller.poll_table((reader, served))
         asyncio.run(self.controller.tick())
 
     def get(self, r: m.Rollout) -> m.Rollout:
@@ -400,3 +402,17 @@ def test_a_restarted_controller_waits_for_the_readers_before_it_stops_a_canary(t
     w.tick(reader="router/a")  # the router polls the new controller and gets the table
     w.tick(reader="router/a")
     assert w.get(r).phase == m.ROLLED_BACK
+
+
+def test_a_restarted_controller_serves_no_table_until_a_tick_with_the_lease_built_it(tmp_path):
+    w = World(tmp_path)
+    r = w.release()
+    drive(w, r, lambda r: r.phase == m.PROGRESSING and r.step == 1)  # a 50% canary
+    w.controller = w.new_controller()  # restarted: it knows the stored rollout, not yet its upstreams
+    asyncio.run(w.controller.start_stable())
+    with pytest.raises(ServiceUnavailable) as refused:
+        w.controller.poll_table(("router/a", 0))  # a table of stable releases only would starve the canary
+    assert refused.value.status == 503 and refused.value.code == "table_not_ready"
+    w.tick()
+    table = parse_table(w.controller.poll_table(("router/a", 0)))
+    assert table.services["importer"].weight == 50 and "canary" in table.services["importer"].upstreams
