@@ -70,7 +70,8 @@ def bucket_boundaries(spec: RolloutSpec) -> tuple[int, ...]:
     if not spec.sticky:
         return ()
     cuts = judge_spec(spec).bucket_boundaries
-    return cuts if all(0 < a < b < 10_000 for a, b in zip(cuts, (*cuts[1:], 10_000), strict=True)) else ()
+    rising = all(a < b for a, b in zip((0, *cuts), (*cuts, 10_000), strict=True))
+    return cuts if rising else ()
 
 
 def watch_spec(spec: RolloutSpec) -> JudgeSpec:

@@ -17,7 +17,7 @@ from canary.controller.bootstrap import bootstrap
 from canary.controller.engine import Controller
 from canary.controller.store import Store, metadata
 from canary.platforms.base import Instance
-from canary.providers.base import Counts, MetricQuery, ProviderUnavailable, TrackCounts
+from canary.providers.base import Counts, GroupTotals, MetricQuery, ProviderUnavailable, TrackCounts
 from core.db import create_schema, make_engine
 from core.errors import DependencyUnavailable, ServiceUnavailable, Unprocessable
 from core.routes import parse_table
@@ -416,3 +416,104 @@ def test_a_restarted_controller_serves_no_table_until_a_tick_with_the_lease_buil
     w.tick()
     table = parse_table(w.controller.poll_table(("router/a", 0)))
     assert table.services["importer"].weight == 50 and "canary" in table.services["importer"].upstreams
+
+
+@dataclass
+class CustomersProvider:
+    """Sticky customers in three bucket groups (boundaries 1000 and 5000 of the spec's 10% and 50%
+    steps, the reference last) whose bad rates differ, the same on both releases; per tick each
+    group's requests go to the track its buckets are on, as the router's table says."""
+
+    world: World
+    with_groups: bool = True
+    rates: tuple[float, ...] = (0.2, 0.05, 0.05)  # the first group's customers fail 4x as often
+    per_tick: tuple[int, ...] = (20, 80, 100)
+    boundaries: tuple[int, ...] = (1000, 5000)
+    groups: list[list[int]] = field(default_factory=lambda: [[0, 0, 0] for _ in range(3)])
+    tracks: dict[str, list[int]] = field(default_factory=lambda: {"canary": [0, 0], "stable": [0, 0]})
+
+    def serve(self, rng) -> None:
+        route = self.world.controller.table.services.get("importer")
+        weight = route.weight if route is not None and "canary" in route.upstreams else 0.0
+        for g, (rate, n) in enumerate(zip(self.rates, self.per_tick, strict=True)):
+            on_canary = g < len(self.boundaries) and self.boundaries[g] <= weight * 100
+            bad = int(rng.binomial(n, rate))
+            row = self.groups[g]
+            row[0], row[1], row[2] = row[0] + n, row[1] + bad, row[2] + (n if on_canary else 0)
+            t = self.tracks["canary" if on_canary else "stable"]
+            t[0], t[1] = t[0] + n, t[1] + bad
+
+    async def cumulative(self, q: MetricQuery) -> TrackCounts:
+        c, s = self.tracks["canary"], self.tracks["stable"]
+        groups = ()
+        if self.with_groups and q.sticky_groups == self.boundaries and q.sticky_salt:
+            groups = tuple(GroupTotals(*row) for row in self.groups)
+        return TrackCounts(Counts(*c), Counts(*s), groups)
+
+
+STICKY_SPEC = """
+apiVersion: releasewarden/v1
+kind: Rollout
+spec:
+  service: importer
+  stable: "1.0"
+  canary: "1.1"
+  sticky: {header: X-Account-Id}
+  steps:
+    - {weight: 10, min_requests: 20, min_seconds: 5, max_seconds: 600}
+    - {weight: 50, min_requests: 20, min_seconds: 5, max_seconds: 600}
+  metrics:
+    - {name: errors, kind: errors}
+  watch: {seconds: 5, holdback: 10}
+"""
+
+
+def sticky_run(tmp_path, with_groups: bool, ticks: int = 240) -> tuple[m.Rollout, World]:
+    import numpy as np
+
+    w = World(tmp_path)
+    w.provider = CustomersProvider(w, with_groups=with_groups)
+    w.controller = w.new_controller()
+    rng = np.random.default_rng(7)
+    r = asyncio.run(w.controller.create_rollout(STICKY_SPEC))
+    for _ in range(ticks):
+        w.provider.serve(rng)
+        w.tick(reader="router/a")
+        now = w.get(r)
+        if now.phase in (m.ROLLING_BACK, m.WATCHING):
+            return now, w
+    return w.get(r), w
+
+
+def test_sticky_customers_who_differ_do_not_roll_back_an_identical_release(tmp_path):
+    # judged per request, the canary's customers (4x the bad rate of the others, on both
+    # releases) make an identical release look 4x worse: it is rolled back
+    per_request, _ = sticky_run(tmp_path / "a", with_groups=False)
+    assert per_request.phase == m.ROLLING_BACK and per_request.decided_by == "judge"
+    # with the routers' bucket-group counts, each group is judged against its own history
+    sticky, w = sticky_run(tmp_path / "b", with_groups=True)
+    assert sticky.phase != m.ROLLING_BACK, sticky.reason
+    assert sticky.phase == m.WATCHING or sticky.step == 1
+    route = w.controller.table.services["importer"]
+    assert route.sticky.groups == () if sticky.phase == m.WATCHING else route.sticky.groups == (1000, 5000)
+    evidence = w.store.judging(sticky.id)["last"]["errors"]["evidence"]
+    assert "sticky bucket group" in evidence["regression"]["statistic"]
+
+
+def test_a_restart_mid_rollout_resumes_the_same_e_process_through_the_store(tmp_path):
+    def run(where, restart_at: int | None) -> dict:
+        w = World(where)
+        r = w.release()
+        drive(w, r, lambda r: r.phase == m.PROGRESSING)
+        for i in range(6):
+            if i == restart_at:
+                w.controller = w.new_controller()  # a new process: only the store carries the judge
+            w.traffic("importer", "1.1", canary_bad=1 if i % 3 == 0 else 0)
+            w.tick(reader="router/a")
+        assert w.get(r).phase == m.PROGRESSING
+        return w.store.judging(r.id)["judge"]["state"]["metrics"][0]
+
+    straight, restarted = run(tmp_path / "a", None), run(tmp_path / "b", 3)
+    assert restarted["canary_bad"] == straight["canary_bad"] == [1]  # the first reading only starts the bins
+    assert restarted["regression"] == straight["regression"]  # the same e-process, not a fresh one
+    assert max(straight["regression"]["log_m0"]) != 0.0  # evidence was gathered (not an empty state)
