@@ -36,6 +36,9 @@ REQUEST_STATISTIC = "e-value of 'canary no worse' (change-point mixture likeliho
 # a sticky spec whose bins come without bucket-group counts is judged per request (the fallback
 # until the router counts per group): valid only if customers fail alike, and said so
 FALLBACK_WORDS = "sticky routing judged per request (no bucket-group counts): assumes customers fail alike"
+NO_HISTORY_WORDS = (
+    "sticky routing judged per request: the first bucket group had no bad events on stable before the canary"
+)
 MAX_COUNT = 10**12  # per bin: anything larger is a broken source, refused
 
 
@@ -207,7 +210,7 @@ class RolloutJudge:
             evidence.append(
                 MetricEvidence(
                     metric=rule.name,
-                    statistic=STICKY_STATISTIC if ms.groups is not None and ms.groups.seen else REQUEST_STATISTIC,
+                    statistic=STICKY_STATISTIC if _informed(ms) else REQUEST_STATISTIC,
                     e_value=_exp(float(rd.log_e[0])),
                     threshold=threshold,
                     canary=c,
@@ -225,6 +228,8 @@ class RolloutJudge:
             )
             if spec.sticky and (ms.groups is None or not ms.groups.seen):
                 text += f" [{FALLBACK_WORDS}]"
+            elif spec.sticky and not _informed(ms):
+                text += f" [{NO_HISTORY_WORDS}]"
             if bool(rd.blocked[0]):
                 text += "; both tracks miss the objective: not rolling back, not passing"
             if verdict is not Verdict.FAIL and not rd.ruled_out[0] and state.step[0] >= len(spec.steps) - 1:
@@ -282,6 +287,10 @@ def rule_out_ratio(canary_rps: float, stable_rps: float, rate: float, step: Step
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if expected(mid) < need else (lo, mid)
     return hi
+
+
+def _informed(ms: rollout.MetricState) -> bool:
+    return ms.groups is not None and ms.groups.seen and bool(ms.groups.informed()[0])
 
 
 def _exp(v: float) -> float:

@@ -278,11 +278,13 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
     threshold = math.log(tests / spec.alpha)
     if ms.groups is not None and ms.groups.seen:
         per_group = ms.groups.log_e()
-        log_e = per_group.max(axis=1)
         # the pass test reads one group fixed by the spec (the widest): under "the canary is
         # min_regression worse for its customers" any one group's test is valid by itself
         widest = _widest_group(spec)
-        log_clear = ms.groups.log_clear()[:, widest]
+        # a run whose first group had no history before the canary is judged per request
+        informed = ms.groups.informed()
+        log_e = np.where(informed, per_group.max(axis=1), ms.regression.log_e(RATIO_WEIGHTS))
+        log_clear = np.where(informed, ms.groups.log_clear()[:, widest], ms.clear)
     else:
         log_e = ms.regression.log_e(RATIO_WEIGHTS)
         log_clear = ms.clear

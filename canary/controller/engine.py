@@ -309,7 +309,8 @@ class Controller:
         confirmation = self.confirmation(s.service)
         route = self.table.services.get(s.service)
         applied = (route.weight if route else 0.0) if confirmation.confirmed else None
-        if (r.phase in JUDGED and ready) or r.phase == machine.WATCHING:
+        # pending too: the salt is in the table, so sticky bucket groups gather history on stable
+        if (r.phase in JUDGED and ready) or r.phase in (machine.PENDING, machine.WATCHING):
             readings = await self._readings(r, s.metrics, unavailable)
             if r.phase == machine.MIRRORING:
                 mirrored = await self._readings(r, (Metric("mirror", "mirror"),), unavailable)
@@ -320,8 +321,10 @@ class Controller:
                     change = jg.judge_watch(judging, s, readings, self.clock(), applied)
                 else:
                     verdicts = jg.judge_step(judging, s, self._judged_step(r, applied), readings, self.clock(), applied)
-            if r.phase in (machine.MIRRORING, machine.WATCHING):
+            if r.phase in (machine.PENDING, machine.MIRRORING, machine.WATCHING):
                 verdicts = {}  # the step judge only gathers history here; the mirror and watch decide
+            if r.phase == machine.PENDING:
+                unavailable = []  # a source that does not answer yet costs only history
         return machine.Observation(
             canary_ready=ready,
             verdicts=verdicts,
@@ -338,7 +341,7 @@ class Controller:
     def _judged_step(r: machine.Rollout, applied: float | None) -> int:
         """The step whose routing the bin was served under: the rollout's once the data plane
         confirms its weight, the one before until then (-1 before the canary takes traffic)."""
-        if r.phase == machine.MIRRORING:
+        if r.phase in (machine.PENDING, machine.MIRRORING):
             return -1
         if applied is not None and applied == r.spec.steps[r.step].weight:
             return r.step

@@ -230,14 +230,14 @@ def test_bins_carry_their_measured_length_and_the_judge_resumes_after_a_restart(
         w.traffic("importer", "1.1")
         w.tick(seconds=0.25, reader="router/a")
     stored = w.store.judging(r.id)
-    # the first reading starts the bins; then 3 bins of 0.25 s each (not "1 s per bin")
-    assert stored["observed"] == 4 and stored["seconds"] == pytest.approx(0.75)
-    assert stored["judge"]["state"]["metrics"][0]["canary_n"] == [60]
+    # the first reading (while pending) starts the bins; then 4 bins of 0.25 s each (not "1 s per bin")
+    assert stored["observed"] == 5 and stored["seconds"] == pytest.approx(1.0)
+    assert stored["judge"]["state"]["metrics"][0]["canary_n"] == [80]
     w.controller = w.new_controller()  # a restart: same store, new process
     w.traffic("importer", "1.1")
     w.tick(seconds=0.25, reader="router/a")
     after = w.store.judging(r.id)
-    assert after["observed"] == 5 and after["judge"]["state"]["metrics"][0]["canary_n"] == [80]  # carried on
+    assert after["observed"] == 6 and after["judge"]["state"]["metrics"][0]["canary_n"] == [100]  # carried on
 
 
 def test_every_decision_keeps_its_evidence_and_why_has_the_numbers_after_a_restart(tmp_path):
@@ -474,6 +474,14 @@ def sticky_run(tmp_path, with_groups: bool, ticks: int = 240) -> tuple[m.Rollout
     w = World(tmp_path)
     w.provider = CustomersProvider(w, with_groups=with_groups)
     w.controller = w.new_controller()
+    starting = {"ticks": 40}  # the canary starts for 20 s: the groups gather their history on stable
+    healthy = w.platform.healthy
+
+    async def slow_start(service: str, release: str) -> bool:
+        starting["ticks"] -= release == "1.1"
+        return starting["ticks"] < 0 and await healthy(service, release)
+
+    w.platform.healthy = slow_start
     rng = np.random.default_rng(7)
     r = asyncio.run(w.controller.create_rollout(STICKY_SPEC))
     for _ in range(ticks):
@@ -514,6 +522,6 @@ def test_a_restart_mid_rollout_resumes_the_same_e_process_through_the_store(tmp_
         return w.store.judging(r.id)["judge"]["state"]["metrics"][0]
 
     straight, restarted = run(tmp_path / "a", None), run(tmp_path / "b", 3)
-    assert restarted["canary_bad"] == straight["canary_bad"] == [1]  # the first reading only starts the bins
+    assert restarted["canary_bad"] == straight["canary_bad"] == [2]
     assert restarted["regression"] == straight["regression"]  # the same e-process, not a fresh one
     assert max(straight["regression"]["log_m0"]) != 0.0  # evidence was gathered (not an empty state)
