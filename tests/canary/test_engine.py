@@ -525,3 +525,50 @@ def test_a_restart_mid_rollout_resumes_the_same_e_process_through_the_store(tmp_
     assert restarted["canary_bad"] == straight["canary_bad"] == [2]
     assert restarted["regression"] == straight["regression"]  # the same e-process, not a fresh one
     assert max(straight["regression"]["log_m0"]) != 0.0  # evidence was gathered (not an empty state)
+
+
+MIRROR_SPEC = """
+apiVersion: releasewarden/v1
+kind: Rollout
+spec:
+  service: resizer
+  stable: "1.0"
+  canary: "2.0"
+  mirror: {share: 1.0, min_compared: 50, min_seconds: 2, max_seconds: 600}
+  steps:
+    - {weight: 10, min_requests: 20, min_seconds: 2, max_seconds: 600}
+  metrics:
+    - {name: errors, kind: errors, rate_floor: 0.2}
+"""
+
+
+@dataclass
+class MirrorProvider(FakeProvider):
+    compared: int = 0
+    different: int = 0
+
+    async def cumulative(self, q: MetricQuery) -> TrackCounts:
+        if q.kind == "mirror":
+            return TrackCounts(Counts(self.compared, self.different), Counts())
+        return await super().cumulative(q)
+
+
+@pytest.mark.parametrize("differ_every", [0, 1])
+def test_the_mirror_phase_is_judged_by_the_rollout_judge(tmp_path, differ_every):
+    w = World(tmp_path)
+    w.provider = MirrorProvider()
+    w.controller = w.new_controller()
+    r = asyncio.run(w.controller.create_rollout(MIRROR_SPEC))
+    for i in range(60):
+        w.provider.compared += 10
+        w.provider.different += 3 if differ_every and i % differ_every == 0 else 0
+        w.provider.serve("resizer", "stable", "1.0", 100)
+        w.tick(reader="router/a")
+        now = w.get(r)
+        if now.phase in (m.PROGRESSING, m.ROLLING_BACK):
+            break
+    mirrored = [d for d in w.store.decisions(r.id) if d.phase_from == "mirroring"]
+    if differ_every:  # a canary whose answers differ (no baseline): rolled back by the judge
+        assert now.phase == m.ROLLING_BACK and now.decided_by == "judge" and now.reason.startswith("mirror:")
+    else:
+        assert now.phase == m.PROGRESSING and mirrored[-1].evidence["mirror"]["compared"] >= 50
