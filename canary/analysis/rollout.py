@@ -360,7 +360,10 @@ def verdicts(state: JudgeState, spec: JudgeSpec) -> IntArray:
     clean = np.ones_like(fail)
     for rd in readings:
         earlier_ok = rd.no_evidence | rd.within_tolerance
-        last_ok = rd.ruled_out | rd.within_tolerance
+        # the last step also needs no strong evidence against the canary: the pass test alone (the
+        # rate floor's, on a few dozen requests at a coarse floor) could promote a canary whose
+        # regression test is on its way to failing; an extra condition only makes passing rarer
+        last_ok = (rd.ruled_out & rd.no_evidence) | rd.within_tolerance
         clean &= np.where(last, last_ok, earlier_ok)
     mismatch = srm_mismatch(state, spec)
     passes = baked & clean & ~blocked & ~mismatch & ~fail
