@@ -16,8 +16,9 @@ threshold).  **One alpha per rollout**: with ``T`` tests in all, each fails at `
 Verdicts (``Verdict``): ``fail`` when any test crosses; ``pass`` when the step has baked and, for
 a step before the last, no metric holds strong evidence against the canary (an e-value past the
 square root of its threshold), and for the last step every
-metric rules out a regression of ``min_regression`` with the reversed test at ``pass_alpha`` (or
-is within its tolerance); ``inconclusive`` at ``max_seconds`` without either; else ``continue``.
+metric rules out a regression of ``min_regression`` with the reversed test at ``pass_alpha``
+(averaged with the rate floor's test, :func:`floor_log_clear`) and holds no strong evidence against
+the canary either (or is within its tolerance); ``inconclusive`` at ``max_seconds`` without either; else ``continue``.
 A sample-ratio mismatch (the canary's share of requests far from the weight asked, tested with an
 anytime-valid binomial mixture at ``SRM_ALPHA``; sticky: more than 1% of requests served by the
 track their bucket group is not on) holds the rollout: no pass until a person looks.
