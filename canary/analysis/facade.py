@@ -17,6 +17,7 @@ rollback.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 
 from canary.analysis import rollout
 from canary.analysis.intervals import rate_ratio_interval
-from canary.analysis.mirror import MirrorBin, MirrorState
+from canary.analysis.mirror import NO_BASELINE_RATE, MirrorBin, MirrorState
 from canary.analysis.rollout import CODES, BinArrays, JudgeState, Verdict
 from canary.analysis.spec import JudgeSpec, MetricRule, StepRule
 
@@ -35,6 +36,9 @@ REQUEST_STATISTIC = "e-value of 'canary no worse' (change-point mixture likeliho
 # a sticky spec whose bins come without bucket-group counts is judged per request (the fallback
 # until the router counts per group): valid only if customers fail alike, and said so
 FALLBACK_WORDS = "sticky routing judged per request (no bucket-group counts): assumes customers fail alike"
+NO_HISTORY_WORDS = (
+    "sticky routing judged per request: the first bucket group had no bad events on stable before the canary"
+)
 MAX_COUNT = 10**12  # per bin: anything larger is a broken source, refused
 
 
@@ -100,6 +104,7 @@ class MetricEvidence:
     pass_threshold: float
     within_tolerance: bool
     power: str  # what the step can rule out at its traffic, in words
+    words: str = ""  # this metric's part of the decision's reason
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class Decision:
     verdict: Verdict
     reason: str
     evidence: tuple[MetricEvidence, ...]
+    held: str = ""  # a sample-ratio mismatch holds the rollout: why, with the numbers
 
 
 class RolloutJudge:
@@ -165,7 +171,8 @@ class RolloutJudge:
     def observe_mirror(self, counts: MirrorBin, seconds: float = 1.0) -> Decision:
         if self.spec.mirror is None:
             raise ValueError("the spec has no mirror phase")
-        self.mirror.update(counts, seconds)
+        # without a baseline, differences are tested against the share the spec allows
+        self.mirror.update(counts, seconds, self.spec.mirror.max_different_share or NO_BASELINE_RATE)
         verdict, reason = self.mirror.verdict(self.spec, rollout.total_tests(self.spec, self.state))
         return Decision(verdict, reason, ())
 
@@ -192,8 +199,8 @@ class RolloutJudge:
         spec, state = self.spec, self.state
         tests = rollout.total_tests(spec, state)
         threshold = tests / spec.alpha
-        evidence = []
-        words = []
+        evidence: list[MetricEvidence] = []
+        words: list[str] = []
         for rule, ms in zip(spec.metrics, state.metrics, strict=True):
             rd = rollout.read_metric(spec, rule, ms, tests)
             c = TrackCounts(int(ms.canary_n[0]), int(ms.canary_bad[0]))
@@ -203,7 +210,7 @@ class RolloutJudge:
             evidence.append(
                 MetricEvidence(
                     metric=rule.name,
-                    statistic=STICKY_STATISTIC if ms.groups is not None and ms.groups.seen else REQUEST_STATISTIC,
+                    statistic=STICKY_STATISTIC if _informed(ms) else REQUEST_STATISTIC,
                     e_value=_exp(float(rd.log_e[0])),
                     threshold=threshold,
                     canary=c,
@@ -216,16 +223,20 @@ class RolloutJudge:
                 )
             )
             text = (
-                f"{rule.name}: canary {c.bad} bad of {c.requests} vs stable {s.bad} of {s.requests}; "
+                f"canary {c.bad} bad of {c.requests} vs stable {s.bad} of {s.requests}; "
                 f"e-value {_num(_exp(float(rd.log_e[0])))} (fails at {threshold:g})"
             )
             if spec.sticky and (ms.groups is None or not ms.groups.seen):
                 text += f" [{FALLBACK_WORDS}]"
+            elif spec.sticky and not _informed(ms):
+                text += f" [{NO_HISTORY_WORDS}]"
             if bool(rd.blocked[0]):
                 text += "; both tracks miss the objective: not rolling back, not passing"
             if verdict is not Verdict.FAIL and not rd.ruled_out[0] and state.step[0] >= len(spec.steps) - 1:
                 text += f"; {power}"
-            words.append(text)
+            evidence[-1] = dataclasses.replace(evidence[-1], words=text)
+            words.append(f"{rule.name}: {text}")
+        held = ""
         if verdict is Verdict.CONTINUE and bool(rollout.srm_mismatch(state, spec)[0]):
             first = state.metrics[0]
             seen = float(first.canary_n[0]) / max(float(first.canary_n[0] + first.stable_n[0]), 1.0)
@@ -233,14 +244,15 @@ class RolloutJudge:
             numbers = f" ({seen:.2%} of requests on the canary, {asked:.2%} asked)" if asked is not None else ""
             if spec.sticky:
                 numbers = f" ({int(state.misrouted[0])} of {int(state.routed[0])} requests on the wrong track)"
-            words.insert(0, "held: the canary's share of traffic does not match the weight asked" + numbers)
+            held = "held: the canary's share of traffic does not match the weight asked" + numbers
+            words.insert(0, held)
         head = {
             Verdict.FAIL: "canary is worse than stable",
             Verdict.PASS: "step passed",
             Verdict.INCONCLUSIVE: f"step not conclusive after {state.step_seconds[0]:.0f} s",
             Verdict.CONTINUE: "judging",
         }[verdict]
-        return Decision(verdict, head + ": " + "; ".join(words), tuple(evidence))
+        return Decision(verdict, head + ": " + "; ".join(words), tuple(evidence), held)
 
     def _power_words(self, rule: MetricRule) -> str:
         step = self.spec.steps[int(np.clip(self.state.step[0], 0, len(self.spec.steps) - 1))]
@@ -275,6 +287,10 @@ def rule_out_ratio(canary_rps: float, stable_rps: float, rate: float, step: Step
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if expected(mid) < need else (lo, mid)
     return hi
+
+
+def _informed(ms: rollout.MetricState) -> bool:
+    return ms.groups is not None and ms.groups.seen and bool(ms.groups.informed()[0])
 
 
 def _exp(v: float) -> float:

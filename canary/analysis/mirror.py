@@ -69,7 +69,7 @@ class MirrorState:
         self.baseline_different += base_different
         self.seconds += seconds
 
-    def update(self, b: MirrorBin, seconds: float) -> None:
+    def update(self, b: MirrorBin, seconds: float, p0: float = NO_BASELINE_RATE) -> None:
         def one(v: int) -> Array:
             return np.asarray([float(v)])
 
@@ -79,7 +79,7 @@ class MirrorState:
             one(b.baseline_compared),
             one(b.baseline_different),
             np.asarray([seconds]),
-            NO_BASELINE_RATE,
+            p0,
         )
 
     def log_e(self) -> Array:

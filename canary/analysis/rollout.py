@@ -16,8 +16,9 @@ threshold).  **One alpha per rollout**: with ``T`` tests in all, each fails at `
 Verdicts (``Verdict``): ``fail`` when any test crosses; ``pass`` when the step has baked and, for
 a step before the last, no metric holds strong evidence against the canary (an e-value past the
 square root of its threshold), and for the last step every
-metric rules out a regression of ``min_regression`` with the reversed test at ``pass_alpha`` (or
-is within its tolerance); ``inconclusive`` at ``max_seconds`` without either; else ``continue``.
+metric rules out a regression of ``min_regression`` with the reversed test at ``pass_alpha``
+(averaged with the rate floor's test, :func:`floor_log_clear`) and holds no strong evidence against
+the canary either (or is within its tolerance); ``inconclusive`` at ``max_seconds`` without either; else ``continue``.
 A sample-ratio mismatch (the canary's share of requests far from the weight asked, tested with an
 anytime-valid binomial mixture at ``SRM_ALPHA``; sticky: more than 1% of requests served by the
 track their bucket group is not on) holds the rollout: no pass until a person looks.
@@ -278,14 +279,19 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
     threshold = math.log(tests / spec.alpha)
     if ms.groups is not None and ms.groups.seen:
         per_group = ms.groups.log_e()
-        log_e = per_group.max(axis=1)
         # the pass test reads one group fixed by the spec (the widest): under "the canary is
         # min_regression worse for its customers" any one group's test is valid by itself
         widest = _widest_group(spec)
-        log_clear = ms.groups.log_clear()[:, widest]
+        # a run whose first group had no history before the canary is judged per request
+        informed = ms.groups.informed()
+        log_e = np.where(informed, per_group.max(axis=1), ms.regression.log_e(RATIO_WEIGHTS))
+        log_clear = np.where(informed, ms.groups.log_clear()[:, widest], ms.clear)
     else:
         log_e = ms.regression.log_e(RATIO_WEIGHTS)
         log_clear = ms.clear
+    # averaged with the floor's pass test: the pass's null becomes "min_regression worse than
+    # max(stable, rate_floor)", the rate floor's meaning, so a canary with no bad events can pass
+    log_clear = np.logaddexp(log_clear, floor_log_clear(rule, ms)) - math.log(2)
     fails = log_e >= threshold
     if ms.latency is not None:
         lat = ms.latency.log_e()
@@ -314,6 +320,22 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
     )
 
 
+def floor_log_clear(rule: MetricRule, ms: MetricState) -> Array:
+    """Log e-value against "the canary's bad rate is at least ``min_regression * rate_floor``".
+
+    The likelihood ratio of the canary's own counts, the rate floor against ``p0`` =
+    ``min_regression * rate_floor``: under any rate at least ``p0`` each request's factor has an
+    expectation of at most 1 (it falls as the rate rises), so this is a test supermartingale for
+    that composite null.  Without it, a canary and a stable with no bad events at all could never
+    rule anything out (the relative test learns only from bad events).
+    """
+    p0 = min(rule.min_regression * rule.rate_floor, 1 - 1e-9)
+    p1 = rule.rate_floor
+    good = np.maximum(ms.canary_n - ms.canary_bad, 0.0)
+    out: Array = ms.canary_bad * math.log(p1 / p0) + good * (math.log1p(-p1) - math.log1p(-p0))
+    return out
+
+
 def srm_mismatch(state: JudgeState, spec: JudgeSpec) -> npt.NDArray[np.bool_]:
     if spec.sticky:
         out: npt.NDArray[np.bool_] = (state.misrouted >= 20) & (state.misrouted > 0.01 * state.routed)
@@ -339,7 +361,10 @@ def verdicts(state: JudgeState, spec: JudgeSpec) -> IntArray:
     clean = np.ones_like(fail)
     for rd in readings:
         earlier_ok = rd.no_evidence | rd.within_tolerance
-        last_ok = rd.ruled_out | rd.within_tolerance
+        # the last step also needs no strong evidence against the canary: the pass test alone (the
+        # rate floor's, on a few dozen requests at a coarse floor) could promote a canary whose
+        # regression test is on its way to failing; an extra condition only makes passing rarer
+        last_ok = (rd.ruled_out & rd.no_evidence) | rd.within_tolerance
         clean &= np.where(last, last_ok, earlier_ok)
     mismatch = srm_mismatch(state, spec)
     passes = baked & clean & ~blocked & ~mismatch & ~fail

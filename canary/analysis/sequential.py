@@ -81,22 +81,3 @@ def mixture_log_e(cumulative_log_lr: Array) -> Array:
     m = cumulative_log_lr.shape[-1]
     out: Array = np.logaddexp.reduce(cumulative_log_lr, axis=-1) - np.log(m)
     return out
-
-
-def regression_exposure(canary_n: Any, stable_n: Any, ratio: float, ratios: Any = DEFAULT_RATIOS) -> Array:
-    """Per bin and ratio, E[log LR_r] divided by the stable bad rate, had the canary been ``ratio`` worse.
-
-    With stable bad rate ``p`` and the canary's ``ratio * p``, ``E[x_c] = ratio*p*n_c`` and
-    ``E[k] = p*(ratio*n_c + n_s)``, so ``E[log LR_r]`` is ``p`` times this exposure.  Summed over
-    bins, ``max_r(p * sum - log m)`` is a lower bound on the expected log e-value of the mixture
-    (the log of an average is at least the log of one weighted term): the pass rule uses it to tell
-    when a regression of ``ratio`` would have been caught by now.
-    """
-    cn = np.asarray(canary_n, dtype=np.float64)[..., None]
-    sn = np.asarray(stable_n, dtype=np.float64)[..., None]
-    r = np.asarray(ratios, dtype=np.float64)
-    total = cn + sn
-    pi = np.where(total > 0, cn / np.where(total > 0, total, 1.0), 0.0)
-    usable = (cn > 0) & (sn > 0)
-    out: Array = np.where(usable, ratio * cn * np.log(r) - (ratio * cn + sn) * np.log1p((r - 1.0) * pi), 0.0)
-    return out

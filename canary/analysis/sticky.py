@@ -95,6 +95,17 @@ class StickyGroups:
         """Group counts have been given (else the judge falls back to the request-level test)."""
         return bool(self.given.sum() > 0)
 
+    def informed(self) -> npt.NDArray[np.bool_]:
+        """Per run: the first group has a history on stable from before the canary took traffic.
+
+        Without one its e-value stays at most 1 whatever the canary does (a broken canary would
+        pass unseen), so the judge falls back to the request-level test for that run.  The first
+        group's history can only come from bins before the first step, so the choice is fixed
+        before any canary data: it does not spend the guarantee.
+        """
+        out: npt.NDArray[np.bool_] = (self.given > 0) & np.any(self.pre_ll[:, 0, :] != 0.0, axis=1)
+        return out
+
     @property
     def groups(self) -> int:
         return int(self.pre_ll.shape[1])

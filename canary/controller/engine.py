@@ -33,8 +33,8 @@ from canary.controller.routing import Confirmation, Readers, route_for
 from canary.controller.spec import Metric, load_spec
 from canary.controller.store import Store
 from canary.platforms.base import Instance, Platform
-from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable
-from core.errors import DependencyUnavailable, ReleaseWardenError, Unprocessable
+from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable, TrackCounts
+from core.errors import DependencyUnavailable, ReleaseWardenError, ServiceUnavailable, Unprocessable
 from core.routes import RouteTable, ServiceRoute
 from core.settings import Settings
 
@@ -76,6 +76,9 @@ class Controller:
         self.platform_errors: dict[str, str] = {}  # rollout id -> what the platform said
         self.active: list[machine.Rollout] = []  # as of the last tick (for /metrics)
         self.last_tick = 0.0
+        # the table is served only once a tick holding the lease has built it from the stored
+        # rollouts: before, it would name stable releases only (a 50% canary would get no traffic)
+        self.table_ready = False
         self.public_url = ""  # where routers and Prometheus reach the controller
         self.router_url = ""
         self.notifications: Any = None  # canary.controller.notifying.Notifications, set by bootstrap
@@ -94,8 +97,13 @@ class Controller:
 
     def poll_table(self, reader: tuple[str, int] | None) -> dict[str, Any]:
         """A router's or consumer's poll: remember what it serves, answer the table."""
-        if reader is not None:
+        if reader is not None:  # known even when refused: it serves a table, and must confirm the next
             self.readers.seen(reader[0], reader[1], self.clock())
+        if not self.table_ready:  # routers keep the table they have on a 503
+            raise ServiceUnavailable(
+                "the route table is not built yet: this controller has not yet run a tick holding the lease",
+                code="table_not_ready",
+            )
         return self.table.to_dict()
 
     def reader_status(self) -> list[dict[str, Any]]:
@@ -168,6 +176,7 @@ class Controller:
         for rollout in active:
             await self._guarded(rollout, self._apply(rollout), "making the world match")
         await self._publish()
+        self.table_ready = True
         still_active = []
         for rollout in active:
             new = await self._guarded(rollout, self._step(rollout), "deciding")
@@ -349,34 +358,46 @@ class Controller:
         mirror = change = None
         unavailable: list[str] = []
         judging = await self._judging(r)
-        if r.phase in JUDGED and ready:
-            metrics = s.metrics if r.phase != machine.MIRRORING else (Metric("mirror", "mirror"),)
-            for metric in metrics:
-                j = await self._judge(r, metric, judging)
-                if isinstance(j, str):
-                    unavailable.append(f"{metric.name}: metrics unavailable ({j})")
-                else:
-                    verdicts[metric.name] = j
-            if r.phase == machine.MIRRORING:
-                mirror = verdicts.pop("mirror", None)
-        elif r.phase == machine.WATCHING:
-            for metric in s.metrics:
-                j = await self._judge(r, metric, judging)
-                if not isinstance(j, str) and j.verdict == machine.Verdict.FAIL and change is None:
-                    change = j
         confirmation = self.confirmation(s.service)
         route = self.table.services.get(s.service)
+        applied = (route.weight if route else 0.0) if confirmation.confirmed else None
+        # pending too: the salt is in the table, so sticky bucket groups gather history on stable
+        if (r.phase in JUDGED and ready) or r.phase in (machine.PENDING, machine.WATCHING):
+            readings = await self._readings(r, s.metrics, unavailable)
+            if r.phase == machine.MIRRORING:
+                mirrored = await self._readings(r, (Metric("mirror", "mirror"),), unavailable)
+                if "mirror" in mirrored:
+                    mirror = jg.judge_mirror(judging, s, mirrored["mirror"], self.clock())
+            if len(readings) == len(s.metrics):  # all or none: a missing one's bin waits, nothing is lost
+                if r.phase == machine.WATCHING:
+                    change = jg.judge_watch(judging, s, readings, self.clock(), applied)
+                else:
+                    verdicts = jg.judge_step(judging, s, self._judged_step(r, applied), readings, self.clock(), applied)
+            if r.phase in (machine.PENDING, machine.MIRRORING, machine.WATCHING):
+                verdicts = {}  # the step judge only gathers history here; the mirror and watch decide
+            if r.phase == machine.PENDING:
+                unavailable = []  # a source that does not answer yet costs only history
         return machine.Observation(
             canary_ready=ready,
             verdicts=verdicts,
             mirror=mirror,
-            weight_applied=(route.weight if route else 0.0) if confirmation.confirmed else None,
+            weight_applied=applied,
             unconfirmed=confirmation.waiting_for,
             change_detected=change,
-            metrics_unavailable="; ".join(unavailable),
+            metrics_unavailable="; ".join(unavailable) if r.phase != machine.WATCHING else "",
             not_ready=not_ready,
             platform_error=self.platform_errors.get(r.id, ""),
         )
+
+    @staticmethod
+    def _judged_step(r: machine.Rollout, applied: float | None) -> int:
+        """The step whose routing the bin was served under: the rollout's once the data plane
+        confirms its weight, the one before until then (-1 before the canary takes traffic)."""
+        if r.phase in (machine.PENDING, machine.MIRRORING):
+            return -1
+        if applied is not None and applied == r.spec.steps[r.step].weight:
+            return r.step
+        return r.step - 1
 
     async def _judging(self, r: machine.Rollout) -> jg.RolloutJudging:
         j = self.judging.get(r.id)
@@ -385,21 +406,35 @@ class Controller:
             j = self.judging[r.id] = jg.RolloutJudging.from_dict(stored) if stored else jg.RolloutJudging()
         return j
 
-    async def _judge(self, r: machine.Rollout, metric: Metric, judging: jg.RolloutJudging) -> machine.Judgement | str:
-        """The judge's answer on this tick's bin, or why the metric source did not answer."""
+    async def _readings(
+        self, r: machine.Rollout, metrics: tuple[Metric, ...], unavailable: list[str]
+    ) -> dict[str, TrackCounts]:
+        """Each metric's cumulative counts; one the source cannot give is named in ``unavailable``."""
         s = r.spec
         watching = r.phase == machine.WATCHING
         canary, stable = (s.stable, s.canary) if watching else (s.canary, s.stable)  # watch: roles reversed
-        query = MetricQuery(
-            s.service, metric.kind, canary, stable, metric.threshold_ms, metric.events_query, metric.bad_query
-        )
-        try:
-            reading = await self.provider.cumulative(query)
-        except ProviderUnavailable as exc:
-            return str(exc)
-        now = self.clock()
-        if metric.kind == "mirror":
-            return jg.judge_mirror(judging, s, reading, now)
-        if watching:
-            return jg.judge_watch(judging, s, metric, reading, now)
-        return jg.judge_step(judging, s, r.step, metric, reading, now)
+        groups = self._groups(r) if not watching else ()
+        out: dict[str, TrackCounts] = {}
+        for metric in metrics:
+            query = MetricQuery(
+                s.service,
+                metric.kind,
+                canary,
+                stable,
+                metric.threshold_ms,
+                metric.events_query,
+                metric.bad_query,
+                sticky_salt=groups[0] if groups else "",
+                sticky_groups=groups[1] if groups else (),
+            )
+            try:
+                out[metric.name] = await self.provider.cumulative(query)
+            except ProviderUnavailable as exc:
+                unavailable.append(f"{metric.name}: metrics unavailable ({exc})")
+        return out
+
+    def _groups(self, r: machine.Rollout) -> tuple[str, tuple[int, ...]] | tuple[()]:
+        route = self.table.services.get(r.spec.service)
+        if route is None or route.sticky is None or not route.sticky.groups:
+            return ()
+        return route.sticky.salt, route.sticky.groups

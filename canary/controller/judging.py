@@ -1,12 +1,22 @@
 """Every call from the controller into the judge (``canary/analysis``) goes through this module.
 
-Per rollout a :class:`RolloutJudging` keeps, per metric, the judge's state and the last reading
-(for bins): plain data with a versioned ``to_dict``/``from_dict``, stored with the rollout after
-every bin, so a restarted controller continues the same e-process.  Each bin carries its measured
-length from the controller's clock.  It answers with :class:`~canary.controller.machine.Judgement`
-(verdict, reason, evidence) for a step, for the mirror phase, and for the watch after promotion,
-where the roles are reversed (the promoted release is judged against the old one, which keeps a
-holdback share of traffic) and a change detector watches the promoted release's own bad rate.
+Per rollout a :class:`RolloutJudging` holds one :class:`~canary.analysis.facade.RolloutJudge`
+(all the spec's metrics and the mirror phase under one alpha, ``JudgeSpec`` built from the
+controller's ``RolloutSpec``), a ``BinMaker`` per metric that turns the provider's cumulative
+readings into bins with their measured length, and the latest answers.  It is plain data with a
+versioned ``to_dict``/``from_dict``, stored with the rollout after every bin, so a restarted
+controller continues the same e-process.  Each bin is given the step its counts belong to (the
+step the data plane confirmed; -1 before the canary takes traffic, so sticky bucket groups gather
+their history on stable) and the canary weight every reader confirmed.
+
+The judge's ``inconclusive`` (a step at ``max_seconds``) is answered as ``continue`` here: the
+machine's own clock for the same ``max_seconds`` (moved on while the rollout was held, restarted
+by a resume) applies ``on_inconclusive``; a resumed step must not be re-paused at once by a judge
+that counts the step's seconds since it began.
+
+After promotion (the watch) the roles are reversed: the promoted release is judged against the
+old one, which keeps a holdback share of traffic, by a second judge with a one-step spec, and a
+change detector follows the promoted release's own bad rate against stable's before promotion.
 """
 
 from __future__ import annotations
@@ -16,70 +26,125 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from canary.analysis.changepoint import ChangeDetector
-from canary.analysis.judge import JudgeConfig, MetricState, judge
+from canary.analysis.facade import (
+    Decision,
+    GroupCounts,
+    MetricBin,
+    MetricEvidence,
+    RolloutJudge,
+    SlowerThan,
+    StepContext,
+)
+from canary.analysis.facade import TrackCounts as JudgeCounts
+from canary.analysis.mirror import MirrorBin
+from canary.analysis.rollout import Verdict as JudgeVerdict
+from canary.analysis.spec import JudgeSpec, MetricRule, MirrorRule, OnInconclusive, StepRule
 from canary.controller.machine import Judgement, Verdict
 from canary.controller.spec import Metric, RolloutSpec
-from canary.providers.base import BinMaker, TrackCounts
+from canary.providers.base import Bin, BinMaker, TrackCounts
+from canary.router.stats import BUCKETS
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 DETECTOR_MAX_REFERENCE = 0.5  # the change detector needs a reference bad rate below 1
+LATENCY_BOUNDARIES = len(BUCKETS)  # the router's histogram: one "slower than" per bucket boundary
 
 
-@dataclass
-class MetricJudging:
-    state: MetricState = field(default_factory=MetricState)
-    bins: BinMaker = field(default_factory=BinMaker)
+def judge_spec(spec: RolloutSpec) -> JudgeSpec:
+    """The judge's view of a rollout spec; the rollout's alpha is the smallest of its metrics'."""
+    return JudgeSpec(
+        metrics=tuple(_rule(m) for m in spec.metrics),
+        steps=tuple(StepRule(s.weight, s.min_requests, s.min_seconds, s.max_seconds) for s in spec.steps),
+        alpha=min((m.alpha for m in spec.metrics), default=0.01),
+        on_inconclusive=OnInconclusive(spec.on_inconclusive.value),
+        sticky=bool(spec.sticky),
+        mirror=None
+        if spec.mirror is None
+        else MirrorRule(
+            spec.mirror.min_compared, spec.mirror.min_seconds, spec.mirror.max_seconds, spec.mirror.max_different_share
+        ),
+    )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state.to_dict(), "bins": self.bins.to_dict()}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MetricJudging:
-        return cls(MetricState.from_dict(data["state"]), BinMaker.from_dict(data["bins"]))
+def bucket_boundaries(spec: RolloutSpec) -> tuple[int, ...]:
+    """The bucket groups the routers count for a sticky rollout (empty: none, or not usable)."""
+    if not spec.sticky:
+        return ()
+    cuts = judge_spec(spec).bucket_boundaries
+    rising = all(a < b for a, b in zip((0, *cuts), (*cuts, 10_000), strict=True))
+    return cuts if rising else ()
+
+
+def watch_spec(spec: RolloutSpec) -> JudgeSpec:
+    """The watch's reversed test: the promoted release on the 'canary' side with its share of traffic."""
+    base = judge_spec(spec)
+    step = StepRule(100.0 - spec.watch_holdback, min_requests=0, min_seconds=0.0, max_seconds=1e7)
+    return JudgeSpec(metrics=base.metrics, steps=(step,), alpha=base.alpha, sticky=False)
+
+
+def _rule(m: Metric) -> MetricRule:
+    return MetricRule(m.name, m.kind, m.min_regression, m.rate_floor, m.tolerance, m.objective, m.threshold_ms)
+
+
+def _boundaries(spec: RolloutSpec) -> int:
+    """The whole-histogram latency test, only where routing is per request: with sticky customers
+    the canary's fixed set of customers may be slower on both releases (bigger images, bigger
+    imports), and the histogram test, per request, would take that for a slower release (the
+    quick replay rolled back a healthy resizer 2.1 so).  Sticky specs judge latency by
+    ``threshold_ms`` alone."""
+    per_request = not spec.sticky
+    return LATENCY_BOUNDARIES if per_request and any(m.kind == "latency" for m in spec.metrics) else 0
 
 
 @dataclass
 class RolloutJudging:
-    step: int = -1  # the step the states bake for (a new step bakes afresh; the e-process carries on)
-    metrics: dict[str, MetricJudging] = field(default_factory=dict)
-    watch: dict[str, MetricJudging] = field(default_factory=dict)  # after promotion, roles reversed
+    judge: RolloutJudge | None = None
+    watch_judge: RolloutJudge | None = None
+    bins: dict[str, BinMaker] = field(default_factory=dict)  # per metric (and "mirror")
+    watch_bins: dict[str, BinMaker] = field(default_factory=dict)
     detectors: dict[str, ChangeDetector] = field(default_factory=dict)
     last: dict[str, Judgement] = field(default_factory=dict)  # each step metric's latest answer
     last_watch: dict[str, Judgement] = field(default_factory=dict)  # the watch's, per metric
     last_mirror: Judgement | None = None
+    observed: int = 0  # bins given to the judge (steps and mirror), and their seconds
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
-            "step": self.step,
-            "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
-            "watch": {k: v.to_dict() for k, v in self.watch.items()},
+            "judge": None if self.judge is None else self.judge.to_dict(),
+            "watch_judge": None if self.watch_judge is None else self.watch_judge.to_dict(),
+            "bins": {k: v.to_dict() for k, v in self.bins.items()},
+            "watch_bins": {k: v.to_dict() for k, v in self.watch_bins.items()},
             "detectors": {k: v.to_dict() for k, v in self.detectors.items()},
-            "last": {
-                k: {"verdict": j.verdict.value, "reason": j.reason, "evidence": j.evidence}
-                for k, j in self.last.items()
-            },
+            "last": {k: _judgement_dict(j) for k, j in self.last.items()},
+            "last_watch": {k: _judgement_dict(j) for k, j in self.last_watch.items()},
+            "last_mirror": None if self.last_mirror is None else _judgement_dict(self.last_mirror),
+            "observed": self.observed,
+            "seconds": self.seconds,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RolloutJudging:
         if data.get("version") != STATE_VERSION:
             return cls()  # an unknown form: start afresh (delays a verdict, never makes one wrongly)
+        judge, watch = data.get("judge"), data.get("watch_judge")
         return cls(
-            step=int(data.get("step", -1)),
-            metrics={k: MetricJudging.from_dict(v) for k, v in data.get("metrics", {}).items()},
-            watch={k: MetricJudging.from_dict(v) for k, v in data.get("watch", {}).items()},
+            judge=None if judge is None else RolloutJudge.from_dict(judge),
+            watch_judge=None if watch is None else RolloutJudge.from_dict(watch),
+            bins={k: BinMaker.from_dict(v) for k, v in data.get("bins", {}).items()},
+            watch_bins={k: BinMaker.from_dict(v) for k, v in data.get("watch_bins", {}).items()},
             detectors={k: ChangeDetector.from_dict(v) for k, v in data.get("detectors", {}).items()},
             last={k: _judgement(v) for k, v in data.get("last", {}).items()},
             last_watch={k: _judgement(v) for k, v in data.get("last_watch", {}).items()},
             last_mirror=_judgement(data["last_mirror"]) if data.get("last_mirror") else None,
+            observed=int(data.get("observed", 0)),
+            seconds=float(data.get("seconds", 0.0)),
         )
 
-    def enter_step(self, step: int) -> None:
-        if step != self.step:
-            self.step = step
-            for m in self.metrics.values():
-                m.state.new_step()
+    def rollout_judge(self, spec: RolloutSpec) -> RolloutJudge:
+        if self.judge is None:
+            self.judge = RolloutJudge.new(judge_spec(spec), _boundaries(spec))
+        return self.judge
 
 
 def _judgement_dict(j: Judgement) -> dict[str, Any]:
@@ -90,106 +155,176 @@ def _judgement(v: dict[str, Any]) -> Judgement:
     return Judgement(Verdict(v["verdict"]), str(v["reason"]), dict(v.get("evidence", {})))
 
 
-def step_config(spec: RolloutSpec, step: int, metric: Metric) -> JudgeConfig:
-    s = spec.steps[min(step, len(spec.steps) - 1)]
-    return JudgeConfig(
-        alpha=metric.alpha,
-        min_regression=metric.min_regression,
-        objective=metric.objective,
-        rate_floor=metric.rate_floor,
-        tolerance=metric.tolerance,
-        min_bake_requests=s.min_requests,
-        min_bake_seconds=s.min_seconds,
-        last_step=step >= len(spec.steps) - 1,
+def judge_step(
+    judging: RolloutJudging,
+    spec: RolloutSpec,
+    step: int,
+    readings: dict[str, TrackCounts],
+    now: float,
+    weight: float | None = None,
+) -> dict[str, Judgement]:
+    """One bin of every step metric (``readings`` by metric name, cumulative as the provider keeps
+    them); ``step`` -1 before the canary takes traffic; ``weight`` the confirmed canary percent."""
+    judge = judging.rollout_judge(spec)
+    bins = {m.name: judging.bins.setdefault(m.name, BinMaker()).next_bin(readings[m.name], now) for m in spec.metrics}
+    seconds = next(iter(bins.values())).seconds if bins else 0.0
+    metric_bins = [_metric_bin(judge, m, bins[m.name]) for m in spec.metrics]
+    context = StepContext(step=step, seconds=seconds, weight=None if weight is None else weight / 100.0)
+    decision = judge.observe(metric_bins, context)
+    judging.observed += 1
+    judging.seconds += seconds
+    answers = _answers(decision)
+    if step >= 0:
+        judging.last.update(answers)
+    return answers
+
+
+def _metric_bin(judge: RolloutJudge, metric: Metric, b: Bin) -> MetricBin:
+    groups: tuple[GroupCounts, ...] = ()
+    if judge.spec.sticky and len(b.groups) == len(judge.spec.steps) + 1:
+        groups = tuple(GroupCounts(g.requests, g.bad, g.canary_requests) for g in b.groups)
+    slower: tuple[SlowerThan, ...] = ()
+    if metric.kind == "latency" and judge.boundaries and len(b.slower) == judge.boundaries:
+        slower = tuple(SlowerThan(s.le_ms, s.canary, s.stable) for s in b.slower)
+    return MetricBin(
+        metric.name,
+        JudgeCounts(b.canary.events, b.canary.bad),
+        JudgeCounts(b.stable.events, b.stable.bad),
+        groups,
+        slower,
     )
 
 
-def judge_step(
-    judging: RolloutJudging, spec: RolloutSpec, step: int, metric: Metric, reading: TrackCounts, now: float
-) -> Judgement:
-    judging.enter_step(step)
-    m = judging.metrics.setdefault(metric.name, MetricJudging())
-    b = m.bins.next_bin(reading, now)
-    config = step_config(spec, step, metric)
-    m.state.add(config, b.canary.events, b.canary.bad, b.stable.events, b.stable.bad, b.seconds)
-    d = judge(m.state, config)
-    j = judging.last[metric.name] = Judgement(Verdict(d.verdict), d.reason, d.evidence)
-    return j
+def _answers(decision: Decision) -> dict[str, Judgement]:
+    """The rollout's one decision, per metric as the machine reads it: a failure names the metrics
+    whose tests crossed; a pass passes them all; inconclusive is left to the machine's clock."""
+    head = decision.reason.split(": ", 1)[0]
+    crossed = {e.metric for e in decision.evidence if e.e_value >= e.threshold}
+    out = {}
+    for e in decision.evidence:
+        if decision.verdict is JudgeVerdict.FAIL:
+            verdict = Verdict.FAIL if (e.metric in crossed or not crossed) else Verdict.CONTINUE
+        elif decision.verdict is JudgeVerdict.PASS:
+            verdict = Verdict.PASS
+        else:
+            verdict = Verdict.CONTINUE
+        words = f"{head}: {e.words}" if verdict is not Verdict.CONTINUE or not decision.held else decision.held
+        out[e.metric] = Judgement(verdict, words, evidence_dict(e, decision.verdict))
+    return out
+
+
+def evidence_dict(e: MetricEvidence, verdict: JudgeVerdict) -> dict[str, Any]:
+    """The evidence as the API, ``canary why`` and the replay's recorder read it."""
+
+    def track(c: JudgeCounts) -> dict[str, Any]:
+        return {"requests": c.requests, "bad": c.bad, "rate": c.bad / c.requests if c.requests else 0.0}
+
+    return {
+        "judge_verdict": verdict.value,
+        "counts": {"canary": track(e.canary), "stable": track(e.stable)},
+        "regression": {
+            "statistic": e.statistic,
+            "e_value": e.e_value,
+            "log_e": math.log(e.e_value) if e.e_value > 0 else -math.inf,
+            "threshold": e.threshold,
+        },
+        "ratio": None
+        if e.ratio is None
+        else {"estimate": e.ratio.estimate, "low95": e.ratio.low95, "high95": e.ratio.high95},
+        "no_regression": {"e_value": e.no_regression_e_value, "threshold": e.pass_threshold},
+        "within_tolerance": e.within_tolerance,
+        "power": e.power,
+    }
 
 
 def judge_mirror(judging: RolloutJudging, spec: RolloutSpec, reading: TrackCounts, now: float) -> Judgement:
-    """Any difference beyond ``max_different_share`` fails; enough compared answers and time pass."""
-    mirror = spec.mirror
-    assert mirror is not None  # only a spec with a mirror phase gets here
-    m = judging.metrics.setdefault("mirror", MetricJudging())
-    b = m.bins.next_bin(reading, now)
-    config = JudgeConfig(min_bake_requests=mirror.min_compared, min_bake_seconds=mirror.min_seconds)
-    m.state.add(config, b.canary.events, b.canary.bad, 0, 0, b.seconds)
-    n, bad = m.state.canary_n, m.state.canary_bad
+    """The mirror phase: the canary's differences (counted on the canary side by the provider)."""
+    judge = judging.rollout_judge(spec)
+    b = judging.bins.setdefault("mirror", BinMaker()).next_bin(reading, now)
+    mb = MirrorBin(compared=b.canary.events, different=b.canary.bad)
+    d = judge.observe_mirror(mb, b.seconds)
+    m = judge.mirror
+    compared, different = int(m.compared[0]), int(m.different[0])
     evidence = {
-        "compared": n,
-        "different": bad,
-        "max_different_share": mirror.max_different_share,
-        "seconds": m.state.step_seconds,
+        "compared": compared,
+        "different": different,
+        "max_different_share": spec.mirror.max_different_share if spec.mirror else 0.0,
+        "seconds": float(m.seconds[0]),
+        "e_value": math.exp(min(float(m.log_e()[0]), 700.0)),
     }
-    if bad > mirror.max_different_share * n:
-        j = Judgement(Verdict.FAIL, f"{bad} of {n} mirrored answers differ", evidence)
-    elif n >= mirror.min_compared and m.state.step_seconds >= mirror.min_seconds:
-        j = Judgement(Verdict.PASS, f"{n} mirrored answers compared, {bad} differ", evidence)
-    else:
-        j = Judgement(Verdict.CONTINUE, f"{n} of {mirror.min_compared} answers compared", evidence)
-    judging.last_mirror = j
+    verdict = {JudgeVerdict.FAIL: Verdict.FAIL, JudgeVerdict.PASS: Verdict.PASS}.get(d.verdict, Verdict.CONTINUE)
+    judging.last_mirror = j = Judgement(verdict, d.reason, evidence)
     return j
 
 
 def judge_watch(
-    judging: RolloutJudging, spec: RolloutSpec, metric: Metric, reading: TrackCounts, now: float
-) -> Judgement:
-    """After promotion: ``reading`` is as the router counts it, the old release on the canary track
-    (its holdback) and the promoted one on stable.  The judge compares them with the roles reversed
-    (promoted = "canary"), and a change detector follows the promoted release's bad rate against
-    the rate stable had before promotion.  Only a failure acts; a pass means nothing here."""
-    w = judging.watch.setdefault(metric.name, MetricJudging())
-    b = w.bins.next_bin(reading, now)
-    promoted, old = b.stable, b.canary
-    config = step_config(spec, len(spec.steps) - 1, metric)
-    w.state.add(config, promoted.events, promoted.bad, old.events, old.bad, b.seconds)
-    d = judge(w.state, config)
-    detector = judging.detectors.get(metric.name)
-    if detector is None:
-        detector = judging.detectors[metric.name] = ChangeDetector(_reference_rate(judging, metric))
-    detector.update(promoted.events, promoted.bad)
-    evidence = {
-        "reversed": d.evidence,
-        "change_detector": {
-            "reference_rate": detector.reference_rate,
-            "requests": detector.requests,
-            "bad": detector.bad,
-            "log_statistic": detector.log_statistic if math.isfinite(detector.log_statistic) else None,
-            "log_threshold": math.log(detector.threshold),
-        },
+    judging: RolloutJudging, spec: RolloutSpec, readings: dict[str, TrackCounts], now: float, weight: float | None
+) -> Judgement | None:
+    """After promotion: ``readings`` as the router counts them, the old release on the canary track
+    (its holdback) and the promoted one on stable.  Answers the first failure (the reversed test or
+    a change detector), or None; a pass means nothing here."""
+    bins = {
+        m.name: judging.watch_bins.setdefault(m.name, BinMaker()).next_bin(readings[m.name], now) for m in spec.metrics
     }
-    if d.verdict == Verdict.FAIL:
-        j = Judgement(
-            Verdict.FAIL, f"{metric.name}: promoted release worse than the held-back old one: {d.reason}", evidence
-        )
-    elif detector.alarm:
-        j = Judgement(
-            Verdict.FAIL,
-            f"{metric.name}: bad rate rose to {detector.bad} of {detector.requests} since promotion "
-            f"(was {detector.reference_rate:.3g} before): change detector fired",
-            evidence,
-        )
-    else:
-        j = Judgement(
-            Verdict.CONTINUE, f"{metric.name}: watching ({detector.bad} bad of {detector.requests})", evidence
-        )
-    judging.last[metric.name] = j
-    return j
+    reversed_: dict[str, Judgement] = {}
+    if spec.watch_holdback > 0:
+        if judging.watch_judge is None:
+            judging.watch_judge = RolloutJudge.new(watch_spec(spec))
+        seconds = next(iter(bins.values())).seconds if bins else 0.0
+        flipped = [
+            MetricBin(m.name, JudgeCounts(b.stable.events, b.stable.bad), JudgeCounts(b.canary.events, b.canary.bad))
+            for m, b in ((m, bins[m.name]) for m in spec.metrics)
+        ]
+        promoted_share = None if weight is None else (100.0 - weight) / 100.0
+        reversed_ = _answers(judging.watch_judge.observe(flipped, StepContext(0, seconds, promoted_share)))
+    first: Judgement | None = None
+    for metric in spec.metrics:
+        b = bins[metric.name]
+        detector = judging.detectors.get(metric.name)
+        if detector is None:
+            detector = judging.detectors[metric.name] = ChangeDetector(_reference_rate(judging, metric))
+        detector.update(b.stable.events, b.stable.bad)
+        rev = reversed_.get(metric.name)
+        evidence = {
+            "reversed": rev.evidence if rev else {},
+            "change_detector": {
+                "reference_rate": detector.reference_rate,
+                "requests": detector.requests,
+                "bad": detector.bad,
+                "log_statistic": detector.log_statistic if math.isfinite(detector.log_statistic) else None,
+                "log_threshold": math.log(detector.threshold),
+            },
+        }
+        if rev is not None and rev.verdict == Verdict.FAIL:
+            j = Judgement(
+                Verdict.FAIL,
+                f"{metric.name}: promoted release worse than the held-back old one: {rev.reason}",
+                evidence,
+            )
+        elif detector.alarm:
+            j = Judgement(
+                Verdict.FAIL,
+                f"{metric.name}: bad rate rose to {detector.bad} of {detector.requests} since promotion "
+                f"(was {detector.reference_rate:.3g} before): change detector fired",
+                evidence,
+            )
+        else:
+            j = Judgement(
+                Verdict.CONTINUE, f"{metric.name}: watching ({detector.bad} bad of {detector.requests})", evidence
+            )
+        judging.last_watch[metric.name] = j
+        if j.verdict == Verdict.FAIL and first is None:
+            first = j
+    return first
 
 
 def _reference_rate(judging: RolloutJudging, metric: Metric) -> float:
-    """Stable's bad rate during the rollout, floored at the metric's rate floor."""
-    m = judging.metrics.get(metric.name)
-    rate = m.state.stable_bad / m.state.stable_n if m and m.state.stable_n else 0.0
+    """Stable's bad rate during the rollout (as the step judge counted it), floored at the metric's floor."""
+    rate = 0.0
+    if judging.judge is not None:
+        names = [m.name for m in judging.judge.spec.metrics]
+        if metric.name in names:
+            ms = judging.judge.state.metrics[names.index(metric.name)]
+            n, bad = float(ms.stable_n[0]), float(ms.stable_bad[0])
+            rate = bad / n if n else 0.0
     return min(max(rate, metric.rate_floor), DETECTOR_MAX_REFERENCE)

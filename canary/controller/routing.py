@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from canary.controller import machine
+from canary.controller.judging import bucket_boundaries
 from canary.controller.spec import RolloutSpec
 from core.routes import Mirror, ServiceRoute, Sticky
 
@@ -111,14 +112,20 @@ def parse_reader(kind_and_id: str | None, version: str | None) -> tuple[str, int
     return kind_and_id, max(0, served)
 
 
+GROUPED = (machine.PENDING, machine.MIRRORING, machine.PROGRESSING, machine.PAUSED)
+
+
 def sticky_for(r: machine.Rollout) -> Sticky:
     s = r.spec.sticky
     salt = r.id[:16]  # per rollout: the canary's customers change from one rollout to the next
+    # until promotion the routers count per bucket group of this salt (the judge's sticky test),
+    # from the moment the salt is in the table: the first group's history is measured on stable
+    groups = bucket_boundaries(r.spec) if r.phase in GROUPED else ()
     if "cookie" in s:
-        return Sticky(cookie=str(s["cookie"]), salt=salt)
+        return Sticky(cookie=str(s["cookie"]), salt=salt, groups=groups)
     if "path_param" in s:
-        return Sticky(path_param=int(s["path_param"]), salt=salt)
-    return Sticky(header=str(s.get("header", "X-Account-Id")).lower(), salt=salt)
+        return Sticky(path_param=int(s["path_param"]), salt=salt, groups=groups)
+    return Sticky(header=str(s.get("header", "X-Account-Id")).lower(), salt=salt, groups=groups)
 
 
 def route_for(

@@ -26,9 +26,30 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class GroupTotals:
+    """A sticky bucket group's requests (whatever track served them), bad events, canary-served."""
+
+    requests: int = 0
+    bad: int = 0
+    canary_requests: int = 0
+
+
+@dataclass(frozen=True)
+class SlowTotals:
+    """Requests slower than ``le_ms`` per track (one boundary of the router's latency buckets)."""
+
+    le_ms: float
+    canary: int = 0
+    stable: int = 0
+
+
+@dataclass(frozen=True)
 class TrackCounts:
     canary: Counts
     stable: Counts
+    # sticky routing: per bucket group of the rollout's salt, the reference group last (empty: not counted)
+    groups: tuple[GroupTotals, ...] = ()
+    slower: tuple[SlowTotals, ...] = ()  # latency: per histogram boundary (empty: not asked or not known)
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,10 @@ class MetricQuery:
     threshold_ms: float | None = None
     events_query: str | None = None  # a query metric's own templates (Prometheus)
     bad_query: str | None = None
+    # sticky: the rollout's salt and its bucket-group boundaries; the provider answers ``groups``
+    # when its source counted them for this salt (else leaves them empty)
+    sticky_salt: str = ""
+    sticky_groups: tuple[int, ...] = ()
 
 
 class MetricProvider(Protocol):
@@ -53,6 +78,8 @@ class Bin:
     canary: Counts
     stable: Counts
     seconds: float
+    groups: tuple[GroupTotals, ...] = ()  # increments, as the reading's (empty when either lacks them)
+    slower: tuple[SlowTotals, ...] = ()
 
 
 @dataclass
@@ -66,17 +93,33 @@ class BinMaker:
         if previous is None or previous_at is None:
             return Bin(Counts(), Counts(), 0.0)
         seconds = max(0.0, now - previous_at)
-        return Bin(_delta(previous.canary, reading.canary), _delta(previous.stable, reading.stable), seconds)
+        return Bin(
+            _delta(previous.canary, reading.canary),
+            _delta(previous.stable, reading.stable),
+            seconds,
+            _group_deltas(previous.groups, reading.groups),
+            _slow_deltas(previous.slower, reading.slower),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         last = self.last
-        counts = None if last is None else [last.canary.events, last.canary.bad, last.stable.events, last.stable.bad]
-        return {"last": counts, "last_at": self.last_at}
+        if last is None:
+            return {"last": None, "last_at": self.last_at}
+        return {
+            "last": [last.canary.events, last.canary.bad, last.stable.events, last.stable.bad],
+            "groups": [[g.requests, g.bad, g.canary_requests] for g in last.groups],
+            "slower": [[s.le_ms, s.canary, s.stable] for s in last.slower],
+            "last_at": self.last_at,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BinMaker:
         c = data.get("last")
-        last = None if c is None else TrackCounts(Counts(int(c[0]), int(c[1])), Counts(int(c[2]), int(c[3])))
+        if c is None:
+            return cls(None, data.get("last_at"))
+        groups = tuple(GroupTotals(int(g[0]), int(g[1]), int(g[2])) for g in data.get("groups", []))
+        slower = tuple(SlowTotals(float(s[0]), int(s[1]), int(s[2])) for s in data.get("slower", []))
+        last = TrackCounts(Counts(int(c[0]), int(c[1])), Counts(int(c[2]), int(c[3])), groups, slower)
         return cls(last, data.get("last_at"))
 
 
@@ -84,3 +127,27 @@ def _delta(before: Counts, now: Counts) -> Counts:
     if now.events < before.events or now.bad < before.bad:  # the source restarted: count from zero
         return now
     return Counts(now.events - before.events, now.bad - before.bad)
+
+
+def _group_deltas(before: tuple[GroupTotals, ...], now: tuple[GroupTotals, ...]) -> tuple[GroupTotals, ...]:
+    if not now or len(before) != len(now):  # groups appeared (a new salt) or changed: count from here on
+        return ()
+    if any(
+        n.requests < b.requests or n.bad < b.bad or n.canary_requests < b.canary_requests
+        for b, n in zip(before, now, strict=True)
+    ):
+        return now  # the router restarted
+    return tuple(
+        GroupTotals(n.requests - b.requests, n.bad - b.bad, n.canary_requests - b.canary_requests)
+        for b, n in zip(before, now, strict=True)
+    )
+
+
+def _slow_deltas(before: tuple[SlowTotals, ...], now: tuple[SlowTotals, ...]) -> tuple[SlowTotals, ...]:
+    if not now or [b.le_ms for b in before] != [n.le_ms for n in now]:
+        return ()
+    if any(n.canary < b.canary or n.stable < b.stable for b, n in zip(before, now, strict=True)):
+        return now
+    return tuple(
+        SlowTotals(n.le_ms, n.canary - b.canary, n.stable - b.stable) for b, n in zip(before, now, strict=True)
+    )

@@ -116,7 +116,14 @@ def _play(
 
 
 def _stable_releases(ctl: str, token: str) -> dict[str, str]:
-    table = httpx.get(f"{ctl}/api/routes", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    deadline = time.monotonic() + 30
+    while True:  # 503 until the controller's first tick with the lease has built the table
+        r = httpx.get(f"{ctl}/api/routes", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    r.raise_for_status()
+    table = r.json()
     return {service: route["releases"]["stable"] for service, route in table["services"].items()}
 
 

@@ -11,6 +11,7 @@ configured, takes the same share of traffic as the canary, from the buckets just
 
 from __future__ import annotations
 
+import bisect
 import random
 import re
 from http.cookies import SimpleCookie
@@ -40,6 +41,15 @@ def sticky_key(route: ServiceRoute, headers: dict[str, str], segments: list[str]
 def sticky_bucket(route: ServiceRoute, key: str) -> int:
     salt = route.sticky.salt
     return bucket(f"{route.name}:{salt}:{key}" if salt else f"{route.name}:{key}")
+
+
+def sticky_group(route: ServiceRoute, headers: dict[str, str], segments: list[str]) -> int:
+    """The bucket group of the request's customer (``route.sticky.groups`` cut the salted hash
+    space; the last group, above the last boundary, is the reference), or -1 without a key."""
+    key = sticky_key(route, headers, segments)
+    if key is None:
+        return -1
+    return bisect.bisect_right(route.sticky.groups, sticky_bucket(route, key))
 
 
 def choose_track(route: ServiceRoute, headers: dict[str, str], segments: list[str]) -> str:

@@ -1,7 +1,9 @@
 """The router's per-track counts, kept once and shown twice: Prometheus metrics and a JSON snapshot.
 
 Per service, track, release and route template: requests, errors (5xx answers, connection
-failures, timeouts), failovers, latency; and per route, mirrored comparisons and differences.
+failures, timeouts), failovers, latency; per route, mirrored comparisons and differences; and,
+for a service whose table asks for sticky bucket groups (``sticky.groups``), requests, errors and
+canary-served requests per group of the rollout's salted hash space (the judge's sticky test).
 Counting is a dict increment on the hot path; the Prometheus collector reads the dicts when
 scraped.  The snapshot is cumulative, for the builtin metric provider to take differences of.
 """
@@ -12,10 +14,13 @@ import bisect
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from core.routes import Sticky
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 Key = tuple[str, str, str, str]  # service, track, release, route
@@ -29,6 +34,17 @@ def slow_bucket(threshold_s: float) -> str:
     return str(at) if at is not None else "+Inf"
 
 
+@dataclass
+class StickyGroupCounts:
+    salt: str
+    boundaries: tuple[int, ...]
+    counts: list[list[int]] = field(default_factory=list)  # per group, the reference last
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [[0, 0, 0] for _ in range(len(self.boundaries) + 1)]
+
+
 class RouterStats(Collector):
     def __init__(self) -> None:
         self.requests: dict[Key, int] = defaultdict(int)
@@ -38,6 +54,9 @@ class RouterStats(Collector):
         self.mirror_compared: dict[tuple[str, str], int] = defaultdict(int)
         self.mirror_different: dict[tuple[str, str], int] = defaultdict(int)
         self.mirror_noise: dict[tuple[str, str], int] = defaultdict(int)
+        # per service, for the salt and boundaries of its current table: per bucket group
+        # [requests, errors, canary-served]; a new salt (a new rollout) starts them afresh
+        self.groups: dict[str, StickyGroupCounts] = {}
         self.started = time.time()
 
     def record(self, key: Key, error: bool, seconds: float) -> None:
@@ -49,6 +68,17 @@ class RouterStats(Collector):
             lat = self.latency[key[:3]] = [0.0] * (len(BUCKETS) + 2)
         lat[bisect.bisect_left(BUCKETS, seconds)] += 1
         lat[-1] += seconds
+
+    def record_group(self, service: str, sticky: Sticky, group: int, error: bool, on_canary: bool) -> None:
+        g = self.groups.get(service)
+        if g is None or g.salt != sticky.salt or g.boundaries != sticky.groups:
+            g = self.groups[service] = StickyGroupCounts(sticky.salt, sticky.groups)
+        row = g.counts[group]
+        row[0] += 1
+        if error:
+            row[1] += 1
+        if on_canary:
+            row[2] += 1
 
     def failover(self, key: Key) -> None:
         self.failovers[key] += 1
@@ -94,7 +124,16 @@ class RouterStats(Collector):
             }
             for k, n in sorted({**self.mirror_noise, **self.mirror_compared}.items())
         ]
-        return {"since": self.started, "counters": rows, "latency": latency, "mirror": mirror}
+        groups = [
+            {
+                "service": service,
+                "salt": g.salt,
+                "boundaries": list(g.boundaries),
+                "groups": [{"requests": r[0], "errors": r[1], "canary_requests": r[2]} for r in g.counts],
+            }
+            for service, g in sorted(self.groups.items())
+        ]
+        return {"since": self.started, "counters": rows, "latency": latency, "mirror": mirror, "sticky_groups": groups}
 
     def collect(self) -> Iterator[Any]:
         labels = ["service", "track", "release", "route"]
@@ -114,6 +153,16 @@ class RouterStats(Collector):
             cumulative = _cumulative(v[:-1])
             hist.add_metric(list(lkey), list(zip([*map(str, BUCKETS), "+Inf"], cumulative, strict=True)), v[-1])
         yield hist
+        for name, doc, column in (
+            ("router_sticky_group_requests_total", "Requests per sticky bucket group, whatever track served them.", 0),
+            ("router_sticky_group_errors_total", "Errors per sticky bucket group, whatever track served them.", 1),
+            ("router_sticky_group_canary_requests_total", "Requests per sticky bucket group served by the canary.", 2),
+        ):
+            gfam = CounterMetricFamily(name, doc, labels=["service", "group"])  # group: an index, bounded
+            for service, g in self.groups.items():
+                for index, row in enumerate(g.counts):
+                    gfam.add_metric([service, str(index)], row[column])
+            yield gfam
         for name, doc, mdata in (
             ("router_mirror_compared_total", "Mirrored answers compared (canary vs stable).", self.mirror_compared),
             ("router_mirror_different_total", "Mirrored answers that differ.", self.mirror_different),

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 
 import httpx
 import pytest
 
-from canary.providers.base import Bin, BinMaker, Counts, MetricQuery, ProviderUnavailable, TrackCounts
+from canary.providers.base import (
+    Bin,
+    BinMaker,
+    Counts,
+    GroupTotals,
+    MetricQuery,
+    ProviderUnavailable,
+    SlowTotals,
+    TrackCounts,
+)
 from canary.providers.builtin import BuiltinProvider
 from canary.router.app import create_router
+from canary.router.split import sticky_bucket
+from canary.router.stats import BUCKETS
+from core.routes import ServiceRoute, Sticky
 from core.serve import serve_in_thread
 from core.settings import Settings
 from services.opens.app import create_opens_app
@@ -24,7 +37,7 @@ ERRORS = MetricQuery("svc", "errors", canary_release="1.1", stable_release="1.0"
 
 
 @contextlib.contextmanager
-def router_in_front_of(canary_app, weight: float, failover: bool = True):
+def router_in_front_of(canary_app, weight: float, failover: bool = True, sticky: dict | None = None):
     with contextlib.ExitStack() as stack:
         stable = stack.enter_context(serve_in_thread(echo_app("stable")))
         canary = stack.enter_context(serve_in_thread(canary_app))
@@ -37,6 +50,7 @@ def router_in_front_of(canary_app, weight: float, failover: bool = True):
                     "releases": {"stable": "1.0", "canary": "1.1"},
                     "weight": weight,
                     "failover": failover,
+                    **({"sticky": sticky} if sticky else {}),
                 }
             },
         }
@@ -69,6 +83,42 @@ def test_latency_counts_requests_slower_than_the_threshold():
     assert counts.canary.events == counts.canary.bad > 0 and counts.stable.bad == 0
 
 
+def test_sticky_bucket_groups_are_counted_for_the_rollouts_salt_whatever_track_served():
+    sticky = {"header": "X-Account-Id", "salt": "r-1", "groups": [1000, 3000]}
+    route = ServiceRoute("svc", {"stable": "http://x"}, sticky=Sticky(header="x-account-id", salt="r-1"))
+    expected = [0, 0, 0]
+    with router_in_front_of(echo_app("canary", fail=True), weight=10, failover=False, sticky=sticky) as url:
+        for i in range(300):
+            httpx.get(f"{url}/svc/x", headers={"X-Account-Id": f"a{i}"})
+            b = sticky_bucket(route, f"a{i}")
+            expected[0 if b < 1000 else 1 if b < 3000 else 2] += 1
+        httpx.get(f"{url}/svc/x")  # no key: no customer, no group
+        q = MetricQuery("svc", "errors", "1.1", "1.0", sticky_salt="r-1", sticky_groups=(1000, 3000))
+        provider = BuiltinProvider(url)
+        counts = asyncio.run(provider.cumulative(q))
+        other_salt = asyncio.run(provider.cumulative(dataclasses.replace(q, sticky_salt="r-2")))
+        metrics = httpx.get(f"{url}/metrics").text
+    assert [g.requests for g in counts.groups] == expected
+    first, second, reference = counts.groups
+    # weight 10%: group 0 (buckets below 1000) is the canary's, every answer of it a 500
+    assert first.canary_requests == first.requests == first.bad == counts.canary.events
+    assert second.canary_requests == reference.canary_requests == 0 and second.bad == reference.bad == 0
+    assert other_salt.groups == ()  # another rollout's counts are never taken for this one's
+    assert f'router_sticky_group_requests_total{{group="2",service="svc"}} {float(expected[2])}' in metrics
+
+
+def test_latency_gives_the_whole_histogram():
+    with router_in_front_of(echo_app("canary", delay_s=0.3), weight=50) as url:
+        for _ in range(20):
+            httpx.get(f"{url}/svc/x", timeout=5)
+        q = MetricQuery("svc", "latency", "1.1", "1.0", threshold_ms=200)
+        counts = asyncio.run(BuiltinProvider(url).cumulative(q))
+    slower = {s.le_ms: s for s in counts.slower}
+    assert len(slower) == len(BUCKETS)
+    assert slower[250].canary == counts.canary.events and slower[250].stable == 0
+    assert slower[500].canary == 0 and slower[5].stable <= counts.stable.events
+
+
 def test_a_source_that_is_down_is_unavailable_never_zero():
     with pytest.raises(ProviderUnavailable, match="ConnectError"):
         asyncio.run(BuiltinProvider(closed_port_url()).cumulative(ERRORS))
@@ -78,6 +128,19 @@ def test_counter_restart_counts_from_zero():
     bins = BinMaker()
     bins.next_bin(TrackCounts(Counts(100, 5), Counts(1000, 10)), 10.0)
     assert bins.next_bin(TrackCounts(Counts(7, 1), Counts(1010, 10)), 10.5) == Bin(Counts(7, 1), Counts(10, 0), 0.5)
+
+
+def test_bins_of_bucket_groups_and_of_the_histogram_are_increments():
+    g = lambda *v: tuple(GroupTotals(*x) for x in v)  # noqa: E731
+    bins = BinMaker()
+    bins.next_bin(TrackCounts(Counts(), Counts(), g((10, 1, 10), (90, 2, 0)), (SlowTotals(250, 3, 4),)), 1.0)
+    stored = BinMaker.from_dict(json.loads(json.dumps(bins.to_dict())))
+    b = stored.next_bin(TrackCounts(Counts(), Counts(), g((15, 1, 15), (100, 5, 0)), (SlowTotals(250, 4, 9),)), 2.0)
+    assert b.groups == g((5, 0, 5), (10, 3, 0)) and b.slower == (SlowTotals(250, 1, 5),)
+    # groups that appear (a salt now in the table) give no bin yet: they count from here on
+    fresh = BinMaker()
+    fresh.next_bin(TrackCounts(Counts(), Counts()), 1.0)
+    assert fresh.next_bin(TrackCounts(Counts(), Counts(), g((1, 0, 0), (2, 0, 0))), 2.0).groups == ()
 
 
 def test_a_bin_maker_resumes_from_its_stored_form():

@@ -37,3 +37,15 @@ def test_a_salt_moves_other_customers_onto_the_canary_and_round_trips() -> None:
 def test_a_bad_salt_is_refused_with_its_field() -> None:
     with pytest.raises(TableError, match=r"services\.svc\.sticky\.salt"):
         parse_table({"services": {"svc": _route("x" * 65)}})
+
+
+def test_sticky_bucket_groups_round_trip_and_bad_ones_are_refused_with_their_field() -> None:
+    route = _route("r-1")
+    route["sticky"] = {**route["sticky"], "groups": [1000, 5000]}  # type: ignore[dict-item]
+    table = parse_table({"services": {"svc": route}})
+    assert table.services["svc"].sticky.groups == (1000, 5000)
+    assert parse_table(table.to_dict()) == table
+    for bad in ([5000, 1000], [0, 10], [10_000], "500", [True], list(range(1, 40))):
+        route["sticky"] = {"header": "X-Account-Id", "groups": bad}
+        with pytest.raises(TableError, match=r"services\.svc\.sticky\.groups"):
+            parse_table({"services": {"svc": route}})
