@@ -58,6 +58,10 @@ ETA = np.linspace(math.log(1 / 64), math.log(64), 21)  # log relative bad rate o
 # factor of e of the others'); any fixed prior keeps the guarantee, a closer one costs less evidence
 LOG_PRIOR = -0.5 * ETA**2 - np.logaddexp.reduce(-0.5 * ETA**2)
 STICKY_RATIOS = (2.0, 5.0, 20.0, 100.0)  # the alternatives: fewer than per request, the grid is 2-d
+# Bad events the first group and the reference must have shown on stable, before the canary, for the
+# group test to be used: with fewer, eta is all but unknown and the sup over it explains away any
+# canary (a canary failing 7 of 29 against stable's 0 of 56 passed a step on a history of one event).
+MIN_HISTORY_BAD = 5
 
 
 @dataclass
@@ -72,6 +76,7 @@ class StickyGroups:
     dur_d1: Array  # (runs, G, E): slope at r = min_regression
     canary_bins: Array  # (runs, G): bins the group spent on the canary
     given: Array  # (runs,): bins that came with group counts
+    pre_k: Array  # (runs,): bad events of the first group and the reference while it was on stable
 
     @classmethod
     def new(
@@ -88,6 +93,7 @@ class StickyGroups:
             dur_d1=np.zeros((runs, groups, e)),
             canary_bins=np.zeros((runs, groups)),
             given=np.zeros(runs),
+            pre_k=np.zeros(runs),
         )
 
     @property
@@ -96,14 +102,15 @@ class StickyGroups:
         return bool(self.given.sum() > 0)
 
     def informed(self) -> npt.NDArray[np.bool_]:
-        """Per run: the first group has a history on stable from before the canary took traffic.
+        """Per run: the first group has a history on stable from before the canary took traffic
+        (at least ``MIN_HISTORY_BAD`` bad events of it and the reference).
 
         Without one its e-value stays at most 1 whatever the canary does (a broken canary would
         pass unseen), so the judge falls back to the request-level test for that run.  The first
         group's history can only come from bins before the first step, so the choice is fixed
         before any canary data: it does not spend the guarantee.
         """
-        out: npt.NDArray[np.bool_] = (self.given > 0) & np.any(self.pre_ll[:, 0, :] != 0.0, axis=1)
+        out: npt.NDArray[np.bool_] = (self.given > 0) & (self.pre_k >= MIN_HISTORY_BAD)
         return out
 
     @property
@@ -128,6 +135,8 @@ class StickyGroups:
             xx = x_g[rows, cols][:, None]
             eta = ETA[None, :] + np.log(n_g[rows, cols] / n_r[rows, 0])[:, None]
             if not on:
+                first = cols == 0
+                np.add.at(self.pre_k, rows[first], kk[first, 0])
                 ll, d = _loglik(eta, xx, kk)
                 self.pre_ll[rows, cols] += ll
                 self.pre_d[rows, cols] += d
@@ -177,7 +186,8 @@ class StickyGroups:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StickyGroups:
-        return cls(**{k: array(data[k]) for k in cls.__dataclass_fields__})
+        runs = len(data["given"])
+        return cls(**{k: array(data[k]) if k in data else np.zeros(runs) for k in cls.__dataclass_fields__})
 
 
 def _loglik(eta: Array, x: Array, k: Array) -> tuple[Array, Array]:

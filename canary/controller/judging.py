@@ -89,7 +89,7 @@ def _boundaries(spec: RolloutSpec) -> int:
     """The whole-histogram latency test, only where routing is per request: with sticky customers
     the canary's fixed set of customers may be slower on both releases (bigger images, bigger
     imports), and the histogram test, per request, would take that for a slower release (the
-    quick replay rolled back a healthy resizer 2.1 so).  Sticky specs judge latency by
+    quick replay rolled back a healthy reworked release so).  Sticky specs judge latency by
     ``threshold_ms`` alone."""
     per_request = not spec.sticky
     return LATENCY_BOUNDARIES if per_request and any(m.kind == "latency" for m in spec.metrics) else 0
