@@ -168,6 +168,11 @@ class RolloutJudge:
         self._asked = context.weight
         return self._decision(CODES[code])
 
+    @property
+    def threshold(self) -> float:
+        """The e-value at which any of the rollout's tests fails the canary (its share of alpha)."""
+        return rollout.total_tests(self.spec, self.state) / self.spec.alpha
+
     def observe_mirror(self, counts: MirrorBin, seconds: float = 1.0) -> Decision:
         if self.spec.mirror is None:
             raise ValueError("the spec has no mirror phase")

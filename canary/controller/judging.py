@@ -251,6 +251,7 @@ def judge_mirror(judging: RolloutJudging, spec: RolloutSpec, reading: TrackCount
         "max_different_share": spec.mirror.max_different_share if spec.mirror else 0.0,
         "seconds": float(m.seconds[0]),
         "e_value": math.exp(min(float(m.log_e()[0]), 700.0)),
+        "threshold": judge.threshold,
     }
     verdict = {JudgeVerdict.FAIL: Verdict.FAIL, JudgeVerdict.PASS: Verdict.PASS}.get(d.verdict, Verdict.CONTINUE)
     judging.last_mirror = j = Judgement(verdict, d.reason, evidence)

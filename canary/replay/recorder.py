@@ -123,9 +123,11 @@ def _sample(
         }
         for name, j in detail.get("judge", {}).items()
     }
+    mirror = (detail.get("mirror") or {}).get("evidence") or {}
     return {
         "t": round(t, 2),
         "phase": detail["phase"],
+        "mirror_evidence": {k: mirror[k] for k in ("e_value", "threshold")} if "threshold" in mirror else None,
         "weight": detail["weight"],
         "mirror_share": detail["mirror_share"],
         "reason": detail["reason"],

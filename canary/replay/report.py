@@ -102,6 +102,7 @@ def charts(track: Track) -> list[str]:
     ]
 
 
+MIRROR_PHASE = "mirror phase"
 LOWEST_LOG_E = -3.0  # e-values under 1/1000 (strong evidence for the canary) are drawn at 1/1000
 
 
@@ -125,14 +126,18 @@ def evidence_chart(track: Track, t: list[float], markers: list[Marker]) -> str |
     with the threshold at which the judge fails the canary (1/alpha): the judge's most telling number."""
     samples = track.samples
     names = list(dict.fromkeys(name for s in samples for name in s["judge"]))
+    if any(s.get("mirror_evidence") for s in samples):
+        names.append(MIRROR_PHASE)  # the mirror phase's own test, on compared answers
     series: list[Series] = []
     thresholds: dict[float, dict[str, None]] = {}
     for i, name in enumerate(names):
         points = []
         for x, s in zip(t, samples, strict=True):
-            judged = s["judge"].get(name)
+            judged: dict[str, Any] | None = (
+                s.get("mirror_evidence") if name == MIRROR_PHASE else s["judge"].get(name)
+            )
             y = _log10_e(judged.get("e_value")) if judged else None
-            if y is not None:
+            if judged and y is not None:
                 points.append((x, y))
                 threshold = _log10_e(judged.get("threshold"))
                 if threshold is not None:

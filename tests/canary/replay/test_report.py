@@ -68,6 +68,19 @@ def test_a_rollout_without_judged_samples_has_no_e_value_chart():
     assert len(report.charts(track)) == 2
 
 
+def test_a_rollout_rolled_back_in_its_mirror_phase_has_the_mirror_tests_e_value_chart():
+    track = Track("r2", "resizer", "2.0", "1.0", started=10.0)
+    for i, e in enumerate([1.0, 8.0, 40.0, 250.0]):
+        d = detail("mirroring", None)
+        d["mirror"] = {"verdict": "continue", "evidence": {"compared": 10 * i, "e_value": e, "threshold": 200.0}}
+        track.samples.append(_sample(11.0 + i, d, {}, track))
+    track.detail = {"phase": "mirroring", "reason": "mirror: answers differ", "decisions": []}
+    charts = report.charts(track)
+    assert len(charts) == 3 and "mirror phase: e-value" in charts[2] and "fails at 200" in charts[2]
+    curve, _ = polylines(charts[2])
+    assert len(curve) == 4
+
+
 def test_huge_and_tiny_e_values_stay_on_the_chart():
     track = recorded([1e-9, 1.0, math.exp(700), "unbounded"], ["progressing"] * 4)  # type: ignore[list-item]
     (curve, _threshold) = polylines(report.charts(track)[2])
