@@ -15,22 +15,11 @@ import pytest
 
 from canary.controller.app import create_controller_app
 from core.settings import Settings
+from tests.canary.test_controller_api import SPEC
 
 pytestmark = pytest.mark.anyio
 TOKEN = "dash-admin"
 READ = "dash-read"
-SPEC = """
-apiVersion: releasewarden/v1
-kind: Rollout
-spec:
-  service: importer
-  stable: "1.0"
-  canary: "1.2"
-  steps:
-    - {weight: 5, min_requests: 20, min_seconds: 30}
-  metrics:
-    - {name: errors, kind: errors}
-"""
 
 
 @asynccontextmanager

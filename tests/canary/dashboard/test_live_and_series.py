@@ -16,20 +16,9 @@ from canary.controller.dashboard.series import Series, point_figures
 from canary.controller.evidence_figures import figures
 from canary.controller.store import Store, metadata
 from core.db import create_schema
+from tests.canary.test_controller_api import SPEC
 
 pytestmark = pytest.mark.anyio
-SPEC = """
-apiVersion: releasewarden/v1
-kind: Rollout
-spec:
-  service: importer
-  stable: "1.0"
-  canary: "1.2"
-  steps:
-    - {weight: 5, min_requests: 20, min_seconds: 30}
-  metrics:
-    - {name: errors, kind: errors}
-"""
 PER_METRIC = {  # the per-metric judge's evidence shape
     "counts": {"canary": {"requests": 50, "bad": 5}, "stable": {"requests": 100, "bad": 1}},
     "regression": {"e_value": 12.5, "threshold": 100.0},
