@@ -162,6 +162,9 @@ class JudgeState:
     srm: Array  # (runs, shifts) cumulative log LR of the canary's request share against the weight
     misrouted: Array  # sticky: requests served by the track their bucket group is not on
     routed: Array
+    # 1 where the last bin's weight was confirmed by every reader when its counts were read: the
+    # next bin at the same step was then served wholly at that weight
+    settled: Array = field(default_factory=lambda: np.zeros(0))
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -174,6 +177,7 @@ class JudgeState:
             srm=np.zeros((runs, len(SRM_SHIFTS))),
             misrouted=np.zeros(runs),
             routed=np.zeros(runs),
+            settled=np.zeros(runs),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,6 +189,7 @@ class JudgeState:
             "srm": floats(self.srm),
             "misrouted": floats(self.misrouted),
             "routed": floats(self.routed),
+            "settled": floats(self.settled),
         }
 
     @classmethod
@@ -197,6 +202,8 @@ class JudgeState:
             srm=array(data["srm"]),
             misrouted=array(data["misrouted"]),
             routed=array(data["routed"]),
+            # stored before the field existed: the next bin only settles
+            settled=array(data.get("settled", [0.0] * len(data["step"]))),
         )
 
 
@@ -211,18 +218,22 @@ def update(
     state.step = step.copy()
     known = np.isfinite(weight) & (weight > 0) & (weight < 1)
     w = np.where(known, weight, 0.5)
+    # the sample-ratio checks count only bins served wholly at one confirmed weight: a bin in
+    # which the step moved, or read before every reader confirmed, mixes two weights' routing
+    steady = np.isfinite(weight) & ~moved & (state.settled > 0)
+    state.settled = np.isfinite(weight).astype(float)
     if not spec.sticky:
         shifted = np.clip(w[:, None] * np.asarray(SRM_SHIFTS), 1e-9, 1 - 1e-9)
         srm = first.canary_n[:, None] * np.log(shifted / w[:, None]) + first.stable_n[:, None] * (
             np.log1p(-shifted) - np.log1p(-w[:, None])
         )
-        state.srm += np.where(known[:, None], srm, 0.0)
+        state.srm += np.where((known & steady)[:, None], srm, 0.0)
     elif first.group_n is not None and first.group_canary_n is not None:
         on = _on_canary(step, first.group_n.shape[1] - 1)
         on_all = np.concatenate([on, np.zeros((len(step), 1), dtype=bool)], axis=1)
         wrong = np.where(on_all, first.group_n - first.group_canary_n, first.group_canary_n).sum(axis=1)
-        state.misrouted += wrong
-        state.routed += first.group_n.sum(axis=1)
+        state.misrouted += np.where(steady, wrong, 0.0)
+        state.routed += np.where(steady, first.group_n.sum(axis=1), 0.0)
     for rule, ms, b in zip(spec.metrics, state.metrics, bins, strict=True):
         realised = np.where(
             (b.canary_n > 0) & (b.stable_n > 0), b.canary_n / np.maximum(b.canary_n + b.stable_n, 1), 0.0

@@ -174,3 +174,29 @@ def test_a_split_that_is_not_the_weight_asked_holds_the_rollout_with_the_numbers
     assert Verdict.PASS in verdicts
     assert d.verdict is Verdict.CONTINUE and d.reason.startswith("judging: held: the canary's share")
     assert "% of requests on the canary, 5.00% asked" in d.reason
+
+
+def sticky_bins(spec, group_requests, canary_served):
+    """One bin of sticky routing: each bucket group's requests, how many the canary served."""
+    groups = tuple(GroupCounts(n, 0, c) for n, c in zip(group_requests, canary_served, strict=True))
+    cn, total = sum(canary_served), sum(group_requests)
+    return [MetricBin(m.name, TrackCounts(cn, 0), TrackCounts(total - cn, 0), groups) for m in spec.metrics]
+
+
+def test_sticky_customers_on_the_wrong_track_hold_but_bins_of_a_weight_change_do_not():
+    spec = JudgeSpec.from_mapping({**SPEC, "sticky": {"header": "X-Account-Id"}})
+    moving, misrouting = RolloutJudge.new(spec), RolloutJudge.new(spec)
+    # the step's first bin straddles the move (group 0 still on stable), then ten bins read before
+    # every router confirmed (weight unknown, a busy machine): neither is the router's fault
+    moving.observe(sticky_bins(spec, (100, 400, 500), (0, 0, 0)), StepContext(0, 1.0, 0.05))
+    for _ in range(10):
+        moving.observe(sticky_bins(spec, (100, 400, 500), (0, 0, 0)), StepContext(0, 1.0, None))
+    verdicts = [
+        moving.observe(sticky_bins(spec, (100, 400, 500), (100, 0, 0)), StepContext(0, 1.0, 0.05)).verdict
+        for _ in range(40)
+    ]
+    assert Verdict.PASS in verdicts  # the clean bins at the confirmed weight pass the step
+    for _ in range(40):  # a router that keeps half of group 0's customers on stable at the confirmed weight
+        d = misrouting.observe(sticky_bins(spec, (100, 400, 500), (50, 0, 0)), StepContext(0, 1.0, 0.05))
+        assert d.verdict is not Verdict.PASS
+    assert d.reason.startswith("judging: held: the canary's share") and "requests on the wrong track" in d.reason
