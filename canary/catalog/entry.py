@@ -18,6 +18,7 @@ import yaml
 from canary.catalog import templates
 from canary.catalog.model import Consumer, Hook, KubeRun, Launch, LocalRun, Moment, RolloutDefaults
 from canary.controller.spec import Metric, RolloutSpec, Step, load_spec
+from canary.providers.base import ConservationCounters
 from core.settings import Settings
 
 
@@ -209,6 +210,13 @@ class Catalog:
         """The entry that runs ``name``: the service itself, or the one a consumer belongs to."""
         owned = self.owner(name)
         return owned[0] if owned is not None else self[name]
+
+    def conservation(self) -> dict[str, ConservationCounters]:
+        """Per service, the counters its conservation metric reads (its consumer's, where one has them):
+        what the metric providers are made with."""
+        return {
+            name: c.conservation for name, e in self.entries.items() for c in e.consumers if c.conservation is not None
+        }
 
     def consumers_of(self, service: str) -> tuple[str, ...]:
         """The names of the queue consumers that run beside each release of ``service``."""
