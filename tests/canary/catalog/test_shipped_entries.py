@@ -17,6 +17,7 @@ import yaml
 from canary.catalog import HookContext, Moment, OnFailure, load_catalog, run_hook
 from canary.catalog.schema import SCHEMA
 from canary.controller.spec import load_spec
+from canary.providers.base import ConservationCounters
 from core.settings import Settings
 from tests.canary.catalog.running import free_port, running
 
@@ -77,6 +78,15 @@ def test_the_opens_processor_is_a_consumer_sharing_the_opens_database(catalog, t
     assert launch.argv[launch.argv.index("--db") + 1] == f"sqlite:///{tmp_path / 'opens'}.db"
     assert launch.argv[launch.argv.index("--release") + 1] == "1.2"
     assert catalog["importer"].consumers == () and catalog["resizer"].consumers == ()
+    # the lost-opens metric reads the processor's counters, as the entry (and README) name them
+    assert catalog.conservation() == {
+        "opens": ConservationCounters(
+            "opens-processor",
+            "opens_events_acknowledged_total",
+            ("opens_recorded_total", "opens_events_filtered_total"),
+            "/metrics",
+        )
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
