@@ -110,7 +110,8 @@ class PrometheusProvider:
         fast = float(slow_bucket(query.threshold_ms / 1000))
         counts, slower = {}, {}
         for track, values in _tracks(query):
-            below = {float(le): n for le, n in (await self._by_label(promql.LATENCY_BUCKETS, values, at, "le")).items()}
+            by_le = await self._by_label(promql.LATENCY_BUCKETS, values, at, "le", required=True)
+            below = {_bound(le): n for le, n in by_le.items()}
             events = below.get(math.inf, 0)
             missing = [b for b in (*BUCKETS, math.inf) if b not in below]
             if events and missing:
@@ -155,10 +156,12 @@ class PrometheusProvider:
     async def _total(self, template: str, values: dict[str, str], at: float, required: bool) -> int:
         return round(sum((await self._series(template, values, at, required)).values()))
 
-    async def _by_label(self, template: str, values: dict[str, str], at: float, label: str) -> dict[str, int]:
+    async def _by_label(
+        self, template: str, values: dict[str, str], at: float, label: str, required: bool = False
+    ) -> dict[str, int]:
         """The series' increases added up per value of ``label`` (one series per router, say)."""
         out: dict[str, float] = {}
-        for name, increase in (await self._series(template, values, at, required=False)).items():
+        for name, increase in (await self._series(template, values, at, required)).items():
             value = json.loads(name).get(label, "") if name else ""
             out[value] = out.get(value, 0.0) + increase
         return {k: round(v) for k, v in out.items()}
@@ -222,6 +225,14 @@ class PrometheusProvider:
         if "NewConnectionError" in name or "refused" in str(reason or exc).lower():
             return "(connection refused)"
         return f"({name})"
+
+
+def _bound(le: str) -> float:
+    """A bucket's upper bound ("0.25", "+Inf"; Prometheus 3 writes "1" for "1.0"); NaN if none."""
+    try:
+        return float(le)
+    except ValueError:
+        return math.nan
 
 
 def _tracks(query: MetricQuery) -> list[tuple[str, dict[str, str]]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -211,6 +211,30 @@ def test_conservation_reads_the_counters_its_consumer_s_catalog_entry_names(expo
     assert settle(provider, lost, want) == want
     with pytest.raises(ProviderUnavailable, match="other has no queue consumer with conservation counters"):
         asyncio.run(provider.cumulative(dataclasses.replace(lost, service="other")))
+
+
+def test_a_latency_histogram_that_is_not_the_router_s_holds_naming_the_missing_bucket(exporter):
+    exp, prom = exporter
+    other = Histogram(
+        "router_request_duration_seconds", "not the router's", ["service", "track", "release"],
+        buckets=(0.1, 1.0), registry=exp.registry,
+    )  # fmt: skip
+    other.labels("importer", "canary", "1.1").observe(0.05)
+    other.labels("importer", "stable", "1.0").observe(0.05)
+    provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
+    latency = MetricQuery("importer", "latency", "1.1", "1.0", threshold_ms=250)
+    scraped(provider, "count(router_request_duration_seconds_count)", 2)
+    asyncio.run(provider.cumulative(latency))  # the first reading: the baseline
+    other.labels("importer", "canary", "1.1").observe(0.05)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            asyncio.run(provider.cumulative(latency))
+        except ProviderUnavailable as exc:
+            assert "has no bucket le=0.005: not the router's latency histogram" in str(exc)
+            break
+        assert time.monotonic() < deadline, "took a foreign histogram for the router's"
+        time.sleep(0.3)
 
 
 def test_a_restarted_router_counts_from_zero_and_nothing_is_lost_or_doubled(exporter):
