@@ -3,7 +3,8 @@
 Each check yields ``(path, message)`` with ``path`` a tuple into the document (the loader turns it
 into ``local.command[2]`` and a line): templates name only placeholders their field knows, a
 command's executable exists, releases match their per-release commands and tags, a hook that runs
-after a rollback cannot ask for one, and ``defaults`` obey the rollout spec's own rules.
+after a rollback cannot ask for one, a conservation metric has one consumer's counters to read, and
+``defaults`` obey the rollout spec's own rules.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def entry_problems(doc: dict[str, Any], catalog_dir: Path) -> Found:
         if "local" in consumer:
             yield from _process(consumer["local"], (*at, "local"), releases, has_db, catalog_dir)
         yield from _template(consumer.get("deployment", ""), (*at, "deployment"), templates.KUBE_CONSUMER_NAME)
+    yield from _conservation(doc)
     kube = doc.get("kubernetes")
     if kube is not None:
         yield from _kubernetes(kube, releases)
@@ -54,6 +56,24 @@ def entry_problems(doc: dict[str, Any], catalog_dir: Path) -> Found:
             names.append(hook["name"])
             yield from _hook(hook, moment, where, catalog_dir)
     yield from _defaults(doc.get("defaults", {}))
+
+
+def _conservation(doc: dict[str, Any]) -> Found:
+    """A conservation metric reads one consumer's counters: they must be there, and be one set."""
+    counting = [i for i, c in enumerate(doc.get("consumers", [])) if "conservation" in c]
+    for i in counting:
+        at, consumer = ("consumers", i, "conservation"), doc["consumers"][i]
+        if i != counting[0]:
+            yield at, f"consumers[{counting[0]}] has them already: a conservation metric reads one consumer's"
+        counters = consumer["conservation"]
+        if counters["acknowledged"] in counters["accounted"]:
+            j = counters["accounted"].index(counters["acknowledged"])
+            yield (*at, "accounted", j), "is the acknowledged counter: nothing would ever count as lost"
+        if "local" in consumer and "metrics_path" not in consumer["local"]:
+            yield at, "needs local.metrics_path: where the consumer's process exposes these counters"
+    for i, metric in enumerate(doc.get("defaults", {}).get("metrics", [])):
+        if metric.get("kind") == "conservation" and not counting:
+            yield ("defaults", "metrics", i, "kind"), "a conservation metric needs consumers[].conservation counters"
 
 
 def _template(

@@ -18,6 +18,7 @@ import yaml
 from canary.catalog import templates
 from canary.catalog.model import Consumer, Hook, KubeRun, Launch, LocalRun, Moment, RolloutDefaults
 from canary.controller.spec import Metric, RolloutSpec, Step, load_spec
+from canary.providers.base import ConservationCounters
 from core.settings import Settings
 
 
@@ -77,41 +78,27 @@ class ServiceEntry:
         *,
         port: int,
         state_dir: Path,
+        settings: Settings,
+        consumer: Consumer | None = None,
         track: str = "stable",
         route_table: str = "",
         db_url: str | None = None,
-        settings: Settings,
     ) -> Launch:
-        """The process that runs ``release`` on this machine (``db_url`` defaults to the entry's
+        """The process that runs ``release`` on this machine, or with ``consumer`` that consumer's
+        process beside it (it shares the service's database: ``db_url`` defaults to the entry's
         ``local.database``)."""
-        if self.local is None:
-            raise LookupError(f"{self.name} has no local section: it runs only on Kubernetes")
-        values = self._values(release, port, state_dir, db_url, track, route_table)
-        return self.local.process.render(values, settings)
+        if consumer is None:
+            if self.local is None:
+                raise LookupError(f"{self.name} has no local section: it runs only on Kubernetes")
+            process = self.local.process
+        elif consumer.local is None:
+            raise LookupError(f"consumer {consumer.name} of {self.name} has no local command")
+        else:
+            process = consumer.local
+        return process.render(self._values(release, port, state_dir, db_url, track, route_table), settings)
 
     def local_command(self, release: str, port: int, state_dir: Path, db_url: str | None = None) -> list[str]:
-        if self.local is None:
-            raise LookupError(f"{self.name} has no local section: it runs only on Kubernetes")
-        values = self._values(release, port, state_dir, db_url, "stable", "")
-        return list(self.local.process.render(values, Settings()).argv)
-
-    def consumer_launch(
-        self,
-        consumer: Consumer,
-        release: str,
-        *,
-        port: int,
-        state_dir: Path,
-        track: str = "stable",
-        route_table: str = "",
-        db_url: str | None = None,
-        settings: Settings,
-    ) -> Launch:
-        """A consumer's process beside ``release``: it shares the service's database."""
-        if consumer.local is None:
-            raise LookupError(f"consumer {consumer.name} of {self.name} has no local command")
-        values = self._values(release, port, state_dir, db_url, track, route_table)
-        return consumer.local.render(values, settings)
+        return list(self.local_launch(release, port=port, state_dir=state_dir, settings=Settings(), db_url=db_url).argv)
 
     # -- Kubernetes --------------------------------------------------------------------------------
     def _kube(self) -> KubeRun:
@@ -207,32 +194,29 @@ class Catalog:
     ) -> Launch:
         """The local process of ``name`` (a service, or a consumer by its own name) at ``release``."""
         owned = self.owner(name)
-        if owned is not None:
-            entry, consumer = owned
-            return entry.consumer_launch(
-                consumer,
-                release,
-                port=port,
-                state_dir=state_dir,
-                track=track,
-                route_table=route_table,
-                db_url=db_url,
-                settings=settings,
-            )
-        return self[name].local_launch(
+        entry, consumer = owned if owned is not None else (self[name], None)
+        return entry.local_launch(
             release,
             port=port,
             state_dir=state_dir,
+            settings=settings,
+            consumer=consumer,
             track=track,
             route_table=route_table,
             db_url=db_url,
-            settings=settings,
         )
 
     def entry_of(self, name: str) -> ServiceEntry:
         """The entry that runs ``name``: the service itself, or the one a consumer belongs to."""
         owned = self.owner(name)
         return owned[0] if owned is not None else self[name]
+
+    def conservation(self) -> dict[str, ConservationCounters]:
+        """Per service, the counters its conservation metric reads (its consumer's, where one has them):
+        what the metric providers are made with."""
+        return {
+            name: c.conservation for name, e in self.entries.items() for c in e.consumers if c.conservation is not None
+        }
 
     def consumers_of(self, service: str) -> tuple[str, ...]:
         """The names of the queue consumers that run beside each release of ``service``."""

@@ -22,6 +22,7 @@ from canary.catalog import checks, model
 from canary.catalog.entry import Catalog, ServiceEntry
 from canary.catalog.schema import SCHEMA
 from canary.controller.spec import Metric, Step, _line_of, _lines, _message, _path
+from canary.providers.base import ConservationCounters
 from core.errors import ConfigError
 
 MAX_FILE_BYTES = 1 << 20
@@ -184,17 +185,22 @@ def build_entry(d: dict[str, Any], source: Path) -> ServiceEntry:
         source=source,
         local=model.LocalRun(_process(local), local.get("database")) if local else None,
         kubernetes=_kube(d["kubernetes"]) if "kubernetes" in d else None,
-        consumers=tuple(
-            model.Consumer(
-                c["name"],
-                _process(c["local"]) if "local" in c else None,
-                c.get("deployment", model.Consumer.deployment),
-            )
-            for c in d.get("consumers", [])
-        ),
+        consumers=tuple(_consumer(c) for c in d.get("consumers", [])),
         hooks=tuple(_hook(h, moment) for moment, hooks in d.get("hooks", {}).items() for h in hooks),
         defaults=_defaults(d.get("defaults", {})),
     )
+
+
+def _consumer(c: dict[str, Any]) -> model.Consumer:
+    local = _process(c["local"]) if "local" in c else None
+    counted = c.get("conservation")
+    conservation = None
+    if counted is not None:
+        metrics_path = local.metrics_path if local is not None and local.metrics_path else "/metrics"
+        conservation = ConservationCounters(
+            c["name"], counted["acknowledged"], tuple(counted["accounted"]), metrics_path
+        )
+    return model.Consumer(c["name"], local, c.get("deployment", model.Consumer.deployment), conservation)
 
 
 def _process(p: dict[str, Any]) -> model.ProcessTemplate:

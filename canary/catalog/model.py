@@ -16,6 +16,7 @@ from typing import Any
 
 from canary.catalog import templates
 from canary.controller.spec import Metric, Step
+from canary.providers.base import ConservationCounters
 from core.settings import Settings
 
 PYTHON_NAMES = ("python", "python3")  # run with the interpreter running the framework
@@ -102,6 +103,7 @@ class Consumer:
     name: str  # unique in the catalog: the platform runs it as a service of its own
     local: ProcessTemplate | None = None
     deployment: str = "{consumer}-{track}"
+    conservation: ConservationCounters | None = None  # what the service's conservation metric reads
 
 
 @dataclass(frozen=True)

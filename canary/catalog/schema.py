@@ -74,6 +74,18 @@ _KUBERNETES = {
         "httproute": {**NAME, "description": "Gateway API HTTPRoute whose backend weights split traffic"},
     },
 }
+METRIC_NAME = {"type": "string", "pattern": "^[a-zA-Z_:][a-zA-Z0-9_:]{0,200}$", "description": "a Prometheus name"}
+_CONSERVATION = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["acknowledged", "accounted"],
+    "description": "what a conservation metric reads: counters labelled release, of messages acknowledged and of "
+    "those then recorded or dropped on purpose; an acknowledged message in none of them was lost",
+    "properties": {
+        "acknowledged": METRIC_NAME,
+        "accounted": {"type": "array", "minItems": 1, "maxItems": 20, "uniqueItems": True, "items": METRIC_NAME},
+    },
+}
 _CONSUMER = {
     "type": "object",
     "additionalProperties": False,
@@ -82,6 +94,7 @@ _CONSUMER = {
         "name": NAME,
         "local": _PROCESS,
         "deployment": {**TEMPLATE, "default": "{consumer}-{track}"},
+        "conservation": _CONSERVATION,
     },
 }
 _HTTP = {

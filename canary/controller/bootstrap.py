@@ -57,16 +57,11 @@ def bootstrap(
     platform = platform if platform is not None else make_platform(settings, public_url, catalog)
     controller: Controller
 
-    def processor_url(release: str) -> str | None:
-        # the builtin provider's conservation counts: the queue consumer of the release's service
-        # (the catalog's only consumer with a metrics path; the provider asks by release alone)
-        for entry in catalog.entries.values():
-            for consumer in entry.consumers:
-                if consumer.local is not None and consumer.local.metrics_path:
-                    return controller.upstreams.get((consumer.name, release))
-        return None
+    def consumer_url(consumer: str, release: str) -> str | None:
+        return controller.upstreams.get((consumer, release))  # where the platform runs it
 
-    provider = provider if provider is not None else make_provider(settings, router_url, processor_url)
+    if provider is None:  # a conservation metric reads the counters its consumer's entry names
+        provider = make_provider(settings, router_url, consumer_url, catalog.conservation())
     controller = Controller(
         store,
         platform,

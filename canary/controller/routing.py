@@ -37,7 +37,7 @@ MAX_READER_NAME = 200
 
 @dataclass
 class Reader:
-    name: str  # router/127.0.0.1:8080, consumer/opens-processor@1.1
+    name: str  # router/127.0.0.1:8080, consumer/mail-worker@1.1
     version: int  # the table version it serves
     first_seen: float
     last_seen: float
@@ -90,7 +90,7 @@ class Readers:
 
 def reads(reader: str, service: str) -> bool:
     """Routers route every service; a queue consumer ``consumer/NAME@RELEASE`` reads only its own
-    service's route (``opens-processor`` reads ``opens``)."""
+    service's route (``mail-worker``, a consumer of ``mail``, reads ``mail``)."""
     kind, _, ident = reader.partition("/")
     if kind != "consumer":
         return True

@@ -9,6 +9,7 @@ answer raises ``ProviderUnavailable`` with the reason: the rollout holds, it nev
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,6 +66,34 @@ class MetricQuery:
     # when its source counted them for this salt (else leaves them empty)
     sticky_salt: str = ""
     sticky_groups: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConservationCounters:
+    """Where a service's ``conservation`` metric is read: catalog data (the ``conservation`` of one of
+    its queue consumers), handed to a provider when it is made, per service.  The counters are
+    Prometheus counters labelled ``release``: messages the consumer acknowledged, and those it then
+    accounted for (recorded, or dropped on purpose); an acknowledged message in none is a bad event."""
+
+    consumer: str  # the consumer's name: the platform runs its processes under it
+    acknowledged: str
+    accounted: tuple[str, ...]
+    metrics_path: str = "/metrics"  # where the consumer's own process exposes them (builtin provider)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.acknowledged, *self.accounted)
+
+
+def conservation_of(sources: Mapping[str, ConservationCounters], service: str) -> ConservationCounters:
+    """The service's conservation counters, or why there are none (the rollout holds, with the reason)."""
+    source = sources.get(service)
+    if source is None:
+        raise ProviderUnavailable(
+            f"{service} has no queue consumer with conservation counters in the catalog "
+            "(consumers[].conservation: the counters a conservation metric reads)"
+        )
+    return source
 
 
 class MetricProvider(Protocol):

@@ -1,4 +1,4 @@
-"""The builtin metric provider: the router's own counters, and the opens processors' metrics.
+"""The builtin metric provider: the router's own counters, and the queue consumers' own metrics.
 
 - ``errors``: requests and errors (5xx, resets, timeouts) per track, from ``/_router/stats``, and
   per sticky bucket group when the router counts them for the query's salt and boundaries;
@@ -6,30 +6,46 @@
   (the first bucket boundary at or above the threshold: it never calls a fast request slow), and
   requests slower than every bucket boundary (the whole histogram);
 - ``mirror``: mirrored comparisons and differences (both count against the canary; stable has none);
-- ``conservation``: per processor release, events acknowledged, and acknowledged but neither
-  recorded nor filtered, from each processor's ``/metrics``.
+- ``conservation``: per consumer release, messages acknowledged, and acknowledged but in none of
+  the counters that account for them, from each consumer process's metrics (which consumer, and
+  its counters' names, are catalog data: :class:`ConservationCounters` per service).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from canary.providers.base import Counts, GroupTotals, MetricQuery, ProviderUnavailable, SlowTotals, TrackCounts
+from canary.providers.base import (
+    ConservationCounters,
+    Counts,
+    GroupTotals,
+    MetricQuery,
+    ProviderUnavailable,
+    SlowTotals,
+    TrackCounts,
+    conservation_of,
+)
 from canary.router.stats import BUCKETS, slow_bucket
-
-CONSERVATION = ("opens_events_acknowledged_total", "opens_recorded_total", "opens_events_filtered_total")
 
 
 class BuiltinProvider:
+    """``consumer_url(consumer, release)`` is where that consumer's process of the release answers
+    (None: none runs); ``conservation`` maps a service to its consumer's counters."""
+
     def __init__(
-        self, router_url: str, processor_url: Callable[[str], str | None] | None = None, timeout_s: float = 2.0
+        self,
+        router_url: str,
+        consumer_url: Callable[[str, str], str | None] | None = None,
+        conservation: Mapping[str, ConservationCounters] | None = None,
+        timeout_s: float = 2.0,
     ) -> None:
         self.router_url = router_url.rstrip("/")
-        self.processor_url = processor_url or (lambda release: None)  # release -> its processor's URL
+        self.consumer_url = consumer_url or (lambda consumer, release: None)
+        self.conservation = dict(conservation or {})
         self.timeout_s = timeout_s
 
     async def _get(self, client: httpx.AsyncClient, url: str) -> httpx.Response:
@@ -55,19 +71,21 @@ class BuiltinProvider:
         raise ProviderUnavailable(f"the builtin provider has no metric of kind {query.kind!r}")
 
     async def _conservation(self, client: httpx.AsyncClient, query: MetricQuery) -> TrackCounts:
+        source = conservation_of(self.conservation, query.service)
         counts = {}
         for track, release in (("canary", query.canary_release), ("stable", query.stable_release)):
-            url = self.processor_url(release)
+            url = self.consumer_url(source.consumer, release)
             if not url:
-                raise ProviderUnavailable(f"no processor runs release {release} ({track})")
-            text = (await self._get(client, f"{url.rstrip('/')}/metrics")).text
-            totals = dict.fromkeys(CONSERVATION, 0.0)
+                raise ProviderUnavailable(f"no {source.consumer} runs release {release} ({track})")
+            text = (await self._get(client, f"{url.rstrip('/')}{source.metrics_path}")).text
+            totals = dict.fromkeys(source.names, 0.0)
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
                     if sample.name in totals and sample.labels.get("release") == release:
                         totals[sample.name] += sample.value
-            acknowledged, recorded, filtered = (int(totals[n]) for n in CONSERVATION)
-            counts[track] = Counts(acknowledged, max(0, acknowledged - recorded - filtered))
+            acknowledged = int(totals[source.acknowledged])
+            accounted = sum(int(totals[n]) for n in source.accounted)
+            counts[track] = Counts(acknowledged, max(0, acknowledged - accounted))
         return TrackCounts(counts["canary"], counts["stable"])
 
 

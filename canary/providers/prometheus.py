@@ -1,9 +1,13 @@
 """The Prometheus metric provider: the same counts per track as the builtin one, read from Prometheus.
 
 Each metric is a pair of PromQL templates per track, events and bad events, with ``$service``,
-``$track``, ``$release`` and ``$window`` filled in (``string.Template``: PromQL's braces stay
-literal).  The built-in templates read the counters the router and the opens processors already
-expose; a ``query`` metric brings its own (``events_query`` and ``bad_query`` in the spec).
+``$track``, ``$release`` and ``$window`` filled in (``canary.providers.promql``).  The built-in
+templates read the counters the router exposes: requests and errors per track, the latency
+histogram (every bucket, so the judge also gets the whole distribution), mirrored comparisons, and,
+under sticky routing, the per bucket-group counts of the rollout's salt (the judge's group test);
+a ``conservation`` metric reads the counters its service's queue consumer names in the catalog
+(``conservation`` when the provider is made); a ``query`` metric brings its own templates
+(``events_query`` and ``bad_query`` in the spec).
 
 Two ways to read a template, chosen by whether it names ``$window``:
 
@@ -19,7 +23,8 @@ covers a scrape interval and the scrape itself (and, for recorded series, the ru
 interval: raise ``delay_s``).  Prometheus down, slow, refusing a query, or having no series for a
 track's events raises :class:`ProviderUnavailable` with the reason (and the query): the rollout
 holds; it never rolls back and never promotes on a missing answer.  Bad events with no series are
-zero (a counter appears with its first event).
+zero (a counter appears with its first event); bucket groups with no series for the rollout's salt
+are not counted yet (the judge then uses its per-request test, as with the builtin provider).
 
 prometheus-api-client is synchronous: every call runs in a worker thread.
 """
@@ -30,46 +35,33 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from string import Template
 
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from canary.providers.base import Counts, MetricQuery, ProviderUnavailable, TrackCounts
-from canary.router.stats import slow_bucket
-
-_SEL = '{service="$service",track="$track",release="$release"}'
-# kind -> (events, bad) templates, per track
-BUILTIN: dict[str, tuple[str, str]] = {
-    "errors": (f"router_requests_total{_SEL}", f"router_errors_total{_SEL}"),
-    "latency": (
-        f"router_request_duration_seconds_count{_SEL}",
-        f"router_request_duration_seconds_count{_SEL}"
-        f' - ignoring(le) router_request_duration_seconds_bucket{_SEL[:-1]},le="$le"}}',
-    ),
-    "mirror": (
-        'sum(router_mirror_compared_total{service="$service"})',
-        'sum(router_mirror_different_total{service="$service"})',
-    ),
-    "conservation": (
-        'sum(opens_events_acknowledged_total{release="$release"})',
-        'sum(opens_events_acknowledged_total{release="$release"})'
-        ' - (sum(opens_recorded_total{release="$release"}) or vector(0))'
-        ' - (sum(opens_events_filtered_total{release="$release"}) or vector(0))',
-    ),
-}
-CANARY_ONLY = frozenset({"mirror"})  # mirrored comparisons count against the canary; stable has none
+from canary.providers import promql
+from canary.providers.base import (
+    ConservationCounters,
+    Counts,
+    GroupTotals,
+    MetricQuery,
+    ProviderUnavailable,
+    SlowTotals,
+    TrackCounts,
+)
+from canary.router.stats import BUCKETS, slow_bucket
 
 
 @dataclass
 class _Reading:
-    """What one filled template has shown so far: its running total, and how it got there."""
+    """What one filled template has shown so far: each series' increase, and how it got there."""
 
-    total: float = 0.0
-    series: dict[str, float] = field(default_factory=dict)  # counter mode: last value per series
+    increase: dict[str, float] = field(default_factory=dict)  # per series (increase mode: one, "")
+    last: dict[str, float] = field(default_factory=dict)  # counter mode: last value per series
     at: float | None = None  # the end of the last bin read
     first_try: float | None = None  # when it was first asked for
     seen_series: bool = False
@@ -77,7 +69,13 @@ class _Reading:
 
 class PrometheusProvider:
     def __init__(
-        self, url: str, *, scrape_interval_s: float = 15.0, delay_s: float = 0.0, timeout_s: float = 5.0
+        self,
+        url: str,
+        *,
+        scrape_interval_s: float = 15.0,
+        delay_s: float = 0.0,
+        timeout_s: float = 5.0,
+        conservation: Mapping[str, ConservationCounters] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
@@ -86,33 +84,101 @@ class PrometheusProvider:
         self.no_series_grace_s = max(10.0, 3 * self.delay_s)
         # no retries: a tick that finds Prometheus down holds, and the next tick asks again
         self.client = PrometheusConnect(self.url, retry=Retry(total=0), timeout=timeout_s)
+        self.conservation = dict(conservation or {})  # service -> its consumer's counters (catalog)
         self.readings: dict[str, _Reading] = {}
 
     async def cumulative(self, query: MetricQuery) -> TrackCounts:
-        events_t, bad_t = _templates(query)
         at = time.time() - self.delay_s
-        tracks = [("canary", query.canary_release), ("stable", query.stable_release)]
-        if query.kind in CANARY_ONLY:
-            tracks = tracks[:1]
+        if query.kind == "latency":
+            return await self._latency(query, at)
+        if query.kind == "conservation":
+            return await self._conservation(query, at)
+        events_t, bad_t = promql.query_templates(query)
         counts = {}
-        for track, release in tracks:
-            values = {"service": query.service, "track": track, "release": release, "le": _bucket(query)}
-            events = await self._read(events_t, values, at, required=True)
-            bad = await self._read(bad_t, values, at, required=False)
+        for track, values in _tracks(query):
+            events = await self._total(events_t, values, at, required=True)
+            bad = await self._total(bad_t, values, at, required=False)
             counts[track] = Counts(events, min(bad, events))
-        return TrackCounts(counts["canary"], counts.get("stable", Counts()))
+        groups = await self._groups(query, at) if query.kind == "errors" else ()
+        return TrackCounts(counts["canary"], counts.get("stable", Counts()), groups)
 
-    async def _read(self, template: str, values: dict[str, str], at: float, required: bool) -> int:
-        key = Template(template).safe_substitute(values)
+    async def _latency(self, query: MetricQuery, at: float) -> TrackCounts:
+        """Requests and requests slower than the threshold, and slower than every boundary, from
+        the router's buckets, exactly as the builtin provider counts them."""
+        if query.threshold_ms is None:
+            raise ProviderUnavailable("a latency metric needs threshold_ms")
+        fast = float(slow_bucket(query.threshold_ms / 1000))
+        counts, slower = {}, {}
+        for track, values in _tracks(query):
+            by_le = await self._by_label(promql.LATENCY_BUCKETS, values, at, "le", required=True)
+            below = {_bound(le): n for le, n in by_le.items()}
+            events = below.get(math.inf, 0)
+            missing = [b for b in (*BUCKETS, math.inf) if b not in below]
+            if events and missing:
+                raise ProviderUnavailable(
+                    f"{promql.fill(promql.LATENCY_BUCKETS, values)} has no bucket le={missing[0]:g}: "
+                    "not the router's latency histogram"
+                )
+            counts[track] = Counts(events, events - below.get(fast, 0))
+            slower[track] = [events - below.get(b, 0) for b in BUCKETS]
+        histogram = tuple(
+            SlowTotals(b * 1000, c, s) for b, c, s in zip(BUCKETS, slower["canary"], slower["stable"], strict=True)
+        )
+        return TrackCounts(counts["canary"], counts["stable"], slower=histogram)
+
+    async def _groups(self, query: MetricQuery, at: float) -> tuple[GroupTotals, ...]:
+        """The router's per bucket-group counts for the rollout's salt and boundaries (else none)."""
+        if not query.sticky_groups:
+            return ()
+        values = {
+            "service": query.service,
+            "salt": query.sticky_salt,
+            "boundaries": ",".join(map(str, query.sticky_groups)),
+        }
+        columns = [await self._by_label(t, values, at, "group") for t in promql.STICKY_GROUPS]
+        wanted = [str(i) for i in range(len(query.sticky_groups) + 1)]
+        if any(sorted(c) != sorted(wanted) for c in columns):
+            return ()  # not counted for this salt yet (or not by this router)
+        requests, errors, on_canary = columns
+        return tuple(GroupTotals(requests[g], min(errors[g], requests[g]), on_canary[g]) for g in wanted)
+
+    async def _conservation(self, query: MetricQuery, at: float) -> TrackCounts:
+        counters = promql.conservation(self.conservation, query.service)
+        counts = {}
+        for track, values in _tracks(query):
+            acknowledged = await self._total(counters.acknowledged, values, at, required=True)
+            accounted = 0
+            for template in counters.accounted:
+                accounted += await self._total(template, values, at, required=False)
+            counts[track] = Counts(acknowledged, min(acknowledged, max(0, acknowledged - accounted)))
+        return TrackCounts(counts["canary"], counts["stable"])
+
+    async def _total(self, template: str, values: dict[str, str], at: float, required: bool) -> int:
+        return round(sum((await self._series(template, values, at, required)).values()))
+
+    async def _by_label(
+        self, template: str, values: dict[str, str], at: float, label: str, required: bool = False
+    ) -> dict[str, int]:
+        """The series' increases added up per value of ``label`` (one series per router, say)."""
+        out: dict[str, float] = {}
+        for name, increase in (await self._series(template, values, at, required)).items():
+            value = json.loads(name).get(label, "") if name else ""
+            out[value] = out.get(value, 0.0) + increase
+        return {k: round(v) for k, v in out.items()}
+
+    async def _series(self, template: str, values: dict[str, str], at: float, required: bool) -> dict[str, float]:
+        """Each series' increase since the template was first read (increase mode: one, "")."""
+        key = promql.fill(template, values)
         reading = self.readings.setdefault(key, _Reading())
         first = reading.first_try is None
         started = reading.first_try = at if reading.first_try is None else reading.first_try
-        if "$window" in key:  # increase mode: the first call only marks where the first bin starts
+        increase_mode = promql.is_increase(template)
+        if increase_mode:  # the first call only marks where the first bin starts
             if reading.at is None:
                 reading.at = at
             if first or at - reading.at < 0.5:
-                return round(reading.total)
-            series = await self._query(Template(key).substitute(window=f"{round((at - reading.at) * 1000)}ms"), at)
+                return dict(reading.increase)
+            series = await self._query(promql.with_window(key, at - reading.at), at)
         else:
             series = await self._query(key, at)
         if not series and required:
@@ -124,18 +190,17 @@ class PrometheusProvider:
                     "check the query and that Prometheus scrapes the targets"
                 )
         reading.seen_series = reading.seen_series or bool(series)
-        if "$window" in key:
-            reading.total += sum(series.values())
+        if increase_mode:
+            reading.increase[""] = reading.increase.get("", 0.0) + sum(series.values())
         else:  # counter mode: series present at the first call are the baseline; later ones are new
             for name, value in series.items():
-                before = reading.series.get(name)
-                if before is not None:
-                    reading.total += value if value < before else value - before
-                elif not first:
-                    reading.total += value
-                reading.series[name] = value
+                before = reading.last.get(name)
+                new_series = 0.0 if first else value
+                step = new_series if before is None else value if value < before else value - before  # down: restarted
+                reading.increase[name] = reading.increase.get(name, 0.0) + step
+                reading.last[name] = value
         reading.at = at
-        return round(reading.total)
+        return dict(reading.increase)
 
     async def _query(self, promql: str, at: float) -> dict[str, float]:
         try:
@@ -162,23 +227,20 @@ class PrometheusProvider:
         return f"({name})"
 
 
-def _templates(query: MetricQuery) -> tuple[str, str]:
-    if query.kind == "query":
-        if not (query.events_query and query.bad_query):
-            raise ProviderUnavailable("a query metric needs events_query and bad_query")
-        return query.events_query, query.bad_query
-    if query.kind not in BUILTIN:
-        raise ProviderUnavailable(f"the Prometheus provider has no metric of kind {query.kind!r}")
-    return BUILTIN[query.kind]
+def _bound(le: str) -> float:
+    """A bucket's upper bound ("0.25", "+Inf"; Prometheus 3 writes "1" for "1.0"); NaN if none."""
+    try:
+        return float(le)
+    except ValueError:
+        return math.nan
 
 
-def _bucket(query: MetricQuery) -> str:
-    """The router's latency bucket at or above the threshold (a fast request is never called slow)."""
-    if query.kind != "latency":
-        return ""
-    if query.threshold_ms is None:
-        raise ProviderUnavailable("a latency metric needs threshold_ms")
-    return slow_bucket(query.threshold_ms / 1000)
+def _tracks(query: MetricQuery) -> list[tuple[str, dict[str, str]]]:
+    """Each track the query's kind counts, with the values its templates are filled with."""
+    tracks = [("canary", query.canary_release), ("stable", query.stable_release)]
+    if query.kind in promql.CANARY_ONLY:
+        tracks = tracks[:1]
+    return [(track, {"service": query.service, "track": track, "release": release}) for track, release in tracks]
 
 
 def _server_error(exc: PrometheusApiClientException) -> str:

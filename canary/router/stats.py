@@ -158,10 +158,13 @@ class RouterStats(Collector):
             ("router_sticky_group_errors_total", "Errors per sticky bucket group, whatever track served them.", 1),
             ("router_sticky_group_canary_requests_total", "Requests per sticky bucket group served by the canary.", 2),
         ):
-            gfam = CounterMetricFamily(name, doc, labels=["service", "group"])  # group: an index, bounded
+            # the salt and boundaries say which rollout's groups these are (as the snapshot does), so
+            # that a metrics source never gives one rollout another's counts; group: an index, bounded
+            gfam = CounterMetricFamily(name, doc, labels=["service", "salt", "boundaries", "group"])
             for service, g in self.groups.items():
+                bounds = ",".join(map(str, g.boundaries))
                 for index, row in enumerate(g.counts):
-                    gfam.add_metric([service, str(index)], row[column])
+                    gfam.add_metric([service, g.salt, bounds, str(index)], row[column])
             yield gfam
         for name, doc, mdata in (
             ("router_mirror_compared_total", "Mirrored answers compared (canary vs stable).", self.mirror_compared),

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+from pathlib import Path
 
 import httpx
 import pytest
 
+from canary.catalog import load_catalog
 from canary.providers.base import (
     Bin,
     BinMaker,
@@ -33,6 +35,7 @@ from tests.canary.router.test_router import closed_port_url
 from tests.canary.router.upstreams import echo_app
 
 TOKEN = "t"
+SHIPPED = load_catalog([Path(__file__).resolve().parents[2] / "manifests" / "services"])
 ERRORS = MetricQuery("svc", "errors", canary_release="1.1", stable_release="1.0")
 
 
@@ -105,7 +108,8 @@ def test_sticky_bucket_groups_are_counted_for_the_rollouts_salt_whatever_track_s
     assert first.canary_requests == first.requests == first.bad == counts.canary.events - keyless_on_canary
     assert second.canary_requests == reference.canary_requests == 0 and second.bad == reference.bad == 0
     assert other_salt.groups == ()  # another rollout's counts are never taken for this one's
-    assert f'router_sticky_group_requests_total{{group="2",service="svc"}} {float(expected[2])}' in metrics
+    line = 'router_sticky_group_requests_total{boundaries="1000,3000",group="2",salt="r-1",service="svc"}'
+    assert f"{line} {float(expected[2])}" in metrics  # the salt and boundaries: which rollout's groups
 
 
 def test_latency_gives_the_whole_histogram():
@@ -171,6 +175,11 @@ def test_conservation_from_the_processors_of_each_track(tmp_path):
                 break
             asyncio.run(asyncio.sleep(0.05))
         q = MetricQuery("opens", "conservation", canary_release="1.1", stable_release="1.0")
-        counts = asyncio.run(BuiltinProvider("", {"1.1": canary, "1.0": canary}.get).cumulative(q))
+        urls = {("opens-processor", "1.1"): canary, ("opens-processor", "1.0"): canary}
+        # the counters it reads are the opens entry's (catalog data), not the provider's
+        provider = BuiltinProvider("", lambda consumer, release: urls.get((consumer, release)), SHIPPED.conservation())
+        counts = asyncio.run(provider.cumulative(q))
+        with pytest.raises(ProviderUnavailable, match="svc has no queue consumer with conservation counters"):
+            asyncio.run(provider.cumulative(dataclasses.replace(q, service="svc")))
     assert counts.canary == Counts(30, 10)  # 30 acknowledged, 10 neither recorded nor filtered
     assert counts.stable == Counts(0, 0)  # no stable (1.0) processing was reported by that processor

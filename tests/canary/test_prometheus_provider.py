@@ -8,22 +8,28 @@ as the controller does.  The test sets the counts, so it knows what the judge mu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from canary.catalog import load_catalog
 from canary.local_monitoring import prometheus_server
 from canary.providers.base import Bin, BinMaker, Counts, MetricQuery, ProviderUnavailable, TrackCounts
 from canary.providers.builtin import BuiltinProvider
 from canary.providers.prometheus import PrometheusProvider
-from canary.router.stats import RouterStats
+from canary.router.stats import BUCKETS, RouterStats
 from core.serve import serve_in_thread
+from tests.canary.router.upstreams import echo_app
+from tests.canary.test_builtin_provider import router_in_front_of
 from tests.conftest import need_monitoring
 
 ERRORS = MetricQuery("importer", "errors", "1.1", "1.0")
@@ -35,20 +41,24 @@ class Exporter:
 
     def __init__(self) -> None:
         self.stats = RouterStats()
+        self.registry = CollectorRegistry()  # a consumer's own counters, beside the router's
         self.url = ""
+        self.targets: list[str] = []  # more to scrape (host:port): a real router, say
 
     def app(self) -> Starlette:
         async def metrics(request: Request) -> Response:
             registry = CollectorRegistry()
             registry.register(self.stats)
-            return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+            body = generate_latest(registry) + generate_latest(self.registry)
+            return Response(body, media_type="text/plain; version=0.0.4")
 
         async def snapshot(request: Request) -> Response:
             return JSONResponse(self.stats.snapshot())
 
         async def targets(request: Request) -> Response:
             assert request.headers["authorization"] == "Bearer t0ken"
-            return JSONResponse([{"targets": [self.url.split("//")[1]], "labels": {"component": "router"}}])
+            hosts = [self.url.split("//")[1], *self.targets]
+            return JSONResponse([{"targets": hosts, "labels": {"component": "router"}}])
 
         return Starlette(
             routes=[Route("/metrics", metrics), Route("/_router/stats", snapshot), Route("/api/targets", targets)]
@@ -117,6 +127,116 @@ def test_the_judge_sees_the_same_counts_as_from_the_builtin_provider(exporter):
     assert from_prometheus == from_builtin == Bin(Counts(40, 7), Counts(300, 2), 1.0)  # exact, not extrapolated
 
 
+def settle_bin(
+    provider: PrometheusProvider, query: MetricQuery, bins: BinMaker, expected: Bin, seconds: float = 60
+) -> Bin:
+    """The bin Prometheus gives after ``bins``' last reading, once it has what the test served."""
+    deadline = time.monotonic() + seconds
+    while True:
+        trial = BinMaker.from_dict(bins.to_dict())  # each try from the same last reading
+        got = trial.next_bin(asyncio.run(provider.cumulative(query)), expected.seconds)
+        if got == expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
+
+
+def test_sticky_groups_and_the_latency_histogram_are_the_real_routers_own(exporter):
+    """A real router in front of a stable and a slow, failing canary, routing by customer with the
+    rollout's salt: through Prometheus the judge gets the same bucket-group counts (so the sticky
+    group test runs, not the per-request fallback) and the same histogram as from the router."""
+    exp, prom = exporter
+    sticky = {"header": "X-Account-Id", "salt": "r-1", "groups": [1000, 3000]}
+    canary = echo_app("canary", fail=True, delay_s=0.03)
+    with router_in_front_of(canary, weight=10, failover=False, sticky=sticky) as url:
+        exp.targets.append(url.split("//")[1])
+        provider, builtin = PrometheusProvider(prom.url, scrape_interval_s=1.0), BuiltinProvider(url)
+        errors = MetricQuery("svc", "errors", "1.1", "1.0", sticky_salt="r-1", sticky_groups=(1000, 3000))
+        latency = MetricQuery("svc", "latency", "1.1", "1.0", threshold_ms=25)
+        queries = (errors, latency)
+        customers = iter(range(10_000))
+
+        def serve(n: int) -> None:
+            for _ in range(n):
+                httpx.get(f"{url}/svc/x", headers={"X-Account-Id": f"a{next(customers)}"}, timeout=5)
+
+        serve(60)  # before the first reading: the baseline, its groups already counted
+        scraped(provider, 'sum(router_sticky_group_requests_total{salt="r-1"})', 60)
+        prom_bins = {q.kind: BinMaker() for q in (errors, latency)}
+        builtin_bins = {q.kind: BinMaker() for q in (errors, latency)}
+        for q in (errors, latency):
+            prom_bins[q.kind].next_bin(asyncio.run(provider.cumulative(q)), 0.0)
+            builtin_bins[q.kind].next_bin(asyncio.run(builtin.cumulative(q)), 0.0)
+        serve(300)
+        expected = {
+            q.kind: builtin_bins[q.kind].next_bin(asyncio.run(builtin.cumulative(q)), 1.0) for q in (errors, latency)
+        }
+        got = {q.kind: settle_bin(provider, q, prom_bins[q.kind], expected[q.kind]) for q in queries}
+        other_rollout = asyncio.run(provider.cumulative(dataclasses.replace(errors, sticky_salt="r-2")))
+    assert got == expected
+    groups, slower = expected["errors"].groups, expected["latency"].slower
+    assert sum(g.requests for g in groups) == 300 and groups[0].canary_requests == groups[0].bad > 0  # the canary's
+    assert len(slower) == len(BUCKETS) and {s.le_ms: s for s in slower}[25].canary == expected["latency"].canary.events
+    assert expected["latency"].canary.bad == expected["latency"].canary.events > 0  # every canary answer slow
+    assert other_rollout.groups == ()  # another rollout's salt: never this one's counts
+
+
+def test_conservation_reads_the_counters_its_consumer_s_catalog_entry_names(exporter, tmp_path):
+    """A service the framework has never seen: its consumer's own counters, named in a catalog
+    entry the test writes, are what the conservation metric reads through Prometheus."""
+    exp, prom = exporter
+    entry = tmp_path / "mail.yaml"
+    entry.write_text(
+        "apiVersion: releasewarden/v1\nkind: Service\nname: mail\nstable: '1'\nreleases: ['1', '2']\n"
+        "kubernetes: {}\nconsumers:\n  - name: mail-worker\n    conservation:\n"
+        "      acknowledged: mail_acked_total\n      accounted: [mail_sent_total, mail_dropped_total]\n"
+    )
+    counters = load_catalog([entry]).conservation()
+    acked, sent, dropped = (
+        Counter(name, "messages", ["release"], registry=exp.registry)
+        for name in ("mail_acked", "mail_sent", "mail_dropped")
+    )
+    for release in ("1", "2"):
+        acked.labels(release)  # the series exist (at zero) before the first reading
+    provider = PrometheusProvider(prom.url, scrape_interval_s=1.0, conservation=counters)
+    lost = MetricQuery("mail", "conservation", "2", "1")
+    scraped(provider, 'count(mail_acked_total{release=~"1|2"})', 2)
+    assert asyncio.run(provider.cumulative(lost)) == NOTHING
+    acked.labels("2").inc(40)
+    sent.labels("2").inc(30)
+    dropped.labels("2").inc(4)  # 6 of the canary's 40 neither sent nor dropped on purpose: lost
+    acked.labels("1").inc(100)
+    sent.labels("1").inc(99)
+    dropped.labels("1").inc(1)
+    want = TrackCounts(Counts(40, 6), Counts(100, 0))
+    assert settle(provider, lost, want) == want
+    with pytest.raises(ProviderUnavailable, match="other has no queue consumer with conservation counters"):
+        asyncio.run(provider.cumulative(dataclasses.replace(lost, service="other")))
+
+
+def test_a_latency_histogram_that_is_not_the_router_s_holds_naming_the_missing_bucket(exporter):
+    exp, prom = exporter
+    other = Histogram(
+        "router_request_duration_seconds", "not the router's", ["service", "track", "release"],
+        buckets=(0.1, 1.0), registry=exp.registry,
+    )  # fmt: skip
+    other.labels("importer", "canary", "1.1").observe(0.05)
+    other.labels("importer", "stable", "1.0").observe(0.05)
+    provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
+    latency = MetricQuery("importer", "latency", "1.1", "1.0", threshold_ms=250)
+    scraped(provider, "count(router_request_duration_seconds_count)", 2)
+    asyncio.run(provider.cumulative(latency))  # the first reading: the baseline
+    other.labels("importer", "canary", "1.1").observe(0.05)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            asyncio.run(provider.cumulative(latency))
+        except ProviderUnavailable as exc:
+            assert "has no bucket le=0.005: not the router's latency histogram" in str(exc)
+            break
+        assert time.monotonic() < deadline, "took a foreign histogram for the router's"
+        time.sleep(0.3)
+
+
 def test_a_restarted_router_counts_from_zero_and_nothing_is_lost_or_doubled(exporter):
     exp, prom = exporter
     provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
@@ -150,10 +270,10 @@ def test_a_query_metric_brings_its_own_templates_counter_or_increase(exporter):
     exp.serve("stable", "1.0", 10, 0)
     scraped(provider, "sum(router_requests_total)", 20)
     assert asyncio.run(provider.cumulative(counter)) == asyncio.run(provider.cumulative(increase)) == NOTHING
-    for _ in range(5):
+    for i in range(1, 6):  # five scrapes apart: the increase() windows see a counter that moves
         exp.serve("canary", "1.1", 60, 6)
         exp.serve("stable", "1.0", 120, 0)
-        time.sleep(1)
+        scraped(provider, "sum(router_requests_total)", 20 + 180 * i)
     want = TrackCounts(Counts(300, 30), Counts(600, 0))
     assert settle(provider, counter, want) == want
     # increase() extrapolates at a window's edges: close to the truth, not exact (hence the default)
@@ -177,9 +297,15 @@ def test_no_series_holds_with_the_query_named_once_the_grace_is_over(exporter):
     missing = MetricQuery("importer", "query", "1.1", "1.0", events_query="no_such_metric_total", bad_query="x")
     # not yet: a new canary's first requests may not have been scraped
     assert asyncio.run(provider.cumulative(missing)) == NOTHING
-    time.sleep(1.5)
-    with pytest.raises(ProviderUnavailable, match="no series for no_such_metric_total"):
-        asyncio.run(provider.cumulative(missing))
+    deadline = time.monotonic() + 30
+    while True:  # past the grace (by the provider's own clock), it says so, with the query
+        try:
+            asyncio.run(provider.cumulative(missing))
+        except ProviderUnavailable as exc:
+            assert "no series for no_such_metric_total" in str(exc)
+            break
+        assert time.monotonic() < deadline, "never reported the missing series"
+        time.sleep(0.2)
 
 
 def test_prometheus_down_is_unavailable_never_zero(exporter):
@@ -192,16 +318,19 @@ def test_prometheus_down_is_unavailable_never_zero(exporter):
 
 
 def test_a_slow_prometheus_holds_instead_of_blocking_the_controller():
-    """A server on 127.0.0.1 that answers the query API too late (no Prometheus needed for this)."""
-    import time as clock
+    """A server on 127.0.0.1 that answers the query API only once the test has its verdict (no
+    Prometheus needed for this): the provider must give up at its own timeout."""
+    answered = threading.Event()
 
     async def slow(request: Request) -> Response:
-        await asyncio.sleep(3)
+        await asyncio.to_thread(answered.wait, 30)
         return JSONResponse({"status": "success", "data": {"resultType": "vector", "result": []}})
 
     with serve_in_thread(Starlette(routes=[Route("/api/v1/query", slow)])) as url:
         provider = PrometheusProvider(url, scrape_interval_s=1.0, timeout_s=0.5)
-        started = clock.monotonic()
-        with pytest.raises(ProviderUnavailable, match=r"did not answer within 0.5 s$"):
-            asyncio.run(provider.cumulative(ERRORS))
-        assert clock.monotonic() - started < 3  # gave up at its timeout, did not wait for the answer
+        try:
+            with pytest.raises(ProviderUnavailable, match=r"did not answer within 0.5 s$"):
+                asyncio.run(provider.cumulative(ERRORS))
+            assert not answered.is_set()  # it gave up before any answer came, not after one
+        finally:
+            answered.set()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from canary.catalog import CatalogError, check_file, lint_catalog, load_catalog
+from canary.providers.base import ConservationCounters
 
 GOOD = """\
 apiVersion: releasewarden/v1
@@ -271,3 +272,62 @@ def test_aliases_share_values_but_cannot_explode(tmp_path):
         for p, c in zip("abcdefgh", "bcdefghi", strict=True)
     )
     assert problems_of(tmp_path, bomb) == ["x.yaml: (document): more than 100000 values once YAML aliases are expanded"]
+
+
+WORKER = """\
+consumers:
+  - name: plain-worker
+    local:
+      command: [python, worker.py, --port, "{port}"]
+      metrics_path: /metrics
+    conservation:
+      acknowledged: plain_acked_total
+      accounted: [plain_done_total, plain_skipped_total]
+"""
+
+
+def test_a_consumers_conservation_counters_are_what_its_service_s_metric_reads(tmp_path):
+    catalog = load_catalog(
+        [write(tmp_path, GOOD + WORKER + "defaults:\n  metrics: [{name: lost, kind: conservation}]\n")]
+    )
+    assert catalog.conservation() == {
+        "plain": ConservationCounters("plain-worker", "plain_acked_total", ("plain_done_total", "plain_skipped_total"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("      metrics_path: /metrics\n", ""), "x.yaml:23: consumers[0].conservation: needs local.metrics_path"),
+        (
+            ("[plain_done_total,", "[plain_acked_total,"),
+            "x.yaml:26: consumers[0].conservation.accounted[0]: is the acknowledged counter",
+        ),
+        (
+            ("acknowledged: plain_acked_total", "acknowledged: plain-acked"),
+            "x.yaml:25: consumers[0].conservation.acknowledged: 'plain-acked' does not match",
+        ),
+        (
+            ("acknowledged: plain_acked_total", "acknowledged: x\n      recorded: y"),
+            "x.yaml:26: consumers[0].conservation.recorded: unknown field",
+        ),
+        (
+            ("      accounted: [plain_done_total, plain_skipped_total]\n", ""),
+            "x.yaml:24: consumers[0].conservation: 'accounted': required",
+        ),
+        (
+            (WORKER, WORKER + WORKER.replace("consumers:\n", "").replace("plain-worker", "plain-other")),
+            "x.yaml:31: consumers[1].conservation: consumers[0] has them already",
+        ),
+        (
+            (WORKER[WORKER.index("    conservation:") :], ""),
+            "x.yaml:25: defaults.metrics[0].kind: a conservation metric needs consumers[].conservation counters",
+        ),
+    ],
+)
+def test_bad_conservation_counters_name_file_field_and_line(tmp_path, change, expected):
+    good = GOOD + WORKER + "defaults:\n  metrics: [{name: lost, kind: conservation}]\n"
+    text = good.replace(*change)
+    assert text != good
+    rendered = problems_of(tmp_path, text)
+    assert any(r.startswith(expected) for r in rendered), rendered

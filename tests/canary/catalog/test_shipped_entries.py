@@ -17,6 +17,7 @@ import yaml
 from canary.catalog import HookContext, Moment, OnFailure, load_catalog, run_hook
 from canary.catalog.schema import SCHEMA
 from canary.controller.spec import load_spec
+from canary.providers.base import ConservationCounters
 from core.settings import Settings
 from tests.canary.catalog.running import free_port, running
 
@@ -72,11 +73,20 @@ def test_the_opens_processor_is_a_consumer_sharing_the_opens_database(catalog, t
     (processor,) = opens.consumers
     assert processor.name == "opens-processor"
     assert catalog.owner("opens-processor") == (opens, processor)
-    launch = opens.consumer_launch(processor, "1.2", port=9000, state_dir=tmp_path, settings=Settings())
+    launch = opens.local_launch("1.2", port=9000, state_dir=tmp_path, settings=Settings(), consumer=processor)
     assert launch.argv[:3] == (sys.executable, "-m", "services.opens.processor")
     assert launch.argv[launch.argv.index("--db") + 1] == f"sqlite:///{tmp_path / 'opens'}.db"
     assert launch.argv[launch.argv.index("--release") + 1] == "1.2"
     assert catalog["importer"].consumers == () and catalog["resizer"].consumers == ()
+    # the lost-opens metric reads the processor's counters, as the entry (and README) name them
+    assert catalog.conservation() == {
+        "opens": ConservationCounters(
+            "opens-processor",
+            "opens_events_acknowledged_total",
+            ("opens_recorded_total", "opens_events_filtered_total"),
+            "/metrics",
+        )
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -123,7 +133,7 @@ async def test_opens_runs_from_its_entry_and_its_hook_reprocesses(catalog, tmp_p
         for consumer in [None, *opens.consumers]:
             port = free_port()
             args = {"port": port, "state_dir": tmp_path, "settings": settings}
-            launch = opens.consumer_launch(consumer, "1.0", **args) if consumer else opens.local_launch("1.0", **args)
+            launch = opens.local_launch("1.0", consumer=consumer, **args)
             urls.append(stack.enter_context(running(launch, port, tmp_path / f"{port}.log")))
         (hook,) = opens.hooks
         context = HookContext("opens", "1.0", "1.1", urls[0], "", "r-1", Moment.AFTER_ROLLBACK, settings)
