@@ -35,7 +35,15 @@ import httpx
 
 from canary.catalog import Catalog, Launch
 from canary.platforms.base import Instance
-from canary.platforms.processes import ServiceProcess, free_port, runs_argv, start_launch, stop_group, wait_ready
+from canary.platforms.processes import (
+    ServiceProcess,
+    free_port,
+    runs_argv,
+    start_launch,
+    start_ticks,
+    stop_group,
+    wait_ready,
+)
 from core.errors import DependencyUnavailable
 from core.settings import Settings
 
@@ -63,6 +71,7 @@ class ProcessRecord:
     port: int
     pid: int
     log: str
+    started: int = 0  # the process's start (start_ticks); 0 in records written before it was kept
 
     @classmethod
     def parse(cls, raw: Any) -> ProcessRecord:
@@ -75,6 +84,7 @@ class ProcessRecord:
             port=int(raw["port"]),
             pid=int(raw["pid"]),
             log=str(raw["log"]),
+            started=int(raw.get("started", 0)),
         )
 
 
@@ -115,7 +125,7 @@ class LocalPlatform:
         for record in self._read_records():
             proc = ServiceProcess(record.service, record.release, record.port, Path(record.log), None, pid=record.pid)
             launch = self._launch_of(record.service, record.release, record.track, record.port)
-            ours = launch is not None and proc.alive() and runs_argv(record.pid, launch.argv)
+            ours = launch is not None and proc.alive() and _same_process(record, launch)
             if ours and launch is not None and _answers_as(record, launch.health_path):
                 self.entries[(record.service, record.release)] = _Entry(proc, record.track, claimed=False)
                 self.adopted.append(
@@ -159,7 +169,7 @@ class LocalPlatform:
     def _save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         records = [
-            asdict(ProcessRecord(s, r, e.track, e.proc.port, e.proc.pid, str(e.proc.log_path)))
+            asdict(ProcessRecord(s, r, e.track, e.proc.port, e.proc.pid, str(e.proc.log_path), start_ticks(e.proc.pid)))
             for (s, r), e in self.entries.items()
             if e.proc.alive()
         ]
@@ -326,3 +336,12 @@ def _if_free(port: int | None) -> int | None:
         except OSError:
             return None  # another program took it meanwhile
     return port
+
+
+def _same_process(record: ProcessRecord, launch: Launch) -> bool:
+    """Is the recorded pid still the process we started?  By its start time where the record keeps
+    it (a command that execs, like ``sh -c '... exec nginx'``, no longer shows its argv), else by
+    its command line; a pid reused by another program is never taken (nor signalled)."""
+    if record.started:
+        return start_ticks(record.pid) == record.started
+    return runs_argv(record.pid, launch.argv)

@@ -122,6 +122,18 @@ def runs_argv(pid: int, argv: tuple[str, ...] | list[str]) -> bool:
     return command_line(pid) == list(argv)
 
 
+def start_ticks(pid: int) -> int:
+    """When ``pid`` started (clock ticks since boot; 0 if unknown).  With the pid it names one process
+    for good: a reused pid starts later, and an ``exec`` (a shell that execs its server, a server that
+    rewrites its title) keeps it, where the command line changes."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat.rsplit(")", 1)[-1].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else 0
+
+
 def stop_group(pid: int, grace_s: float = 10.0) -> None:
     """SIGTERM the process group of a process we did not start (each runs in its own session),
     wait for it to end, then SIGKILL."""
