@@ -4,10 +4,11 @@ Sits on the store as a :class:`~canary.controller.store.SaveHook`: after a save 
 or the judge's state after a bin), ``committed`` hands the rollout id to the event loop, which adds
 the bin's point to the chart series and then tells every subscriber ``{"rollout": id, "what": ...}``.
 The page re-reads what changed.  Idle, a stream costs nothing: each subscriber waits on its own
-queue.  A stream ends after ``MAX_STREAM_S`` and the browser reconnects by itself: uvicorn, when it
-stops, waits for every open response to finish, so an endless stream would hold a stopping
-controller.  Each event carries the number of changes published so far as its id, and the stream's
-``hello`` says it: a page that reconnects re-reads the state only if it missed something.
+queue.  Every stream ends when the controller's server begins to stop (``core.serve``'s shutdown
+signal: uvicorn waits for open responses to finish before the app hears of it), and in any case
+after ``MAX_STREAM_S``, when the browser reconnects by itself.  Each event carries the number of
+changes published so far as its id, and the stream's ``hello`` says it: a page that reconnects
+re-reads the state only if it missed something.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import Connection
 from canary.controller.dashboard.series import Series, point_figures
 from canary.controller.store import Saved
 from core.errors import ServiceUnavailable
+from core.serve import ShutdownSignal
 
 log = logging.getLogger("releasewarden.dashboard")
 KEEPALIVE_S = 10.0
@@ -50,7 +52,9 @@ class Live:
         self.subscribers: set[asyncio.Queue[Change | None]] = set()
         self.published = 0
         self.streams_opened = 0  # for the benchmark: what an idle page costs
+        self.closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watched: set[int] = set()
 
     # -- the store's side (any thread) ---------------------------------------------------------------
 
@@ -58,8 +62,7 @@ class Live:
         pass  # nothing to write with the transition: the page learns of it once it is committed
 
     def committed(self, rollout_id: str, what: str) -> None:
-        with contextlib.suppress(RuntimeError):  # a loop that has closed: nobody is watching
-            self.loop.call_soon_threadsafe(self._changed, Change(rollout_id, what))
+        self._call_soon(lambda: self._changed(Change(rollout_id, what)))
 
     # -- the loop's side -----------------------------------------------------------------------------
 
@@ -95,11 +98,26 @@ class Live:
                 queue.put_nowait(change)
 
     def close(self) -> None:
+        """End every open stream now (and any opened later at once): the server is stopping."""
+        self.closed = True
         for queue in list(self.subscribers):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+            while not queue.empty():  # the end is told even to a page that does not read
+                queue.get_nowait()
+            queue.put_nowait(None)
+
+    def stop_with(self, signal: ShutdownSignal) -> None:
+        """Close when ``signal`` is set (from the server's thread: handed to this loop)."""
+        if id(signal) not in self._watched:
+            self._watched.add(id(signal))
+            signal.watch(lambda: self._call_soon(self.close))
+
+    def _call_soon(self, callback: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a loop that has closed: no stream is open
+            self.loop.call_soon_threadsafe(callback)
 
     async def stream(self) -> AsyncIterator[str]:
+        if self.closed:
+            raise ServiceUnavailable("the controller is stopping")
         if len(self.subscribers) >= MAX_SUBSCRIBERS:
             raise ServiceUnavailable(f"more than {MAX_SUBSCRIBERS} open dashboards")
         queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE)

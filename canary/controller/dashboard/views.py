@@ -29,6 +29,7 @@ from canary.controller import machine
 from canary.controller.api import finite, summary
 from canary.controller.dashboard.live import Live
 from core.errors import Unauthorized
+from core.serve import shutdown_signal
 
 HISTORY = 200
 CSP = (
@@ -128,6 +129,7 @@ async def one_rollout(request: Request) -> Response:
 async def events(request: Request) -> Response:
     require_read(request)
     live: Live = request.app.state.dashboard
+    live.stop_with(shutdown_signal(request.app))  # a stopping controller ends the stream at once
     return StreamingResponse(
         await live.stream(),
         media_type="text/event-stream",
