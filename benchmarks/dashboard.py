@@ -33,30 +33,11 @@ from canary.controller.dashboard.live import MAX_STREAM_S
 from canary.controller.dashboard.views import page_bytes
 from core.serve import serve_in_thread
 from core.settings import Settings
+from tests.canary.dashboard.test_browser import ARGS, CHROMIUM
+from tests.canary.test_controller_api import SPEC  # the API tests' rollout: one 5% step that waits 30 s
 
 TOKEN = "bench-token"
 DECISIONS = 20
-SPEC = """
-apiVersion: releasewarden/v1
-kind: Rollout
-spec:
-  service: importer
-  stable: "1.0"
-  canary: "1.2"
-  steps:
-    - {weight: 5, min_requests: 20, min_seconds: 30}
-  metrics:
-    - {name: errors, kind: errors}
-"""
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 OBSERVE = """() => { window.__seen = {}; new MutationObserver(() => {
   for (const li of document.querySelectorAll('#announce li[data-rollout]')) {
     const key = li.textContent;
@@ -84,7 +65,7 @@ def main() -> None:
             time.sleep(15)  # the reference: the controller with no page open, idle
             cpu_without = (time.process_time() - cpu0) / (time.monotonic() - t0)
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, headless=True)
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
                 page = browser.new_page(bypass_csp=True)
                 requests: list[str] = []
                 page.on("request", lambda req: requests.append(req.url))

@@ -15,23 +15,10 @@ import httpx
 
 from canary.stack import local_stack
 from canary.traffic.load import LoadConfig, run
+from tests.test_end_to_end import SPEC  # one spec: importer at 50% then 75%, judged on errors
 
 TOKEN = "dashboard-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SPEC = """
-apiVersion: releasewarden/v1
-kind: Rollout
-spec:
-  service: importer
-  stable: "1.0"
-  canary: "{canary}"
-  steps:
-    - {{weight: 50, min_requests: 20, min_seconds: 3, max_seconds: 120}}
-    - {{weight: 75, min_requests: 20, min_seconds: 3, max_seconds: 120}}
-  metrics:
-    - {{name: errors, kind: errors, rate_floor: 0.2}}
-  sticky: {{header: X-Account-Id}}
-"""
 ENDED = {"rolled_back", "succeeded", "failed"}
 
 
