@@ -2,7 +2,8 @@
 
 Sits on the store as a :class:`~canary.controller.store.SaveHook`: after a save commits (a decision,
 or the judge's state after a bin), ``committed`` hands the rollout id to the event loop, which adds
-the bin's point to the chart series and then tells every subscriber ``{"rollout": id, "what": ...}``.
+the bin's point to the chart series and then tells every subscriber ``{"rollout": id, "what": ...}``
+(a group's save, ``{"group": id, "what": "group"}``).
 The page re-reads what changed.  Idle, a stream costs nothing: each subscriber waits on its own
 queue.  Every stream ends when the controller's server begins to stop (``core.serve``'s shutdown
 signal: uvicorn waits for open responses to finish before the app hears of it), and in any case
@@ -23,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from canary.controller.dashboard.groups import GroupReader
 from canary.controller.dashboard.series import Series, point_figures
 from canary.controller.store import Saved
 from core.errors import ServiceUnavailable
@@ -37,18 +39,21 @@ QUEUE = 256
 
 @dataclass(frozen=True)
 class Change:
-    rollout_id: str
-    what: str  # "created", "decision", "judged" (a new chart point) or "resync"
+    about: str  # the rollout's id, or the group's for "group"
+    what: str  # "created", "decision", "judged" (a new chart point), "group" (a group saved) or "resync"
     number: int = 0  # changes published so far, this one included
 
     def sse(self) -> str:
-        data = json.dumps({"rollout": self.rollout_id, "what": self.what})
+        data = json.dumps({"group" if self.what == "group" else "rollout": self.about, "what": self.what})
         return f"id: {self.number}\nevent: {self.what}\ndata: {data}\n\n"
 
 
 class Live:
-    def __init__(self, controller: Any, series: Series, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, controller: Any, series: Series, loop: asyncio.AbstractEventLoop, groups: GroupReader | None = None
+    ) -> None:
         self.controller, self.series, self.loop = controller, series, loop
+        self.groups = groups  # what the page reads of the groups (None: a stream without groups)
         self.subscribers: set[asyncio.Queue[Change | None]] = set()
         self.published = 0
         self.streams_opened = 0  # for the benchmark: what an idle page costs
@@ -64,6 +69,10 @@ class Live:
     def committed(self, rollout_id: str, what: str) -> None:
         self._call_soon(lambda: self._changed(Change(rollout_id, what)))
 
+    def group_saved(self, group_id: str) -> None:
+        """A group's save committed (``WatchedGroupStore``, any thread)."""
+        self._call_soon(lambda: self.publish(Change(group_id, "group")))
+
     # -- the loop's side -----------------------------------------------------------------------------
 
     def _changed(self, change: Change) -> None:
@@ -74,13 +83,13 @@ class Live:
     async def _record_then_publish(self, change: Change) -> None:
         if change.what == "judged":
             try:
-                judged = await self.controller.latest_judgements(change.rollout_id)
+                judged = await self.controller.latest_judgements(change.about)
                 metrics = point_figures(_plain(judged.last)) | {
                     f"watch:{k}": v for k, v in point_figures(_plain(judged.last_watch)).items()
                 }
-                kept = await asyncio.to_thread(self.series.add, change.rollout_id, self.controller.clock(), metrics)
+                kept = await asyncio.to_thread(self.series.add, change.about, self.controller.clock(), metrics)
             except Exception as exc:  # a chart point lost is not worth a traceback in the loop
-                log.warning("dashboard: no chart point for %s: %s: %s", change.rollout_id[:8], type(exc).__name__, exc)
+                log.warning("dashboard: no chart point for %s: %s: %s", change.about[:8], type(exc).__name__, exc)
                 return
             if not kept:
                 return  # nothing new to draw
@@ -88,12 +97,12 @@ class Live:
 
     def publish(self, change: Change) -> None:
         self.published += 1
-        change = Change(change.rollout_id, change.what, self.published)
+        change = Change(change.about, change.what, self.published)
         for queue in list(self.subscribers):
             if queue.full():  # a page that does not read: it gets one "resync" instead of a backlog
                 while not queue.empty():
                     queue.get_nowait()
-                queue.put_nowait(Change(change.rollout_id, "resync", change.number))
+                queue.put_nowait(Change(change.about, "resync", change.number))
             else:
                 queue.put_nowait(change)
 

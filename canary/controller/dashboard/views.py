@@ -3,18 +3,20 @@
 - ``GET /dashboard``: the page (one self-contained HTML file, no network beyond this controller)
 - ``GET /api/dashboard/state``: active rollouts (phase, step, weight asked and as the table's
   readers confirm it, counts per track, the judge's latest words, decisions with evidence, the
-  chart series), the recent history, the route table and its readers
+  chart series), the recent history, the active groups (state, members with their rollouts'
+  phases, decisions) and those settled lately, the route table and its readers
 - ``GET /api/dashboard/rollouts/{id}``: one rollout in the same shape (a history row opened)
-- ``GET /api/events``: server-sent events, one per stored decision or new chart point
+- ``GET /api/events``: server-sent events, one per stored decision, new chart point or group save
 
 Reading needs ``settings.read_token`` or the admin token (a bearer header, or ``?token=`` for the
 event stream: a browser's EventSource sends no headers); with no read token set, reading is open
-to clients on loopback only.  Commands go to the API's ``POST /api/rollouts/{id}/{command}`` with
-the admin token, which the page asks for.
+to clients on loopback only.  Commands go to the API's ``POST /api/rollouts/{id}/{command}`` (and
+``POST /api/groups/{id}/{command}``) with the admin token, which the page asks for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import ipaddress
@@ -27,6 +29,7 @@ from starlette.routing import Route
 
 from canary.controller import machine
 from canary.controller.api import finite, summary
+from canary.controller.dashboard.groups import GroupsNow, group_view
 from canary.controller.dashboard.live import Live
 from core.errors import Unauthorized
 from core.serve import shutdown_signal
@@ -108,12 +111,17 @@ async def detail(request: Request, r: machine.Rollout) -> dict[str, Any]:
 async def state(request: Request) -> Response:
     require_read(request)
     controller = request.app.state.controller
+    live: Live = request.app.state.dashboard
     everything = await controller.rollouts()
     active = [r for r in everything if r.phase not in machine.TERMINAL]
+    by_id = {r.id: r for r in everything}
+    now = await asyncio.to_thread(live.groups.read) if live.groups else GroupsNow([], [])
     body = {
         "now": controller.clock(),
         "active": [await detail(request, r) for r in active],
         "history": [summary(r) for r in reversed(everything[-HISTORY:])],
+        "groups": [group_view(g, by_id, made) for g, made in now.active],
+        "group_history": [group_view(g, by_id, None) for g in now.settled],
         "table": controller.table.to_dict(),
         "readers": controller.reader_status(),
     }
