@@ -7,12 +7,12 @@ takes to appear on an open page, how heavy the page is, and what an idle open pa
   (the live path costs the event, the page's 50 ms coalescing of a burst, and that fetch);
 - ``page_bytes`` (and gzipped, ``page_gzip_ratio``), ``state_bytes`` with one rollout;
 - ``idle_requests_per_minute``: requests the page makes while nothing happens (the event stream
-  reconnects every ``MAX_STREAM_S``, and re-reads nothing when it missed nothing), over three
+  reconnects every ``MAX_STREAM_S``, and re-reads nothing when it missed nothing), over two
   streams' lives; and
   ``idle_cpu_ratio``: the controller process's CPU per second with the idle page open against
   without it.
 
-Run: ``python -m benchmarks.dashboard`` (about two minutes).
+Run: ``python -m benchmarks.dashboard`` (about three minutes).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main() -> None:
                 requests.clear()
                 streams0 = app.state.dashboard.streams_opened
                 cpu0, t0 = time.process_time(), time.monotonic()
-                time.sleep(3 * MAX_STREAM_S + 2)  # idle with the page open: three streams' lives
+                time.sleep(2 * MAX_STREAM_S + 2)  # idle with the page open: two streams' lives
                 idle_s = time.monotonic() - t0
                 cpu_with = (time.process_time() - cpu0) / idle_s
                 # the browser does not report an EventSource's reconnections: the server counts them

@@ -32,7 +32,7 @@ from core.serve import ShutdownSignal
 
 log = logging.getLogger("releasewarden.dashboard")
 KEEPALIVE_S = 10.0
-MAX_STREAM_S = 15.0
+MAX_STREAM_S = 60.0  # no longer what a stopping controller waits for (the shutdown signal ends it)
 MAX_SUBSCRIBERS = 64
 QUEUE = 256
 
