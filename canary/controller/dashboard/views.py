@@ -6,6 +6,7 @@
   chart series), the recent history, the active groups (state, members with their rollouts'
   phases, decisions) and those settled lately, the route table and its readers
 - ``GET /api/dashboard/rollouts/{id}``: one rollout in the same shape (a history row opened)
+- ``GET /api/dashboard/groups/{id}``: one group in the same shape, with its decisions
 - ``GET /api/events``: server-sent events, one per stored decision, new chart point or group save
 
 Reading needs ``settings.read_token`` or the admin token (a bearer header, or ``?token=`` for the
@@ -17,6 +18,7 @@ to clients on loopback only.  Commands go to the API's ``POST /api/rollouts/{id}
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import ipaddress
@@ -31,7 +33,7 @@ from canary.controller import machine
 from canary.controller.api import finite, summary
 from canary.controller.dashboard.groups import GroupsNow, group_view
 from canary.controller.dashboard.live import Live
-from core.errors import Unauthorized
+from core.errors import NotFound, Unauthorized
 from core.serve import shutdown_signal
 
 HISTORY = 200
@@ -46,6 +48,7 @@ def routes() -> list[Route]:
         Route("/dashboard", page, methods=["GET"]),
         Route("/api/dashboard/state", state, methods=["GET"]),
         Route("/api/dashboard/rollouts/{rollout_id}", one_rollout, methods=["GET"]),
+        Route("/api/dashboard/groups/{group_id}", one_group, methods=["GET"]),
         Route("/api/events", events, methods=["GET"]),
     ]
 
@@ -132,6 +135,19 @@ async def one_rollout(request: Request) -> Response:
     require_read(request)
     r = await request.app.state.controller.rollout(request.path_params["rollout_id"])
     return JSONResponse(finite(await detail(request, r)))
+
+
+async def one_group(request: Request) -> Response:
+    require_read(request)
+    runner = request.app.state.controller.groups
+    g = await runner.group(request.path_params["group_id"])
+    made = await runner.decisions(g.id)
+    rollouts = {}
+    for link in g.members.values():
+        if link.rollout_id:
+            with contextlib.suppress(NotFound):  # linked, not created yet
+                rollouts[link.rollout_id] = await request.app.state.controller.rollout(link.rollout_id)
+    return JSONResponse(finite(group_view(g, rollouts, made)))
 
 
 async def events(request: Request) -> Response:

@@ -102,6 +102,10 @@ def test_the_page_follows_a_group_live_and_aborts_a_second_group(tmp_path: Path)
             row.wait_for(timeout=10_000)  # the settled group moves to the history
             assert "partly_rolled_back" in row.inner_text()
             assert f"importer 1.1: rolled_back, {COPY} 1.2: succeeded" in row.inner_text()
+            row.get_by_role("button", name="details of group april").click()  # opened, with its decisions
+            opened = page.locator(f"#opened-group #group-{gid}")
+            opened.locator("summary", has_text="group decisions").click()
+            assert "importer start: no dependency" in opened.inner_text()
             page.screenshot(path=shots / "g2-settled.png", full_page=True)
 
             # no traffic now: both members wait in their first step until the group is aborted

@@ -157,5 +157,10 @@ async def test_groups_show_their_members_live_and_settled_ones_move_to_the_group
         (settled,) = state["group_history"]
         assert (settled["id"], settled["phase"], settled["settled"]) == (gid, "rolled_back", True)
         assert members(settled) == {"importer": "rolled_back", "resizer": "cancelled"}
-        assert "decisions" not in settled  # the history is a summary; the group's API has the rest
+        assert "decisions" not in settled  # the history is a summary; a group opened has the rest
+        opened = (await c.get(f"/api/dashboard/groups/{gid}")).json()
+        assert [(d["member"], d["action"]) for d in opened["decisions"]] == [
+            ("importer", "start"), ("resizer", "cancel"), ("", "phase")]  # fmt: skip
+        assert members(opened) == members(settled)
+        assert (await c.get("/api/dashboard/groups/nope")).status_code == 404
         await stream.aclose()
