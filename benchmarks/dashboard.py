@@ -4,7 +4,7 @@ takes to appear on an open page, how heavy the page is, and what an idle open pa
 - ``decision_to_page_ms``: from ``Store.save`` returning (the decision committed) to the page's
   "Recent changes" list showing it (a MutationObserver's timestamp in the page), median of N;
   ``decision_to_page_ratio`` against one fetch of the state the page reads, from the page
-  (the live path costs the event, the page's 50 ms coalescing of a burst, and that fetch);
+  (the live path costs the event, that fetch, and the page's drawing);
 - ``page_bytes`` (and gzipped, ``page_gzip_ratio``), ``state_bytes`` with one rollout;
 - ``idle_requests_per_minute``: requests the page makes while nothing happens (the event stream
   reconnects every ``MAX_STREAM_S``, and re-reads nothing when it missed nothing), over two
