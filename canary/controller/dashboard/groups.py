@@ -71,10 +71,12 @@ class GroupReader:
                 of_active = group_decisions.c.group_id.in_([r.id for r in active_rows])
                 for d in conn.execute(select(group_decisions).where(of_active).order_by(group_decisions.c.id)):
                     made[d.group_id].append(GroupDecision(d.at, d.member, d.action, d.reason))
-        return GroupsNow(
+        now = GroupsNow(
             [(self._group(r, links[r.id]), made[r.id]) for r in active_rows],
             [self._group(r, links[r.id]) for r in settled_rows],
         )
+        self._specs = {i: self._specs[i] for i in ids}  # only those still shown: bounded room
+        return now
 
     def _group(self, row: Any, links: dict[str, MemberLink]) -> Group:
         spec = self._specs.get(row.id)
