@@ -3,7 +3,8 @@ server-sent event stream that tells it what changed.
 
 Sits on the controller's app (``canary.controller.app`` mounts :func:`routes` and, in its lifespan,
 :func:`attach`): it reads the controller and its store, hooks the store's saves for the live stream
-and the chart series (and its group store's saves), and writes nothing else.  Commands go through the controller's API.
+and the chart series (and its group store's saves, for the live stream), and writes nothing else.
+Commands go through the controller's API.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select
 
@@ -23,6 +23,9 @@ from canary.controller import api, machine
 from canary.controller.group_machine import Group, GroupDecision, GroupPhase, MemberLink
 from canary.controller.group_spec import GroupSpec, load_group
 from canary.controller.group_store import GroupStore, group_decisions, group_members, groups
+
+if TYPE_CHECKING:
+    from canary.controller.engine import Controller
 
 HISTORY = 50
 
@@ -39,7 +42,8 @@ class WatchedGroupStore(GroupStore):
         self.saved(new.id)
 
 
-def watch_groups(controller: Any, saved: Callable[[str], None]) -> None:
+def watch_groups(controller: Controller, saved: Callable[[str], None]) -> None:
+    """``saved(group_id)`` after each of ``controller``'s group saves (its runner's store, wrapped)."""
     runner = controller.groups
     runner.store = WatchedGroupStore(runner.store.engine, saved)
 
