@@ -3,6 +3,11 @@
 Each service's ``__main__`` hands its app factory and its known releases to :func:`serve_main`,
 which parses flags, loads settings (flags over environment over YAML), and runs uvicorn.  Bad flags
 and bad settings end with one line on stderr and exit status 2, never a traceback.
+
+Every server started here (:func:`run_server`, :func:`serve_in_thread`) sets its app's
+:func:`shutdown_signal` as soon as it begins to stop (SIGTERM, Ctrl-C, leaving the block), before it
+waits for open responses to finish: a response that would otherwise run on (a server-sent event
+stream) watches the signal and ends, so a stopping server is not held by an open browser tab.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -29,6 +35,64 @@ from core.settings import Settings, load_settings
 KEEP_ALIVE_S = 75
 
 
+class ShutdownSignal:
+    """Set once, when the app's server begins to stop; callbacks watching it run then (in the
+    server's thread, on its event loop), or at once if it is set already."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self.is_set = False
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self.is_set:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def set(self) -> None:
+        with self._lock:
+            if self.is_set:
+                return
+            self.is_set = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+# one signal per app object: the server that runs it and the responses that watch it find the same
+_signals: weakref.WeakKeyDictionary[Any, ShutdownSignal] = weakref.WeakKeyDictionary()
+_signals_lock = threading.Lock()
+
+
+def shutdown_signal(app: Any) -> ShutdownSignal:
+    """The signal that ``app``'s server is stopping (a Starlette view finds its app as ``request.app``)."""
+    with _signals_lock:
+        found = _signals.get(app)
+        if found is None:
+            found = _signals[app] = ShutdownSignal()
+        return found
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which first tells the app it is stopping: uvicorn waits for every open
+    response to finish before the app's lifespan hears of the shutdown, too late for a stream."""
+
+    def __init__(self, config: uvicorn.Config, signal: ShutdownSignal) -> None:
+        super().__init__(config)
+        self.signal = signal
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.signal.set()
+        await super().shutdown(sockets)
+
+
+def _server(app: Any, host: str, port: int, **config: Any) -> _Server:
+    config.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
+    return _Server(uvicorn.Config(app, host=host, port=port, **config), shutdown_signal(app))
+
+
 @contextlib.contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: Any) -> Iterator[str]:
     """Run an ASGI app under uvicorn in a background thread on a free port; yield its base URL.
@@ -39,8 +103,9 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: 
         with socket.socket() as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
-    config.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **config))
+    config.setdefault("log_level", "warning")
+    config.setdefault("lifespan", "on")
+    server = _server(app, host, port, **config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -110,7 +175,10 @@ def serve_main(
 
 def run_server(app: Any, host: str, port: int, log_level: str = "warning", **config: Any) -> None:
     """Run an ASGI app under uvicorn in the foreground, as every command of the project does:
-    no access log, and idle connections kept ``KEEP_ALIVE_S``."""
-    uvicorn.run(
-        app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=KEEP_ALIVE_S, **config
-    )
+    no access log, idle connections kept ``KEEP_ALIVE_S``, and the app's shutdown signal set when it
+    begins to stop.  A server that never started (its port taken) exits with status 3, as uvicorn's."""
+    server = _server(app, host, port, log_level=log_level, access_log=False, **config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)

@@ -3,13 +3,15 @@ server-sent event stream that tells it what changed.
 
 Sits on the controller's app (``canary.controller.app`` mounts :func:`routes` and, in its lifespan,
 :func:`attach`): it reads the controller and its store, hooks the store's saves for the live stream
-and the chart series, and writes nothing else.  Commands go through the controller's API.
+and the chart series (and its group store's saves, for the live stream), and writes nothing else.
+Commands go through the controller's API.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from canary.controller.dashboard.groups import GroupReader, watch_groups
 from canary.controller.dashboard.live import Live
 from canary.controller.dashboard.series import Series
 from canary.controller.dashboard.views import routes
@@ -19,7 +21,10 @@ __all__ = ["Live", "Series", "attach", "routes"]
 
 
 def attach(controller: Controller) -> Live:
-    """The live stream and chart series on ``controller``'s store, hooked into its saves."""
-    live = Live(controller, Series(controller.store.engine), asyncio.get_running_loop())
+    """The live stream and chart series on ``controller``'s store, hooked into its saves (its
+    rollouts' and its groups')."""
+    engine = controller.store.engine
+    live = Live(controller, Series(engine), asyncio.get_running_loop(), GroupReader(engine))
     controller.store.hooks.append(live)
+    watch_groups(controller, live.group_saved)
     return live

@@ -3,18 +3,22 @@
 - ``GET /dashboard``: the page (one self-contained HTML file, no network beyond this controller)
 - ``GET /api/dashboard/state``: active rollouts (phase, step, weight asked and as the table's
   readers confirm it, counts per track, the judge's latest words, decisions with evidence, the
-  chart series), the recent history, the route table and its readers
+  chart series), the recent history, the active groups (state, members with their rollouts'
+  phases, decisions) and those settled lately, the route table and its readers
 - ``GET /api/dashboard/rollouts/{id}``: one rollout in the same shape (a history row opened)
-- ``GET /api/events``: server-sent events, one per stored decision or new chart point
+- ``GET /api/dashboard/groups/{id}``: one group in the same shape, with its decisions
+- ``GET /api/events``: server-sent events, one per stored decision, new chart point or group save
 
 Reading needs ``settings.read_token`` or the admin token (a bearer header, or ``?token=`` for the
 event stream: a browser's EventSource sends no headers); with no read token set, reading is open
-to clients on loopback only.  Commands go to the API's ``POST /api/rollouts/{id}/{command}`` with
-the admin token, which the page asks for.
+to clients on loopback only.  Commands go to the API's ``POST /api/rollouts/{id}/{command}`` (and
+``POST /api/groups/{id}/{command}``) with the admin token, which the page asks for.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import hmac
 import ipaddress
@@ -27,8 +31,10 @@ from starlette.routing import Route
 
 from canary.controller import machine
 from canary.controller.api import finite, summary
+from canary.controller.dashboard.groups import GroupsNow, group_view
 from canary.controller.dashboard.live import Live
-from core.errors import Unauthorized
+from core.errors import NotFound, Unauthorized
+from core.serve import shutdown_signal
 
 HISTORY = 200
 CSP = (
@@ -42,6 +48,7 @@ def routes() -> list[Route]:
         Route("/dashboard", page, methods=["GET"]),
         Route("/api/dashboard/state", state, methods=["GET"]),
         Route("/api/dashboard/rollouts/{rollout_id}", one_rollout, methods=["GET"]),
+        Route("/api/dashboard/groups/{group_id}", one_group, methods=["GET"]),
         Route("/api/events", events, methods=["GET"]),
     ]
 
@@ -107,12 +114,17 @@ async def detail(request: Request, r: machine.Rollout) -> dict[str, Any]:
 async def state(request: Request) -> Response:
     require_read(request)
     controller = request.app.state.controller
+    live: Live = request.app.state.dashboard
     everything = await controller.rollouts()
     active = [r for r in everything if r.phase not in machine.TERMINAL]
+    by_id = {r.id: r for r in everything}
+    now = await asyncio.to_thread(live.groups.read) if live.groups else GroupsNow([], [])
     body = {
         "now": controller.clock(),
         "active": [await detail(request, r) for r in active],
         "history": [summary(r) for r in reversed(everything[-HISTORY:])],
+        "groups": [group_view(g, by_id, made) for g, made in now.active],
+        "group_history": [group_view(g, by_id, None) for g in now.settled],
         "table": controller.table.to_dict(),
         "readers": controller.reader_status(),
     }
@@ -125,9 +137,23 @@ async def one_rollout(request: Request) -> Response:
     return JSONResponse(finite(await detail(request, r)))
 
 
+async def one_group(request: Request) -> Response:
+    require_read(request)
+    runner = request.app.state.controller.groups
+    g = await runner.group(request.path_params["group_id"])
+    made = await runner.decisions(g.id)
+    rollouts = {}
+    for link in g.members.values():
+        if link.rollout_id:
+            with contextlib.suppress(NotFound):  # linked, not created yet
+                rollouts[link.rollout_id] = await request.app.state.controller.rollout(link.rollout_id)
+    return JSONResponse(finite(group_view(g, rollouts, made)))
+
+
 async def events(request: Request) -> Response:
     require_read(request)
     live: Live = request.app.state.dashboard
+    live.stop_with(shutdown_signal(request.app))  # a stopping controller ends the stream at once
     return StreamingResponse(
         await live.stream(),
         media_type="text/event-stream",

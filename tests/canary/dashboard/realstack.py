@@ -1,6 +1,7 @@
 """A real rollout for the dashboard's and the notifications' tests: the controller, the router and
 the importer's releases as processes on 127.0.0.1, `canary load`'s traffic, and importer 1.1
-(which fails imports that map an empty field) rolled back by the judge."""
+(which fails imports that map an empty field) rolled back by the judge; for groups, a catalog with
+a second service that runs the importer's code."""
 
 from __future__ import annotations
 
@@ -13,52 +14,55 @@ from typing import Any
 
 import httpx
 
+from canary.catalog.settings import SHIPPED
 from canary.stack import local_stack
 from canary.traffic.load import LoadConfig, run
+from tests.test_end_to_end import SPEC  # one spec: importer at 50% then 75%, judged on errors
 
 TOKEN = "dashboard-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SPEC = """
-apiVersion: releasewarden/v1
-kind: Rollout
-spec:
-  service: importer
-  stable: "1.0"
-  canary: "{canary}"
-  steps:
-    - {{weight: 50, min_requests: 20, min_seconds: 3, max_seconds: 120}}
-    - {{weight: 75, min_requests: 20, min_seconds: 3, max_seconds: 120}}
-  metrics:
-    - {{name: errors, kind: errors, rate_floor: 0.2}}
-  sticky: {{header: X-Account-Id}}
-"""
 ENDED = {"rolled_back", "succeeded", "failed"}
 
 
 @contextmanager
-def stack(state_dir: Path, **settings: Any) -> Iterator[tuple[str, str, Any]]:
-    with local_stack(state_dir, {"importer": "1.0"}, TOKEN, **settings) as running:
+def stack(state_dir: Path, stable: dict[str, str] | None = None, **settings: Any) -> Iterator[tuple[str, str, Any]]:
+    with local_stack(state_dir, stable or {"importer": "1.0"}, TOKEN, **settings) as running:
         yield running
 
 
 @contextmanager
-def load(router_url: str, seconds: float = 30, rate: float = 20) -> Iterator[None]:
-    """Importer traffic through the router in a thread, for ``seconds`` (joined on exit)."""
+def load(router_url: str, seconds: float = 30, rate: float = 20, service: str = "importer") -> Iterator[None]:
+    """Importer traffic (to ``service``, the importer or a copy of it) through the router in a thread,
+    for at most ``seconds``: stopped and joined on exit."""
     config = LoadConfig(
-        importer=f"{router_url}/importer", rate=rate, duration=seconds, mix={"importer": 1.0}, accounts=40
+        importer=f"{router_url}/{service}", rate=rate, duration=seconds, mix={"importer": 1.0}, accounts=40
     )
-    thread = threading.Thread(target=run, args=(config,), daemon=True)
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(config, None, stop), daemon=True)
     thread.start()
-    until(lambda: _router_requests(router_url) >= 10, 30, "the load reaches the router")
     try:
+        until(lambda: _router_requests(router_url, service) >= 10, 30, f"the load reaches the router's {service}")
         yield
     finally:
-        thread.join(seconds + 30)
+        stop.set()
+        thread.join(60)
 
 
-def _router_requests(router_url: str) -> int:
+def _router_requests(router_url: str, service: str) -> int:
     rows = httpx.get(f"{router_url}/_router/stats").json()["counters"]
-    return sum(r["requests"] for r in rows if r["service"] == "importer")
+    return sum(r["requests"] for r in rows if r["service"] == service)
+
+
+def catalog_with_a_copy(state_dir: Path, name: str) -> Path:
+    """The shipped catalog's importer, and a second service ``name`` that runs the importer's code
+    (its own processes, database and routes): two services for a group, at the cost of one."""
+    catalog = state_dir / "catalog"
+    catalog.mkdir()
+    importer = (SHIPPED / "importer.yaml").read_text()
+    (catalog / "importer.yaml").write_text(importer)
+    copy = importer.replace("name: importer", f"name: {name}").replace("httproute: importer", f"httproute: {name}")
+    (catalog / f"{name}.yaml").write_text(copy)
+    return catalog
 
 
 def until(condition: Callable[[], Any], seconds: float, what: str) -> Any:

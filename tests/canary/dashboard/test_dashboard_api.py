@@ -1,6 +1,8 @@
 """The dashboard's HTTP side in-process (httpx.ASGITransport, SQLite and PostgreSQL): the page is
 self-contained, reading needs the read token (or, with none set, a client on loopback), and the
-state the page reads carries a new rollout with its weights, history and route table."""
+state the page reads carries a new rollout with its weights, history and route table, and each
+active group with its members' states (a group's save reaches the event stream), a settled group
+in the group history."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from canary.controller import machine
 from canary.controller.app import create_controller_app
 from core.settings import Settings
 from tests.canary.test_controller_api import SPEC
@@ -94,3 +97,70 @@ async def test_the_state_shows_a_new_rollout_with_its_weights_history_and_route_
         one = await c.get(f"/api/dashboard/rollouts/{rid}")
         assert one.status_code == 200 and one.json()["id"] == rid
         assert (await c.get("/api/dashboard/rollouts/nope")).status_code == 404
+
+
+GROUP = """apiVersion: releasewarden/v1
+kind: Group
+metadata: {name: april}
+spec:
+  policy: dependents
+  members:
+    - {service: importer, release: "1.1", rollout: {steps: [{weight: 10}], metrics: [{name: errors, kind: errors}]}}
+    - service: resizer
+      release: "2.0"
+      after: [{member: importer, step: 1}]
+      rollout: {steps: [{weight: 10}], metrics: [{name: errors, kind: errors}]}
+"""
+
+
+def members(group: dict) -> dict[str, str]:
+    return {m["name"]: m["state"] for m in group["members"]}
+
+
+async def test_groups_show_their_members_live_and_settled_ones_move_to_the_group_history(db_url, tmp_path):
+    # the group loop runs by hand here (the controller's own loop would start real releases); the
+    # member's rollback is written to the store as the engine writes one
+    async with client(db_url, tmp_path) as c:
+        controller = c.app.state.controller
+        deadline = time.monotonic() + 30
+        while not controller.last_tick:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        controller.stable.update({"importer": "1.0", "resizer": "1.0"})
+        stream = await c.app.state.dashboard.stream()
+        assert "event: hello" in await anext(stream)
+        created = await c.post("/api/groups", content=GROUP, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert created.status_code == 201, created.text
+        gid = created.json()["id"]
+        (g,) = (await c.get("/api/dashboard/state")).json()["groups"]
+        assert (g["id"], g["phase"], g["policy"], members(g)) == (gid, "progressing", "dependents", {
+            "importer": "waiting", "resizer": "waiting"})  # fmt: skip
+
+        await controller.groups.tick(controller.clock())  # importer starts; resizer waits for its step 1
+        seen = {await asyncio.wait_for(anext(stream), 10), await asyncio.wait_for(anext(stream), 10)}
+        assert any(f'"group": "{gid}"' in e and "event: group" in e for e in seen), seen  # the group's save
+        state = (await c.get("/api/dashboard/state")).json()
+        (g,) = state["groups"]
+        assert members(g) == {"importer": "pending", "resizer": "waiting"}
+        importer = next(m for m in g["members"] if m["name"] == "importer")
+        assert importer["rollout"]["id"] in {r["id"] for r in state["active"]}  # its card is on the page too
+        assert [(d["member"], d["action"]) for d in g["decisions"]] == [("importer", "start")]
+        assert state["group_history"] == []
+
+        r = controller.store.get(importer["rollout"]["id"])
+        back = r.with_(controller.clock(), phase=machine.ROLLED_BACK, reason="judge: errors", decided_by="judge")
+        decision = machine.Decision(controller.clock(), "pending", "rolled_back", "judge", "errors")
+        await asyncio.to_thread(controller.store.save, back, r.revision, [decision])
+        await controller.groups.tick(controller.clock())  # resizer will never start: the group has settled
+        state = (await c.get("/api/dashboard/state")).json()
+        assert state["groups"] == []
+        (settled,) = state["group_history"]
+        assert (settled["id"], settled["phase"], settled["settled"]) == (gid, "rolled_back", True)
+        assert members(settled) == {"importer": "rolled_back", "resizer": "cancelled"}
+        assert "decisions" not in settled  # the history is a summary; a group opened has the rest
+        opened = (await c.get(f"/api/dashboard/groups/{gid}")).json()
+        assert [(d["member"], d["action"]) for d in opened["decisions"]] == [
+            ("importer", "start"), ("resizer", "cancel"), ("", "phase")]  # fmt: skip
+        assert members(opened) == members(settled)
+        assert (await c.get("/api/dashboard/groups/nope")).status_code == 404
+        await stream.aclose()
