@@ -115,6 +115,7 @@ class World:
         self.platform = FakePlatform()
         self.provider = FakeProvider()
         self.stable = stable or {"importer": "1.0", "resizer": "1.0"}
+        self.holder = "world"
         self.controller = self.new_controller()
 
     def new_controller(self) -> Controller:
@@ -125,6 +126,7 @@ class World:
             provider=self.provider,
             clock=lambda: self.now,
             stable=self.stable,
+            holder=self.holder,  # a restart in place: the same name takes the lease back at once
         )
         asyncio.run(c.start_stable())
         return c

@@ -12,6 +12,7 @@ import logging
 import pytest
 
 from canary.controller import machine as m
+from canary.controller.engine import LEASE_TTL_S
 from canary.controller.store import Store
 from core.errors import ServiceUnavailable, Unprocessable
 from core.routes import parse_table
@@ -202,3 +203,24 @@ def test_a_restarted_controller_serves_no_table_until_a_tick_with_the_lease_buil
     w.tick()
     table = parse_table(w.controller.poll_table(("router/a", 0)))
     assert table.services["importer"].weight == 50 and "canary" in table.services["importer"].upstreams
+
+
+def test_only_the_lease_holder_acts_and_another_takes_over_once_the_lease_expires(tmp_path):
+    w = World(tmp_path)
+    w.release()
+    w.tick(reader="router/a")
+    leader = w.controller
+    w.holder = "standby"  # a second controller on the same store, by another name
+    standby = w.new_controller()
+    for _ in range(30):  # 15 s of the leader renewing its 10 s lease
+        w.tick(reader="router/a")
+        asyncio.run(standby.tick())
+        assert standby.last_tick == 0 and not standby.table_ready
+    with pytest.raises(ServiceUnavailable):
+        standby.poll_table(("router/a", 0))  # and its table is not served
+    w.now += LEASE_TTL_S + 0.5  # the leader died: nobody renewed
+    asyncio.run(standby.tick())
+    assert standby.last_tick == w.now and standby.table_ready
+    acted = leader.last_tick
+    asyncio.run(leader.tick())  # back from a pause: it lost the lease and acts no more
+    assert leader.last_tick == acted
