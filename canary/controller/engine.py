@@ -7,7 +7,7 @@ observation is made (canary ready? its before_traffic hooks passed? then, by
 reader of the table confirms) and ``machine.advance`` decides.  The new state, its decisions (with
 their evidence) and the judge's state are stored *before* the next tick acts on them, so a
 controller that dies anywhere resumes from the store with the same desired state and the same
-e-process.  Only the holder of the lease acts.
+e-process.  Only the holder of the lease acts (its name: ``canary.controller.lease_holder``).
 
 One rollout's trouble stays its own: a release the platform cannot start fails that rollout (or
 rolls it back) with the platform's words; any other error holds it for the tick, logged in one
