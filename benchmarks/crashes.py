@@ -6,9 +6,11 @@
 killed outright and started again at once, and we measure: consumer errors from just before the
 kill until 2 s after the new controller acts; the time until the new controller answers its API,
 until it acts (its first tick holding the lease), and until its route table and the router's
-answers match the stored phase; whether the releases are the same processes (adopted).  Then the
-router is killed: consumer errors, and the time until its replacement answers.  References
-measured in the same run: a cold `canary up` (to a routed world) and a cold router process start.
+answers match the stored phase; the CPU seconds the new `canary up` used until it acted (its
+work, whereas the seconds depend on how busy the machine is: the load average is given beside
+them); whether the releases are the same processes (adopted).  Then the router is killed: consumer
+errors, and the time until its replacement answers.  References measured in the same run: a cold
+`canary up` (to a routed world, and its CPU seconds) and a cold router process start.
 """
 
 from __future__ import annotations
@@ -119,6 +121,12 @@ class Stack:
         except (OSError, ValueError, KeyError):
             return set()
 
+    def cpu_seconds(self) -> float:
+        """CPU time `canary up` has used so far (its own work, whatever the machine's load)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -187,6 +195,8 @@ def kill_controller(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict
     stack.proc.wait()
     stack.spawn()
     api_s = acted_s = None
+    acted_cpu_s = 0.0
+    load_average = os.getloadavg()[0]  # how busy the machine was: the restart's CPU seconds are its work
     contrary_s, last = 0.0, time.monotonic()
     while True:
         now = time.monotonic()
@@ -197,6 +207,7 @@ def kill_controller(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict
             api_s = now - killed
         if api_s is not None and acted_s is None and stack.acted():
             acted_s = now - killed
+            acted_cpu_s = stack.cpu_seconds()
         if acted_s is not None and stack.world_matches(phase):
             world_s = now - killed
             break
@@ -208,6 +219,8 @@ def kill_controller(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict
         **load.stop(),
         "api_answers_s": round(api_s or 0.0, 2),
         "resume_acting_s": round(acted_s, 2),
+        "resume_acting_cpu_s": round(acted_cpu_s, 2),
+        "load_average_1m": round(load_average, 1),
         "world_matches_s": round(world_s, 2),
         "router_served_contrary_table_s": round(contrary_s, 2),
         "releases_adopted": bool(before) and before <= stack.pids(),
@@ -265,6 +278,7 @@ def main() -> None:
             until(stack.api_answers)
             until(lambda: stack.releases_answering() == {"1.0"})
             cold_up_s = time.monotonic() - started
+            cold_up_cpu_s = stack.cpu_seconds()
             phases: dict[str, Any] = {}
 
             def stable_only(r: ServiceRoute) -> bool:
@@ -297,6 +311,7 @@ def main() -> None:
         finally:
             stack.stop()
     resume = max(p["resume_acting_s"] for p in phases.values())
+    resume_cpu = max(p["resume_acting_cpu_s"] for p in phases.values())
     report(
         {
             "benchmark": "crashes",
@@ -307,6 +322,9 @@ def main() -> None:
             "cold_canary_up_s": round(cold_up_s, 2),
             "resume_acting_s": resume,
             "resume_acting_ratio": round(resume / cold_up_s, 3),
+            "resume_acting_cpu_s": resume_cpu,
+            "cold_canary_up_cpu_s": round(cold_up_cpu_s, 2),
+            "resume_acting_cpu_ratio": round(resume_cpu / cold_up_cpu_s, 3),
             "router_kill": router,
             "cold_router_start_s": round(cold_router_s, 3),
             "router_answers_again_s": router["answers_again_s"],

@@ -6,6 +6,8 @@
 counters at ``router_url`` or Prometheus at ``settings.prometheus_url``), and its loop; the
 notification sender (with ``settings.webhooks``) as a task beside the loop; the dashboard at
 ``/dashboard`` with its live stream (``canary.controller.dashboard``).
+The controller's name for the lease is its state directory's while it holds that directory's lock
+(``canary.controller.lease_holder``): restarted in place, it acts again at once.
 On shutdown every local process the platform started is stopped.
 """
 
@@ -19,6 +21,7 @@ from starlette.applications import Starlette
 
 from canary.controller import api, dashboard
 from canary.controller.bootstrap import bootstrap
+from canary.controller.lease_holder import lease_holder
 from canary.controller.metrics import RolloutCollector
 from canary.controller.notifying import read_webhooks
 from canary.controller.store import Store, metadata
@@ -34,8 +37,14 @@ def create_controller_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        holder = lease_holder(settings.state_dir)  # this state directory's name while no other controller runs on it
         controller = bootstrap(
-            settings, store=Store(app.state.engine), stable=stable, router_url=router_url, public_url=public_url
+            settings,
+            store=Store(app.state.engine),
+            stable=stable,
+            router_url=router_url,
+            public_url=public_url,
+            holder=holder.name,
         )
         platform = controller.platform
         app.state.controller = controller
@@ -55,5 +64,6 @@ def create_controller_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await platform.close()
+            holder.close()  # last: once the loop no longer runs, the name is free for the next controller
 
     return create_app(settings, api.routes() + dashboard.routes(), lifespan=lifespan, metadata=metadata)

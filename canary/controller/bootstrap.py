@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Callable
 
 from canary.catalog import Catalog
@@ -43,9 +44,10 @@ def bootstrap(
     catalog: Catalog | None = None,
     notifications: Notifications | None = None,
 ) -> Controller:
-    """``holder`` names this controller for the lease; by default the host and state directory, so
-    a controller restarted in place (same pod, same ``canary up``) takes its lease back at once
-    instead of waiting for it to expire, while another host waits."""
+    """``holder`` names this controller for the lease; by default a unique name, which waits for a
+    lease another name holds to expire.  The app passes the state directory's name
+    (``canary.controller.lease_holder``), valid while it holds that directory's lock, so that a
+    controller restarted in place takes its lease back at once."""
     if store is None:
         engine = engine_for(settings)
         create_schema(engine, metadata)
@@ -68,7 +70,7 @@ def bootstrap(
         provider,
         {name: e.stable for name, e in catalog.entries.items()} if stable is None else dict(stable),
         clock=clock,
-        holder=holder or f"{socket.gethostname()}:{settings.state_dir}"[-64:],
+        holder=holder or f"{socket.gethostname()[:32]}:{uuid.uuid4().hex[:16]}",
         admin_token=settings.admin_token,
         catalog=catalog,
         settings=settings,

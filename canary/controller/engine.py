@@ -2,11 +2,12 @@
 
 Each tick, for every active rollout: the platform is made to match ``machine.desired`` (releases
 started or stopped), the typed route table that routers and queue consumers poll is published, an
-observation is made (canary ready? the judge's answers from the provider's bins, the weight every
+observation is made (canary ready? its before_traffic hooks passed? then, by
+``canary.controller.observing``: the judge's answers from the provider's bins, the weight every
 reader of the table confirms) and ``machine.advance`` decides.  The new state, its decisions (with
 their evidence) and the judge's state are stored *before* the next tick acts on them, so a
 controller that dies anywhere resumes from the store with the same desired state and the same
-e-process.  Only the holder of the lease acts.
+e-process.  Only the holder of the lease acts (its name: ``canary.controller.lease_holder``).
 
 One rollout's trouble stays its own: a release the platform cannot start fails that rollout (or
 rolls it back) with the platform's words; any other error holds it for the tick, logged in one
@@ -28,19 +29,19 @@ from canary.catalog import Catalog, Moment, OnFailure
 from canary.controller import judging as jg
 from canary.controller import machine
 from canary.controller.group_engine import GroupRunner
+from canary.controller.observing import Observer
 from canary.controller.reprocess import failure, handed_back, run_moment
 from canary.controller.routing import Confirmation, Readers, route_for
-from canary.controller.spec import Metric, load_spec
+from canary.controller.spec import load_spec
 from canary.controller.store import Store
 from canary.platforms.base import Instance, Platform
-from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable, TrackCounts
+from canary.providers.base import MetricProvider
 from core.errors import DependencyUnavailable, ReleaseWardenError, ServiceUnavailable, Unprocessable
 from core.routes import RouteTable, ServiceRoute
 from core.settings import Settings
 
 log = logging.getLogger("releasewarden.controller")
 LEASE_TTL_S = 10.0
-JUDGED = (machine.PROGRESSING, machine.PAUSED, machine.MIRRORING)
 
 
 class Controller:
@@ -71,7 +72,8 @@ class Controller:
         self.readers = Readers(started_at=clock())
         self.commands: dict[str, str] = {}
         self.alerts: dict[str, str] = {}
-        self.judging: dict[str, jg.RolloutJudging] = {}
+        self.observer = Observer(platform, provider, store, clock)  # what a tick sees, and the judge's state
+        self.judging = self.observer.judging
         self.upstreams: dict[tuple[str, str], str] = {}
         self.platform_errors: dict[str, str] = {}  # rollout id -> what the platform said
         self.active: list[machine.Rollout] = []  # as of the last tick (for /metrics)
@@ -351,90 +353,10 @@ class Controller:
             gated = await self._before_traffic(r)
             if gated is not None:
                 return gated
-        not_ready = ""
-        if not ready and r.phase == machine.PENDING:
-            not_ready = await self.platform.not_ready_reason(s.service, s.canary)
-        verdicts: dict[str, machine.Judgement] = {}
-        mirror = change = None
-        unavailable: list[str] = []
-        judging = await self._judging(r)
-        confirmation = self.confirmation(s.service)
-        route = self.table.services.get(s.service)
-        applied = (route.weight if route else 0.0) if confirmation.confirmed else None
-        # pending too: the salt is in the table, so sticky bucket groups gather history on stable
-        if (r.phase in JUDGED and ready) or r.phase in (machine.PENDING, machine.WATCHING):
-            readings = await self._readings(r, s.metrics, unavailable)
-            if r.phase == machine.MIRRORING:
-                mirrored = await self._readings(r, (Metric("mirror", "mirror"),), unavailable)
-                if "mirror" in mirrored:
-                    mirror = jg.judge_mirror(judging, s, mirrored["mirror"], self.clock())
-            if len(readings) == len(s.metrics):  # all or none: a missing one's bin waits, nothing is lost
-                if r.phase == machine.WATCHING:
-                    change = jg.judge_watch(judging, s, readings, self.clock(), applied)
-                else:
-                    verdicts = jg.judge_step(judging, s, self._judged_step(r, applied), readings, self.clock(), applied)
-            if r.phase in (machine.PENDING, machine.MIRRORING, machine.WATCHING):
-                verdicts = {}  # the step judge only gathers history here; the mirror and watch decide
-            if r.phase == machine.PENDING:
-                unavailable = []  # a source that does not answer yet costs only history
-        return machine.Observation(
-            canary_ready=ready,
-            verdicts=verdicts,
-            mirror=mirror,
-            weight_applied=applied,
-            unconfirmed=confirmation.waiting_for,
-            change_detected=change,
-            metrics_unavailable="; ".join(unavailable) if r.phase != machine.WATCHING else "",
-            not_ready=not_ready,
+        return await self.observer.observe(
+            r,
+            ready=ready,
+            route=self.table.services.get(s.service),
+            confirmation=self.confirmation(s.service),
             platform_error=self.platform_errors.get(r.id, ""),
         )
-
-    @staticmethod
-    def _judged_step(r: machine.Rollout, applied: float | None) -> int:
-        """The step whose routing the bin was served under: the rollout's once the data plane
-        confirms its weight, the one before until then (-1 before the canary takes traffic)."""
-        if r.phase in (machine.PENDING, machine.MIRRORING):
-            return -1
-        if applied is not None and applied == r.spec.steps[r.step].weight:
-            return r.step
-        return r.step - 1
-
-    async def _judging(self, r: machine.Rollout) -> jg.RolloutJudging:
-        j = self.judging.get(r.id)
-        if j is None:  # after a restart: the same e-process, from the store
-            stored = await asyncio.to_thread(self.store.judging, r.id)
-            j = self.judging[r.id] = jg.RolloutJudging.from_dict(stored) if stored else jg.RolloutJudging()
-        return j
-
-    async def _readings(
-        self, r: machine.Rollout, metrics: tuple[Metric, ...], unavailable: list[str]
-    ) -> dict[str, TrackCounts]:
-        """Each metric's cumulative counts; one the source cannot give is named in ``unavailable``."""
-        s = r.spec
-        watching = r.phase == machine.WATCHING
-        canary, stable = (s.stable, s.canary) if watching else (s.canary, s.stable)  # watch: roles reversed
-        groups = self._groups(r) if not watching else ()
-        out: dict[str, TrackCounts] = {}
-        for metric in metrics:
-            query = MetricQuery(
-                s.service,
-                metric.kind,
-                canary,
-                stable,
-                metric.threshold_ms,
-                metric.events_query,
-                metric.bad_query,
-                sticky_salt=groups[0] if groups else "",
-                sticky_groups=groups[1] if groups else (),
-            )
-            try:
-                out[metric.name] = await self.provider.cumulative(query)
-            except ProviderUnavailable as exc:
-                unavailable.append(f"{metric.name}: metrics unavailable ({exc})")
-        return out
-
-    def _groups(self, r: machine.Rollout) -> tuple[str, tuple[int, ...]] | tuple[()]:
-        route = self.table.services.get(r.spec.service)
-        if route is None or route.sticky is None or not route.sticky.groups:
-            return ()
-        return route.sticky.salt, route.sticky.groups

@@ -28,7 +28,8 @@ class RolloutCollector(Collector):
         )
         held = GaugeMetricFamily(
             "canary_rollout_held_seconds",
-            "Seconds the rollout has been held because its metrics did not answer (0: not held).",
+            "Seconds the rollout has been held because its metrics did not answer or a reader of the route"
+            " table did not confirm it (0: not held).",
             labels=labels,
         )
         for r in c.active:

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
 import socket
+import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,11 +125,13 @@ class LocalPlatform:
                 self._looked_for_leftovers = True
 
     def _adopt_or_clean(self) -> None:
-        for record in self._read_records():
-            proc = ServiceProcess(record.service, record.release, record.port, Path(record.log), None, pid=record.pid)
-            launch = self._launch_of(record.service, record.release, record.track, record.port)
-            ours = launch is not None and proc.alive() and _same_process(record, launch)
-            if ours and launch is not None and _answers_as(record, launch.health_path):
+        records = self._read_records()
+        # every record checked at once, on one client: a restarted controller acts again after the
+        # slowest health check, not after their sum
+        with httpx.Client(timeout=2, verify=_tls()) as client, ThreadPoolExecutor(max_workers=8) as pool:
+            checked = list(pool.map(lambda record: self._check(record, client), records))
+        for record, (proc, ours, answers) in zip(records, checked, strict=True):
+            if ours and answers:
                 self.entries[(record.service, record.release)] = _Entry(proc, record.track, claimed=False)
                 self.adopted.append(
                     self._instance(record.service, record.release, self.entries[(record.service, record.release)])
@@ -144,6 +149,13 @@ class LocalPlatform:
                 self.cleaned,
             )
         self._save()
+
+    def _check(self, record: ProcessRecord, client: httpx.Client) -> tuple[ServiceProcess, bool, bool]:
+        """The record's process; whether it runs what the catalog gives for it; whether it answers as it."""
+        proc = ServiceProcess(record.service, record.release, record.port, Path(record.log), None, pid=record.pid)
+        launch = self._launch_of(record.service, record.release, record.track, record.port)
+        ours = launch is not None and proc.alive() and _same_process(record, launch)
+        return proc, ours, ours and launch is not None and _answers_as(record, launch.health_path, client)
 
     def _read_records(self) -> list[ProcessRecord]:
         try:
@@ -232,7 +244,7 @@ class LocalPlatform:
         if entry is None or not entry.proc.alive():
             return False
         try:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=_tls()) as client:
                 return (await client.get(f"{entry.proc.url}{entry.proc.ready_path}", timeout=2)).status_code == 200
         except httpx.HTTPError:
             return False
@@ -309,11 +321,11 @@ class LocalPlatform:
             await self.stop(*key)
 
 
-def _answers_as(record: ProcessRecord, health_path: str) -> bool:
+def _answers_as(record: ProcessRecord, health_path: str, client: httpx.Client) -> bool:
     """The health path answers 200; a body that says which service and release it is must say ours
     (any HTTP service will do: one that says nothing is known by its command line alone)."""
     try:
-        answer = httpx.get(f"http://127.0.0.1:{record.port}{health_path}", timeout=2)
+        answer = client.get(f"http://127.0.0.1:{record.port}{health_path}")
     except httpx.HTTPError:
         return False
     if answer.status_code != 200:
@@ -325,6 +337,13 @@ def _answers_as(record: ProcessRecord, health_path: str) -> bool:
     if not isinstance(health, dict) or "service" not in health:
         return True
     return (health.get("service"), str(health.get("release"))) == (record.service, record.release)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default TLS context, made once: a client makes one by default (some 27 ms of CPU), and
+    the controller checks each canary's health every tick."""
+    return httpx.create_ssl_context()
 
 
 def _if_free(port: int | None) -> int | None:

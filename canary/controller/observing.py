@@ -1,0 +1,139 @@
+"""What the controller sees of one rollout in a tick: the ``machine.Observation`` that
+``machine.advance`` decides on.  Called by the loop (``canary.controller.engine``) once the world
+matches the stored state and the route table is published.
+
+An :class:`Observer` asks the metric provider for each metric's cumulative counts (during the
+watch with the roles reversed: the old release, holding back a share, is judged as the canary),
+hands them to the judge (``canary.controller.judging``: the step judge, the mirror judge or the
+watch's change detector, by phase) and keeps each rollout's judging state in memory, loaded from
+the store after a restart so that the e-process goes on where it was.  A bin is judged under the
+step whose weight the data plane confirms (the one before until every reader confirms it).  A
+metric the provider cannot give is named in the observation (the rollout holds); it is never a
+verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from canary.controller import judging as jg
+from canary.controller import machine
+from canary.controller.routing import Confirmation
+from canary.controller.spec import Metric
+from canary.controller.store import Store
+from canary.platforms.base import Platform
+from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable, TrackCounts
+from core.routes import ServiceRoute
+
+JUDGED = (machine.PROGRESSING, machine.PAUSED, machine.MIRRORING)
+
+
+@dataclass
+class Observer:
+    platform: Platform
+    provider: MetricProvider
+    store: Store
+    clock: Callable[[], float]
+    judging: dict[str, jg.RolloutJudging] = field(default_factory=dict)  # rollout id -> its judge's state
+
+    async def observe(
+        self,
+        r: machine.Rollout,
+        *,
+        ready: bool,
+        route: ServiceRoute | None,
+        confirmation: Confirmation,
+        platform_error: str = "",
+    ) -> machine.Observation:
+        """``route``: the service's route as published; ``confirmation``: whether every reader of
+        the table serves it."""
+        s = r.spec
+        not_ready = ""
+        if not ready and r.phase == machine.PENDING:
+            not_ready = await self.platform.not_ready_reason(s.service, s.canary)
+        verdicts: dict[str, machine.Judgement] = {}
+        mirror = change = None
+        unavailable: list[str] = []
+        judging = await self.judging_of(r)
+        applied = (route.weight if route else 0.0) if confirmation.confirmed else None
+        # pending too: the salt is in the table, so sticky bucket groups gather history on stable
+        if (r.phase in JUDGED and ready) or r.phase in (machine.PENDING, machine.WATCHING):
+            readings = await self._readings(r, route, s.metrics, unavailable)
+            if r.phase == machine.MIRRORING:
+                mirrored = await self._readings(r, route, (Metric("mirror", "mirror"),), unavailable)
+                if "mirror" in mirrored:
+                    mirror = jg.judge_mirror(judging, s, mirrored["mirror"], self.clock())
+            if len(readings) == len(s.metrics):  # all or none: a missing one's bin waits, nothing is lost
+                if r.phase == machine.WATCHING:
+                    change = jg.judge_watch(judging, s, readings, self.clock(), applied)
+                else:
+                    verdicts = jg.judge_step(judging, s, judged_step(r, applied), readings, self.clock(), applied)
+            if r.phase in (machine.PENDING, machine.MIRRORING, machine.WATCHING):
+                verdicts = {}  # the step judge only gathers history here; the mirror and watch decide
+            if r.phase == machine.PENDING:
+                unavailable = []  # a source that does not answer yet costs only history
+        return machine.Observation(
+            canary_ready=ready,
+            verdicts=verdicts,
+            mirror=mirror,
+            weight_applied=applied,
+            unconfirmed=confirmation.waiting_for,
+            change_detected=change,
+            metrics_unavailable="; ".join(unavailable) if r.phase != machine.WATCHING else "",
+            not_ready=not_ready,
+            platform_error=platform_error,
+        )
+
+    async def judging_of(self, r: machine.Rollout) -> jg.RolloutJudging:
+        j = self.judging.get(r.id)
+        if j is None:  # after a restart: the same e-process, from the store
+            stored = await asyncio.to_thread(self.store.judging, r.id)
+            j = self.judging[r.id] = jg.RolloutJudging.from_dict(stored) if stored else jg.RolloutJudging()
+        return j
+
+    async def _readings(
+        self, r: machine.Rollout, route: ServiceRoute | None, metrics: tuple[Metric, ...], unavailable: list[str]
+    ) -> dict[str, TrackCounts]:
+        """Each metric's cumulative counts; one the source cannot give is named in ``unavailable``."""
+        s = r.spec
+        watching = r.phase == machine.WATCHING
+        canary, stable = (s.stable, s.canary) if watching else (s.canary, s.stable)  # watch: roles reversed
+        groups = sticky_groups(route) if not watching else ()
+        out: dict[str, TrackCounts] = {}
+        for metric in metrics:
+            query = MetricQuery(
+                s.service,
+                metric.kind,
+                canary,
+                stable,
+                metric.threshold_ms,
+                metric.events_query,
+                metric.bad_query,
+                sticky_salt=groups[0] if groups else "",
+                sticky_groups=groups[1] if groups else (),
+            )
+            try:
+                out[metric.name] = await self.provider.cumulative(query)
+            except ProviderUnavailable as exc:
+                unavailable.append(f"{metric.name}: metrics unavailable ({exc})")
+        return out
+
+
+def judged_step(r: machine.Rollout, applied: float | None) -> int:
+    """The step whose routing the bin was served under: the rollout's once the data plane
+    confirms its weight, the one before until then (-1 before the canary takes traffic)."""
+    if r.phase in (machine.PENDING, machine.MIRRORING):
+        return -1
+    if applied is not None and applied == r.spec.steps[r.step].weight:
+        return r.step
+    return r.step - 1
+
+
+def sticky_groups(route: ServiceRoute | None) -> tuple[str, tuple[int, ...]] | tuple[()]:
+    """The salt and bucket groups the routers count by, as the published route says (none: the
+    provider answers per request)."""
+    if route is None or route.sticky is None or not route.sticky.groups:
+        return ()
+    return route.sticky.salt, route.sticky.groups
