@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import yaml
+
+from canary.controller.group_spec import load_group
 
 TERMINAL = frozenset({"succeeded", "rolled_back", "failed"})
 
@@ -97,7 +98,7 @@ class Recorder:
             raise RuntimeError(f"the controller refused the group: {created.text}")
         body = created.json()
         group = GroupTrack(body["id"], body["name"], self.now(), float(body["since"]))
-        bodies = {m["name"]: m for m in yaml.safe_load(text)["spec"]["members"]}
+        spec = load_group(text, "group")
         deadline = time.monotonic() + deadline_s
         while True:
             shown = self.controller.get(f"/api/groups/{group.group_id}").json()
@@ -108,7 +109,7 @@ class Recorder:
         for m in shown["members"]:
             if m["rollout"] is None:
                 continue  # never started (cancelled, or after: a dependency): not this replay's groups
-            metrics = bodies[m["name"]]["rollout"]["metrics"]
+            metrics = spec.member(m["name"]).rollout["metrics"]
             lossy = tuple(x["name"] for x in metrics if x.get("kind") == "conservation")
             stable = m["rollout"]["stable"]
             group.members.append(
