@@ -37,9 +37,9 @@ def weight_chart(group: GroupTrack) -> str | None:
         points = [(s["t"] - group.started, float(s["weight"])) for s in track.samples]
         mirror = [(s["t"] - group.started, 100 * float(s["mirror_share"])) for s in track.samples]
         if points:
-            series.append(Series(f"{name}: canary weight %", points, color, step=True))
+            series.append(Series(f"{name} weight %", points, color, step=True))
         if any(y for _, y in mirror):
-            series.append(Series(f"{name}: mirror share %", mirror, color, step=True, dashed=True))
+            series.append(Series(f"{name} mirror %", mirror, color, step=True, dashed=True))
     if not series:
         return None
     markers, previous = [], None
@@ -72,7 +72,7 @@ def section(g: dict[str, Any], track: GroupTrack | None, notes: list[str]) -> st
         f"<h2>group {escape(g['name'])} (policy {escape(g['policy'])})</h2>"
         f"<p>consumer errors {g['consumer_errors']}"
         + (f", opens lost {g['opens_lost']}" if g["opens_lost"] is not None else "")
-        + f"; settled {_t(settled)} after its release</p>{said}"
+        + f"; settled at {_t(settled)}</p>{said}"
         f"<div class='cols'><div><h3>The group (seconds since its release)</h3><ul>{own}</ul></div>"
         f"<div><h3>Its members</h3><ul>{members}</ul></div></div>" + (f"<div>{chart}</div>" if chart else "")
     )
