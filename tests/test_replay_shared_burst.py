@@ -162,7 +162,10 @@ def test_a_burst_on_the_shared_database_is_noted_and_rolls_no_member_back(tmp_pa
         windows = shared_stable.failing_windows(track, group.started)
         assert any(w.start <= burst_to and w.end >= burst_from for w in windows), (track.service, windows)
     notes = shared_stable.notes(group)
-    print(json.dumps({"burst_s": [round(burst_from, 1), round(burst_to, 1)], "notes": notes, "outcomes": outcomes}))
+    promoted_by = {t.service: release_figures(t, {}, None)["decided_by"] for t in group.members}
+    print(
+        json.dumps({"burst_s": [round(burst_from, 1), round(burst_to, 1)], "notes": notes, "promoted_by": promoted_by})
+    )
     assert len(notes) == 1, notes
     assert notes[0].startswith("Group shared-db: the stable tracks of importer, resizer failed together from +")
     assert "members judged against their own stable" in notes[0] and "none of them was rolled back then" in notes[0]
