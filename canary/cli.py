@@ -136,7 +136,8 @@ def _lint(args: argparse.Namespace) -> int:
         if SERVICE_KIND.search(text):  # a catalog entry (kind: Service), not a rollout spec
             failed = _lint_catalog([path], path) or failed
             continue
-        problems = lint(text, path, alerts)  # a rollout spec or a group
+        catalog = catalog_paths(args.catalog) if args.catalog else ()  # a group's members' defaults
+        problems = lint(text, path, alerts, catalog)  # a rollout spec or a group
         for problem in problems:
             print(problem.render(path))
         if problems:

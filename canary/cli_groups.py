@@ -1,19 +1,24 @@
 """The release engineer's commands for groups: ``canary release --group FILE``, and the group parts
 of ``status``, ``why`` and ``pause|resume|abort GROUP`` (a group's name or a unique prefix of its id).
 
-The group file is read here (members' spec files relative to it, by default the shipped
-``manifests/rollouts/SERVICE.yaml``) and sent with every member's rollout inline.
+The group file is read here (members' spec files relative to it; a member without one takes its
+catalog entry's default rollout, from ``--catalog``, ``CANARY_CATALOG`` or ``manifests/services``)
+and sent with every member's rollout inline.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from canary.catalog import Catalog, CatalogError, load_catalog
+from canary.catalog.settings import catalog_paths
 from canary.controller import spec as rollout_spec
 from canary.controller.group_spec import check, inline
 from canary.controller.spec import Problem
@@ -25,7 +30,8 @@ def release_group(args: argparse.Namespace, call: Any, error: type[Exception]) -
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise error(f"cannot read group {path}: {exc.strerror}") from None
-    group, problems = check(text, str(path), path.parent)
+    catalog = _catalog(catalog_paths(args.catalog or os.environ.get("CANARY_CATALOG", "")), error)
+    group, problems = check(text, str(path), path.parent, catalog)
     if problems or group is None:
         raise error("the group is not valid:\n" + "\n".join(f"  {p.render(str(path))}" for p in problems))
     created = call(args, "POST", "/api/groups", content=inline(group))
@@ -34,6 +40,13 @@ def release_group(args: argparse.Namespace, call: Any, error: type[Exception]) -
         after = f" after {', '.join(m['after'])}" if m["after"] else ""
         print(f"  {m['name']:<10} {m['service']} -> {m['release']}{after}")
     return 0
+
+
+def _catalog(paths: Sequence[str], error: type[Exception]) -> Catalog:
+    try:
+        return load_catalog(paths)
+    except CatalogError as exc:
+        raise error(f"the catalog is wrong:\n{exc}") from None
 
 
 def member_line(m: dict[str, Any]) -> str:
@@ -78,12 +91,18 @@ def why_group(call: Any, args: argparse.Namespace, g: dict[str, Any]) -> int:
     return 0
 
 
-def lint(text: str, path: str, alerts: dict[str, bool]) -> list[Problem]:
-    """``canary lint``: a group (``kind: Group``, its members' spec files read beside it) or a rollout spec."""
+def lint(text: str, path: str, alerts: dict[str, bool], catalog: Sequence[str] = ()) -> list[Problem]:
+    """``canary lint``: a group (``kind: Group``, its members' spec files read beside it, the others'
+    rollouts from the catalog at ``catalog``, by default ``CANARY_CATALOG`` or the shipped one) or a
+    rollout spec."""
     try:
         kind = (yaml.safe_load(text) or {}).get("kind")
     except (yaml.YAMLError, AttributeError):
         kind = None
     if kind == "Group":
-        return check(text, path, Path(path).parent)[1]
+        try:
+            entries = load_catalog(catalog or catalog_paths(os.environ.get("CANARY_CATALOG", "")))
+        except CatalogError as exc:
+            return [Problem("(catalog)", f"the catalog is wrong: {exc}", None)]
+        return check(text, path, Path(path).parent, entries)[1]
     return rollout_spec.check(text, path, alerts)[1]

@@ -45,10 +45,31 @@ def test_the_replay_rolls_back_each_faulty_release_and_promotes_each_reworked_on
             assert r["consumer_errors"] == 0, r  # failover and mirroring: consumers never noticed
             assert r["consumer_requests"] > 0
     assert [r["opens_lost"] for r in report["services"]["opens"]] == [0, 0]
+    # each round is one group of three independent members, settled once every member ended
+    faulty, reworked = report["groups"]
+    assert (faulty["name"], faulty["policy"], faulty["outcome"]) == ("april-13", "independent", "rolled_back")
+    assert (reworked["name"], reworked["outcome"]) == ("april-13-reworked", "promoted")
+    for g, releases_of in ((faulty, ("1.1", "1.1", "2.0")), (reworked, ("1.2", "1.2", "2.1"))):
+        assert [(m["service"], m["release"]) for m in g["members"]] == list(
+            zip(("importer", "opens", "resizer"), releases_of, strict=True)
+        )
+        assert 0 < max(m["ended_s"] for m in g["members"]) <= g["release_to_settled_s"], g
+        assert g["consumer_errors"] == sum(
+            releases[(m["service"], m["release"])]["consumer_errors"] for m in g["members"]
+        )
+        assert g["opens_lost"] == 0
+        assert [d["member"] for d in g["decisions"] if d["action"] == "start"] == ["importer", "opens", "resizer"]
+    assert [m["rollback_s"] for m in faulty["members"]] == [
+        releases[(m["service"], m["release"])]["rollback_s"] for m in faulty["members"]
+    ]
+    assert "group april-13 (independent): rolled_back, settled " in out.stdout
 
     page = (tmp_path / "report.html").read_text()
-    # three charts per release: bad share per track, weight, and the judge's e-value against its threshold
-    assert page.count("<svg") == 18
+    # three charts per release (bad share per track, weight, the judge's e-value against its threshold)
+    # and one per group (each member's weight on the group's clock), the group's timeline beside them
+    assert page.count("<svg") == 6 * 3 + 2
+    assert page.count("<h3>The group (seconds since its release)</h3>") == 2
+    assert "group april-13-reworked: each member&#x27;s traffic to its canary" in page
     assert page.count("evidence against the canary (e-value, log scale) and its threshold</title>") == 6
     assert "13 April 2022" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
 

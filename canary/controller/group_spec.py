@@ -1,9 +1,10 @@
 """Group specs (``kind: Group``): several services released as one, as on 13 April.
 
 A group names its members (service, release, optionally their own rollout spec: a file, or the
-rollout's ``spec`` fields inline), the order they start in (``after:``: a member starts only once
-each dependency has passed a named step, or been promoted), what a member's rollback does to the
-others (``policy``) and whether promotion waits for every member (``promote``).  YAML in, a
+rollout's ``spec`` fields inline; without one, the catalog entry's default rollout), the order
+they start in (``after:``: a member starts only once each dependency has passed a named step, or
+been promoted), what a member's rollback does to the others (``policy``) and whether promotion
+waits for every member (``promote``).  YAML in, a
 validated :class:`GroupSpec` out, or errors naming field and line (``FILE:LINE: spec.members[1].after[0]:
 no member 'importr'``), as for rollout specs (``spec``); cycles and unknown members are refused.
 The JSON schema is published as ``manifests/group.schema.json``.
@@ -15,7 +16,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import yaml
@@ -23,7 +24,9 @@ import yaml
 from canary.controller import spec as rollout_spec
 from canary.controller.spec import Problem, SpecError, _line_of, _lines, _message, _path
 
-DEFAULT_SPECS = Path(__file__).resolve().parents[2] / "manifests" / "rollouts"
+if TYPE_CHECKING:
+    from canary.catalog import Catalog
+
 NAME = "^[a-z0-9][a-z0-9-]{0,62}$"
 _AFTER = {
     "oneOf": [
@@ -49,7 +52,7 @@ _MEMBER = {
         "release": {"type": "string", "minLength": 1},
         "rollout": {
             "description": "its rollout: a spec file (relative to this file), or the rollout spec's `spec` fields "
-            "inline (service, stable and canary come from the member); default manifests/rollouts/SERVICE.yaml",
+            "inline (service, stable and canary come from the member); default: the catalog entry's defaults",
             "oneOf": [{"type": "string", "minLength": 1}, {"type": "object"}],
         },
         "after": {"type": "array", "items": _AFTER},
@@ -134,22 +137,33 @@ def _tuple(path: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", path))
 
 
-def _rollout_body(ref: Any, base: Path | None, service: str) -> tuple[dict[str, Any] | None, str, str]:
-    """(the rollout's `spec` fields, the text it came from, its source) for a member's ``rollout``."""
+def _rollout_body(
+    ref: Any, base: Path | None, member: dict[str, Any], catalog: Catalog | None
+) -> tuple[dict[str, Any] | None, str, str]:
+    """(the rollout's `spec` fields, the text it came from, its source) for a member's ``rollout``:
+    inline, a file relative to ``base``, or (none given) the catalog entry's default rollout."""
     if isinstance(ref, dict):
         return dict(ref), "", ""
-    if base is None:
+    if ref is None and catalog is not None:
+        if member["service"] not in catalog:
+            raise LookupError(f"no service {member['service']!r} in the catalog (it has: {', '.join(catalog.names)})")
+        spec = catalog[member["service"]].rollout_document(str(member["release"]))["spec"]
+        return {k: v for k, v in spec.items() if k not in ("service", "stable", "canary")}, "", ""
+    if base is None or ref is None:
         return None, "", ""
-    path = (base / ref) if isinstance(ref, str) else DEFAULT_SPECS / f"{service}.yaml"
+    path = base / ref
     text = path.read_text(encoding="utf-8")
     doc = yaml.safe_load(text)
     body = dict(doc.get("spec") or {}) if isinstance(doc, dict) else {}
     return body, text, str(path)
 
 
-def check(text: str, source: str = "<group>", base: Path | None = None) -> tuple[GroupSpec | None, list[Problem]]:
+def check(
+    text: str, source: str = "<group>", base: Path | None = None, catalog: Catalog | None = None
+) -> tuple[GroupSpec | None, list[Problem]]:
     """Parse and validate a group; with ``base`` (the group file's folder) member spec files are
-    read from there (and the shipped ``manifests/rollouts/SERVICE.yaml`` by default)."""
+    read from there, and with ``catalog`` a member without ``rollout`` takes its entry's defaults
+    (without either, as the API takes groups, every member's rollout must be inline)."""
     try:
         node, data = yaml.compose(text), yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -171,12 +185,12 @@ def check(text: str, source: str = "<group>", base: Path | None = None) -> tuple
             problems.append(Problem(_path(at), _message(e), _line_of(lines, at)))
     if problems:
         return None, sorted(problems, key=lambda p: (p.line or 0, p.path))
-    spec, more = _build(data, lines, base)
+    spec, more = _build(data, lines, base, catalog)
     return (spec if not more else None), sorted(more, key=lambda p: (p.line or 0, p.path))
 
 
 def _build(
-    data: dict[str, Any], lines: dict[tuple[Any, ...], int], base: Path | None
+    data: dict[str, Any], lines: dict[tuple[Any, ...], int], base: Path | None, catalog: Catalog | None
 ) -> tuple[GroupSpec, list[Problem]]:
     s = data["spec"]
     problems: list[Problem] = []
@@ -204,12 +218,18 @@ def _build(
                 problem((*at, "after", j), "under promote: together members promote at once: wait for a step instead")
             after.append(dep)
         try:
-            body, _text, where = _rollout_body(m.get("rollout"), base, m["service"])
+            body, _text, where = _rollout_body(m.get("rollout"), base, m, catalog)
         except OSError as exc:
             problem((*at, "rollout"), f"cannot read the rollout spec: {exc.strerror}")
             continue
+        except LookupError as exc:
+            problem((*at, "service"), f"{exc.args[0]}: give the member a rollout, or the catalog an entry")
+            continue
         if body is None:
-            problem((*at, "rollout"), "required here: `canary release --group FILE` reads the member's spec file")
+            problem(
+                (*at, "rollout"),
+                "required here: `canary release --group FILE` fills it in (a spec file, or the catalog's defaults)",
+            )
             continue
         member = Member(names[i], m["service"], str(m["release"]), body, tuple(after))
         _, sub = rollout_spec.check(member.rollout_text(data["metadata"]["name"], "(its stable release)"), "rollout")
@@ -260,8 +280,10 @@ def find_cycle(group: GroupSpec) -> list[str]:
     return []
 
 
-def load_group(text: str, source: str = "<group>", base: Path | None = None) -> GroupSpec:
-    group, problems = check(text, source, base)
+def load_group(
+    text: str, source: str = "<group>", base: Path | None = None, catalog: Catalog | None = None
+) -> GroupSpec:
+    group, problems = check(text, source, base, catalog)
     if problems or group is None:
         raise SpecError(source, problems)
     return group

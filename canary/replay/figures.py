@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from canary.replay.recorder import Track
+from canary.replay.recorder import GroupTrack, Track
 
 EXPOSED = ("mirroring", "progressing")
 
@@ -88,3 +88,51 @@ def evidence_at_decision(track: Track) -> dict[str, Any]:
 
 def _since(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else round(end - start, 1)
+
+
+def group_figures(group: GroupTrack, members: list[dict[str, Any]]) -> dict[str, Any]:
+    """The group's figures: when each member ended and the group settled (seconds since the group
+    was released), its members' own figures summed for consumers (``members``: their
+    :func:`release_figures`, in the group's order), and the group's decisions on the same clock."""
+    d = group.detail
+    settled_s = _since(group.created_at, d.get("since")) if d.get("settled") else None
+    ended: dict[str, float | None] = {}
+    timelines: dict[str, list[dict[str, Any]]] = {}
+    for track in group.members:
+        made = track.detail.get("decisions", [])
+        at = {x["phase_to"]: x["at"] for x in made}
+        ended[track.service] = _since(group.created_at, at.get("rolled_back", at.get("succeeded")))
+        timelines[track.service] = [
+            {"t": _since(group.created_at, x["at"]), "phase": x["phase_to"], "by": x["decided_by"]} for x in made
+        ]
+    lost = [m["opens_lost"] for m in members if m.get("opens_lost") is not None]
+    return {
+        "name": group.name,
+        "group_id": group.group_id,
+        "policy": d.get("policy", ""),
+        "outcome": d.get("phase", ""),
+        "reason": d.get("reason", ""),
+        "release_to_settled_s": settled_s,
+        "members": [
+            {
+                "service": track.service,
+                "release": track.release,
+                "outcome": m["outcome"],
+                "rollback_s": m["rollback_s"],
+                "ended_s": ended[track.service],
+                "timeline": timelines[track.service],
+            }
+            for track, m in zip(group.members, members, strict=True)
+        ],
+        "consumer_errors": sum(m["consumer_errors"] for m in members),
+        "opens_lost": sum(lost) if lost else None,
+        "decisions": [
+            {
+                "t": _since(group.created_at, x["at"]),
+                "member": x["member"],
+                "action": x["action"],
+                "reason": x["reason"],
+            }
+            for x in d.get("decisions", [])
+        ],
+    }

@@ -8,12 +8,13 @@ reported missing images at +153, and it was reverted at +167.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from canary.controller.group_spec import inline, load_group
 from canary.traffic.load import LoadConfig
 
 SERVICES = ("importer", "opens", "resizer")
@@ -21,7 +22,9 @@ STABLE = {"importer": "1.0", "opens": "1.0", "resizer": "1.0"}
 FAULTY = {"importer": "1.1", "opens": "1.1", "resizer": "2.0"}
 REWORKED = {"importer": "1.2", "opens": "1.2", "resizer": "2.1"}
 MIX = {"importer": 0.15, "opens": 0.82, "resizer": 0.03}
-SPECS = Path(__file__).resolve().parent.parent.parent / "manifests" / "rollouts"
+MANIFESTS = Path(__file__).resolve().parent.parent.parent / "manifests"
+SPECS = MANIFESTS / "rollouts"
+GROUP = MANIFESTS / "groups" / "april-13.yaml"  # the release as one group (independent members)
 
 
 @dataclass(frozen=True)
@@ -74,12 +77,22 @@ DEMO = Pace(min_rate_floor=0.05)
 QUICK = Pace(factor=0.05, max_watch_s=4.0, load_rate=70.0, min_rate_floor=0.2)
 
 
-def spec_text(service: str, stable: str, canary: str, pace: Pace) -> str:
-    """The shipped rollout spec of ``service`` for ``canary``, with its bakes shortened by ``pace``."""
-    doc: dict[str, Any] = yaml.safe_load((SPECS / f"{service}.yaml").read_text(encoding="utf-8"))
-    spec = doc["spec"]
-    spec.update(stable=stable, canary=canary)
-    doc.setdefault("metadata", {})["name"] = f"{service}-{canary}"
+def group_text(name: str, releases: dict[str, str], pace: Pace) -> str:
+    """The shipped group of 13 April (``manifests/groups/april-13.yaml``: one member per service, its
+    own shipped rollout spec) named ``name``, releasing ``releases``, every member's bakes shortened
+    by ``pace``; its members' rollouts inline, as ``canary release --group`` sends it."""
+    shipped = load_group(GROUP.read_text(encoding="utf-8"), str(GROUP), GROUP.parent)
+    if {m.service for m in shipped.members} != set(releases):
+        raise ValueError(f"{GROUP} releases {', '.join(m.service for m in shipped.members)}, not {', '.join(releases)}")
+    members = tuple(
+        dataclasses.replace(m, release=releases[m.service], rollout=paced(m.rollout, pace)) for m in shipped.members
+    )
+    return inline(dataclasses.replace(shipped, name=name, members=members))
+
+
+def paced(spec: dict[str, Any], pace: Pace) -> dict[str, Any]:
+    """A rollout spec's fields with the bakes shortened by ``pace`` (a deep copy: the input is kept)."""
+    spec = copy.deepcopy(spec)
     for step in spec["steps"]:
         _shorten(step, pace.factor, "min_seconds", "min_requests")
     if "mirror" in spec:
@@ -89,7 +102,7 @@ def spec_text(service: str, stable: str, canary: str, pace: Pace) -> str:
             metric["rate_floor"] = max(metric.get("rate_floor", 0.0), pace.min_rate_floor)
     if "watch" in spec:
         spec["watch"]["seconds"] = round(min(spec["watch"]["seconds"] * pace.factor, pace.max_watch_s), 1)
-    return yaml.safe_dump(doc, sort_keys=False)
+    return spec
 
 
 def _shorten(block: dict[str, Any], factor: float, seconds: str, count: str) -> None:

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from canary.replay import group_report
 from canary.replay.plan import INCIDENT, INCIDENT_ROLLBACK_MIN
-from canary.replay.recorder import Track
+from canary.replay.recorder import GroupTrack, Track
 from canary.replay.svg import COLORS, EVIDENCE, Marker, Series, line_chart
 
 
-def write(state_dir: Path, report: dict[str, Any], tracks: list[Track]) -> tuple[Path, Path]:
+def write(
+    state_dir: Path, report: dict[str, Any], tracks: list[Track], groups: Sequence[GroupTrack] = ()
+) -> tuple[Path, Path]:
     state_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = state_dir / "report.json", state_dir / "report.html"
     json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    html_path.write_text(html(report, tracks), encoding="utf-8")
+    html_path.write_text(html(report, tracks, groups), encoding="utf-8")
     return json_path, html_path
 
 
@@ -39,7 +43,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"{_s(r['rollback_s']):>10}{_s(r['bake_s']):>9}{r['canary_failed_requests']:>15}"
                 f"{r['consumer_errors']:>17}{r.get('opens_lost', '-'):>12}   {then}"
             )
-    return lines
+    return lines + group_report.summary_lines(report.get("groups", []))
 
 
 def _primary_metric(track: Track) -> str | None:
@@ -133,9 +137,7 @@ def evidence_chart(track: Track, t: list[float], markers: list[Marker]) -> str |
     for i, name in enumerate(names):
         points = []
         for x, s in zip(t, samples, strict=True):
-            judged: dict[str, Any] | None = (
-                s.get("mirror_evidence") if name == MIRROR_PHASE else s["judge"].get(name)
-            )
+            judged: dict[str, Any] | None = s.get("mirror_evidence") if name == MIRROR_PHASE else s["judge"].get(name)
             y = _log10_e(judged.get("e_value")) if judged else None
             if judged and y is not None:
                 points.append((x, y))
@@ -174,7 +176,7 @@ th{background:#f4f4f4}td:first-child,td:nth-child(2),td:nth-child(3){text-align:
 """
 
 
-def html(report: dict[str, Any], tracks: list[Track]) -> str:
+def html(report: dict[str, Any], tracks: list[Track], groups: Sequence[GroupTrack] = ()) -> str:
     rows = []
     for service, releases in report["services"].items():
         for r in releases:
@@ -233,11 +235,15 @@ def html(report: dict[str, Any], tracks: list[Track]) -> str:
             f"<div><h3>This replay (seconds after the canary first got traffic)</h3><ul>{now}</ul></div></div>"
             f"<div>{pictures}</div>"
         )
+    by_id = {g.group_id: g for g in groups}
+    grouped = "".join(
+        group_report.section(g, by_id.get(g["group_id"]), report.get("notes", [])) for g in report.get("groups", [])
+    )
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.get("notes", []))
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Replay of the 13 April 2022 release"
         f"</title><style>{CSS}</style></head><body><h1>Replay of the 13 April 2022 release</h1>"
         f"<p>Generated {escape(report['generated_at'])}; the replay took {report['duration_s']:.0f} s. "
         f"Traffic: {escape(report['load'])}.</p><ul>{notes}</ul>"
-        f"<table><tr>{head}</tr>{''.join(rows)}</table>{''.join(sections)}</body></html>\n"
+        f"<table><tr>{head}</tr>{''.join(rows)}</table>{grouped}{''.join(sections)}</body></html>\n"
     )

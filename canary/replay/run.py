@@ -2,10 +2,12 @@
 
 1. Start the controller, the router (its own process) and the three services at 1.0 on SQLite.
 2. Drive traffic with `canary load` through the router, and release importer 1.1, opens 1.1 and
-   resizer 2.0 at once through the shipped rollout specs (bakes shortened by the pace).
-3. When all three have ended, stop that load, let the open tracker re-process what the bad
+   resizer 2.0 as one group (``manifests/groups/april-13.yaml``: independent members, each with
+   its shipped rollout spec, bakes shortened by the pace).
+3. When the group has settled, stop that load, let the open tracker re-process what the bad
    processor dropped, and count the opens lost.
-4. The same with the reworked releases importer 1.2, opens 1.2 and resizer 2.1 under fresh load.
+4. The same with the reworked releases importer 1.2, opens 1.2 and resizer 2.1 as a second group
+   under fresh load.
 5. Write ``report.json`` and ``report.html`` in the state directory and print a summary.
 
 Everything started is stopped at the end, also on Ctrl-C (the services are the controller's
@@ -23,10 +25,10 @@ from typing import Any
 
 import httpx
 
-from canary.replay import figures, report, schedule
+from canary.replay import figures, report, schedule, shared_stable
 from canary.replay.live import LiveView
-from canary.replay.plan import DEMO, FAULTY, MIX, REWORKED, STABLE, Pace, load_config, spec_text
-from canary.replay.recorder import Recorder, Track
+from canary.replay.plan import DEMO, FAULTY, MIX, REWORKED, STABLE, Pace, group_text, load_config
+from canary.replay.recorder import GroupTrack, Recorder, Track
 from canary.stack import admin_token, local_stack
 from canary.traffic.load import run as run_load
 from core.errors import DependencyUnavailable
@@ -37,12 +39,14 @@ Say = Callable[[str], None]
 
 
 class Round:
-    """One set of releases under one load: the faulty ones, then the reworked ones."""
+    """One group of releases under one load: the faulty ones, then the reworked ones."""
 
-    def __init__(self, name: str, releases: dict[str, str], seed: int) -> None:
+    def __init__(self, name: str, group: str, releases: dict[str, str], seed: int) -> None:
         self.name = name
+        self.group_name = group
         self.releases = releases
         self.seed = seed
+        self.group: GroupTrack | None = None
         self.tracks: list[Track] = []
         self.load_report: dict[str, Any] = {}
         self.opens_lost: int | None = None
@@ -52,7 +56,7 @@ def replay(state_dir: Path, pace: Pace = DEMO, say: Say = print, interactive: bo
     state_dir.mkdir(parents=True, exist_ok=True)
     token = admin_token(state_dir)  # as `canary up` keeps it: `canary status --state-dir` works meanwhile
     started = time.monotonic()
-    rounds = [Round("faulty", FAULTY, seed=1), Round("reworked", REWORKED, seed=2)]
+    rounds = [Round("faulty", "april-13", FAULTY, seed=1), Round("reworked", "april-13-reworked", REWORKED, seed=2)]
     say(f"starting the stack in {state_dir} (controller, router, importer/opens/resizer 1.0 on SQLite)")
     with local_stack(state_dir, dict(STABLE), token, router_as_process=True) as (ctl, router, app):
         say(f"controller {ctl}, router {router}: `canary status --controller {ctl} --state-dir {state_dir}`")
@@ -68,7 +72,9 @@ def replay(state_dir: Path, pace: Pace = DEMO, say: Say = print, interactive: bo
             recorder.stop()
     say("stopped the stack")
     result = _report(rounds, pace, time.monotonic() - started, recorder.problems)
-    json_path, html_path = report.write(state_dir, result, [t for r in rounds for t in r.tracks])
+    json_path, html_path = report.write(
+        state_dir, result, [t for r in rounds for t in r.tracks], [r.group for r in rounds if r.group is not None]
+    )
     for line in report.summary_lines(result):
         say(line)
     for note in result["notes"]:
@@ -100,13 +106,13 @@ def _play(
             raise DependencyUnavailable("the load generator stopped before the release began")
         time.sleep(3)  # stable serves a little traffic before the release
         stable = _stable_releases(ctl, token)
-        say(f"releasing {', '.join(f'{s} {stable[s]} -> {v}' for s, v in r.releases.items())} at once")
-        for service, release in r.releases.items():
-            text = spec_text(service, stable[service], release, pace)
-            r.tracks.append(recorder.release(text, service, release, stable[service]))
+        moves = ", ".join(f"{s} {stable[s]} -> {v}" for s, v in r.releases.items())
+        say(f"releasing group {r.group_name}: {moves} (policy independent)")
+        r.group = recorder.release_group(group_text(r.group_name, r.releases, pace))
+        r.tracks = list(r.group.members)
         deadline = time.monotonic() + ROLLOUT_DEADLINE_S
         with LiveView(say, interactive) as view:
-            while not all(t.done for t in r.tracks) and time.monotonic() < deadline:
+            while not r.group.done and time.monotonic() < deadline:
                 view.show(r.tracks, recorder.now())
                 time.sleep(1)
             view.show(r.tracks, recorder.now())
@@ -163,13 +169,17 @@ def _load_notes(rounds: list[Round], pace: Pace) -> list[str]:
 
 def _report(rounds: list[Round], pace: Pace, duration_s: float, problems: list[str]) -> dict[str, Any]:
     services: dict[str, list[dict[str, Any]]] = {}
+    groups, shared = [], []
     for r in rounds:
         seen = r.load_report.get("services", {})
+        members = []
         for track in r.tracks:
             lost = r.opens_lost if track.service == "opens" else None
-            services.setdefault(track.service, []).append(
-                figures.release_figures(track, seen.get(track.service, {}), lost)
-            )
+            members.append(figures.release_figures(track, seen.get(track.service, {}), lost))
+            services.setdefault(track.service, []).append(members[-1])
+        if r.group is not None:
+            groups.append(figures.group_figures(r.group, members))
+            shared += shared_stable.notes(r.group)
     share = 100 * pace.factor
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -182,8 +192,10 @@ def _report(rounds: list[Round], pace: Pace, duration_s: float, problems: list[s
             f"Bakes are {share:g}% of the shipped specs' minimums (manifests/rollouts/), the watch after "
             f"promotion at most {pace.max_watch_s:g} s; the judge's statistics and time limits are as shipped"
             + (f", rate floors at least {pace.min_rate_floor:g}." if pace.min_rate_floor else "."),
+            *shared,
             *_load_notes(rounds, pace),
             *problems,
         ],
+        "groups": groups,
         "services": services,
     }

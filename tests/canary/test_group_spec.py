@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from canary.catalog.settings import shipped_catalog
 from canary.controller.group_spec import SCHEMA, Policy, Promote, check, inline, load_group
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +88,6 @@ def test_the_readme_group_example_is_valid():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Release groups", 1)[1]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
-    g, problems = check(example, "README", ROOT / "manifests/groups")
+    g, problems = check(example, "README", ROOT / "manifests/groups", shipped_catalog())
     assert problems == [] and g is not None
     assert [(a.member, a.step) for m in g.members for a in m.after] == [("importer", 1), ("opens", None)]
