@@ -10,15 +10,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from canary.controller import api
+from canary.controller import api, machine
 from canary.controller.group_engine import GROUP_COMMANDS, GroupRunner
-from canary.controller.group_machine import Group
+from canary.controller.group_machine import Group, GroupDecision
 from canary.controller.group_spec import check
 from core.app import read_body
 from core.errors import BadRequest, NotFound, Unprocessable
@@ -39,23 +40,26 @@ def _runner(request: Request) -> GroupRunner:
     return runner
 
 
-async def group_summary(runner: GroupRunner, g: Group) -> dict[str, Any]:
+def group_view(g: Group, rollouts: dict[str, machine.Rollout], made: list[GroupDecision] | None) -> dict[str, Any]:
+    """A group as the page draws it (the keys of ``GET /api/groups/{id}``): each member's state is its
+    rollout's phase, or ``waiting`` (for its ``after:``), ``starting`` or ``cancelled``."""
     members = []
     for m in g.spec.members:
         link = g.link(m.name)
-        one: dict[str, Any] = {"name": m.name, "service": m.service, "release": m.release, "rollout": None}
-        one["after"] = [a.member if a.step is None else f"{a.member} step {a.step}" for a in m.after]
-        one["state"] = "cancelled" if link.cancelled else ("waiting" if not link.rollout_id else "starting")
-        one["why"] = link.cancelled or link.aborted
-        if link.rollout_id:
-            try:
-                r = await runner.controller.rollout(link.rollout_id)
-                one["rollout"], one["state"] = api.summary(r), r.phase.value
-            except NotFound:
-                pass
-        members.append(one)
-    spec = {"policy": g.spec.policy.value, "promote": g.spec.promote.value}
-    return {
+        r = rollouts.get(link.rollout_id) if link.rollout_id else None
+        state = r.phase.value if r else "cancelled" if link.cancelled else "starting" if link.rollout_id else "waiting"
+        members.append(
+            {
+                "name": m.name,
+                "service": m.service,
+                "release": m.release,
+                "after": [a.member if a.step is None else f"{a.member} step {a.step}" for a in m.after],
+                "state": state,
+                "why": link.cancelled or link.aborted,
+                "rollout": api.summary(r) if r else None,
+            }
+        )
+    view: dict[str, Any] = {
         "id": g.id,
         "name": g.spec.name,
         "phase": g.phase.value,
@@ -63,9 +67,23 @@ async def group_summary(runner: GroupRunner, g: Group) -> dict[str, Any]:
         "paused": g.paused,
         "reason": g.reason,
         "since": g.since,
-        **spec,
+        "policy": g.spec.policy.value,
+        "promote": g.spec.promote.value,
         "members": members,
     }
+    if made is not None:
+        view["decisions"] = [vars(d) for d in made]
+    return view
+
+
+async def group_summary(runner: GroupRunner, g: Group) -> dict[str, Any]:
+    rollouts: dict[str, machine.Rollout] = {}
+    for m in g.spec.members:
+        rid = g.link(m.name).rollout_id
+        if rid:
+            with contextlib.suppress(NotFound):  # not stored yet: the member shows as starting
+                rollouts[rid] = await runner.controller.rollout(rid)
+    return group_view(g, rollouts, None)
 
 
 async def create_group(request: Request) -> Response:

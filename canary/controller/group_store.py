@@ -9,6 +9,7 @@ most one active group per name (``active_name`` under a unique constraint).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from canary.controller.group_machine import Group, GroupDecision, GroupPhase, MemberLink
-from canary.controller.group_spec import load_group
+from canary.controller.group_spec import GroupSpec, load_group
 from canary.controller.store import StaleWrite, metadata
 from core.db import write_transaction
 from core.errors import Conflict, NotFound
@@ -74,9 +75,27 @@ group_decisions = Table(
 )
 
 
+def group_from_row(row: Any, links: dict[str, MemberLink], spec: GroupSpec | None = None) -> Group:
+    """A ``groups`` row and its members' links as the machine's ``Group`` (``spec``: already parsed)."""
+    return Group(
+        id=row.id,
+        spec=spec if spec is not None else load_group(row.spec, f"group {row.id}"),
+        members=links,
+        phase=GroupPhase(row.phase),
+        settled=row.settled,
+        paused=row.paused,
+        reason=row.reason,
+        since=row.since,
+        revision=row.revision,
+    )
+
+
 class GroupStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # called with the group's id once each save has committed (the dashboard's live stream:
+        # a group's phase can change a tick after its members', with no rollout saved then)
+        self.hooks: list[Callable[[str], None]] = []
 
     def create(self, spec_text: str, now: float) -> Group:
         spec = load_group(spec_text, "group")
@@ -107,17 +126,7 @@ class GroupStore:
             m.member: MemberLink(m.rollout_id, m.cancelled, m.aborted)
             for m in conn.execute(select(group_members).where(group_members.c.group_id == row.id))
         }
-        return Group(
-            id=row.id,
-            spec=load_group(row.spec, f"group {row.id}"),
-            members=links,
-            phase=GroupPhase(row.phase),
-            settled=row.settled,
-            paused=row.paused,
-            reason=row.reason,
-            since=row.since,
-            revision=row.revision,
-        )
+        return group_from_row(row, links)
 
     def get(self, group_id: str) -> Group:
         with self.engine.connect() as conn:
@@ -169,6 +178,8 @@ class GroupStore:
                         group_id=new.id, at=d.at, member=d.member, action=d.action, reason=d.reason
                     )
                 )
+        for hook in self.hooks:
+            hook(new.id)
 
     def decisions(self, group_id: str) -> list[GroupDecision]:
         with self.engine.connect() as conn:

@@ -4,9 +4,8 @@ groups settled lately, and a group store that tells the live stream when a group
 Sits beside ``views``, over the group tables of ``canary.controller.group_store``: the page reads the
 state on every change, so the groups come in three queries (groups, their members, the active
 groups' decisions) however many there are, and each group's spec, which never changes, is parsed
-once.  A member's rollout is taken from the rollouts the state has read already.  ``GroupStore.save``
-has no hooks of its own: :func:`watch_groups` hands the controller's group runner a store that also
-says when a save committed (a group's phase changes a tick after its members' do, with no rollout
+once.  A member's rollout is taken from the rollouts the state has read already.  :func:`watch_groups`
+hooks the group store's saves (a group's phase changes a tick after its members' do, with no rollout
 saved then).
 """
 
@@ -19,10 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select
 
-from canary.controller import api, machine
-from canary.controller.group_machine import Group, GroupDecision, GroupPhase, MemberLink
+from canary.controller.group_machine import Group, GroupDecision, MemberLink
 from canary.controller.group_spec import GroupSpec, load_group
-from canary.controller.group_store import GroupStore, group_decisions, group_members, groups
+from canary.controller.group_store import group_decisions, group_from_row, group_members, groups
 
 if TYPE_CHECKING:
     from canary.controller.engine import Controller
@@ -30,22 +28,9 @@ if TYPE_CHECKING:
 HISTORY = 50
 
 
-class WatchedGroupStore(GroupStore):
-    """The group store, and ``saved(group_id)`` once each save has committed."""
-
-    def __init__(self, engine: Engine, saved: Callable[[str], None]) -> None:
-        super().__init__(engine)
-        self.saved = saved
-
-    def save(self, new: Group, expected_revision: int, made: list[GroupDecision]) -> None:
-        super().save(new, expected_revision, made)
-        self.saved(new.id)
-
-
 def watch_groups(controller: Controller, saved: Callable[[str], None]) -> None:
-    """``saved(group_id)`` after each of ``controller``'s group saves (its runner's store, wrapped)."""
-    runner = controller.groups
-    runner.store = WatchedGroupStore(runner.store.engine, saved)
+    """``saved(group_id)`` after each of ``controller``'s group saves has committed."""
+    controller.groups.store.hooks.append(saved)
 
 
 @dataclass(frozen=True)
@@ -86,50 +71,4 @@ class GroupReader:
         spec = self._specs.get(row.id)
         if spec is None:
             spec = self._specs[row.id] = load_group(row.spec, f"group {row.id}")
-        return Group(
-            id=row.id,
-            spec=spec,
-            members=links,
-            phase=GroupPhase(row.phase),
-            settled=row.settled,
-            paused=row.paused,
-            reason=row.reason,
-            since=row.since,
-            revision=row.revision,
-        )
-
-
-def group_view(g: Group, rollouts: dict[str, machine.Rollout], made: list[GroupDecision] | None) -> dict[str, Any]:
-    """A group as the page draws it (the keys of ``GET /api/groups/{id}``): each member's state is its
-    rollout's phase, or ``waiting`` (for its ``after:``), ``starting`` or ``cancelled``."""
-    members = []
-    for m in g.spec.members:
-        link = g.link(m.name)
-        r = rollouts.get(link.rollout_id) if link.rollout_id else None
-        state = r.phase.value if r else "cancelled" if link.cancelled else "starting" if link.rollout_id else "waiting"
-        members.append(
-            {
-                "name": m.name,
-                "service": m.service,
-                "release": m.release,
-                "after": [a.member if a.step is None else f"{a.member} step {a.step}" for a in m.after],
-                "state": state,
-                "why": link.cancelled or link.aborted,
-                "rollout": api.summary(r) if r else None,
-            }
-        )
-    view: dict[str, Any] = {
-        "id": g.id,
-        "name": g.spec.name,
-        "phase": g.phase.value,
-        "settled": g.settled,
-        "paused": g.paused,
-        "reason": g.reason,
-        "since": g.since,
-        "policy": g.spec.policy.value,
-        "promote": g.spec.promote.value,
-        "members": members,
-    }
-    if made is not None:
-        view["decisions"] = [vars(d) for d in made]
-    return view
+        return group_from_row(row, links, spec)

@@ -70,7 +70,7 @@ class Live:
         self._call_soon(lambda: self._changed(Change(rollout_id, what)))
 
     def group_saved(self, group_id: str) -> None:
-        """A group's save committed (``WatchedGroupStore``, any thread)."""
+        """A group's save committed (a hook of the group store, any thread)."""
         self._call_soon(lambda: self.publish(Change(group_id, "group")))
 
     # -- the loop's side -----------------------------------------------------------------------------

@@ -31,8 +31,9 @@ from starlette.routing import Route
 
 from canary.controller import machine
 from canary.controller.api import finite, summary
-from canary.controller.dashboard.groups import GroupsNow, group_view
+from canary.controller.dashboard.groups import GroupsNow
 from canary.controller.dashboard.live import Live
+from canary.controller.group_api import group_view
 from core.errors import NotFound, Unauthorized
 from core.serve import shutdown_signal
 
