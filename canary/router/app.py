@@ -30,6 +30,7 @@ from canary.router.listener import RouterServer, loop_in_thread, new_loop
 from canary.router.mirror import Mirror
 from canary.router.proxy import Proxy
 from canary.router.server import ADMIN_BODY_MAX, ADMIN_PATHS
+from canary.router.simple_heads import SimpleRequest
 from canary.router.source import TableHolder
 from canary.router.stats import RouterStats
 from canary.router.upstream import UpstreamPool
@@ -116,9 +117,9 @@ class Router:
             return
         await self.proxy.handle(head_of(scope), AsgiBody(scope, receive), AsgiClient(send))
 
-    def try_fast(self, head: RequestHead, body: RequestBody, client: FastClientSide) -> bool:
-        """The protocol server's fast path (``Proxy.try_fast``), for proxied paths only."""
-        return not head.path.startswith(ADMIN_PATHS) and self.proxy.try_fast(head, body, client)
+    def try_fast(self, target: bytes, request: SimpleRequest, client: FastClientSide) -> bool:
+        """The protocol server's fast path (``Proxy.try_fast``: proxied paths only)."""
+        return self.proxy.try_fast(target, request, client)
 
     async def handle(self, head: RequestHead, body: RequestBody, client: ClientSide) -> None:
         """The protocol server's entry: admin paths to the Starlette app, the rest proxied."""

@@ -21,7 +21,7 @@ import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -49,8 +49,8 @@ class Origin:
     prefix: str  # a path the upstream URL carries, put before every request's path
     host_header: bytes
 
-    @property
-    def key(self) -> tuple[str, str, int]:
+    @cached_property
+    def key(self) -> tuple[str, str, int]:  # the pool's, looked up on every request: made once
         return (self.scheme, self.host, self.port)
 
 
