@@ -110,12 +110,10 @@ class Proxy:
         client, plan, track, path_plan, group, path, query, request, started = context
         if answer is not None:
             self.pool.give_back(conn)
-            if not client.closed:
-                client.answer_encoded(answer.client_head(track, client.keep) + body)
             self.stats.record(path_plan.keys[track], False, time.perf_counter() - started)
             if group >= 0:
                 self.stats.record_group(plan.name, plan.route.sticky, group, False, track == "canary")
-            client.done()
+            client.finish(answer.client_head(track, client.keep) + body)
             return
         head = RequestHead("GET", path, query, request.raw, request.client)
         self._fast_answer(head, client, plan.route, track, path_plan.template, conn, started, group)

@@ -227,10 +227,11 @@ class ClientConnection(asyncio.Protocol):
     def answer_now(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.write_raw(self._head(status, headers, b"") + body)
 
-    def answer_encoded(self, answer: bytes) -> None:
+    def finish(self, answer: bytes) -> None:
         self.started = True
         if not self.closed:
             self.transport.write(answer)  # type: ignore[union-attr]  # set before any request
+        self.done()
 
     def done(self) -> None:
         self.fast = self.busy = False

@@ -46,7 +46,7 @@ def _header_list(block: bytes) -> list[tuple[bytes, bytes]] | None:
     out = []
     for line in lines:
         name, _, value = line.partition(b":")
-        out.append((name, value.strip(b" \t")))
+        out.append((name, value.lstrip(b" \t")))  # as httptools: leading whitespace only
     return out
 
 
@@ -122,12 +122,11 @@ class SimpleAnswer:
     keep: bool  # the upstream keeps the connection open
     keep_alive_s: float | None  # the upstream's ``Keep-Alive: timeout=N``
     headers: list[tuple[bytes, bytes]]  # for the client: lower-cased, hop-by-hop and length dropped
-    _heads: dict[tuple[str, bool], bytes] = field(default_factory=dict)
+    _heads: dict[str, bytes] = field(default_factory=dict)  # by track, for a client that keeps its connection
 
     def client_head(self, track: str, keep: bool) -> bytes:
-        """The head the client gets, encoded once per track and keep-alive."""
-        key = (track, keep)
-        head = self._heads.get(key)
+        """The head the client gets, encoded once per track (for a client keeping its connection)."""
+        head = self._heads.get(track) if keep else None
         if head is None:
             lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, REASONS.get(self.status, b"Unknown"))]
             lines += [name + b": " + value + b"\r\n" for name, value in self.headers]
@@ -135,7 +134,9 @@ class SimpleAnswer:
             lines.append(b"content-length: %d\r\n" % self.length)
             if not keep:
                 lines.append(b"connection: close\r\n")
-            head = self._heads[key] = b"".join(lines) + b"\r\n"
+            head = b"".join(lines) + b"\r\n"
+            if keep:
+                self._heads[track] = head
         return head
 
 

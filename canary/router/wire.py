@@ -81,8 +81,8 @@ class FastClientSide(ClientSide, Protocol):
         """A whole answer, written from a callback."""
         ...
 
-    def answer_encoded(self, answer: bytes) -> None:
-        """A whole answer already encoded, head and body, written from a callback."""
+    def finish(self, answer: bytes) -> None:
+        """A whole answer already encoded, head and body, written from a callback; then :meth:`done`."""
         ...
 
     def done(self) -> None:
