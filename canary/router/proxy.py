@@ -83,8 +83,13 @@ class Proxy:
             return False
         path, _, query = target.decode("latin-1").partition("?")
         service, _, rest = path[1:].partition("/")
-        plan = self.plans.plan(self.tables.table, service)
-        if plan is None or not plan.lean:
+        plans, table = self.plans, self.tables.table
+        plan = plans.current.get(service) if table is plans.of else None
+        if plan is None:
+            plan = plans.plan(table, service)
+            if plan is None:
+                return False
+        if not plan.lean:
             return False
         track, group = plan.splitter.choose(request.named, rest)
         upstream = plan.targets[track]
@@ -98,7 +103,17 @@ class Proxy:
             b"".join((upstream.line_start, up_target, upstream.line_end, request.upstream_block)),
             plan.timeout_s,
             self._answered,
-            (client, plan, track, plan.path(rest), group, path, query, request, time.perf_counter()),
+            (
+                client,
+                plan,
+                track,
+                plan.paths.get(rest) or plan.path(rest),
+                group,
+                path,
+                query,
+                request,
+                time.perf_counter(),
+            ),
         )
         return True
 

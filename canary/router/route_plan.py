@@ -58,17 +58,17 @@ class RoutePlan:
                 b"GET " + origin.prefix.encode("latin-1"),
                 b" HTTP/1.1\r\nhost: " + origin.host_header + b"\r\n",
             )
-        self._paths: dict[str, PathPlan] = {}
+        self.paths: dict[str, PathPlan] = {}  # by path (the proxy looks here first)
 
-    def path(self, path: str) -> PathPlan:
-        """``path``: the request's path on the service (with its leading slash, without the query)."""
-        plan = self._paths.get(path)
+    def path(self, rest: str) -> PathPlan:
+        """``rest``: the request's path after the service's name, without its slash and the query."""
+        plan = self.paths.get(rest)
         if plan is None:
-            if len(self._paths) >= PATHS_CACHED:
-                self._paths.clear()
-            template = route_template(self.route, path)
+            if len(self.paths) >= PATHS_CACHED:
+                self.paths.clear()
+            template = route_template(self.route, "/" + rest)
             keys = {t.track: (self.name, t.track, t.release, template) for t in self.targets.values()}
-            plan = self._paths[path] = PathPlan(template, keys)
+            plan = self.paths[rest] = PathPlan(template, keys)
         return plan
 
 
@@ -76,16 +76,16 @@ class TablePlans:
     """The plans of the table being served; rebuilt when the table object changes."""
 
     def __init__(self) -> None:
-        self._of: RouteTable | None = None
-        self._plans: dict[str, RoutePlan] = {}
+        self.of: RouteTable | None = None  # the table ``current`` was made for
+        self.current: dict[str, RoutePlan] = {}  # by service (the proxy looks here first)
 
     def plan(self, table: RouteTable, service: str) -> RoutePlan | None:
-        if table is not self._of:
-            self._of, self._plans = table, {}
-        plan = self._plans.get(service)
+        if table is not self.of:
+            self.of, self.current = table, {}
+        plan = self.current.get(service)
         if plan is None:
             route = table.services.get(service)
             if route is None:
                 return None
-            plan = self._plans[service] = RoutePlan(route)
+            plan = self.current[service] = RoutePlan(route)
         return plan
