@@ -98,7 +98,9 @@ class Proxy:
             head = RequestHead("GET", path, query, request.raw, request.client)
             client.continue_async(self.handle(head, NO_BODY, client, track, group=group))
             return True
-        up_target = ("/" + rest + "?" + query if query else "/" + rest).encode("latin-1")
+        up_target = target[len(service) + 1 :]  # the path on the service, with its query
+        if not up_target.startswith(b"/") or up_target.endswith(b"?"):  # "/svc", "/svc?q", "/svc/x?"
+            up_target = ("/" + rest + "?" + query if query else "/" + rest).encode("latin-1")
         conn.start_fast(
             b"".join((upstream.line_start, up_target, upstream.line_end, request.upstream_block)),
             plan.timeout_s,

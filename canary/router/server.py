@@ -137,8 +137,7 @@ class ClientConnection(asyncio.Protocol):
             if found is not None:
                 target, request = found
                 self.busy, self.fast, self.keep, self.current = True, True, request.keep, self.no_body
-                self.started, self.chunked_out = False, False
-                if self.server.try_fast(target, request, self):
+                if self.server.try_fast(target, request, self):  # (``started`` is set when it answers)
                     return
                 self.busy, self.fast = False, False
         try:
@@ -231,7 +230,13 @@ class ClientConnection(asyncio.Protocol):
         self.started = True
         if not self.closed:
             self.transport.write(answer)  # type: ignore[union-attr]  # set before any request
-        self.done()
+        self.fast = self.busy = False  # as done(), inline: this is every fast answer's way out
+        if not self.keep or (self.eof and not self.pending):
+            self.close()
+            return
+        self.last_active = time.monotonic()
+        if self.pending:
+            self._schedule()
 
     def done(self) -> None:
         self.fast = self.busy = False
@@ -243,6 +248,7 @@ class ClientConnection(asyncio.Protocol):
             self._schedule()
 
     def continue_async(self, work: Coroutine[Any, Any, None]) -> None:
+        self.started, self.chunked_out = False, False  # nothing of its answer has gone out yet
         if self.closed:
             work.close()
             self.fast = self.busy = False

@@ -162,8 +162,10 @@ class UpstreamPool:
         if not (conn.complete and conn.keep and not conn.closed and not conn.chunks and not conn.error):
             conn.close()
             return
-        pool = self.idle.setdefault(conn.origin_key, deque())
-        if len(pool) >= MAX_IDLE_PER_ORIGIN:
+        pool = self.idle.get(conn.origin_key)
+        if pool is None:
+            pool = self.idle[conn.origin_key] = deque()
+        elif len(pool) >= MAX_IDLE_PER_ORIGIN:
             conn.close()
             return
         conn.idle_since = time.monotonic()
@@ -174,7 +176,8 @@ class UpstreamPool:
         now = time.monotonic()
         while pool:
             conn = pool.pop()
-            if not conn.closed and now - conn.idle_since <= self._idle_limit(conn):
+            limit = self.idle_s if conn.keep_alive_s is None else self._idle_limit(conn)
+            if not conn.closed and now - conn.idle_since <= limit:
                 return conn
             conn.close()
         return None
