@@ -230,13 +230,7 @@ class ClientConnection(asyncio.Protocol):
         self.started = True
         if not self.closed:
             self.transport.write(answer)  # type: ignore[union-attr]  # set before any request
-        self.fast = self.busy = False  # as done(), inline: this is every fast answer's way out
-        if not self.keep or (self.eof and not self.pending):
-            self.close()
-            return
-        self.last_active = time.monotonic()
-        if self.pending:
-            self._schedule()
+        self.done()
 
     def done(self) -> None:
         self.fast = self.busy = False
