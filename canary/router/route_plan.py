@@ -17,6 +17,7 @@ from canary.router.upstream import Origin, origin_of
 from core.routes import RouteTable, ServiceRoute
 
 PATHS_CACHED = 10_000  # per route: ids make paths without end, so the cache is emptied when full
+PATH_CACHED_CHARS = 256  # longer paths are named each time: the cache stays a few megabytes at most
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ class RoutePlan:
                 self.paths.clear()
             template = route_template(self.route, "/" + rest)
             keys = {t.track: (self.name, t.track, t.release, template) for t in self.targets.values()}
-            plan = self.paths[rest] = PathPlan(template, keys)
+            plan = PathPlan(template, keys)
+            if len(rest) <= PATH_CACHED_CHARS:
+                self.paths[rest] = plan
         return plan
 
 

@@ -33,6 +33,7 @@ _HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\x20-\x7e\t]*\r\n
 MAX_HEAD = 8192  # bigger heads are the parser's
 MAX_HEADERS = 100
 CACHED = 512  # remembered header blocks per kind; emptied when full
+CACHED_BYTES = 4096  # larger blocks are analysed each time: the caches stay a few megabytes at most
 _NOT_SIMPLE_REQUEST = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
 
 
@@ -94,9 +95,10 @@ def simple_request(data: bytes, client: str) -> tuple[bytes, SimpleRequest] | No
         if key in _requests:
             return None  # seen before: not simple
         info = _analyse_request(block, client)
-        if len(_requests) >= CACHED:
-            _requests.clear()
-        _requests[key] = info
+        if len(block) <= CACHED_BYTES:
+            if len(_requests) >= CACHED:
+                _requests.clear()
+            _requests[key] = info
         if info is None:
             return None
     return line.group(1), info
@@ -152,11 +154,12 @@ def simple_answer(data: bytes) -> tuple[SimpleAnswer, bytes] | None:
     info = _answers.get(head)
     if info is None:
         if head in _answers or len(head) > MAX_HEAD:
-            return None  # seen before (not simple), or too big to remember
+            return None  # seen before (not simple), or too big for the fast path
         info = _analyse_answer(head)
-        if len(_answers) >= CACHED:
-            _answers.clear()
-        _answers[head] = info
+        if len(head) <= CACHED_BYTES:
+            if len(_answers) >= CACHED:
+                _answers.clear()
+            _answers[head] = info
         if info is None:
             return None
     if len(data) != end + 4 + info.length:

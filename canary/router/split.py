@@ -62,6 +62,7 @@ class Splitter:
     (a bounded cache: hashing a key is most of a sticky request's split)."""
 
     BUCKETS_CACHED = 10_000
+    KEY_CACHED_CHARS = 128  # longer keys are hashed each time: the cache stays a few megabytes at most
 
     def __init__(self, route: ServiceRoute) -> None:
         self.route = route
@@ -78,6 +79,8 @@ class Splitter:
     def bucket(self, key: str) -> int:
         b = self._buckets.get(key)
         if b is None:
+            if len(key) > self.KEY_CACHED_CHARS:
+                return sticky_bucket(self.route, key)
             if len(self._buckets) >= self.BUCKETS_CACHED:
                 self._buckets.clear()
             b = self._buckets[key] = sticky_bucket(self.route, key)

@@ -215,3 +215,36 @@ def test_a_simple_answer_keeps_its_keep_alive_timeout_and_drops_hop_by_hop_heade
     head = answer.client_head("canary", keep=False)
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"connection: close\r\n\r\n")
     assert b"x-canary-track: canary\r\n" in head and b"content-length: 2\r\n" in head
+
+
+def test_what_the_fast_path_remembers_stays_bounded_whatever_clients_send() -> None:
+    from canary.router import simple_heads
+    from canary.router.route_plan import PATHS_CACHED, RoutePlan
+    from canary.router.split import Splitter
+    from core.routes import parse_table
+
+    route = parse_table(
+        {
+            "version": 1,
+            "services": {
+                "s": {
+                    "upstreams": {"stable": "http://a", "canary": "http://b"},
+                    "weight": 5,
+                    "sticky": {"header": "x-account-id"},
+                }
+            },
+        }
+    ).services["s"]
+    splitter, plan = Splitter(route), RoutePlan(route)
+    for i in range(PATHS_CACHED + 10):
+        splitter.choose({"x-account-id": f"{i}" + "k" * 200}, "")  # long keys: hashed, not kept
+        plan.path(f"p/{i}" + "x" * 300)  # long paths: named, not kept
+        plan.path(f"q/{i}")
+    assert not splitter._buckets and len(plan.paths) <= PATHS_CACHED
+    assert all(not p.startswith("p/") for p in plan.paths)
+    big = b"GET /s/x HTTP/1.1\r\nX-Big: " + b"v" * 5000 + b"\r\n\r\n"
+    for i in range(simple_heads.CACHED + 10):
+        assert simple_request(big, f"10.0.0.{i}") is not None  # analysed, not kept
+        simple_request(b"GET /s/x HTTP/1.1\r\nX-N: %d\r\n\r\n" % i, "10.0.0.1")
+    assert len(simple_heads._requests) <= simple_heads.CACHED
+    assert all(len(block) <= simple_heads.CACHED_BYTES for block, _ in simple_heads._requests)
