@@ -33,7 +33,7 @@ from canary.router.server import ADMIN_BODY_MAX, ADMIN_PATHS
 from canary.router.source import TableHolder
 from canary.router.stats import RouterStats
 from canary.router.upstream import UpstreamPool
-from canary.router.wire import BodyError, ClientSide, FastClientSide, RequestBody, RequestHead, json_error, read_all
+from canary.router.wire import BodyError, ClientSide, RequestBody, RequestHead, json_error, read_all
 from core.app import create_app, read_body, require_token
 from core.errors import BadRequest, ConfigError
 from core.routes import TableError, parse_table
@@ -116,10 +116,6 @@ class Router:
             return
         await self.proxy.handle(head_of(scope), AsgiBody(scope, receive), AsgiClient(send))
 
-    def try_fast(self, head: RequestHead, body: RequestBody, client: FastClientSide) -> bool:
-        """The protocol server's fast path (``Proxy.try_fast``), for proxied paths only."""
-        return not head.path.startswith(ADMIN_PATHS) and self.proxy.try_fast(head, body, client)
-
     async def handle(self, head: RequestHead, body: RequestBody, client: ClientSide) -> None:
         """The protocol server's entry: admin paths to the Starlette app, the rest proxied."""
         if not head.path.startswith(ADMIN_PATHS):
@@ -162,7 +158,7 @@ def create_router(settings: Settings, table_source: str = "", table_token: str =
 @contextlib.contextmanager
 def serve_router_in_thread(router: Router, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """The router's protocol server on a free port in a background thread; yields its base URL."""
-    server = RouterServer(router.handle, router.try_fast)
+    server = RouterServer(router.handle, router.proxy.try_fast)
 
     async def up() -> int:
         await router.start()
@@ -189,7 +185,7 @@ def run_router(router: Router, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = RouterServer(router.handle, router.try_fast)
+        server = RouterServer(router.handle, router.proxy.try_fast)
         await router.start()
         await server.start(host, port)
         try:

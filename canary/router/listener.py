@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from canary.router.client_body import ClientBody
 from canary.router.server import HEAD_TIMEOUT_S, KEEP_ALIVE_S, ClientConnection
+from canary.router.simple_heads import SimpleRequest
 from canary.router.wire import ClientSide, FastClientSide, RequestHead
 
 Handler = Callable[[RequestHead, ClientBody, ClientSide], Awaitable[None]]
-FastPath = Callable[[RequestHead, ClientBody, FastClientSide], bool]
+FastPath = Callable[[bytes, SimpleRequest, FastClientSide], bool]  # (target, head, connection)
 
 
 class RouterServer:
@@ -23,7 +24,7 @@ class RouterServer:
 
     def __init__(self, handle: Handler, try_fast: FastPath | None = None) -> None:
         self.handle = handle
-        self.try_fast: FastPath = try_fast or (lambda head, body, client: False)
+        self.try_fast: FastPath = try_fast or (lambda target, head, client: False)
         self.connections: set[ClientConnection] = set()
         self.loop: asyncio.AbstractEventLoop  # the running loop, set in start()
         self._server: asyncio.AbstractServer | None = None

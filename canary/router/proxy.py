@@ -22,12 +22,14 @@ import time
 from canary.router.compare import Answer
 from canary.router.headers import request_headers, response_headers
 from canary.router.mirror import Mirror
+from canary.router.route_plan import PathPlan, RoutePlan, TablePlans
+from canary.router.simple_heads import SimpleAnswer, SimpleRequest
 from canary.router.source import TableHolder
-from canary.router.split import choose_track, route_template, sticky_group
 from canary.router.stats import RouterStats
-from canary.router.upstream import Attempt, UpstreamPool, origin_of, request_bytes
+from canary.router.upstream import Attempt, UpstreamPool
 from canary.router.upstream_connection import UpstreamConnection, UpstreamError
 from canary.router.wire import (
+    NO_BODY,
     BodyError,
     ClientGone,
     ClientSide,
@@ -42,7 +44,7 @@ from core.routes import ServiceRoute
 
 SAFE = frozenset({"GET", "HEAD"})
 CHUNKED_PREFETCH = 256 * 1024
-TEMPLATE_CACHE = 10_000
+ADMIN_TARGETS = (b"/healthz", b"/readyz", b"/metrics", b"/_router")  # the admin app's (server.ADMIN_PATHS)
 # Operational endpoints name their release by design: comparing them would only report noise.
 NEVER_MIRRORED = frozenset({"/healthz", "/readyz", "/metrics"})
 FAILURE_WORDS = {
@@ -52,6 +54,11 @@ FAILURE_WORDS = {
     "timeout": "no answer within the route's timeout_s",
     "bad_response": "malformed HTTP answer",
 }
+
+
+# The fast path's state of one exchange, kept by its upstream connection: (client, plan, track, path
+# plan, sticky group, path, query, request, started).  A plain tuple: made on every request.
+_FastContext = tuple[FastClientSide, RoutePlan, str, PathPlan, int, str, str, SimpleRequest, float]
 
 
 class Proxy:
@@ -64,44 +71,73 @@ class Proxy:
         self.mirror = mirror
         self.max_body = max_body
         self.copy_cap = copy_cap  # the most of a stable answer kept to compare with the canary's
-        self._templates_of: object = None
-        self._templates: dict[tuple[str, str], str] = {}
+        self.plans = TablePlans()
+        self._answered = self._fast_answered  # bound once: the fast path hands it to every exchange
 
-    def try_fast(self, head: RequestHead, body: RequestBody, client: FastClientSide) -> bool:
-        """The common case without a task: a GET with no body, not mirrored, on a pooled connection,
-        answered from the upstream connection's callback when the answer is whole with its head.
-        Anything else is handed to :meth:`handle` (with the track already chosen) through
+    def try_fast(self, target: bytes, request: SimpleRequest, client: FastClientSide) -> bool:
+        """The common case without a task: a simple GET (``simple_heads``), not mirrored, on a pooled
+        connection, answered from the upstream connection's callback when the answer is whole with
+        its head.  Anything else is handed to :meth:`handle` (with the track already chosen) through
         ``client.continue_async``.  False: not a candidate, nothing decided (use :meth:`handle`)."""
-        if head.method != "GET" or body.length != 0:
+        if target.startswith(ADMIN_TARGETS):
             return False
-        service, _, rest = head.path[1:].partition("/")
-        route = self.tables.table.services.get(service)
-        if route is None or route.mirror.share > 0:
+        path, _, query = target.decode("latin-1").partition("?")
+        service, _, rest = path[1:].partition("/")
+        plans, table = self.plans, self.tables.table
+        plan = plans.current.get(service) if table is plans.of else None
+        if plan is None:
+            plan = plans.plan(table, service)
+            if plan is None:
+                return False
+        if not plan.lean:
             return False
-        headers, up_headers = request_headers(head.headers, head.client, head.scheme)
-        segments = rest.split("/")
-        track = choose_track(route, headers, segments)
-        group = sticky_group(route, headers, segments) if route.sticky.groups else -1
-        origin = origin_of(route.upstreams[track])
-        conn = self.pool.take_idle(origin)
+        track, group = plan.splitter.choose(request.named, rest)
+        upstream = plan.targets[track]
+        conn = self.pool.take_idle(upstream.origin)
         if conn is None:
-            client.continue_async(self.handle(head, body, client, track, group=group))
+            head = RequestHead("GET", path, query, request.raw, request.client)
+            client.continue_async(self.handle(head, NO_BODY, client, track, group=group))
             return True
-        path = "/" + rest
-        template = self._template(route, path)
-        request = request_bytes("GET", origin, path + ("?" + head.query if head.query else ""), up_headers, None)
-        started = time.perf_counter()
-
-        def answered() -> None:
-            self._fast_answer(head, body, client, route, track, template, conn, started, group)
-
-        conn.start_fast(request, route.timeout_s, answered)
+        up_target = target[len(service) + 1 :]  # the path on the service, with its query
+        if not up_target.startswith(b"/") or up_target.endswith(b"?"):  # "/svc", "/svc?q", "/svc/x?"
+            up_target = ("/" + rest + "?" + query if query else "/" + rest).encode("latin-1")
+        conn.start_fast(
+            b"".join((upstream.line_start, up_target, upstream.line_end, request.upstream_block)),
+            plan.timeout_s,
+            self._answered,
+            (
+                client,
+                plan,
+                track,
+                plan.paths.get(rest) or plan.path(rest),
+                group,
+                path,
+                query,
+                request,
+                time.perf_counter(),
+            ),
+        )
         return True
+
+    def _fast_answered(self, conn: UpstreamConnection, answer: SimpleAnswer | None, body: bytes) -> None:
+        """The fast path's exchange is over: a simple whole answer (one write), else what the
+        connection's parser made of it."""
+        context: _FastContext = conn.context  # type: ignore[assignment]  # what try_fast gave it
+        conn.context = None
+        client, plan, track, path_plan, group, path, query, request, started = context
+        if answer is not None:
+            self.pool.give_back(conn)
+            self.stats.record(path_plan.keys[track], False, time.perf_counter() - started)
+            if group >= 0:
+                self.stats.record_group(plan.name, plan.route.sticky, group, False, track == "canary")
+            client.finish(answer.client_head(track, client.keep) + body)
+            return
+        head = RequestHead("GET", path, query, request.raw, request.client)
+        self._fast_answer(head, client, plan.route, track, path_plan.template, conn, started, group)
 
     def _fast_answer(
         self,
         head: RequestHead,
-        body: RequestBody,
         client: FastClientSide,
         route: ServiceRoute,
         track: str,
@@ -110,6 +146,7 @@ class Proxy:
         started: float,
         group: int = -1,
     ) -> None:
+        body = NO_BODY
         if client.closed:
             conn.close()
             client.done()
@@ -164,21 +201,22 @@ class Proxy:
     ) -> None:
         """``track``, ``group``: already chosen (by the fast path, which hands a request on to here)."""
         service, _, rest = head.path[1:].partition("/")
-        route = self.tables.table.services.get(service)
-        if route is None:
+        plan = self.plans.plan(self.tables.table, service)
+        if plan is None:
             await client.answer(
                 *json_error(404, "unknown_service", f"no route for service {service!r}", {"service": service})
             )
             return
+        route = plan.route
         headers, up_headers = request_headers(head.headers, head.client, head.scheme)
         path = "/" + rest
         path_qs = path + ("?" + head.query if head.query else "")
         method = head.method
-        segments = rest.split("/")
-        track = track or choose_track(route, headers, segments)
-        if group is None:
-            group = sticky_group(route, headers, segments) if route.sticky.groups else -1
-        template = self._template(route, path)
+        if track is None or group is None:
+            chosen, chosen_group = plan.splitter.choose(headers, rest)
+            track = track or chosen
+            group = chosen_group if group is None else group
+        template = plan.path(rest).template
         if body.length is not None and body.length > self.max_body:
             await client.answer(*_too_large(self.max_body))
             return
@@ -258,20 +296,6 @@ class Proxy:
         words = FAILURE_WORDS.get(error, error)
         detail = {"service": route.name, "track": track, "upstream": route.upstreams[track], "error": error}
         return json_error(status, code, f"{track} upstream of {route.name} failed: {words}", detail)
-
-    def _template(self, route: ServiceRoute, path: str) -> str:
-        # Naming the route costs a regular expression per path segment; paths repeat, so remember them
-        # (per table: a new table may bring new templates), boundedly (ids make paths without end).
-        table = self.tables.table
-        if table is not self._templates_of:
-            self._templates_of, self._templates = table, {}
-        key = (route.name, path)
-        template = self._templates.get(key)
-        if template is None:
-            if len(self._templates) > TEMPLATE_CACHE:
-                self._templates.clear()
-            template = self._templates[key] = route_template(route, path)
-        return template
 
     def _count(
         self, route: ServiceRoute, track: str, template: str, error: bool, started: float, group: int = -1

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from canary.router.client_body import ClientBody
+from canary.router.simple_heads import simple_request
 from canary.router.wire import REASONS, ClientGone, RequestHead, json_error
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class ClientConnection(asyncio.Protocol):
         self.busy = False  # a request is being answered
         self.fast = False  # ... by the proxy's fast path (no task)
         self.parsing: ClientBody | None = None
+        self.mid_message = False  # httptools' parser holds part of a request: it must get what follows
         self.head_started = 0.0  # when the request head being read began (0: none)
         self.last_active = time.monotonic()
         self.input_paused = False
@@ -128,6 +130,16 @@ class ClientConnection(asyncio.Protocol):
         return True if self.busy or self.pending else None
 
     def data_received(self, data: bytes) -> None:
+        if not (self.busy or self.fast or self.pending or self.mid_message or self.closed):
+            # The common case, one whole simple GET head (``simple_heads``), skips the parser's
+            # callbacks; anything else, and anything the proxy hands back, goes to the parser.
+            found = simple_request(data, self.client)
+            if found is not None:
+                target, request = found
+                self.busy, self.fast, self.keep, self.current = True, True, request.keep, self.no_body
+                if self.server.try_fast(target, request, self):  # (``started`` is set when it answers)
+                    return
+                self.busy, self.fast = False, False
         try:
             self.parser.feed_data(data)
         except _Refused as exc:
@@ -148,6 +160,7 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.mid_message = True
         self.head_started = time.monotonic()
         self._reset_head()
 
@@ -200,28 +213,24 @@ class ClientConnection(asyncio.Protocol):
             self.parsing.feed(body)
 
     def on_message_complete(self) -> None:
+        self.mid_message = False
         body = self.parsing
         if body is None:
             return
         body.finish()
         self.parsing = None
-        if body.length != 0:
-            return
-        item = self.pending[-1] if self.pending else None
-        if not self.busy and not self.fast and len(self.pending) == 1 and isinstance(item, tuple):
-            self.pending.popleft()
-            head, _, keep = item
-            self.busy, self.fast, self.keep, self.current = True, True, keep, body
-            self.started, self.chunked_out = False, False
-            if self.server.try_fast(head, body, self):
-                return
-            self.busy, self.fast = False, False
-            self.pending.appendleft(item)
-        self._schedule()
+        if body.length == 0:
+            self._schedule()  # a bodiless request the parser read: the connection's task answers it
 
     # -- the proxy's fast path (FastClientSide) --------------------------------------------------
     def answer_now(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.write_raw(self._head(status, headers, b"") + body)
+
+    def finish(self, answer: bytes) -> None:
+        self.started = True
+        if not self.closed:
+            self.transport.write(answer)  # type: ignore[union-attr]  # set before any request
+        self.done()
 
     def done(self) -> None:
         self.fast = self.busy = False
@@ -233,6 +242,7 @@ class ClientConnection(asyncio.Protocol):
             self._schedule()
 
     def continue_async(self, work: Coroutine[Any, Any, None]) -> None:
+        self.started, self.chunked_out = False, False  # nothing of its answer has gone out yet
         if self.closed:
             work.close()
             self.fast = self.busy = False

@@ -53,21 +53,65 @@ def sticky_group(route: ServiceRoute, headers: dict[str, str], segments: list[st
 
 
 def choose_track(route: ServiceRoute, headers: dict[str, str], segments: list[str]) -> str:
-    override = headers.get(OVERRIDE)
-    if override == "always" and "canary" in route.upstreams:
-        return "canary"
-    if override == "never":
-        return "stable"
-    threshold = route.threshold
-    if threshold <= 0:
-        return "stable"
-    key = sticky_key(route, headers, segments)
-    b = sticky_bucket(route, key) if key is not None else random.randrange(BUCKETS)
-    if b < threshold:
-        return "canary"
-    if "baseline" in route.upstreams and b < 2 * threshold:
-        return "baseline"
-    return "stable"
+    return Splitter(route).choose(headers, "/".join(segments))[0]
+
+
+class Splitter:
+    """One route's split, with what depends only on the table worked out once (the proxy keeps one
+    per route per table): the threshold, the canary's share, and the buckets of sticky keys seen
+    (a bounded cache: hashing a key is most of a sticky request's split)."""
+
+    BUCKETS_CACHED = 10_000
+    KEY_CACHED_CHARS = 128  # longer keys are hashed each time: the cache stays a few megabytes at most
+
+    def __init__(self, route: ServiceRoute) -> None:
+        self.route = route
+        self.threshold = route.threshold
+        self.share = self.threshold / BUCKETS  # a keyless request: canary below, baseline below twice it
+        self.always = "canary" if "canary" in route.upstreams else None
+        self.baseline = "baseline" in route.upstreams
+        sticky = route.sticky
+        self.keyed = bool(sticky.header or sticky.cookie or sticky.path_param is not None)
+        self.header = sticky.header
+        self.groups = sticky.groups
+        self._buckets: dict[str, int] = {}
+
+    def bucket(self, key: str) -> int:
+        b = self._buckets.get(key)
+        if b is None:
+            if len(key) > self.KEY_CACHED_CHARS:
+                return sticky_bucket(self.route, key)
+            if len(self._buckets) >= self.BUCKETS_CACHED:
+                self._buckets.clear()
+            b = self._buckets[key] = sticky_bucket(self.route, key)
+        return b
+
+    def choose(self, headers: dict[str, str], rest: str) -> tuple[str, int]:
+        """(the track, the sticky bucket group or -1) of a request; ``rest``: its path after the
+        service's name, without the leading slash."""
+        key: str | None = None
+        if self.keyed:
+            key = headers.get(self.header) or None if self.header else sticky_key(self.route, headers, rest.split("/"))
+        b = -1 if key is None else self.bucket(key)
+        group = bisect.bisect_right(self.groups, b) if self.groups and b >= 0 else -1
+        override = headers.get(OVERRIDE)
+        if override is not None:
+            if override == "always" and self.always:
+                return self.always, group
+            if override == "never":
+                return "stable", group
+        if self.threshold <= 0:
+            return "stable", group
+        if b < 0:
+            r = random.random()
+            if r < self.share:
+                return "canary", group
+            return "baseline" if self.baseline and r < 2 * self.share else "stable", group
+        if b < self.threshold:
+            return "canary", group
+        if self.baseline and b < 2 * self.threshold:
+            return "baseline", group
+        return "stable", group
 
 
 def route_template(route: ServiceRoute, path: str) -> str:

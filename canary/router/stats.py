@@ -51,6 +51,7 @@ class RouterStats(Collector):
         self.errors: dict[Key, int] = defaultdict(int)
         self.failovers: dict[Key, int] = defaultdict(int)
         self.latency: dict[tuple[str, str, str], list[float]] = {}  # bucket counts..., then sum
+        self._latency_of: dict[Key, list[float]] = {}  # each counter key's row of ``latency``
         self.mirror_compared: dict[tuple[str, str], int] = defaultdict(int)
         self.mirror_different: dict[tuple[str, str], int] = defaultdict(int)
         self.mirror_noise: dict[tuple[str, str], int] = defaultdict(int)
@@ -63,9 +64,12 @@ class RouterStats(Collector):
         self.requests[key] += 1
         if error:
             self.errors[key] += 1
-        lat = self.latency.get(key[:3])
+        lat = self._latency_of.get(key)
         if lat is None:
-            lat = self.latency[key[:3]] = [0.0] * (len(BUCKETS) + 2)
+            lat = self.latency.get(key[:3])
+            if lat is None:
+                lat = self.latency[key[:3]] = [0.0] * (len(BUCKETS) + 2)
+            self._latency_of[key] = lat
         lat[bisect.bisect_left(BUCKETS, seconds)] += 1
         lat[-1] += seconds
 

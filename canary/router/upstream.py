@@ -21,7 +21,7 @@ import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -49,8 +49,8 @@ class Origin:
     prefix: str  # a path the upstream URL carries, put before every request's path
     host_header: bytes
 
-    @property
-    def key(self) -> tuple[str, str, int]:
+    @cached_property
+    def key(self) -> tuple[str, str, int]:  # the pool's, looked up on every request: made once
         return (self.scheme, self.host, self.port)
 
 
@@ -162,8 +162,10 @@ class UpstreamPool:
         if not (conn.complete and conn.keep and not conn.closed and not conn.chunks and not conn.error):
             conn.close()
             return
-        pool = self.idle.setdefault(conn.origin_key, deque())
-        if len(pool) >= MAX_IDLE_PER_ORIGIN:
+        pool = self.idle.get(conn.origin_key)
+        if pool is None:
+            pool = self.idle[conn.origin_key] = deque()
+        elif len(pool) >= MAX_IDLE_PER_ORIGIN:
             conn.close()
             return
         conn.idle_since = time.monotonic()
@@ -174,7 +176,8 @@ class UpstreamPool:
         now = time.monotonic()
         while pool:
             conn = pool.pop()
-            if not conn.closed and now - conn.idle_since <= self._idle_limit(conn):
+            limit = self.idle_s if conn.keep_alive_s is None else self._idle_limit(conn)
+            if not conn.closed and now - conn.idle_since <= limit:
                 return conn
             conn.close()
         return None

@@ -21,6 +21,11 @@ from typing import cast
 
 import httptools
 
+from canary.router.simple_heads import SimpleAnswer, simple_answer
+
+# The fast path's callback: (this connection, the answer when it was simple and whole, its body);
+# no answer: look at the connection's state (status, error, complete, chunks) as the parser left it.
+Answered = Callable[["UpstreamConnection", SimpleAnswer | None, bytes], None]
 HIGH_WATER = 256 * 1024  # buffered answer bytes above which the upstream socket is paused
 
 
@@ -42,7 +47,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.busy = False
         self.idle_since = 0.0
         self.keep_alive_s: float | None = None
-        self.notify: Callable[[], None] | None = None  # the proxy's fast path: called once the head is in
+        self.notify: Answered | None = None  # the proxy's fast path: called once the head is in
+        self.context: object = None  # the fast path's own state for this exchange, handed back with it
         self.timer: asyncio.TimerHandle | None = None  # the connection's one head-timeout timer
         self.deadline = 0.0  # loop time by which the fast path's head must be in
         self.timer_at = 0.0  # when the timer fires
@@ -51,6 +57,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _reset_exchange(self, head_only: bool, waited: bool = True) -> None:
         """``waited``: a task awaits ``head_ready`` (the fast path's callback needs no future)."""
+        self.fresh = True  # the exchange's state is its own (the fast path resets it only when needed)
         self.head_only = head_only
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -73,6 +80,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
 
     def data_received(self, data: bytes) -> None:
+        if not self.fresh:
+            # the fast path's exchange: a simple whole answer skips the parser (and the reset)
+            found = simple_answer(data)
+            if found is not None and self.notify is not None:
+                answer, body = found
+                self.keep = answer.keep
+                if answer.keep_alive_s is not None:
+                    self.keep_alive_s = answer.keep_alive_s
+                notify, self.notify = self.notify, None
+                self.fresh = True
+                notify(self, answer, body)
+                return
+            self._reset_exchange(head_only=False, waited=False)
         if not self.busy or self.complete:
             self.close()  # bytes nobody asked for: this connection can never be trusted again
             return
@@ -86,6 +106,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.fresh:
+            self._reset_exchange(head_only=False, waited=False)
         if self.until_close and self.status and not self.complete:
             self.complete = True  # an answer framed by the end of the connection (HTTP/1.0 style)
             self._wake()
@@ -178,13 +200,17 @@ class UpstreamConnection(asyncio.Protocol):
         if kind == "bad_response":
             self.close()
 
-    def start_fast(self, request: bytes, timeout_s: float, notify: Callable[[], None]) -> None:
-        """Send a bodiless request and call ``notify`` (from the event loop's callback, no task) once
-        its answer's head is in, or it failed, or ``timeout_s`` passed without a head."""
+    def start_fast(self, request: bytes, timeout_s: float, notify: Answered, context: object) -> None:
+        """Send a bodiless GET and call ``notify`` (from the event loop's callback, no task) once
+        its answer's head is in, or it failed, or ``timeout_s`` passed without a head.
+
+        Only on a connection the pool gave out (its last exchange ended whole and clean): the
+        exchange's state is reset only if the answer is not a simple whole one."""
         assert self.transport is not None
         self.busy = True
-        self._reset_exchange(head_only=False, waited=False)
+        self.fresh = False
         self.notify = notify
+        self.context = context
         self.deadline = self.loop.time() + timeout_s
         if self.timer is None or self.deadline < self.timer_at:  # a shorter timeout than the last one's
             self._arm()
@@ -203,6 +229,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.loop.time() < self.deadline:
             self._arm()  # it was armed for an earlier request: on to this one's deadline
             return
+        if not self.fresh:
+            self._reset_exchange(head_only=False, waited=False)
         self._fail("timeout")
         self._notify()
 
@@ -214,7 +242,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _notify(self) -> None:
         notify, self.notify = self.notify, None
         if notify is not None:
-            notify()
+            notify(self, None, b"")
 
     async def drain(self) -> None:
         if self._write_ready is not None:

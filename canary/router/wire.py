@@ -75,9 +75,14 @@ class FastClientSide(ClientSide, Protocol):
     """The protocol server's connection, for the proxy's fast path (no task per request)."""
 
     closed: bool
+    keep: bool  # the client keeps its connection after this answer
 
     def answer_now(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A whole answer, written from a callback."""
+        ...
+
+    def finish(self, answer: bytes) -> None:
+        """A whole answer already encoded, head and body, written from a callback; then :meth:`done`."""
         ...
 
     def done(self) -> None:
@@ -99,6 +104,20 @@ def json_error(
     payload = json.dumps({"error": error}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     return status, headers, payload
+
+
+class _NoBody:
+    """The body of a bodiless request (the fast path's, handed on to the task path)."""
+
+    length: int | None = 0
+    complete = True
+    error = ""
+
+    async def read(self) -> bytes:
+        return b""
+
+
+NO_BODY = _NoBody()
 
 
 def bodyless(method: str, status: int) -> bool:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import socket
 import subprocess
 import time
 
@@ -233,5 +235,48 @@ def test_remembered_header_blocks_never_carry_one_requests_headers_into_another(
                 assert r.headers["x-answer"] == f"/p{i % 3}"
         seen = [line for head in upstream.requests for line in head.split(b"\r\n") if line.startswith(b"x-account-id")]
         assert seen == [b"x-account-id: acct-%d" % (i % 2) for i in range(30)]
+    finally:
+        upstream.close()
+
+
+def read_answer(s: socket.socket) -> bytes:
+    """One answer framed by its Content-Length, from a keep-alive connection; its head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    found = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+    assert found, head
+    while len(body) < int(found.group(1)):
+        body += s.recv(65536)
+    return head
+
+
+def test_the_fast_path_and_the_parser_send_the_same_request_lines_upstream():
+    # One keep-alive request at a time takes the fast path (pooled connection, simple head); the
+    # same requests pipelined go through the parser and the connection's task.
+    targets = [b"/svc", b"/svc/", b"/svc?q=1", b"/svc/x?", b"/svc/a/b?c=d&e", b"/svc/a%20b"]
+    upstream = RawUpstream(lambda path: ok(path.encode()))
+    try:
+        with routed({"stable": upstream.url}) as (url, _):
+            pipelined = b"".join(b"GET %b HTTP/1.1\r\nHost: x\r\n\r\n" % t for t in targets)
+            answers = http_exchange(url, pipelined + b"GET /svc/end HTTP/1.1\r\nConnection: close\r\n\r\n")
+            assert answers.count(b"HTTP/1.1 200 ") == len(targets) + 1
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                for t in targets:
+                    s.sendall(b"GET %b HTTP/1.1\r\nHost: x\r\n\r\n" % t)
+                    assert read_answer(s).startswith(b"HTTP/1.1 200 ")
+        lines = [r.split(b"\r\n")[0] for r in upstream.requests]
+        by_parser, by_fast_path = lines[: len(targets)], lines[len(targets) + 1 :]
+        assert by_parser == [
+            b"GET / HTTP/1.1",
+            b"GET / HTTP/1.1",
+            b"GET /?q=1 HTTP/1.1",
+            b"GET /x HTTP/1.1",
+            b"GET /a/b?c=d&e HTTP/1.1",
+            b"GET /a%20b HTTP/1.1",
+        ]
+        assert by_fast_path == by_parser
     finally:
         upstream.close()
