@@ -29,15 +29,21 @@ from canary.analysis.intervals import rate_ratio_interval
 from canary.analysis.mirror import NO_BASELINE_RATE, MirrorBin, MirrorState
 from canary.analysis.rollout import CODES, BinArrays, JudgeState, Verdict
 from canary.analysis.spec import JudgeSpec, MetricRule, StepRule
+from canary.analysis.sticky_fallback import SPREAD
 
 STATE_VERSION = 1
 STICKY_STATISTIC = "e-value per sticky bucket group against its own history (universal inference)"
 REQUEST_STATISTIC = "e-value of 'canary no worse' (change-point mixture likelihood ratio)"
-# a sticky spec whose bins come without bucket-group counts is judged per request (the fallback
-# until the router counts per group): valid only if customers fail alike, and said so
-FALLBACK_WORDS = "sticky routing judged per request (no bucket-group counts): assumes customers fail alike"
+# a sticky spec judged per request (no bucket-group counts, or a first group without a history on
+# stable before the canary): valid if the canary's customers fail at most SPREAD times as often as
+# stable's, and said so (canary.analysis.sticky_fallback)
+FALLBACK_WORDS = (
+    f"sticky routing judged per request (no bucket-group counts): assumes the canary's customers fail "
+    f"at most {SPREAD:g}x as often as stable's"
+)
 NO_HISTORY_WORDS = (
-    "sticky routing judged per request: the first bucket group had no bad events on stable before the canary"
+    "sticky routing judged per request: the first bucket group had too few bad events on stable before "
+    f"the canary; assumes its customers fail at most {SPREAD:g}x as often as stable's"
 )
 MAX_COUNT = 10**12  # per bin: anything larger is a broken source, refused
 

@@ -39,6 +39,7 @@ from canary.analysis.eprocess import ChangePointProcess, array, floats, share_lo
 from canary.analysis.sequential import DEFAULT_RATIOS, objective_log_lr
 from canary.analysis.spec import JudgeSpec, MetricRule
 from canary.analysis.sticky import StickyGroups
+from canary.analysis.sticky_fallback import null_share
 
 Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -104,6 +105,8 @@ class MetricState:
     objective: Array | None = None  # (runs, R) cumulative log LR, canary vs the objective
     stable_objective: Array | None = None
     latency: ChangePointProcess | None = None
+    # sticky: the request-level test that allows the canary's customers to differ (sticky_fallback)
+    spread: ChangePointProcess | None = None
 
     @classmethod
     def new(cls, runs: int, spec: JudgeSpec, rule: MetricRule, boundaries: int) -> MetricState:
@@ -121,6 +124,7 @@ class MetricState:
             latency=ChangePointProcess.new(runs, boundaries * len(LATENCY_RATIOS))
             if rule.kind == "latency" and boundaries
             else None,
+            spread=ChangePointProcess.new(runs, len(RATIOS)) if spec.sticky else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +134,7 @@ class MetricState:
             out[k] = None if v is None else floats(v)
         out["groups"] = None if self.groups is None else self.groups.to_dict()
         out["latency"] = None if self.latency is None else self.latency.to_dict()
+        out["spread"] = None if self.spread is None else self.spread.to_dict()
         return out
 
     @classmethod
@@ -148,6 +153,7 @@ class MetricState:
             objective=opt("objective"),
             stable_objective=opt("stable_objective"),
             latency=None if data.get("latency") is None else ChangePointProcess.from_dict(data["latency"]),
+            spread=None if data.get("spread") is None else ChangePointProcess.from_dict(data["spread"]),
         )
 
 
@@ -241,6 +247,8 @@ def update(
         share = np.where(known, w, realised) if not spec.sticky else realised
         lr = share_log_lr(b.canary_bad, b.stable_bad, share, RATIOS)
         ms.regression.update(lr, seconds)
+        if ms.spread is not None:
+            ms.spread.update(share_log_lr(b.canary_bad, b.stable_bad, null_share(share), RATIOS), seconds)
         ms.clear -= share_log_lr(b.canary_bad, b.stable_bad, share, np.asarray([rule.min_regression]))[:, 0]
         if ms.groups is not None and b.group_n is not None and b.group_bad is not None:
             ms.groups.update(b.group_n, b.group_bad, _on_canary(step, ms.groups.groups))
@@ -288,18 +296,23 @@ class MetricReading:
 
 def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) -> MetricReading:
     threshold = math.log(tests / spec.alpha)
-    if ms.groups is not None and ms.groups.seen:
-        per_group = ms.groups.log_e()
+    log_e = plain = ms.regression.log_e(RATIO_WEIGHTS)
+    log_clear = ms.clear
+    hold = plain  # evidence that keeps a step from passing (a hold is no rollback)
+    if spec.sticky:
+        # a run whose first group had no history before the canary is judged per request, by the
+        # test that allows its customers to differ (sticky_fallback); the plain test still holds
+        fallback = ms.spread.log_e(RATIO_WEIGHTS) if ms.spread is not None else plain
+        log_e, hold = fallback, np.maximum(fallback, plain)
+    if spec.sticky and ms.groups is not None and ms.groups.seen:
+        per_group = ms.groups.log_e().max(axis=1)
         # the pass test reads one group fixed by the spec (the widest): under "the canary is
         # min_regression worse for its customers" any one group's test is valid by itself
         widest = _widest_group(spec)
-        # a run whose first group had no history before the canary is judged per request
         informed = ms.groups.informed()
-        log_e = np.where(informed, per_group.max(axis=1), ms.regression.log_e(RATIO_WEIGHTS))
+        log_e = np.where(informed, per_group, log_e)
+        hold = np.where(informed, per_group, hold)
         log_clear = np.where(informed, ms.groups.log_clear()[:, widest], ms.clear)
-    else:
-        log_e = ms.regression.log_e(RATIO_WEIGHTS)
-        log_clear = ms.clear
     # averaged with the floor's pass test: the pass's null becomes "min_regression worse than
     # max(stable, rate_floor)", the rate floor's meaning, so a canary with no bad events can pass
     log_clear = np.logaddexp(log_clear, floor_log_clear(rule, ms)) - math.log(2)
@@ -324,7 +337,7 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
         log_e=log_e,
         fails=fails,
         blocked=blocked,
-        no_evidence=log_e <= EARLIER_STEP_SHARE * threshold,
+        no_evidence=np.maximum(log_e, hold) <= EARLIER_STEP_SHARE * threshold,
         ruled_out=log_clear >= math.log(1 / spec.pass_alpha),
         within_tolerance=tol,
         log_clear=log_clear,
