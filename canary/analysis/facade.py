@@ -237,9 +237,9 @@ class RolloutJudge:
                 f"canary {c.bad} bad of {c.requests} vs stable {s.bad} of {s.requests}; "
                 f"e-value {_num(_exp(float(rd.log_e[0])))} (fails at {threshold:g})"
             )
-            if spec.sticky and (ms.groups is None or not ms.groups.seen):
+            if rollout.by_customer(spec, rule) and (ms.groups is None or not ms.groups.seen):
                 text += f" [{FALLBACK_WORDS}]"
-            elif spec.sticky and not _informed(ms):
+            elif rollout.by_customer(spec, rule) and not _informed(ms):
                 text += f" [{NO_HISTORY_WORDS}]"
             if bool(rd.blocked[0]):
                 text += "; both tracks miss the objective: not rolling back, not passing"

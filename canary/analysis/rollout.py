@@ -84,6 +84,12 @@ class BinArrays:
     slower_stable: Array | None = None
 
 
+def by_customer(spec: JudgeSpec, rule: MetricRule) -> bool:
+    """The metric's events are routed by customer (sticky): a queue consumer's (``conservation``)
+    are split by a hash of the message id whatever the spec's sticky key, so per message."""
+    return spec.sticky and rule.kind != "conservation"
+
+
 def total_tests(spec: JudgeSpec, state: JudgeState) -> int:
     """How many tests share the rollout's alpha: each fails at ``total_tests / alpha``."""
     count = 0
@@ -118,13 +124,13 @@ class MetricState:
             canary_bad=zero.copy(),
             stable_n=zero.copy(),
             stable_bad=zero.copy(),
-            groups=StickyGroups.new(runs, len(spec.steps), rule.min_regression) if spec.sticky else None,
+            groups=StickyGroups.new(runs, len(spec.steps), rule.min_regression) if by_customer(spec, rule) else None,
             objective=np.zeros((runs, len(RATIOS))) if rule.objective is not None else None,
             stable_objective=np.zeros((runs, len(RATIOS))) if rule.objective is not None else None,
             latency=ChangePointProcess.new(runs, boundaries * len(LATENCY_RATIOS))
             if rule.kind == "latency" and boundaries
             else None,
-            spread=ChangePointProcess.new(runs, len(RATIOS)) if spec.sticky else None,
+            spread=ChangePointProcess.new(runs, len(RATIOS)) if by_customer(spec, rule) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,12 +305,12 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
     log_e = plain = ms.regression.log_e(RATIO_WEIGHTS)
     log_clear = ms.clear
     hold = plain  # evidence that keeps a step from passing (a hold is no rollback)
-    if spec.sticky:
+    if by_customer(spec, rule):
         # a run whose first group had no history before the canary is judged per request, by the
         # test that allows its customers to differ (sticky_fallback); the plain test still holds
         fallback = ms.spread.log_e(RATIO_WEIGHTS) if ms.spread is not None else plain
         log_e, hold = fallback, np.maximum(fallback, plain)
-    if spec.sticky and ms.groups is not None and ms.groups.seen:
+    if ms.groups is not None and ms.groups.seen:
         per_group = ms.groups.log_e().max(axis=1)
         # the pass test reads one group fixed by the spec (the widest): under "the canary is
         # min_regression worse for its customers" any one group's test is valid by itself
