@@ -177,7 +177,7 @@ class RolloutJudge:
     @property
     def threshold(self) -> float:
         """The e-value at which any of the rollout's tests fails the canary (its share of alpha)."""
-        return rollout.total_tests(self.spec, self.state) / self.spec.alpha
+        return float(rollout.step_tests(self.spec, self.state)[0]) / self.spec.alpha
 
     def observe_mirror(self, counts: MirrorBin, seconds: float = 1.0) -> Decision:
         if self.spec.mirror is None:
@@ -208,8 +208,8 @@ class RolloutJudge:
 
     def _decision(self, verdict: Verdict) -> Decision:
         spec, state = self.spec, self.state
-        tests = rollout.total_tests(spec, state)
-        threshold = tests / spec.alpha
+        tests = rollout.step_tests(spec, state)
+        threshold = float(tests[0]) / spec.alpha
         evidence: list[MetricEvidence] = []
         words: list[str] = []
         for rule, ms in zip(spec.metrics, state.metrics, strict=True):

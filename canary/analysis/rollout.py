@@ -11,7 +11,8 @@ one (the canary alone against its objective, never when stable misses it too); f
 test on the whole histogram (the mixture over every bucket boundary of the regression test on
 "slower than that boundary", so a 30% slower median is seen though it never crosses the
 threshold).  **One alpha per rollout**: with ``T`` tests in all, each fails at ``T/alpha``
-(Bonferroni: valid whatever the metrics' dependence, e.g. slow requests that are also errors).
+(Bonferroni: valid whatever the metrics' dependence, e.g. slow requests that are also errors;
+``step_tests``: a sticky metric judged per request for want of a history counts as one test).
 
 Verdicts (``Verdict``): ``fail`` when any test crosses; ``pass`` when the step has baked and, for
 a step before the last, no metric holds strong evidence against the canary (an e-value past the
@@ -97,6 +98,24 @@ def total_tests(spec: JudgeSpec, state: JudgeState) -> int:
         count += ms.groups.groups if ms.groups is not None else 1
         count += (rule.objective is not None) + (ms.latency is not None)
     return count + (spec.mirror is not None)
+
+
+def step_tests(spec: JudgeSpec, state: JudgeState) -> Array:
+    """Per run, the tests that share alpha once the canary takes traffic: a sticky metric whose first
+    group had no usable history is judged by one request-level test, not one per group.
+
+    Which it is is fixed before the canary's first request (``StickyGroups.informed``), so the
+    count depends on no canary data; the mirror phase, earlier, counts every group
+    (``total_tests``), and ``1/total_tests + (k-1)/k <= 1`` keeps the sum within alpha.
+    """
+    count = np.full(len(state.step), float(spec.mirror is not None))
+    for rule, ms in zip(spec.metrics, state.metrics, strict=True):
+        if ms.groups is not None:
+            count += np.where(ms.groups.informed(), float(ms.groups.groups), 1.0)
+        else:
+            count += 1.0
+        count += float((rule.objective is not None) + (ms.latency is not None))
+    return count
 
 
 @dataclass
@@ -300,8 +319,9 @@ class MetricReading:
     log_clear: Array
 
 
-def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) -> MetricReading:
-    threshold = math.log(tests / spec.alpha)
+def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: Array) -> MetricReading:
+    """``tests``: per run, how many tests share alpha (``step_tests``)."""
+    threshold = np.log(tests / spec.alpha)
     log_e = plain = ms.regression.log_e(RATIO_WEIGHTS)
     log_clear = ms.clear
     hold = plain  # evidence that keeps a step from passing (a hold is no rollback)
@@ -375,7 +395,7 @@ def srm_mismatch(state: JudgeState, spec: JudgeSpec) -> npt.NDArray[np.bool_]:
 
 def verdicts(state: JudgeState, spec: JudgeSpec) -> IntArray:
     """The verdict code per run (``CODES`` maps them to ``Verdict``)."""
-    tests = total_tests(spec, state)
+    tests = step_tests(spec, state)
     readings = [read_metric(spec, r, ms, tests) for r, ms in zip(spec.metrics, state.metrics, strict=True)]
     fail = np.zeros(len(state.step), dtype=bool)
     blocked = fail.copy()
