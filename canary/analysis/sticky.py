@@ -108,10 +108,13 @@ class StickyGroups:
 
     def informed(self) -> npt.NDArray[np.bool_]:
         """Per run: the first group has a history on stable from before the canary took traffic
-        (at least ``MIN_HISTORY_BAD`` bad events of it and the reference).
+        (at least ``MIN_HISTORY_BAD`` bad events of it and the reference, and ``MIN_HISTORY_INFO``
+        of information on its own rate: at 5% of the traffic, the reference's events alone say
+        little about it, and a broken canary went unseen in 12% of runs after a 30 s history).
 
         Without one its e-value stays at most 1 whatever the canary does (a broken canary would
-        pass unseen), so the judge falls back to the request-level test for that run.  The first
+        pass unseen), so the judge falls back to a request-level test for that run, one that
+        allows the group's customers to differ (``canary.analysis.sticky_fallback``).  The first
         group's history can only come from bins before the first step, so the choice is fixed
         before any canary data: it does not spend the guarantee.
         """
