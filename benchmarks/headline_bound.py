@@ -16,7 +16,12 @@ that test in two forms, as a lower bound on what the judge can reach:
 - ``mixture_exact``: the judge's own mixture over ratios (``rollout.RATIOS`` with its weights),
   without the change-point part, at its exact threshold: what calibrating the judge would give.
 
-``python -m benchmarks.headline_bound`` prints both; ``benchmarks.detection`` adds them to its JSON.
+- ``plug_in``: the test the bursts forbid, for comparison: the canary's own counts against stable's
+  rate estimated from stable's past bins (a predictable plug-in, valid only while stable's rate
+  stays put).  ``plug_in_burst_false_rollback`` is its share of identical releases rolled back
+  when a shared dependency fails both tracks (30% of requests) for 3 minutes.
+
+``python -m benchmarks.headline_bound`` prints them all; ``benchmarks.detection`` adds them to its JSON.
 """
 
 from __future__ import annotations
@@ -101,9 +106,42 @@ def measure(runs: int = 4000, seconds: int = 300, seed: int = 11) -> dict[str, f
         out[f"{name}_ttr_median_s"] = float(np.median(at[caught]))
         out[f"{name}_ttr_p90_s"] = float(np.quantile(at[caught], 0.9))
         out[f"{name}_failed_mean"] = round(float(failed[caught].mean()), 2)
+    out.update(plug_in(rng, runs))
     out["known_ratio_exact_threshold"] = round(math.exp(exact), 1)
     out["mixture_exact_threshold"] = round(math.exp(mixed), 1)
     return out
+
+
+def _plug_in_log_e(cn: np.ndarray, cb: np.ndarray, sn: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    # stable's rate from the bins before each one (one pseudo-event in 1,000 requests to start)
+    past = (np.cumsum(sb, axis=1) - sb + 1.0) / (np.cumsum(sn, axis=1) - sn + 1000.0)
+    weights = RATIO_WEIGHTS / RATIO_WEIGHTS.sum()
+    terms = [
+        math.log(p) + np.cumsum(cb * math.log(r) - cn * (r - 1) * past, axis=1)
+        for r, p in zip(RATIOS, weights, strict=True)
+    ]
+    out: np.ndarray = np.logaddexp.reduce(np.stack(terms), axis=0)
+    return out
+
+
+def plug_in(rng: np.random.Generator, runs: int, seconds: int = 600) -> dict[str, float]:
+    total = rng.poisson(RATE, (runs, seconds))
+    cn = rng.binomial(total, SHARE)
+    sn = total - cn
+    cb = rng.binomial(cn, CANARY)
+    broken = _plug_in_log_e(cn, cb, sn, rng.binomial(sn, STABLE)) >= math.log(1 / ALPHA)
+    at = np.argmax(broken, axis=1) + 1
+    caught = broken.any(axis=1)
+    failed = np.cumsum(cb, axis=1)[np.arange(runs), at - 1]
+    rate = np.full(seconds, STABLE)
+    rate[300:480] = 1 - (1 - STABLE) * 0.7  # the burst: 30% of requests fail on both tracks
+    healthy = _plug_in_log_e(cn, rng.binomial(cn, rate), sn, rng.binomial(sn, rate)) >= math.log(1 / ALPHA)
+    return {
+        "plug_in_ttr_median_s": float(np.median(at[caught])),
+        "plug_in_ttr_p90_s": float(np.quantile(at[caught], 0.9)),
+        "plug_in_failed_mean": round(float(failed[caught].mean()), 2),
+        "plug_in_burst_false_rollback": round(float(healthy.any(axis=1).mean()), 4),
+    }
 
 
 if __name__ == "__main__":
