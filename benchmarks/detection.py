@@ -4,7 +4,8 @@
 replay the same traffic (open-loop scenarios).  Prints a table per scenario, then one JSON object:
 all results, the issue's goals with the measured value and whether each is met, and ratios of ours
 against Flagger's documented settings on the headline scenario (``ttr_ratio`` = flagger's median
-time to rollback / ours, ``failed_ratio`` = flagger's median failed canary requests / ours).
+time to rollback / ours, ``failed_ratio`` = flagger's median failed canary requests / ours), and
+``headline_bound``: what a test that knows the canary's ratio reaches on the headline's traffic.
 ``--runs N`` caps the runs per scenario (quicker, wider intervals).
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from benchmarks import headline_bound
 from benchmarks.common import report
 from canary.analysis import loop, simulate
 from canary.analysis.mirror import MirrorState
@@ -156,6 +158,8 @@ def main() -> None:
             ),
             "goals": {k: {"value": round(float(v), 4), "met": bool(ok)} for k, (v, ok) in goals.items()},
             "mirror": mirror,
+            # the best any burst-proof test can do on the headline (benchmarks.headline_bound)
+            "headline_bound": headline_bound.measure(),
             "results": {n: r["policies"] for n, r in results.items()},
         }
     )

@@ -29,15 +29,21 @@ from canary.analysis.intervals import rate_ratio_interval
 from canary.analysis.mirror import NO_BASELINE_RATE, MirrorBin, MirrorState
 from canary.analysis.rollout import CODES, BinArrays, JudgeState, Verdict
 from canary.analysis.spec import JudgeSpec, MetricRule, StepRule
+from canary.analysis.sticky_fallback import SPREAD
 
 STATE_VERSION = 1
 STICKY_STATISTIC = "e-value per sticky bucket group against its own history (universal inference)"
 REQUEST_STATISTIC = "e-value of 'canary no worse' (change-point mixture likelihood ratio)"
-# a sticky spec whose bins come without bucket-group counts is judged per request (the fallback
-# until the router counts per group): valid only if customers fail alike, and said so
-FALLBACK_WORDS = "sticky routing judged per request (no bucket-group counts): assumes customers fail alike"
+# a sticky spec judged per request (no bucket-group counts, or a first group without a history on
+# stable before the canary): valid if the canary's customers fail at most SPREAD times as often as
+# stable's, and said so (canary.analysis.sticky_fallback)
+FALLBACK_WORDS = (
+    f"sticky routing judged per request (no bucket-group counts): assumes the canary's customers fail "
+    f"at most {SPREAD:g}x as often as stable's"
+)
 NO_HISTORY_WORDS = (
-    "sticky routing judged per request: the first bucket group had no bad events on stable before the canary"
+    "sticky routing judged per request: the first bucket group had too few bad events on stable before "
+    f"the canary; assumes its customers fail at most {SPREAD:g}x as often as stable's"
 )
 MAX_COUNT = 10**12  # per bin: anything larger is a broken source, refused
 
@@ -171,7 +177,7 @@ class RolloutJudge:
     @property
     def threshold(self) -> float:
         """The e-value at which any of the rollout's tests fails the canary (its share of alpha)."""
-        return rollout.total_tests(self.spec, self.state) / self.spec.alpha
+        return float(rollout.step_tests(self.spec, self.state)[0]) / self.spec.alpha
 
     def observe_mirror(self, counts: MirrorBin, seconds: float = 1.0) -> Decision:
         if self.spec.mirror is None:
@@ -202,8 +208,8 @@ class RolloutJudge:
 
     def _decision(self, verdict: Verdict) -> Decision:
         spec, state = self.spec, self.state
-        tests = rollout.total_tests(spec, state)
-        threshold = tests / spec.alpha
+        tests = rollout.step_tests(spec, state)
+        threshold = float(tests[0]) / spec.alpha
         evidence: list[MetricEvidence] = []
         words: list[str] = []
         for rule, ms in zip(spec.metrics, state.metrics, strict=True):
@@ -231,9 +237,9 @@ class RolloutJudge:
                 f"canary {c.bad} bad of {c.requests} vs stable {s.bad} of {s.requests}; "
                 f"e-value {_num(_exp(float(rd.log_e[0])))} (fails at {threshold:g})"
             )
-            if spec.sticky and (ms.groups is None or not ms.groups.seen):
+            if rollout.by_customer(spec, rule) and (ms.groups is None or not ms.groups.seen):
                 text += f" [{FALLBACK_WORDS}]"
-            elif spec.sticky and not _informed(ms):
+            elif rollout.by_customer(spec, rule) and not _informed(ms):
                 text += f" [{NO_HISTORY_WORDS}]"
             if bool(rd.blocked[0]):
                 text += "; both tracks miss the objective: not rolling back, not passing"

@@ -11,7 +11,8 @@ one (the canary alone against its objective, never when stable misses it too); f
 test on the whole histogram (the mixture over every bucket boundary of the regression test on
 "slower than that boundary", so a 30% slower median is seen though it never crosses the
 threshold).  **One alpha per rollout**: with ``T`` tests in all, each fails at ``T/alpha``
-(Bonferroni: valid whatever the metrics' dependence, e.g. slow requests that are also errors).
+(Bonferroni: valid whatever the metrics' dependence, e.g. slow requests that are also errors;
+``step_tests``: a sticky metric judged per request for want of a history counts as one test).
 
 Verdicts (``Verdict``): ``fail`` when any test crosses; ``pass`` when the step has baked and, for
 a step before the last, no metric holds strong evidence against the canary (an e-value past the
@@ -39,6 +40,7 @@ from canary.analysis.eprocess import ChangePointProcess, array, floats, share_lo
 from canary.analysis.sequential import DEFAULT_RATIOS, objective_log_lr
 from canary.analysis.spec import JudgeSpec, MetricRule
 from canary.analysis.sticky import StickyGroups
+from canary.analysis.sticky_fallback import null_share
 
 Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -83,6 +85,12 @@ class BinArrays:
     slower_stable: Array | None = None
 
 
+def by_customer(spec: JudgeSpec, rule: MetricRule) -> bool:
+    """The metric's events are routed by customer (sticky): a queue consumer's (``conservation``)
+    are split by a hash of the message id whatever the spec's sticky key, so per message."""
+    return spec.sticky and rule.kind != "conservation"
+
+
 def total_tests(spec: JudgeSpec, state: JudgeState) -> int:
     """How many tests share the rollout's alpha: each fails at ``total_tests / alpha``."""
     count = 0
@@ -90,6 +98,24 @@ def total_tests(spec: JudgeSpec, state: JudgeState) -> int:
         count += ms.groups.groups if ms.groups is not None else 1
         count += (rule.objective is not None) + (ms.latency is not None)
     return count + (spec.mirror is not None)
+
+
+def step_tests(spec: JudgeSpec, state: JudgeState) -> Array:
+    """Per run, the tests that share alpha once the canary takes traffic: a sticky metric whose first
+    group had no usable history is judged by one request-level test, not one per group.
+
+    Which it is is fixed before the canary's first request (``StickyGroups.informed``), so the
+    count depends on no canary data; the mirror phase, earlier, counts every group
+    (``total_tests``), and ``1/total_tests + (k-1)/k <= 1`` keeps the sum within alpha.
+    """
+    count = np.full(len(state.step), float(spec.mirror is not None))
+    for rule, ms in zip(spec.metrics, state.metrics, strict=True):
+        if ms.groups is not None:
+            count += np.where(ms.groups.informed(), float(ms.groups.groups), 1.0)
+        else:
+            count += 1.0
+        count += float((rule.objective is not None) + (ms.latency is not None))
+    return count
 
 
 @dataclass
@@ -104,6 +130,8 @@ class MetricState:
     objective: Array | None = None  # (runs, R) cumulative log LR, canary vs the objective
     stable_objective: Array | None = None
     latency: ChangePointProcess | None = None
+    # sticky: the request-level test that allows the canary's customers to differ (sticky_fallback)
+    spread: ChangePointProcess | None = None
 
     @classmethod
     def new(cls, runs: int, spec: JudgeSpec, rule: MetricRule, boundaries: int) -> MetricState:
@@ -115,12 +143,13 @@ class MetricState:
             canary_bad=zero.copy(),
             stable_n=zero.copy(),
             stable_bad=zero.copy(),
-            groups=StickyGroups.new(runs, len(spec.steps), rule.min_regression) if spec.sticky else None,
+            groups=StickyGroups.new(runs, len(spec.steps), rule.min_regression) if by_customer(spec, rule) else None,
             objective=np.zeros((runs, len(RATIOS))) if rule.objective is not None else None,
             stable_objective=np.zeros((runs, len(RATIOS))) if rule.objective is not None else None,
             latency=ChangePointProcess.new(runs, boundaries * len(LATENCY_RATIOS))
             if rule.kind == "latency" and boundaries
             else None,
+            spread=ChangePointProcess.new(runs, len(RATIOS)) if by_customer(spec, rule) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +159,7 @@ class MetricState:
             out[k] = None if v is None else floats(v)
         out["groups"] = None if self.groups is None else self.groups.to_dict()
         out["latency"] = None if self.latency is None else self.latency.to_dict()
+        out["spread"] = None if self.spread is None else self.spread.to_dict()
         return out
 
     @classmethod
@@ -148,6 +178,7 @@ class MetricState:
             objective=opt("objective"),
             stable_objective=opt("stable_objective"),
             latency=None if data.get("latency") is None else ChangePointProcess.from_dict(data["latency"]),
+            spread=None if data.get("spread") is None else ChangePointProcess.from_dict(data["spread"]),
         )
 
 
@@ -241,6 +272,8 @@ def update(
         share = np.where(known, w, realised) if not spec.sticky else realised
         lr = share_log_lr(b.canary_bad, b.stable_bad, share, RATIOS)
         ms.regression.update(lr, seconds)
+        if ms.spread is not None:
+            ms.spread.update(share_log_lr(b.canary_bad, b.stable_bad, null_share(share), RATIOS), seconds)
         ms.clear -= share_log_lr(b.canary_bad, b.stable_bad, share, np.asarray([rule.min_regression]))[:, 0]
         if ms.groups is not None and b.group_n is not None and b.group_bad is not None:
             ms.groups.update(b.group_n, b.group_bad, _on_canary(step, ms.groups.groups))
@@ -286,20 +319,26 @@ class MetricReading:
     log_clear: Array
 
 
-def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) -> MetricReading:
-    threshold = math.log(tests / spec.alpha)
+def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: Array) -> MetricReading:
+    """``tests``: per run, how many tests share alpha (``step_tests``)."""
+    threshold = np.log(tests / spec.alpha)
+    log_e = plain = ms.regression.log_e(RATIO_WEIGHTS)
+    log_clear = ms.clear
+    hold = plain  # evidence that keeps a step from passing (a hold is no rollback)
+    if by_customer(spec, rule):
+        # a run whose first group had no history before the canary is judged per request, by the
+        # test that allows its customers to differ (sticky_fallback); the plain test still holds
+        fallback = ms.spread.log_e(RATIO_WEIGHTS) if ms.spread is not None else plain
+        log_e, hold = fallback, np.maximum(fallback, plain)
     if ms.groups is not None and ms.groups.seen:
-        per_group = ms.groups.log_e()
+        per_group = ms.groups.log_e().max(axis=1)
         # the pass test reads one group fixed by the spec (the widest): under "the canary is
         # min_regression worse for its customers" any one group's test is valid by itself
         widest = _widest_group(spec)
-        # a run whose first group had no history before the canary is judged per request
         informed = ms.groups.informed()
-        log_e = np.where(informed, per_group.max(axis=1), ms.regression.log_e(RATIO_WEIGHTS))
+        log_e = np.where(informed, per_group, log_e)
+        hold = np.where(informed, per_group, hold)
         log_clear = np.where(informed, ms.groups.log_clear()[:, widest], ms.clear)
-    else:
-        log_e = ms.regression.log_e(RATIO_WEIGHTS)
-        log_clear = ms.clear
     # averaged with the floor's pass test: the pass's null becomes "min_regression worse than
     # max(stable, rate_floor)", the rate floor's meaning, so a canary with no bad events can pass
     log_clear = np.logaddexp(log_clear, floor_log_clear(rule, ms)) - math.log(2)
@@ -324,7 +363,7 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: int) 
         log_e=log_e,
         fails=fails,
         blocked=blocked,
-        no_evidence=log_e <= EARLIER_STEP_SHARE * threshold,
+        no_evidence=np.maximum(log_e, hold) <= EARLIER_STEP_SHARE * threshold,
         ruled_out=log_clear >= math.log(1 / spec.pass_alpha),
         within_tolerance=tol,
         log_clear=log_clear,
@@ -356,7 +395,7 @@ def srm_mismatch(state: JudgeState, spec: JudgeSpec) -> npt.NDArray[np.bool_]:
 
 def verdicts(state: JudgeState, spec: JudgeSpec) -> IntArray:
     """The verdict code per run (``CODES`` maps them to ``Verdict``)."""
-    tests = total_tests(spec, state)
+    tests = step_tests(spec, state)
     readings = [read_metric(spec, r, ms, tests) for r, ms in zip(spec.metrics, state.metrics, strict=True)]
     fail = np.zeros(len(state.step), dtype=bool)
     blocked = fail.copy()

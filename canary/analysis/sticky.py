@@ -62,6 +62,7 @@ STICKY_RATIOS = (2.0, 5.0, 20.0, 100.0)  # the alternatives: fewer than per requ
 # group test to be used: with fewer, eta is all but unknown and the sup over it explains away any
 # canary (a canary failing 7 of 29 against stable's 0 of 56 passed a step on a history of one event).
 MIN_HISTORY_BAD = 5
+MIN_HISTORY_INFO = 2.0
 
 
 @dataclass
@@ -77,6 +78,9 @@ class StickyGroups:
     canary_bins: Array  # (runs, G): bins the group spent on the canary
     given: Array  # (runs,): bins that came with group counts
     pre_k: Array  # (runs,): bad events of the first group and the reference while it was on stable
+    # (runs,): what those bad events tell of the first group's relative rate (sum of k q (1 - q), q its
+    # share of the two's requests): about its own bad events when it is small against the reference
+    pre_info: Array
 
     @classmethod
     def new(
@@ -94,6 +98,7 @@ class StickyGroups:
             canary_bins=np.zeros((runs, groups)),
             given=np.zeros(runs),
             pre_k=np.zeros(runs),
+            pre_info=np.zeros(runs),
         )
 
     @property
@@ -103,14 +108,19 @@ class StickyGroups:
 
     def informed(self) -> npt.NDArray[np.bool_]:
         """Per run: the first group has a history on stable from before the canary took traffic
-        (at least ``MIN_HISTORY_BAD`` bad events of it and the reference).
+        (at least ``MIN_HISTORY_BAD`` bad events of it and the reference, and ``MIN_HISTORY_INFO``
+        of information on its own rate: at 5% of the traffic, the reference's events alone say
+        little about it, and a broken canary went unseen in 12% of runs after a 30 s history).
 
         Without one its e-value stays at most 1 whatever the canary does (a broken canary would
-        pass unseen), so the judge falls back to the request-level test for that run.  The first
+        pass unseen), so the judge falls back to a request-level test for that run, one that
+        allows the group's customers to differ (``canary.analysis.sticky_fallback``).  The first
         group's history can only come from bins before the first step, so the choice is fixed
         before any canary data: it does not spend the guarantee.
         """
-        out: npt.NDArray[np.bool_] = (self.given > 0) & (self.pre_k >= MIN_HISTORY_BAD)
+        out: npt.NDArray[np.bool_] = (
+            (self.given > 0) & (self.pre_k >= MIN_HISTORY_BAD) & (self.pre_info >= MIN_HISTORY_INFO)
+        )
         return out
 
     @property
@@ -137,6 +147,8 @@ class StickyGroups:
             if not on:
                 first = cols == 0
                 np.add.at(self.pre_k, rows[first], kk[first, 0])
+                share = n_g[rows[first], 0] / (n_g[rows[first], 0] + n_r[rows[first], 0])
+                np.add.at(self.pre_info, rows[first], kk[first, 0] * share * (1.0 - share))
                 ll, d = _loglik(eta, xx, kk)
                 self.pre_ll[rows, cols] += ll
                 self.pre_d[rows, cols] += d

@@ -53,6 +53,21 @@ def test_sticky_customers_a_broken_canary_is_still_caught_in_seconds():
     assert np.all(~np.isnan(result.rolled_back_at)) and np.median(result.rolled_back_at) <= 40
 
 
+def test_sticky_customers_without_any_history_the_request_fallback_allows_them_to_differ():
+    # nothing on stable before the canary: the group test cannot run, the judge tests per request
+    # allowing the canary's customers to fail up to 4x as often as stable's (sticky_fallback)
+    customers = {"count": 500, "traffic_spread": 1.0, "error_spread": 3.0, "history": 0}
+    scenario = Scenario.from_dict({**HEALTHY, "customers": customers})
+    spec = loop.judge_spec(scenario)
+    assert rolled_back(scenario, 150, 12, dataclasses.replace(spec, sticky=False)) >= 0.05
+    assert rolled_back(scenario, 150, 12, spec) <= 0.01
+    broken = Scenario.from_dict(
+        {**HEALTHY, "duration": 300, "baseline_error_rate": 0.001, "canary_error_rate": 0.1, "customers": customers}
+    )
+    result = loop.run(broken, 60, np.random.default_rng(6))
+    assert np.all(~np.isnan(result.rolled_back_at)) and np.median(result.rolled_back_at) <= 60
+
+
 def test_one_alpha_for_all_metrics():
     scenario = Scenario.from_dict({**HEALTHY, "metrics": 4, "baseline_error_rate": 0.05, "canary_error_rate": 0.05})
     spec = dataclasses.replace(loop.judge_spec(scenario), alpha=0.2)  # large, so that a broken split shows
