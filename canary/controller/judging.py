@@ -102,6 +102,9 @@ class RolloutJudging:
     bins: dict[str, BinMaker] = field(default_factory=dict)  # per metric (and "mirror")
     watch_bins: dict[str, BinMaker] = field(default_factory=dict)
     detectors: dict[str, ChangeDetector] = field(default_factory=dict)
+    # the held-back old release's counts since promotion, per metric: a rise both releases share
+    # (a loaded machine, a shared database) is not the promoted release's
+    held_back: dict[str, tuple[int, int]] = field(default_factory=dict)
     last: dict[str, Judgement] = field(default_factory=dict)  # each step metric's latest answer
     last_watch: dict[str, Judgement] = field(default_factory=dict)  # the watch's, per metric
     last_mirror: Judgement | None = None
@@ -116,6 +119,7 @@ class RolloutJudging:
             "bins": {k: v.to_dict() for k, v in self.bins.items()},
             "watch_bins": {k: v.to_dict() for k, v in self.watch_bins.items()},
             "detectors": {k: v.to_dict() for k, v in self.detectors.items()},
+            "held_back": {k: list(v) for k, v in self.held_back.items()},
             "last": {k: _judgement_dict(j) for k, j in self.last.items()},
             "last_watch": {k: _judgement_dict(j) for k, j in self.last_watch.items()},
             "last_mirror": None if self.last_mirror is None else _judgement_dict(self.last_mirror),
@@ -134,6 +138,7 @@ class RolloutJudging:
             bins={k: BinMaker.from_dict(v) for k, v in data.get("bins", {}).items()},
             watch_bins={k: BinMaker.from_dict(v) for k, v in data.get("watch_bins", {}).items()},
             detectors={k: ChangeDetector.from_dict(v) for k, v in data.get("detectors", {}).items()},
+            held_back={k: (int(v[0]), int(v[1])) for k, v in data.get("held_back", {}).items()},
             last={k: _judgement(v) for k, v in data.get("last", {}).items()},
             last_watch={k: _judgement(v) for k, v in data.get("last_watch", {}).items()},
             last_mirror=_judgement(data["last_mirror"]) if data.get("last_mirror") else None,
@@ -285,6 +290,8 @@ def judge_watch(
         if detector is None:
             detector = judging.detectors[metric.name] = ChangeDetector(_reference_rate(judging, metric))
         detector.update(b.stable.events, b.stable.bad)
+        old_n, old_bad = judging.held_back.get(metric.name, (0, 0))
+        old_n, old_bad = judging.held_back[metric.name] = (old_n + b.canary.events, old_bad + b.canary.bad)
         rev = reversed_.get(metric.name)
         evidence = {
             "reversed": rev.evidence if rev else {},
@@ -302,6 +309,13 @@ def judge_watch(
                 f"{metric.name}: promoted release worse than the held-back old one: {rev.reason}",
                 evidence,
             )
+        elif detector.alarm and shared_rise(detector, old_n, old_bad):
+            j = Judgement(
+                Verdict.CONTINUE,
+                f"{metric.name}: bad rate rose to {detector.bad} of {detector.requests} since promotion, and the "
+                f"held-back old release's with it ({old_bad} of {old_n}): a cause both share, not the release",
+                evidence,
+            )
         elif detector.alarm:
             j = Judgement(
                 Verdict.FAIL,
@@ -317,6 +331,20 @@ def judge_watch(
         if j.verdict == Verdict.FAIL and first is None:
             first = j
     return first
+
+
+SHARED_MIN_BAD = 3  # the old release's bad events before its rise can excuse the promoted one's
+
+
+def shared_rise(detector: ChangeDetector, old_n: int, old_bad: int) -> bool:
+    """Did the held-back old release's bad rate rise with the promoted one's?  At least half the
+    promoted release's bad share since promotion, on a few bad events, and above the rate both
+    had before: then the change detector's alarm (an absolute rate) is the world's, not the
+    release's; the reversed test, relative, still rolls back a release worse than the old one."""
+    if old_n <= 0 or old_bad < SHARED_MIN_BAD:
+        return False
+    old_share, new_share = old_bad / old_n, detector.bad / max(detector.requests, 1)
+    return old_share >= 0.5 * new_share and old_share > detector.reference_rate
 
 
 def _reference_rate(judging: RolloutJudging, metric: Metric) -> float:

@@ -241,3 +241,21 @@ def test_the_mirror_phase_is_judged_by_the_rollout_judge(tmp_path, differ_every)
         assert now.phase == m.ROLLING_BACK and now.decided_by == "judge" and now.reason.startswith("mirror:")
     else:
         assert now.phase == m.PROGRESSING and mirrored[-1].evidence["mirror"]["compared"] >= 50
+
+
+def test_a_rise_the_held_back_old_release_shares_after_promotion_is_not_a_late_failure(tmp_path):
+    """A loaded machine or a shared database makes both releases fail more: the change detector's
+    absolute rate alone would roll the promoted release back; the held-back old one says it is
+    not the release, and the watch goes on (then ends in success once the world is well)."""
+    w = World(tmp_path)
+    r = w.release(watch=30)
+    r = drive(w, r, lambda r: r.phase == m.WATCHING)
+    for _ in range(20):  # both releases fail 60% of their requests for 10 s (the floor is 20%)
+        w.provider.serve("importer", "stable", "1.1", 200, 120)
+        w.provider.serve("importer", "canary", "1.0", 20, 12)
+        w.tick(reader="router/a")
+        assert w.get(r).phase == m.WATCHING, w.get(r).reason
+    watch = w.store.judging(r.id)["last_watch"]["errors"]
+    assert "held-back old release's with it" in watch["reason"], watch["reason"]
+    done = drive(w, r, lambda r: r.phase not in (m.WATCHING,), stable_release="1.1")
+    assert done.phase == m.SUCCEEDED, done.reason
