@@ -94,6 +94,12 @@ class Stack:
         out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout
         return sorted(int(pid) for pid in out.split())
 
+    def idle(self, pid: int) -> bool:
+        """The process used no CPU over the last half second (a standby done with its imports)."""
+        before = self.cpu_seconds(pid)
+        time.sleep(0.5)
+        return self.cpu_seconds(pid) == before
+
     def refused(self) -> bool:
         """A new connection to the controller's URL is refused (a request cut in flight is not)."""
         try:
@@ -214,6 +220,7 @@ def kill_controller(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict
     acting = lock_holder_pid(stack.state)
     assert acting is not None
     (standby,) = set(stack.controllers()) - {acting}
+    warm_s = until(lambda: stack.idle(standby))  # its imports done: it waits on the lock
     idle_from = stack.cpu_seconds(standby)
     time.sleep(3.0)  # what an idle standby costs: its CPU over these seconds
     idle_cpu_s = stack.cpu_seconds(standby) - idle_from
@@ -232,13 +239,15 @@ def kill_controller(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict
             contrary_s += now - last
         last = now
         refused += stack.refused()
+        # each time is taken when the answer came: a request made during the takeover waits on the
+        # listening socket until the standby serves it
         if api_s is None and stack.api_answers():
-            api_s = now - killed
+            api_s = time.monotonic() - killed
         if api_s is not None and acted_s is None and stack.acted(killed_wall):
-            acted_s = now - killed
+            acted_s = time.monotonic() - killed
             acted_cpu_s = stack.cpu_seconds(standby) - standby_cpu
         if acted_s is not None and stack.world_matches(phase):
-            world_s = now - killed
+            world_s = time.monotonic() - killed
             break
         if now - killed > 180:
             raise TimeoutError("the standby never matched the stored phase")
@@ -251,6 +260,7 @@ def kill_controller(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict
         "resume_acting_s": round(acted_s, 2),
         "resume_acting_cpu_s": round(acted_cpu_s, 2),
         "idle_standby_cpu_s_per_s": round(idle_cpu_s / 3.0, 4),
+        "standby_warm_after_s": round(warm_s, 1),
         "load_average_1m": round(load_average, 1),
         "world_matches_s": round(world_s, 2),
         "controller_url_refused": refused,
