@@ -3,10 +3,13 @@ embedded default (SQLite files and local processes in the state directory), in t
 
 The admin token is ``CANARY_ADMIN_TOKEN`` or one generated and kept in ``STATE/admin-token``
 (mode 0600), where the other ``canary`` commands find it.  Ctrl-C (or SIGTERM) stops everything it
-started.  A crash is not a stop: the router and the releases run in sessions of their own and keep
-serving when ``canary up`` is killed outright, and the next ``canary up`` on the same state directory
-adopts what still runs and answers (the router on its port, each release on its port) instead of
-restarting it.  While it runs, ``canary up`` restarts a router that died.
+started.  A crash is not a stop: the controller, the router and the releases run in sessions of their
+own and keep serving when ``canary up`` is killed outright, and the next ``canary up`` on the same
+state directory adopts what still runs and answers (the acting controller on its port, the router on
+its port, each release on its port) instead of restarting it.  While it runs, ``canary up`` restarts
+a router that died, and keeps a warm standby controller that acts the moment the acting one dies
+(``canary.controller.local_controllers``).  ``local_stack`` (tests, the replay) runs the controller
+in a thread of the calling process instead.
 """
 
 from __future__ import annotations
