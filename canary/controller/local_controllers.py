@@ -64,7 +64,9 @@ class LocalControllers:
             if outcome != "ready":
                 self.stop()
                 log_file = self.state_dir / "logs" / "controller.log"
-                raise DependencyUnavailable(f"the controller on {self.url} did not start ({outcome}; see {log_file})")
+                raise DependencyUnavailable(
+                    f"the controller on {self.url} did not start ({outcome}): {_last_line(log_file)} (log: {log_file})"
+                )
         self._watcher = threading.Thread(target=self._supervise, name="controller-supervisor", daemon=True)
         self._watcher.start()
         return self.url
@@ -182,3 +184,12 @@ def _end(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _last_line(path: Path) -> str:
+    """The controller's last word (``error: ...`` for a setting it refused), for the one-line error."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:300] if lines else "no output"

@@ -20,11 +20,11 @@ import importlib
 import os
 import socket
 import stat
-import sys
 import threading
 
 from canary.catalog.settings import catalog_for
 from canary.controller.lease_holder import LeaseHolder, wait_for_lock
+from canary.controller.notifying import read_webhooks
 from core.settings import Settings
 
 # imported by the controller's start only after it holds the lock (lazily, in the platform, the
@@ -56,6 +56,7 @@ def warm_up(settings: Settings) -> None:
         except ImportError:  # an optional part (httptools, prometheus_api_client): the start skips it too
             continue
     catalog_for(settings)  # a wrong entry stops the standby now, in words, not at the takeover
+    read_webhooks(settings)  # so does a bad webhooks file
 
 
 class _Waiting:
@@ -74,7 +75,7 @@ class _Waiting:
         threading.Thread(target=self._until_eof, name="standby-stdin", daemon=True).start()
 
     def _until_eof(self) -> None:
-        while sys.stdin.buffer.read(4096):
+        while os.read(0, 4096):  # the raw descriptor: no buffer lock held at the interpreter's exit
             pass
         with self.lock:
             if not self.acting:
