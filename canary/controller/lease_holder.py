@@ -71,7 +71,10 @@ def wait_for_lock(state_dir: str | Path) -> LeaseHolder:
 
 
 def lock_holder_pid(state_dir: str | Path) -> int | None:
-    """The pid of the controller holding the state directory's lock, or None if none holds it."""
+    """The pid of the controller holding the state directory's lock, or None if none holds it.
+
+    When none holds it, this probe holds a shared lock for a moment: a standby waiting in
+    ``wait_for_lock`` waits that moment longer; ``lease_holder`` (which does not wait) could miss it."""
     path = Path(state_dir).resolve() / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDONLY)
