@@ -1,14 +1,17 @@
-"""What a crash costs consumers: SIGKILL of `canary up` (the controller) and of its router, under
+"""What a crash costs consumers: SIGKILL of the controller, of `canary up` and of its router, under
 `canary load` at 40 req/s through the router.
 
 `python -m benchmarks.crashes`.  One `canary up` on a temporary state directory; in each phase
-(stable only, progressing with a canary, watching after a promotion) the load runs, `canary up` is
-killed outright and started again at once, and we measure: consumer errors from just before the
-kill until 2 s after the new controller acts; the time until the new controller answers its API,
-until it acts (its first tick holding the lease), and until its route table and the router's
-answers match the stored phase; the CPU seconds the new `canary up` used until it acted (its
-work, whereas the seconds depend on how busy the machine is: the load average is given beside
-them); whether the releases are the same processes (adopted).  Then the router is killed: consumer
+(stable only, progressing with a canary, watching after a promotion) the load runs, the acting
+controller process (the pid in STATE/controller.lock) is killed outright, its warm standby takes
+over, and we measure: consumer errors from just before the kill until 2 s after the new controller
+acts; the time until the controller's API answers again, until the new controller acts (a tick
+holding the lease after the kill), and until its route table and the router's answers match the
+stored phase; the CPU seconds the standby used from the kill until it acted (its work, whereas the
+seconds depend on how busy the machine is: the load average is given beside them); probes of the
+controller's URL refused during the takeover; whether the releases are the same processes
+(adopted); the CPU an idle standby used over a few seconds.  Then `canary up` itself is killed and
+started again (the acting controller runs on and is adopted), and the router is killed: consumer
 errors, and the time until its replacement answers.  References measured in the same run: a cold
 `canary up` (to a routed world, and its CPU seconds) and a cold router process start.
 """
@@ -30,6 +33,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import report
+from canary.controller.lease_holder import lock_holder_pid
 from canary.platforms.processes import free_port
 from canary.traffic.load import LoadConfig, run
 from core.routes import RouteTable, ServiceRoute, parse_table
@@ -74,13 +78,36 @@ class Stack:
         r = self.get(f"{self.controller}/api/rollouts", headers=self.auth())
         return r is not None and r.status_code == 200
 
-    def acted(self) -> bool:
+    def acted(self, since: float = 0.0) -> bool:
+        """A controller ticked holding the lease after ``since`` (wall clock)."""
         r = self.get(f"{self.controller}/metrics")
         if r is None or r.status_code != 200:
             return False
         for line in r.text.splitlines():
             if line.startswith("canary_controller_last_tick_timestamp_seconds"):
-                return float(line.split()[-1]) > 0
+                return float(line.split()[-1]) > since
+        return False
+
+    def controllers(self) -> list[int]:
+        """The controller processes `canary up` keeps: the acting one and its warm standby."""
+        pattern = f"canary.controller --host 127.0.0.1 --port {self.cport} "
+        out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout
+        return sorted(int(pid) for pid in out.split())
+
+    def idle(self, pid: int) -> bool:
+        """The process used no CPU over the last half second (a standby done with its imports)."""
+        before = self.cpu_seconds(pid)
+        time.sleep(0.5)
+        return self.cpu_seconds(pid) == before
+
+    def refused(self) -> bool:
+        """A new connection to the controller's URL is refused (a request cut in flight is not)."""
+        try:
+            httpx.get(f"{self.controller}/healthz", timeout=10)
+        except httpx.ConnectError:
+            return True
+        except httpx.HTTPError:
+            pass
         return False
 
     def releases_answering(self) -> set[str]:
@@ -121,11 +148,12 @@ class Stack:
         except (OSError, ValueError, KeyError):
             return set()
 
-    def cpu_seconds(self) -> float:
-        """CPU time `canary up` has used so far (its own work, whatever the machine's load)."""
+    def cpu_seconds(self, pid: int = 0) -> float:
+        """CPU time a process (by default `canary up`) has used so far, its children counted in
+        (the controllers are its children): its own work, whatever the machine's load."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        fields = Path(f"/proc/{pid or self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -183,47 +211,89 @@ class Load:
 
 
 def kill_controller(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict[str, Any]:
-    """SIGKILL and restart under load; sampled every 50 ms until the new controller has acted and its
-    table and the router's match the stored phase, also counting the time the router served a
-    table contrary to the phase (a restarted controller publishing less than the phase needs)."""
-    assert stack.proc is not None
+    """SIGKILL of the acting controller under load, its warm standby taking over; sampled every
+    50 ms until the new controller has acted and its table and the router's match the stored phase,
+    also counting the time the router served a table contrary to the phase (a controller publishing
+    less than the phase needs) and the probes of the controller's URL that were refused."""
     before = stack.pids()
+    until(lambda: len(stack.controllers()) == 2)
+    acting = lock_holder_pid(stack.state)
+    assert acting is not None
+    (standby,) = set(stack.controllers()) - {acting}
+    warm_s = until(lambda: stack.idle(standby))  # its imports done: it waits on the lock
+    idle_from = stack.cpu_seconds(standby)
+    time.sleep(3.0)  # what an idle standby costs: its CPU over these seconds
+    idle_cpu_s = stack.cpu_seconds(standby) - idle_from
     load = Load(stack)
     until(load.running)
-    killed = time.monotonic()
-    stack.proc.kill()
-    stack.proc.wait()
-    stack.spawn()
+    standby_cpu = stack.cpu_seconds(standby)
+    killed, killed_wall = time.monotonic(), time.time()
+    os.kill(acting, signal.SIGKILL)
     api_s = acted_s = None
-    acted_cpu_s = 0.0
-    load_average = os.getloadavg()[0]  # how busy the machine was: the restart's CPU seconds are its work
+    acted_cpu_s, refused = 0.0, 0
+    load_average = os.getloadavg()[0]  # how busy the machine was: the takeover's CPU seconds are its work
     contrary_s, last = 0.0, time.monotonic()
     while True:
         now = time.monotonic()
         if not stack.router_serves(phase):
             contrary_s += now - last
         last = now
+        refused += stack.refused()
+        # each time is taken when the answer came: a request made during the takeover waits on the
+        # listening socket until the standby serves it
         if api_s is None and stack.api_answers():
-            api_s = now - killed
-        if api_s is not None and acted_s is None and stack.acted():
-            acted_s = now - killed
-            acted_cpu_s = stack.cpu_seconds()
+            api_s = time.monotonic() - killed
+        if api_s is not None and acted_s is None and stack.acted(killed_wall):
+            acted_s = time.monotonic() - killed
+            acted_cpu_s = stack.cpu_seconds(standby) - standby_cpu
         if acted_s is not None and stack.world_matches(phase):
-            world_s = now - killed
+            world_s = time.monotonic() - killed
             break
         if now - killed > 180:
-            raise TimeoutError("the restarted controller never matched the stored phase")
+            raise TimeoutError("the standby never matched the stored phase")
         time.sleep(0.05)
     time.sleep(2.0)  # keep the load on a while after the new controller acts
     return {
         **load.stop(),
+        "acting_is_the_standby": lock_holder_pid(stack.state) == standby,
         "api_answers_s": round(api_s or 0.0, 2),
         "resume_acting_s": round(acted_s, 2),
         "resume_acting_cpu_s": round(acted_cpu_s, 2),
+        "idle_standby_cpu_s_per_s": round(idle_cpu_s / 3.0, 4),
+        "standby_warm_after_s": round(warm_s, 1),
         "load_average_1m": round(load_average, 1),
         "world_matches_s": round(world_s, 2),
+        "controller_url_refused": refused,
         "router_served_contrary_table_s": round(contrary_s, 2),
         "releases_adopted": bool(before) and before <= stack.pids(),
+    }
+
+
+def kill_canary_up(stack: Stack, phase: Callable[[ServiceRoute], bool]) -> dict[str, Any]:
+    """SIGKILL of `canary up` itself under load and an immediate restart: the acting controller runs
+    on (adopted by the new `canary up`, which starts a standby beside it)."""
+    assert stack.proc is not None
+    until(lambda: len(stack.controllers()) == 2)
+    acting = lock_holder_pid(stack.state)
+    load = Load(stack)
+    until(load.running)
+    killed = time.monotonic()
+    stack.proc.kill()
+    stack.proc.wait()
+    stack.spawn()
+    refused = 0
+    while not (stack.world_matches(phase) and len(stack.controllers()) == 2 and stack.api_answers()):
+        refused += stack.refused()
+        if time.monotonic() - killed > 180:
+            raise TimeoutError("the new canary up never had a standby again")
+        time.sleep(0.05)
+    standby_again_s = time.monotonic() - killed
+    time.sleep(2.0)
+    return {
+        **load.stop(),
+        "acting_controller_kept": lock_holder_pid(stack.state) == acting,
+        "standby_again_s": round(standby_again_s, 2),
+        "controller_url_refused": refused,
     }
 
 
@@ -278,7 +348,8 @@ def main() -> None:
             until(stack.api_answers)
             until(lambda: stack.releases_answering() == {"1.0"})
             cold_up_s = time.monotonic() - started
-            cold_up_cpu_s = stack.cpu_seconds()
+            acting = lock_holder_pid(state)  # the controller runs in a process of its own, beside `canary up`
+            cold_up_cpu_s = stack.cpu_seconds() + (stack.cpu_seconds(acting) if acting else 0.0)
             phases: dict[str, Any] = {}
 
             def stable_only(r: ServiceRoute) -> bool:
@@ -306,6 +377,7 @@ def main() -> None:
 
             until(lambda: stack.world_matches(watching))
             phases["watching"] = kill_controller(stack, watching)
+            canary_up = kill_canary_up(stack, watching)
             router = kill_router(stack)
             cold_router_s = cold_router_start(state)
         finally:
@@ -319,6 +391,10 @@ def main() -> None:
             "controller_kill": phases,
             "consumer_errors_across_controller_kills": sum(p["consumer_errors"] for p in phases.values()),
             "router_served_contrary_table_s": max(p["router_served_contrary_table_s"] for p in phases.values()),
+            "controller_url_refused_across_kills": sum(p["controller_url_refused"] for p in phases.values()),
+            "acting_is_the_standby": all(p["acting_is_the_standby"] for p in phases.values()),
+            "idle_standby_cpu_s_per_s": max(p["idle_standby_cpu_s_per_s"] for p in phases.values()),
+            "canary_up_kill": canary_up,
             "cold_canary_up_s": round(cold_up_s, 2),
             "resume_acting_s": resume,
             "resume_acting_ratio": round(resume / cold_up_s, 3),

@@ -3,10 +3,13 @@ embedded default (SQLite files and local processes in the state directory), in t
 
 The admin token is ``CANARY_ADMIN_TOKEN`` or one generated and kept in ``STATE/admin-token``
 (mode 0600), where the other ``canary`` commands find it.  Ctrl-C (or SIGTERM) stops everything it
-started.  A crash is not a stop: the router and the releases run in sessions of their own and keep
-serving when ``canary up`` is killed outright, and the next ``canary up`` on the same state directory
-adopts what still runs and answers (the router on its port, each release on its port) instead of
-restarting it.  While it runs, ``canary up`` restarts a router that died.
+started.  A crash is not a stop: the controller, the router and the releases run in sessions of their
+own and keep serving when ``canary up`` is killed outright, and the next ``canary up`` on the same
+state directory adopts what still runs and answers (the acting controller on its port, the router on
+its port, each release on its port) instead of restarting it.  While it runs, ``canary up`` restarts
+a router that died, and keeps a warm standby controller that acts the moment the acting one dies
+(``canary.controller.local_controllers``).  ``local_stack`` (tests, the replay) runs the controller
+in a thread of the calling process instead.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +29,11 @@ import httpx
 from canary.catalog import Catalog, load_catalog
 from canary.catalog.settings import catalog_for, catalog_paths
 from canary.controller.app import create_controller_app
+from canary.controller.local_controllers import LocalControllers
 from canary.platforms.local_router import LocalRouter
 from canary.platforms.processes import free_port
 from core.errors import DependencyUnavailable
-from core.serve import run_server, serve_in_thread
+from core.serve import serve_in_thread
 from core.settings import Settings
 
 TOKEN_FILE = "admin-token"
@@ -181,7 +186,14 @@ def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: boo
             catalog=catalog_setting,
             **monitoring,
         )
-        app = create_controller_app(settings, stable=stable, router_url=router_url, public_url=controller_url)
+        controllers = LocalControllers(
+            state_dir,
+            controller_port,
+            ["--router-url", router_url, "--public-url", controller_url],
+            controller_environment(settings),
+        )
+        stack.callback(controllers.stop)
+        controllers.start()
         first = next(iter(stable), "SERVICE")
         print(f"controller  {controller_url}  (token in {state_dir / TOKEN_FILE})")
         reading = "the read token reads it" if settings.read_token else "open to read from this machine"
@@ -189,8 +201,20 @@ def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: boo
         print(f"router      {router_url}/<service>/...  e.g. {router_url}/{first}{_health_path(catalog, first)}")
         running = ", ".join(f"{name} {release}" for name, release in stable.items()) or "none (empty catalog)"
         print(f"services    {running} (logs in {state_dir / 'logs'}); Ctrl-C stops everything")
+        print(f"controllers pid {controllers.acting_pid()} acts, a warm standby takes over if it dies")
         try:
-            run_server(app, "127.0.0.1", controller_port)
+            threading.Event().wait()  # until Ctrl-C or SIGTERM: the supervisors run in threads
+        except KeyboardInterrupt:
+            pass
         finally:
             print("stopped")
     return 0
+
+
+def controller_environment(settings: Settings) -> dict[str, str]:
+    """The settings `canary up` decides, for its controller processes (which read the environment)."""
+    fields = ("db_url", "state_dir", "admin_token", "catalog", "prometheus_url", "prometheus_scrape_interval_s")
+    env = {f"CANARY_{name.upper()}": str(getattr(settings, name)) for name in fields}
+    if settings.alert_token:
+        env["CANARY_ALERT_TOKEN"] = settings.alert_token
+    return env

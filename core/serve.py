@@ -173,12 +173,21 @@ def serve_main(
     return 0
 
 
-def run_server(app: Any, host: str, port: int, log_level: str = "warning", **config: Any) -> None:
+def run_server(
+    app: Any,
+    host: str,
+    port: int,
+    log_level: str = "warning",
+    sockets: list[socket.socket] | None = None,
+    **config: Any,
+) -> None:
     """Run an ASGI app under uvicorn in the foreground, as every command of the project does:
     no access log, idle connections kept ``KEEP_ALIVE_S``, and the app's shutdown signal set when it
-    begins to stop.  A server that never started (its port taken) exits with status 3, as uvicorn's."""
+    begins to stop.  ``sockets``: listening sockets to serve on instead of binding ``host:port`` (one
+    handed down, which connections queue on while no process accepts).  A server that never started
+    (its port taken) exits with status 3, as uvicorn's."""
     server = _server(app, host, port, log_level=log_level, access_log=False, **config)
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+        server.run(sockets=sockets)
     if not server.started:
         sys.exit(3)

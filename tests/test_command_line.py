@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -133,6 +134,7 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
     assert f"dashboard   http://127.0.0.1:{cport}/dashboard" in printed  # where release engineers look
     left = subprocess.run(["pgrep", "-f", "--", f"--state-dir {tmp_path}"], capture_output=True, text=True)
     assert left.stdout.strip() == ""  # every service process it started is gone
+    assert controllers(cport) == []  # and the controller with its warm standby
 
 
 SLOW_STEP = "  steps:\n    - {weight: 50, min_requests: 100000, min_seconds: 3600, max_seconds: 7200}\n"
@@ -188,11 +190,64 @@ def wait_until(condition: Callable[[], bool], what: Callable[[], str], seconds: 
         time.sleep(0.2)
 
 
+def controllers(cport: int) -> list[int]:
+    """The pids of the controller processes `canary up` keeps on ``cport`` (the acting one, its standby)."""
+    pattern = f"canary.controller --host 127.0.0.1 --port {cport} "
+    out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout
+    return sorted(int(pid) for pid in out.split())
+
+
+def last_tick(cport: int) -> float:
+    """When the controller on ``cport`` last ticked holding the lease (0 before its first)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{cport}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("canary_controller_last_tick_timestamp_seconds"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+class ControllerProbe:
+    """Polls the controller's URL on a new connection each time, in a thread, until ``stop()``; what
+    ``stop()`` returns: the probes whose connection was refused (none while `canary up` holds the
+    socket).  A request in flight on the very process killed may be cut, and is not counted."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.refused: list[str] = []
+        self.answered = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(0.05):
+            try:
+                httpx.get(f"{self.url}/healthz", timeout=10)
+                self.answered += 1
+            except httpx.ConnectError as exc:
+                self.refused.append(f"{time.time():.3f} {exc}")
+            except httpx.HTTPError:
+                pass
+
+    def stop(self) -> list[str]:
+        self.stopping.set()
+        self.thread.join(30)
+        assert self.answered > 0
+        return self.refused
+
+
 @pytest.mark.parametrize("phase", list(KILL_SPECS))
 def test_a_controller_killed_in_any_phase_resumes_without_acting_twice_and_consumers_see_nothing(tmp_path, phase):
-    """SIGKILL of `canary up` under load, then an immediate restart: the router and the releases keep
-    serving (the new controller adopts them, the very same processes), no decision is taken twice,
-    the world is what the stored phase says, and consumers saw no error at all."""
+    """SIGKILL of the acting controller under load: the warm standby `canary up` kept beside it acts
+    in its place (its pid holds the lock and ticks), the controller's URL never refused a connection,
+    the router and the releases keep serving (the new controller adopts them, the very same
+    processes), no decision is taken twice, the world is what the stored phase says, and consumers
+    saw no error at all.  Then SIGKILL of `canary up` itself and an immediate restart: the acting
+    controller runs on, and the new `canary up` adopts it."""
+    from canary.controller.lease_holder import lock_holder_pid
     from canary.platforms.processes import free_port
 
     service, release, body = KILL_SPECS[phase]
@@ -268,16 +323,33 @@ def test_a_controller_killed_in_any_phase_resumes_without_acting_twice_and_consu
         load = BackgroundLoad(f"http://127.0.0.1:{rport}", token())
         pixels = opens_requests()
         wait_until(lambda: opens_requests() > pixels + 20, lambda: "the load never reached the router")
-        first.send_signal(signal.SIGKILL)  # no clean-up at all
+        acting = lock_holder_pid(tmp_path)
+        standby = set(controllers(cport)) - {acting}
+        assert acting in controllers(cport) and len(standby) == 1  # one acts, one waits, warm
+        probe = ControllerProbe(f"http://127.0.0.1:{cport}")
+        killed_at = time.time()
+        os.kill(acting, signal.SIGKILL)  # no clean-up at all
+        wait_until(
+            lambda: lock_holder_pid(tmp_path) in standby and last_tick(cport) > killed_at,
+            lambda: f"the standby {standby} never acted (lock: {lock_holder_pid(tmp_path)})",
+        )
+        wait_until(world_matches_the_stored_phase, lambda: f"the world never matched {phase} again")
+        assert running <= services()  # adopted: the very same processes, none restarted
+        assert decisions(rid) == before  # same phase, no decision taken twice
+        wait_until(lambda: len(controllers(cport)) == 2, lambda: "canary up never started a new standby")
+        first.send_signal(signal.SIGKILL)  # and now `canary up` itself
         first.wait(10)
         assert running and services() == running  # its releases are still running
         second = start_up()
         try:
             wait_until(world_matches_the_stored_phase, lambda: f"the world never matched {phase} again")
-            assert running <= services()  # adopted: the very same processes, none restarted
-            assert decisions(rid) == before  # same phase, no decision taken twice
+            assert lock_holder_pid(tmp_path) in standby  # adopted: the same controller acts on
+            wait_until(lambda: len(controllers(cport)) == 2, lambda: "the new canary up never started a standby")
+            assert running <= services()
+            assert decisions(rid) == before
             if phase == "watching":
                 assert len(services() - {str(second.pid)}) >= 2  # the old release kept warm
+            assert probe.stop() == []  # the controller's URL never refused a connection
             report = load.stop()
             load = None
             assert report["schedule"]["requests_started"] > 0
@@ -294,6 +366,7 @@ def test_a_controller_killed_in_any_phase_resumes_without_acting_twice_and_consu
         if first.poll() is None:
             first.kill()
     assert services() == set()
+    assert controllers(cport) == []  # the adopted controller and its standby were stopped by the stop
     routers = subprocess.run(
         ["pgrep", "-f", "--", f"canary.(router|platforms.router_standby) .*--port {rport}"],
         capture_output=True,

@@ -7,7 +7,8 @@ counters at ``router_url`` or Prometheus at ``settings.prometheus_url``), and it
 notification sender (with ``settings.webhooks``) as a task beside the loop; the dashboard at
 ``/dashboard`` with its live stream (``canary.controller.dashboard``).
 The controller's name for the lease is its state directory's while it holds that directory's lock
-(``canary.controller.lease_holder``): restarted in place, it acts again at once.
+(``canary.controller.lease_holder``): restarted in place, it acts again at once; a warm standby
+hands in the lock it waited for (``holder``).
 On shutdown every local process the platform started is stopped.
 """
 
@@ -21,7 +22,7 @@ from starlette.applications import Starlette
 
 from canary.controller import api, dashboard
 from canary.controller.bootstrap import bootstrap
-from canary.controller.lease_holder import lease_holder
+from canary.controller.lease_holder import LeaseHolder, lease_holder
 from canary.controller.metrics import RolloutCollector
 from canary.controller.notifying import read_webhooks
 from canary.controller.store import Store, metadata
@@ -30,21 +31,30 @@ from core.settings import Settings
 
 
 def create_controller_app(
-    settings: Settings, *, stable: dict[str, str], router_url: str, public_url: str, tick_s: float = 1.0
+    settings: Settings,
+    *,
+    stable: dict[str, str],
+    router_url: str,
+    public_url: str,
+    tick_s: float = 1.0,
+    holder: LeaseHolder | None = None,
 ) -> Starlette:
+    """``holder``: the lease name this controller acts under, its lock already held (the warm standby
+    took it before serving); by default the lifespan takes the state directory's if it is free."""
     settings = settings.with_overrides(service="controller")
     read_webhooks(settings)  # a bad webhooks file stops the controller here, in words, before it serves
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        holder = lease_holder(settings.state_dir)  # this state directory's name while no other controller runs on it
+        # this state directory's name while no other controller runs on it
+        held = holder or lease_holder(settings.state_dir)
         controller = bootstrap(
             settings,
             store=Store(app.state.engine),
             stable=stable,
             router_url=router_url,
             public_url=public_url,
-            holder=holder.name,
+            holder=held.name,
         )
         platform = controller.platform
         app.state.controller = controller
@@ -64,6 +74,6 @@ def create_controller_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await platform.close()
-            holder.close()  # last: once the loop no longer runs, the name is free for the next controller
+            held.close()  # last: once the loop no longer runs, the name is free for the next controller
 
     return create_app(settings, api.routes() + dashboard.routes(), lifespan=lifespan, metadata=metadata)

@@ -9,6 +9,10 @@ still runs, and takes the name's lease back at once.  One that does not get the 
 controller runs on the same state directory) is named uniquely and waits for the lease like a
 controller on another host.  The lock file's descriptor is not inherited by the processes the
 controller starts (Python opens files non-inheritable), so a release left running does not keep it.
+
+The holder writes its pid into the lock file (``lock_holder_pid``: who acts, for ``canary up`` and
+the tests).  ``wait_for_lock`` is the warm standby's way in (``canary.controller.local_controllers``):
+it blocks in ``flock`` (no CPU while it waits) until the acting controller's process ends.
 """
 
 from __future__ import annotations
@@ -44,6 +48,50 @@ class LeaseHolder:
             self._fd = None
 
 
+def _stable_name(where: Path) -> str:
+    # the path's digest, not the path: the lease's holder column is 64 characters
+    return f"{socket.gethostname()[:32]}:{hashlib.sha256(str(where).encode()).hexdigest()[:24]}"
+
+
+def _mark_held(fd: int) -> None:
+    """Write this process's pid into the (locked) file: who holds it, for those who look."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def wait_for_lock(state_dir: str | Path) -> LeaseHolder:
+    """Block until this state directory's lock is free, then hold it: the state directory's name."""
+    where = Path(state_dir).resolve()
+    where.mkdir(parents=True, exist_ok=True)
+    fd = os.open(where / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the kernel wakes it when the holder's process ends, SIGKILL included
+    _mark_held(fd)
+    return LeaseHolder(_stable_name(where), fd)
+
+
+def lock_holder_pid(state_dir: str | Path) -> int | None:
+    """The pid of the controller holding the state directory's lock, or None if none holds it.
+
+    When none holds it, this probe holds a shared lock for a moment: a standby waiting in
+    ``wait_for_lock`` waits that moment longer; ``lease_holder`` (which does not wait) could miss it."""
+    path = Path(state_dir).resolve() / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # held: the holder wrote its pid when it took it
+            text = path.read_text().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)  # free: the pid in the file is a dead holder's
+        return None
+    finally:
+        os.close(fd)
+
+
 def lease_holder(state_dir: str | Path) -> LeaseHolder:
     """The state directory's name on this host if its lock is free, else a unique name."""
     host = socket.gethostname()[:32]
@@ -65,5 +113,5 @@ def lease_holder(state_dir: str | Path) -> LeaseHolder:
             )
     if fd is None:
         return LeaseHolder(f"{host}:{uuid.uuid4().hex[:16]}", None)
-    # the path's digest, not the path: the lease's holder column is 64 characters
-    return LeaseHolder(f"{host}:{hashlib.sha256(str(where).encode()).hexdigest()[:24]}", fd)
+    _mark_held(fd)
+    return LeaseHolder(_stable_name(where), fd)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -78,3 +79,43 @@ async def test_a_second_controller_on_the_same_state_directory_does_not_act(db_u
         # whichever ticked first (their loops run too) holds the lease: the other never acts
         assert [c.table_ready for c in (first, second)].count(True) == 1
         assert [c.last_tick > 0 for c in (first, second)].count(True) == 1
+
+
+WAIT = """
+import sys, time
+from canary.controller.lease_holder import wait_for_lock
+holder = wait_for_lock(sys.argv[1])
+print(holder.name, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_warm_standby_waits_while_the_holder_lives_and_takes_its_name_when_it_is_killed(tmp_path):
+    from canary.controller.lease_holder import lock_holder_pid
+
+    assert lock_holder_pid(tmp_path) is None  # none holds it yet
+    holder = subprocess.Popen([sys.executable, "-c", WAIT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    name = holder.stdout.readline().strip()  # it took the lock at once: none held it
+    standby = subprocess.Popen([sys.executable, "-c", WAIT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert standby.stdout is not None
+        assert lock_holder_pid(tmp_path) == holder.pid
+        assert not lease_holder(tmp_path).stable  # a third one gets a name of its own
+        # the standby blocks in flock for as long as the holder lives: it never holds the name beside it
+        os.set_blocking(standby.stdout.fileno(), False)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert standby.stdout.readline() == "" and lock_holder_pid(tmp_path) == holder.pid
+            time.sleep(0.1)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        os.set_blocking(standby.stdout.fileno(), True)
+        assert standby.stdout.readline().strip() == name  # woken with the lock: the same name
+        assert lock_holder_pid(tmp_path) == standby.pid
+    finally:
+        for proc in (holder, standby):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert lock_holder_pid(tmp_path) is None  # a dead holder's pid left in the file is not taken for one
