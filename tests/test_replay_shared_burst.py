@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("importer", "resizer")
 BURST_S = 10.0
 ROLLOUT = (
-    "{steps: [{weight: 50, min_requests: 60, min_seconds: 40, max_seconds: 150}], on_inconclusive: promote,"
+    "{steps: [{weight: 50, min_requests: 60, min_seconds: 40, max_seconds: 60}], on_inconclusive: promote,"
     " metrics: [{name: errors, kind: errors, rate_floor: 0.2}], watch: {seconds: 2}}"
 )
 GROUP = f"""apiVersion: releasewarden/v1

@@ -8,7 +8,7 @@ dies, SIGKILL included, so the controller that gets it knows that no other contr
 still runs, and takes the name's lease back at once.  One that does not get the lock (another
 controller runs on the same state directory) is named uniquely and waits for the lease like a
 controller on another host.  The lock file's descriptor is not inherited by the processes the
-controller starts (Python opens files non-inheritable), so a release left running does not keep it.
+controller starts (Python makes new descriptors non-inheritable), so a release left running does not keep it.
 
 The holder writes its pid into the lock file (``lock_holder_pid``: who acts, for ``canary up`` and
 the tests).  ``wait_for_lock`` is the warm standby's way in (``canary.controller.local_controllers``):
