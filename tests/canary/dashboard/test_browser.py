@@ -29,8 +29,9 @@ ARGS = [
 
 def shown_phases(page: Page, rid: str) -> list[str]:
     """The phases the page's "Recent changes" list has shown for a rollout, oldest first."""
-    items = page.locator(f'#announce li[data-rollout="{rid}"]')
-    return list(reversed([items.nth(i).get_attribute("data-phase") or "" for i in range(items.count())]))
+    # one look at the page (a count, then each item, could straddle a re-render)
+    shown = page.eval_on_selector_all(f'#announce li[data-rollout="{rid}"]', "els => els.map(e => e.dataset.phase)")
+    return list(reversed([str(p or "") for p in shown]))
 
 
 def stored_phases(controller_url: str, rid: str) -> list[str]:
@@ -42,8 +43,9 @@ def stored_phases(controller_url: str, rid: str) -> list[str]:
 
 
 def chart_points(page: Page, rid: str) -> int:
-    chart = page.locator(f'#rollout-{rid} svg[data-metric="errors"][data-what="e-value"]')
-    return int(chart.get_attribute("data-points") or 0) if chart.count() else 0
+    # in one look: the card goes from the page when the rollout ends, between a count and a read
+    selector = f'#rollout-{rid} svg[data-metric="errors"][data-what="e-value"]'
+    return int(page.eval_on_selector_all(selector, "els => els.length ? Number(els[0].dataset.points || 0) : 0"))
 
 
 def test_the_page_follows_a_rollback_live_and_aborts_a_second_rollout(tmp_path: Path) -> None:

@@ -49,18 +49,19 @@ def stored_group(controller_url: str, gid: str) -> dict[str, Any]:
 
 def shown_group_phases(page: Page, gid: str) -> list[str]:
     """The group's states in the page's "Recent changes", oldest first."""
-    items = page.locator(f'#announce li[data-group="{gid}"]')
-    return list(reversed([items.nth(i).get_attribute("data-phase") or "" for i in range(items.count())]))
+    shown = page.eval_on_selector_all(f'#announce li[data-group="{gid}"]', "els => els.map(e => e.dataset.phase)")
+    return list(reversed([str(p or "") for p in shown]))
 
 
 def shown_members(page: Page, gid: str) -> dict[str, str]:
     """Each member's state as the group's card shows it now ({} once the group has left the card)."""
-    rows = page.locator(f"#group-{gid} tr[data-member]")
-    states = page.locator(f'#group-{gid} tr[data-member] [data-testid="member-state"]')
-    return {
-        rows.nth(i).get_attribute("data-member") or "": states.nth(i).get_attribute("data-phase") or ""
-        for i in range(rows.count())
-    }
+    # in one look: the card is re-rendered on every change, between a count and a read
+    pairs = page.eval_on_selector_all(
+        f"#group-{gid} tr[data-member]",
+        """rows => rows.map(r => [r.dataset.member || "",
+            (r.querySelector('[data-testid="member-state"]') || {dataset: {}}).dataset.phase || ""])""",
+    )
+    return {str(member): str(state) for member, state in pairs}
 
 
 def test_the_page_follows_a_group_live_and_aborts_a_second_group(tmp_path: Path) -> None:
