@@ -67,8 +67,10 @@ def engine_for(settings: Settings) -> Engine:
 def _sqlite_on_connect(busy_timeout_ms: int, dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # autocommit at the driver; SQLAlchemy's BEGIN rules
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # the busy timeout first: switching to WAL takes the file's lock, and releases starting at once
+    # on one file (a stable and its baseline copy) met "database is locked" and exited at start
     cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
