@@ -195,7 +195,7 @@ class JudgeState:
     routed: Array
     # 1 where the last bin's weight was confirmed by every reader when its counts were read: the
     # next bin at the same step was then served wholly at that weight
-    settled: Array = field(default_factory=lambda: np.zeros(0))
+    settled: Array
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
