@@ -26,13 +26,17 @@ ROLLOUT = (
     "{steps: [{weight: 50, min_requests: 20, min_seconds: 3, max_seconds: 120}],"
     " metrics: [{name: errors, kind: errors, rate_floor: 0.2}], sticky: {header: X-Account-Id}, watch: {seconds: 3}}"
 )
+# the importer's shipped floor: at 0.2 the pass rule rules out only a 40% error rate, and importer
+# 1.1 (about 16% of imports fail with this traffic) passed its 20-request bake in about half of
+# simulated runs (it did once in CI); at 0.02 it cannot pass and the judge rolls it back
+IMPORTER_ROLLOUT = ROLLOUT.replace("rate_floor: 0.2", "rate_floor: 0.02")
 GROUP = f"""apiVersion: releasewarden/v1
 kind: Group
 metadata: {{name: e2e}}
 spec:
   policy: independent
   members:
-    - {{service: importer, release: "1.1", rollout: {ROLLOUT}}}
+    - {{service: importer, release: "1.1", rollout: {IMPORTER_ROLLOUT}}}
     - {{service: opens, release: "1.2", rollout: {ROLLOUT}}}
     - {{service: resizer, release: "2.1", rollout: {ROLLOUT}, after: [opens]}}
 """

@@ -161,9 +161,9 @@ def _customer_groups(scenario: Scenario, runs: int, cuts: npt.NDArray[np.int64],
     return _Groups(traffic, np.where(traffic > 0, bad / np.maximum(traffic, 1e-300), 1.0))
 
 
-def _rates(scenario: Scenario, t: int) -> tuple[float, float]:
+def _rates(scenario: Scenario, t: int, metric: str) -> tuple[float, float]:
     base = scenario.baseline_error_rate
-    canary = scenario.canary_error_rate if t >= scenario.onset else base
+    canary = scenario.canary_rate_for(metric) if t >= scenario.onset else base
     for b in scenario.bursts:
         if b.start <= t < b.start + b.duration:
             base = 1 - (1 - base) * (1 - b.error_rate)
@@ -182,7 +182,6 @@ def _draw(
     rng: np.random.Generator,
 ) -> list[BinArrays]:
     runs = len(step)
-    base, canary = _rates(scenario, max(t, 0)) if t >= 0 else (scenario.baseline_error_rate,) * 2
     if groups is not None:
         gn = rng.poisson(scenario.rate * groups.traffic).astype(np.float64)
         on = np.arange(gn.shape[1])[None, :] <= step[:, None]
@@ -193,6 +192,7 @@ def _draw(
         sn = (total - cn).astype(np.float64)
     out = []
     for rule in spec.metrics:
+        base, canary = _rates(scenario, t, rule.name) if t >= 0 else (scenario.baseline_error_rate,) * 2
         latency = rule.kind == "latency" and scenario.latency is not None
         if groups is not None:
             if latency:

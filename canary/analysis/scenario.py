@@ -20,6 +20,8 @@ Optional fields (all documented in ``benchmarks/scenarios/README.md``):
   then ignored.
 - ``latency: {stable: {median, sigma}, canary: {median, sigma}, threshold_ms}``: lognormal
   per-request latency (ms) per track; adds a latency metric judged on the whole histogram.
+- ``faulty_metrics: [NAME, ...]``: with a ``rollout:`` whose spec has several metrics, the ones
+  the canary's fault shows in (the others have the baseline rate on both tracks); default all.
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ class Scenario:
     metrics: int = 1
     rollout: dict[str, Any] | None = None  # the rollout's spec mapping (closed loop)
     latency: Latency | None = None
+    faulty_metrics: tuple[str, ...] | None = None  # None: the fault shows in every metric
+
+    def canary_rate_for(self, metric: str) -> float:
+        """The canary's bad rate in ``metric`` (before any burst)."""
+        shows = self.faulty_metrics is None or metric in self.faulty_metrics
+        return self.canary_error_rate if shows else self.baseline_error_rate
 
     @property
     def healthy(self) -> bool:
@@ -115,6 +123,7 @@ class Scenario:
             "metrics",
             "rollout",
             "latency",
+            "faulty_metrics",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -147,6 +156,7 @@ class Scenario:
                 )
             )
         objective = data.get("objective")
+        rollout = _rollout(data.get("rollout"), read_spec)
         return cls(
             name=str(data.get("name", "scenario")),
             duration=duration,
@@ -162,8 +172,9 @@ class Scenario:
             customers=_customers(data.get("customers")),
             restarts=tuple(_check(f"restarts[{i}]", v, 0, duration) for i, v in enumerate(_list(data, "restarts"))),
             metrics=int(_number(data, "metrics", 1, 20, default=1)),
-            rollout=_rollout(data.get("rollout"), read_spec),
+            rollout=rollout,
             latency=_latency(data.get("latency")),
+            faulty_metrics=_faulty_metrics(data.get("faulty_metrics"), rollout),
         )
 
 
@@ -188,6 +199,20 @@ def _customers(raw: Any) -> Customers | None:
         error_spread=_number(raw, "error_spread", 0, 20, "customers.", 1.0),
         history=_number(raw, "history", 0, 86400, "customers.", 600.0),
     )
+
+
+def _faulty_metrics(raw: Any, rollout: dict[str, Any] | None) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    names = [str(m["name"]) for m in (rollout or {}).get("metrics") or [] if isinstance(m, dict) and "name" in m]
+    if not names:
+        raise ScenarioError("faulty_metrics: needs a rollout: whose spec names its metrics")
+    if not isinstance(raw, list) or not raw or not all(isinstance(v, str) for v in raw):
+        raise ScenarioError("faulty_metrics: must be a non-empty list of metric names")
+    unknown = [v for v in raw if v not in names]
+    if unknown:
+        raise ScenarioError(f"faulty_metrics: {unknown[0]!r} is not a metric of the rollout ({', '.join(names)})")
+    return tuple(raw)
 
 
 def _latency(raw: Any) -> Latency | None:

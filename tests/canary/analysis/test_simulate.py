@@ -128,6 +128,11 @@ def test_cli_closed_loop_rollout_from_a_spec_file(tmp_path):
         ({"restarts": [5000]}, "restarts[0]: must be between"),
         ({"latency": {"stable": {"median": 80}}}, "latency: must be a mapping"),
         ({"rollout": {"steps": [{"weight": 5}, {"weight": 1}]}}, "weights must rise"),
+        ({"faulty_metrics": ["errors"]}, "faulty_metrics: needs a rollout"),
+        (
+            {"faulty_metrics": ["slow"], "rollout": {"steps": [{"weight": 5}], "metrics": [{"name": "errors"}]}},
+            "faulty_metrics: 'slow' is not a metric of the rollout",
+        ),
     ],
 )
 def test_new_scenario_fields_name_the_field(change, message):
