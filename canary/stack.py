@@ -158,9 +158,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def up(
-    state_dir: Path, controller_port: int, router_port: int, prometheus: bool = False, catalog: str = ""
-) -> int:
+def up(state_dir: Path, controller_port: int, router_port: int, prometheus: bool = False, catalog: str = "") -> int:
     # SIGTERM is a stop, as Ctrl-C: it unwinds what this started (router, monitoring) instead of ending
     # the process with them still running (uvicorn stops gracefully on it, then raises it again)
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)

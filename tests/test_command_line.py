@@ -276,11 +276,7 @@ def test_a_controller_killed_in_any_phase_resumes_without_acting_twice_and_consu
         return rid in line and f" {phase} " in line
 
     def decisions(rid: str) -> list[str]:  # `canary why` without the live view ("now, ...", the readers)
-        return [
-            line
-            for line in canary("why", rid).stdout.splitlines()
-            if not line.startswith(("  now,", "  reader "))
-        ]
+        return [line for line in canary("why", rid).stdout.splitlines() if not line.startswith(("  now,", "  reader "))]
 
     def wait_status(word: str) -> None:
         wait_until(

@@ -69,9 +69,7 @@ def _load(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_load_command(
-    sub: Any, _positive_float: Callable[[str], float], _positive_int: Callable[[str], int]
-) -> None:
+def add_load_command(sub: Any, _positive_float: Callable[[str], float], _positive_int: Callable[[str], int]) -> None:
     load = sub.add_parser("load", help="drive realistic traffic at the services and report what consumers saw")
     load.add_argument("--importer", metavar="URL", help="importer base URL")
     load.add_argument("--opens", metavar="URL", help="open tracker base URL")
