@@ -156,14 +156,14 @@ def test_prometheus_down_holds_a_rollout_and_back_resumes_it(tmp_path):
     with monitored_stack(tmp_path) as (controller_url, router_url, prometheus, _am):
         with importer_load(router_url, 300):
             poll_until(router_saw(router_url, "importer", 20), 30, "the load reaches the router")
-            rid = create(controller_url, "1.2", ERRORS, max_seconds=40, min_seconds=10)
+            rid = create(controller_url, "1.2", ERRORS, max_seconds=20, min_seconds=10)
             wait_for(controller_url, rid, lambda r: r["phase"] == "progressing")
             prometheus.stop()
             held = wait_for(controller_url, rid, lambda r: r["reason"].startswith("held:"), seconds=60)
             assert "metrics unavailable" in held["reason"] and "did not answer" in held["reason"]
-            # the step's limit is 40 s: for longer than that it stays held, neither paused nor passed;
+            # the step's limit is 20 s: for longer than that it stays held, neither paused nor passed;
             # a property of every moment, so it is read as often as a tick (0.5 s) could change it
-            past_the_limit = time.monotonic() + 42
+            past_the_limit = time.monotonic() + 22
             while time.monotonic() < past_the_limit:
                 still = wait_for(controller_url, rid, lambda r: True)
                 assert (still["phase"], still["reason"]) == ("progressing", held["reason"])

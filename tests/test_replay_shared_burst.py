@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from benchmarks.crashes import until
+from canary.controller.evidence_figures import figures
 from canary.replay import group_report, shared_stable
 from canary.replay.figures import group_figures, release_figures
 from canary.replay.recorder import GroupTrack, Recorder
@@ -105,6 +106,16 @@ def members_of(group: GroupTrack) -> dict[str, dict]:
     return {t.service: t.detail for t in group.members}
 
 
+def canaries_served(members: dict[str, dict], requests: int) -> bool:
+    """Every member's judge has counted at least ``requests`` canary requests (in any metric)."""
+
+    def served(detail: dict) -> int:
+        counts = [figures(j.get("evidence")) for j in (detail.get("judge") or {}).values()]
+        return max((f.canary_requests or 0 for f in counts if f is not None), default=0)
+
+    return bool(members) and all(served(d) >= requests for d in members.values())
+
+
 @pytest.mark.postgres
 @pytest.mark.timeout(600)
 def test_a_burst_on_the_shared_database_is_noted_and_rolls_no_member_back(tmp_path):
@@ -143,7 +154,9 @@ def test_a_burst_on_the_shared_database_is_noted_and_rolls_no_member_back(tmp_pa
             group = recorder.release_group(GROUP)
             assert [t.service for t in group.members] == list(SERVICES)
             until(lambda: all(d.get("phase") == "progressing" for d in members_of(group).values()), 120, step=0.2)
-            time.sleep(3)  # a little of the step before the burst, so that it falls inside the window
+            # a little of the step before the burst (so that it falls inside the window): each canary
+            # has served a few requests the judge counted
+            until(lambda: canaries_served(members_of(group), 3), 60, step=0.2)
             burst_from = recorder.now() - group.started
             outage(base, urls, BURST_S)
             burst_to = recorder.now() - group.started
