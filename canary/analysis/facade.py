@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from canary.analysis import rollout
+from canary.analysis import reading, rollout
 from canary.analysis.intervals import rate_ratio_interval
 from canary.analysis.mirror import NO_BASELINE_RATE, MirrorBin, MirrorState
 from canary.analysis.rollout import CODES, BinArrays, JudgeState, Verdict
@@ -170,7 +170,7 @@ class RolloutJudge:
             np.asarray([context.step], dtype=np.int64),
             weight,
         )
-        code = int(rollout.verdicts(self.state, self.spec)[0])
+        code = int(reading.verdicts(self.state, self.spec)[0])
         self._asked = context.weight
         return self._decision(CODES[code])
 
@@ -213,7 +213,7 @@ class RolloutJudge:
         evidence: list[MetricEvidence] = []
         words: list[str] = []
         for rule, ms in zip(spec.metrics, state.metrics, strict=True):
-            rd = rollout.read_metric(spec, rule, ms, tests)
+            rd = reading.read_metric(spec, rule, ms, tests)
             c = TrackCounts(int(ms.canary_n[0]), int(ms.canary_bad[0]))
             s = TrackCounts(int(ms.stable_n[0]), int(ms.stable_bad[0]))
             interval = rate_ratio_interval(c.requests, c.bad, s.requests, s.bad)
@@ -248,7 +248,7 @@ class RolloutJudge:
             evidence[-1] = dataclasses.replace(evidence[-1], words=text)
             words.append(f"{rule.name}: {text}")
         held = ""
-        if verdict is Verdict.CONTINUE and bool(rollout.srm_mismatch(state, spec)[0]):
+        if verdict is Verdict.CONTINUE and bool(reading.srm_mismatch(state, spec)[0]):
             first = state.metrics[0]
             seen = float(first.canary_n[0]) / max(float(first.canary_n[0] + first.stable_n[0]), 1.0)
             asked = self._asked

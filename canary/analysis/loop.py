@@ -2,11 +2,12 @@
 
 Sits under ``canary.analysis.simulate``.  It draws one second of traffic per run (per track, or
 per sticky bucket group when the scenario has ``customers``), feeds it to
-``canary.analysis.rollout`` (the same code the live judge runs, with a runs axis), and, with a
-``rollout:``, moves each run through the steps as the controller's state machine does: ``pass``
-goes to the next step (or promotes after the last), ``fail`` rolls back, ``inconclusive`` does what
-``on_inconclusive`` says.  At each of ``restarts`` the judge's state goes through
-``to_dict``/JSON/``from_dict``, as a restarted controller would read it back.
+``canary.analysis.rollout`` and reads the verdicts with ``canary.analysis.reading`` (the same
+code the live judge runs, with a runs axis), and, with a ``rollout:``, moves each run through the
+steps as the controller's state machine does: ``pass`` goes to the next step (or promotes after
+the last), ``fail`` rolls back, ``inconclusive`` does what ``on_inconclusive`` says.  At each of
+``restarts`` the judge's state goes through ``to_dict``/JSON/``from_dict``, as a restarted
+controller would read it back.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from canary.analysis import rollout
+from canary.analysis import reading, rollout
 from canary.analysis.rollout import FAIL, INCONCLUSIVE, PASS, BinArrays, JudgeState
 from canary.analysis.scenario import Scenario, Traffic
 from canary.analysis.spec import BUCKETS, JudgeSpec, MetricRule, OnInconclusive, StepRule
@@ -110,7 +111,7 @@ def run(scenario: Scenario, runs: int, rng: np.random.Generator, spec: JudgeSpec
             b = bins[0]
             for key, counts in (("cn", b.canary_n), ("cb", b.canary_bad), ("sn", b.stable_n), ("sb", b.stable_bad)):
                 tr[key][:, t] = counts
-        v = rollout.verdicts(state, spec)
+        v = reading.verdicts(state, spec)
         live = ~done & (active_step >= 0)
         fail = live & (v == FAIL)
         rolled = np.where(fail, float(t + 1), rolled)

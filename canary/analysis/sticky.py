@@ -15,7 +15,7 @@ the rollout's own salt, so no customer is on every canary) into groups: group ``
 and a last *reference* group ``[T_last, 10000)`` that never joins the canary.  Per bin and per
 metric the router reports, for every group, the requests and bad events of the customers whose
 bucket is in it (whatever track served them) and how many of those the canary served
-(:class:`canary.analysis.rollout.GroupCounts`).  It counts with the rollout's salt from the moment
+(:class:`canary.analysis.facade.GroupCounts`).  It counts with the rollout's salt from the moment
 the salt is chosen, *before* the canary takes traffic, so the first group has a history on stable.
 
 The test
