@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.crashes import until
 from canary.platforms.processes import start_service, wait_ready
 
 
@@ -79,24 +80,15 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
         return run_cli(*args, *common)
 
     try:
-        for _ in range(300):
-            if canary("status").returncode == 0:
-                break
-            time.sleep(0.1)
+        until(lambda: canary("status").returncode == 0, 60, step=0.1)
         assert canary("status").stdout.strip() == "no active rollout"
         out = canary("release", "resizer", "--to", "2.1")
         assert out.returncode == 0 and "resizer 1.0 -> 2.1" in out.stdout
         rid = out.stdout.split()[1].rstrip(":")[:8]
-        for _ in range(100):
-            if "mirroring" in canary("status").stdout:
-                break
-            time.sleep(0.2)
+        until(lambda: "mirroring" in canary("status").stdout, 60, step=0.2)
         assert httpx.get(f"http://127.0.0.1:{rport}/resizer/healthz").json()["release"] == "1.0"
         assert canary("abort", rid).returncode == 0
-        for _ in range(100):
-            if "rolled_back" in canary("history").stdout:
-                break
-            time.sleep(0.2)
+        until(lambda: "rolled_back" in canary("history").stdout, 60, step=0.2)
         why = canary("why", rid).stdout
         assert "pending -> mirroring" in why and "by person: aborted" in why
         assert canary("abort", rid).returncode == 1  # it has ended: one clear line, no traceback
@@ -121,11 +113,9 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
             "ignored: opens has no active rollout",
             "rolling back",
         ]
-        for _ in range(100):
-            if "by alert: alert ResizerDatabaseErrors fired" in canary("why", rid2[:8]).stdout:
-                break
-            time.sleep(0.2)
-        assert "rolled_back" in canary("why", rid2[:8]).stdout.splitlines()[0]
+        # the reason is there from rolling_back on: the phase is what the wait is for
+        until(lambda: "rolled_back" in canary("why", rid2[:8]).stdout.splitlines()[0], 60, step=0.2)
+        assert "by alert: alert ResizerDatabaseErrors fired" in canary("why", rid2[:8]).stdout
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)

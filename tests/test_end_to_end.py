@@ -36,10 +36,13 @@ spec:
     - {{weight: 50, min_requests: 20, min_seconds: 3, max_seconds: 120}}
     - {{weight: 75, min_requests: 20, min_seconds: 3, max_seconds: 120}}
   metrics:
-    - {{name: errors, kind: errors, rate_floor: 0.2}}
+    - {{name: errors, kind: errors, rate_floor: 0.02}}
   sticky: {{header: X-Account-Id}}
   watch: {{seconds: 3}}
 """
+# the importer's shipped floor: at 0.2 the pass rule rules out only a 40% error rate, and 1.1 (10-16%
+# of imports fail with this traffic) was promoted in 7-35% of simulated runs; at 0.02 it cannot pass.
+# The load runs until the rollout has ended (the judge needs 15-50 s to roll 1.1 back).
 
 
 def stack(tmp_path: Path, stable: dict[str, str] | None = None):
@@ -77,14 +80,18 @@ def test_importer_1_1_rolled_back_by_the_judge_then_1_2_promoted(tmp_path):
         assert bad.status_code == 422 and bad.json()["error"]["detail"]
 
         reports: list[dict] = []
+        stop = threading.Event()
         load = threading.Thread(
             target=lambda: reports.append(
                 run(
                     LoadConfig(
-                        importer=f"{router_url}/importer", rate=20, duration=25, mix={"importer": 1.0}, accounts=40
-                    )
+                        importer=f"{router_url}/importer", rate=20, duration=180, mix={"importer": 1.0}, accounts=40
+                    ),
+                    None,
+                    stop,
                 )
-            )
+            ),
+            daemon=True,
         )
         load.start()
         poll_until(router_saw(router_url, "importer", 10), 30, "the load reaches the router")
@@ -95,7 +102,10 @@ def test_importer_1_1_rolled_back_by_the_judge_then_1_2_promoted(tmp_path):
             httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.2"), headers=AUTH).status_code
             == 409
         )  # one active rollout per service
-        done = wait_for(controller_url, rid, {"rolled_back", "succeeded", "failed"})
+        try:
+            done = wait_for(controller_url, rid, {"rolled_back", "succeeded", "failed"})
+        finally:
+            stop.set()
         assert (done["phase"], done["decided_by"]) == ("rolled_back", "judge"), done
         assert "canary is worse than stable" in done["reason"]
         load.join(60)
@@ -105,25 +115,32 @@ def test_importer_1_1_rolled_back_by_the_judge_then_1_2_promoted(tmp_path):
         assert sum(r["errors"] for r in stats if r["release"] == "1.1") >= 3
         assert sum(r["failovers"] for r in stats if r["release"] == "1.1") >= 3
 
+        stop2 = threading.Event()
         load2 = threading.Thread(
             target=lambda: reports.append(
                 run(
                     LoadConfig(
                         importer=f"{router_url}/importer",
                         rate=20,
-                        duration=30,
+                        duration=180,
                         mix={"importer": 1.0},
                         accounts=40,
                         seed=2,
-                    )
+                    ),
+                    None,
+                    stop2,
                 )
-            )
+            ),
+            daemon=True,
         )
         load2.start()
         rid2 = httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.2"), headers=AUTH).json()[
             "id"
         ]
-        done2 = wait_for(controller_url, rid2, {"rolled_back", "succeeded", "failed"})
+        try:
+            done2 = wait_for(controller_url, rid2, {"rolled_back", "succeeded", "failed"})
+        finally:
+            stop2.set()
         load2.join(60)
         assert done2["phase"] == "succeeded", done2
         phases = steps_taken(done2["decisions"])
@@ -145,35 +162,43 @@ spec:
   steps:
     - {weight: 50, min_requests: 50, min_seconds: 3, max_seconds: 120}
   metrics:
-    - {name: lost-opens, kind: conservation, rate_floor: 0.02}
+    - {name: lost-opens, kind: conservation, rate_floor: 0.005}
 """
-# lost opens: a floor of 0.2 would let the last step pass once a doubling of 20% is ruled out (a few
-# dozen events without a loss); 0.02 makes it wait for a few hundred, as the shipped spec's does
+# lost opens: the shipped floor.  1.1 loses 1-1.6% of events here; at a floor of 0.02 the pass rule
+# rules out only a 4% loss, and 1.1 was promoted in 37-73% of simulated runs (once in CI: 3 lost of
+# 287 against 0 of 295); at 0.005 it cannot pass.  The load runs until the rollout has ended.
 
 
 def test_opens_1_1_loses_events_is_rolled_back_and_stable_recovers_every_open(tmp_path):
     with stack(tmp_path, {"opens": "1.0"}) as (controller_url, router_url, app):
         reports: list[dict] = []
+        stop = threading.Event()
         load = threading.Thread(
             target=lambda: reports.append(
                 run(
                     LoadConfig(
                         opens=f"{router_url}/opens",
                         rate=60,
-                        duration=20,
+                        duration=180,
                         mix={"opens": 1.0},
                         accounts=10,
                         pool=50,
                         admin_token=TOKEN,
-                    )
+                    ),
+                    None,
+                    stop,
                 )
-            )
+            ),
+            daemon=True,
         )
         load.start()
         poll_until(router_saw(router_url, "opens", 20), 30, "the load reaches the router")
         created = httpx.post(f"{controller_url}/api/rollouts", content=OPENS_SPEC, headers=AUTH)
         assert created.status_code == 201, created.text
-        done = wait_for(controller_url, created.json()["id"], {"rolled_back", "succeeded", "failed"})
+        try:
+            done = wait_for(controller_url, created.json()["id"], {"rolled_back", "succeeded", "failed"})
+        finally:
+            stop.set()
         load.join(60)
         assert (done["phase"], done["decided_by"]) == ("rolled_back", "judge"), done
         assert done["reason"].startswith("lost-opens: canary is worse than stable")
