@@ -31,9 +31,10 @@ def stack(state_dir: Path, stable: dict[str, str] | None = None, **settings: Any
 
 
 @contextmanager
-def load(router_url: str, seconds: float = 30, rate: float = 20, service: str = "importer") -> Iterator[None]:
+def load(router_url: str, seconds: float = 180, rate: float = 20, service: str = "importer") -> Iterator[None]:
     """Importer traffic (to ``service``, the importer or a copy of it) through the router in a thread,
-    for at most ``seconds``: stopped and joined on exit."""
+    for at most ``seconds``: stopped and joined on exit (so by default until the rollout a test waits
+    for has ended: at the importer's rate floor the judge needs 15-50 s to roll 1.1 back)."""
     config = LoadConfig(
         importer=f"{router_url}/{service}", rate=rate, duration=seconds, mix={"importer": 1.0}, accounts=40
     )
