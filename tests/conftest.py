@@ -107,17 +107,21 @@ def wait_for_rollout(
 
 
 @contextlib.contextmanager
-def load_in_background(config: Any) -> Iterator[None]:
-    """`canary load` (a ``LoadConfig``) in a thread while the block runs; stopped and joined after."""
+def load_in_background(config: Any) -> Iterator[list[dict[str, Any]]]:
+    """`canary load` (a ``LoadConfig``) in a thread while the block runs; stopped and joined after.
+    Yields a list that holds the load's report once the block has ended."""
     import threading
 
     from canary.traffic.load import run
 
     stop = threading.Event()
-    thread = threading.Thread(target=run, args=(config,), kwargs={"stop": stop}, name="background-load")
+    reports: list[dict[str, Any]] = []
+    thread = threading.Thread(
+        target=lambda: reports.append(run(config, stop=stop)), name="background-load", daemon=True
+    )
     thread.start()
     try:
-        yield
+        yield reports
     finally:
         stop.set()
         thread.join(60)

@@ -9,8 +9,8 @@ modest traffic (it says which base rate a step must be able to see a 2x regressi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +20,8 @@ import pytest
 
 from benchmarks.late_failure import BOOKS, SuppressedImports
 from canary.stack import local_stack
-from canary.traffic.load import LoadConfig, run
-from tests.conftest import wait_for_rollout
+from canary.traffic.load import LoadConfig
+from tests.conftest import load_in_background, wait_for_rollout
 
 TOKEN = "e2e-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -79,73 +79,30 @@ def test_importer_1_1_rolled_back_by_the_judge_then_1_2_promoted(tmp_path):
         bad = httpx.post(f"{controller_url}/api/rollouts", content="spec: {}", headers=AUTH)
         assert bad.status_code == 422 and bad.json()["error"]["detail"]
 
-        reports: list[dict] = []
-        stop = threading.Event()
-        load = threading.Thread(
-            target=lambda: reports.append(
-                run(
-                    LoadConfig(
-                        importer=f"{router_url}/importer", rate=20, duration=180, mix={"importer": 1.0}, accounts=40
-                    ),
-                    None,
-                    stop,
-                )
-            ),
-            daemon=True,
-        )
-        load.start()
-        poll_until(router_saw(router_url, "importer", 10), 30, "the load reaches the router")
-        created = httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.1"), headers=AUTH)
-        assert created.status_code == 201, created.text
-        rid = created.json()["id"]
-        assert (
-            httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.2"), headers=AUTH).status_code
-            == 409
-        )  # one active rollout per service
-        try:
+        load = LoadConfig(importer=f"{router_url}/importer", rate=20, duration=180, mix={"importer": 1.0}, accounts=40)
+        with load_in_background(load) as reports:  # until the rollout has ended
+            poll_until(router_saw(router_url, "importer", 10), 30, "the load reaches the router")
+            created = httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.1"), headers=AUTH)
+            assert created.status_code == 201, created.text
+            rid = created.json()["id"]
+            second = httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.2"), headers=AUTH)
+            assert second.status_code == 409  # one active rollout per service
             done = wait_for(controller_url, rid, {"rolled_back", "succeeded", "failed"})
-        finally:
-            stop.set()
         assert (done["phase"], done["decided_by"]) == ("rolled_back", "judge"), done
         assert "canary is worse than stable" in done["reason"]
-        load.join(60)
         seen = reports[0]["services"]["importer"]
         assert seen["errors"] == {} and seen["imports_failed"] == 0  # consumers never noticed
         stats = httpx.get(f"{router_url}/_router/stats").json()["counters"]
         assert sum(r["errors"] for r in stats if r["release"] == "1.1") >= 3
         assert sum(r["failovers"] for r in stats if r["release"] == "1.1") >= 3
 
-        stop2 = threading.Event()
-        load2 = threading.Thread(
-            target=lambda: reports.append(
-                run(
-                    LoadConfig(
-                        importer=f"{router_url}/importer",
-                        rate=20,
-                        duration=180,
-                        mix={"importer": 1.0},
-                        accounts=40,
-                        seed=2,
-                    ),
-                    None,
-                    stop2,
-                )
-            ),
-            daemon=True,
-        )
-        load2.start()
-        rid2 = httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.2"), headers=AUTH).json()[
-            "id"
-        ]
-        try:
-            done2 = wait_for(controller_url, rid2, {"rolled_back", "succeeded", "failed"})
-        finally:
-            stop2.set()
-        load2.join(60)
+        with load_in_background(dataclasses.replace(load, seed=2)) as reports2:
+            created2 = httpx.post(f"{controller_url}/api/rollouts", content=SPEC.format(canary="1.2"), headers=AUTH)
+            done2 = wait_for(controller_url, created2.json()["id"], {"rolled_back", "succeeded", "failed"})
         assert done2["phase"] == "succeeded", done2
         phases = steps_taken(done2["decisions"])
         assert phases == ["progressing", "progressing", "promoting", "watching", "succeeded"]
-        assert reports[1]["services"]["importer"]["errors"] == {}
+        assert reports2[0]["services"]["importer"]["errors"] == {}
         table = httpx.get(f"{controller_url}/api/routes", headers=AUTH).json()
         assert table["services"]["importer"]["releases"] == {"stable": "1.2"}
         running = set(app.state.controller.platform.entries)  # (service, release) pairs still running
@@ -171,35 +128,20 @@ spec:
 
 def test_opens_1_1_loses_events_is_rolled_back_and_stable_recovers_every_open(tmp_path):
     with stack(tmp_path, {"opens": "1.0"}) as (controller_url, router_url, app):
-        reports: list[dict] = []
-        stop = threading.Event()
-        load = threading.Thread(
-            target=lambda: reports.append(
-                run(
-                    LoadConfig(
-                        opens=f"{router_url}/opens",
-                        rate=60,
-                        duration=180,
-                        mix={"opens": 1.0},
-                        accounts=10,
-                        pool=50,
-                        admin_token=TOKEN,
-                    ),
-                    None,
-                    stop,
-                )
-            ),
-            daemon=True,
+        load = LoadConfig(
+            opens=f"{router_url}/opens",
+            rate=60,
+            duration=180,
+            mix={"opens": 1.0},
+            accounts=10,
+            pool=50,
+            admin_token=TOKEN,
         )
-        load.start()
-        poll_until(router_saw(router_url, "opens", 20), 30, "the load reaches the router")
-        created = httpx.post(f"{controller_url}/api/rollouts", content=OPENS_SPEC, headers=AUTH)
-        assert created.status_code == 201, created.text
-        try:
+        with load_in_background(load) as reports:  # until the rollout has ended
+            poll_until(router_saw(router_url, "opens", 20), 30, "the load reaches the router")
+            created = httpx.post(f"{controller_url}/api/rollouts", content=OPENS_SPEC, headers=AUTH)
+            assert created.status_code == 201, created.text
             done = wait_for(controller_url, created.json()["id"], {"rolled_back", "succeeded", "failed"})
-        finally:
-            stop.set()
-        load.join(60)
         assert (done["phase"], done["decided_by"]) == ("rolled_back", "judge"), done
         assert done["reason"].startswith("lost-opens: canary is worse than stable")
         opens_url = app.state.controller.upstreams[("opens", "1.0")]
