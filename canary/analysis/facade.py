@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from canary.analysis import reading, rollout
+from canary.analysis.customers import canary_share, group_widths
 from canary.analysis.intervals import rate_ratio_interval
 from canary.analysis.mirror import NO_BASELINE_RATE, MirrorBin, MirrorState
 from canary.analysis.rollout import CODES, BinArrays, JudgeState, Verdict
@@ -56,11 +57,13 @@ class TrackCounts:
 
 @dataclass(frozen=True)
 class GroupCounts:
-    """A sticky bucket group's requests (whatever track served them), bad events, canary-served."""
+    """A sticky bucket group's requests (whatever track served them), bad events, canary-served, in
+    the bin; and the distinct customers the router has seen in the group so far (a level)."""
 
     requests: int
     bad: int
     canary_requests: int
+    customers: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,9 +199,12 @@ class RolloutJudge:
         if self.spec.sticky and b.groups:
             if len(b.groups) != len(self.spec.steps) + 1:
                 raise ValueError(f"{b.metric}.groups: {len(self.spec.steps) + 1} bucket groups expected")
+            if not all(0 <= g.customers <= MAX_COUNT for g in b.groups):
+                raise ValueError(f"{b.metric}.groups: customers must be 0 <= customers <= {MAX_COUNT}")
             out.group_n = np.asarray([[g.requests for g in b.groups]], dtype=np.float64)
             out.group_bad = np.asarray([[g.bad for g in b.groups]], dtype=np.float64)
             out.group_canary_n = np.asarray([[g.canary_requests for g in b.groups]], dtype=np.float64)
+            out.group_customers = np.asarray([[g.customers for g in b.groups]], dtype=np.float64)
         if b.slower:
             if len(b.slower) != self.boundaries:
                 raise ValueError(f"{b.metric}.slower: {self.boundaries} histogram boundaries expected")
@@ -254,7 +260,14 @@ class RolloutJudge:
             asked = self._asked
             numbers = f" ({seen:.2%} of requests on the canary, {asked:.2%} asked)" if asked is not None else ""
             if spec.sticky:
-                numbers = f" ({int(state.misrouted[0])} of {int(state.routed[0])} requests on the wrong track)"
+                numbers = f" ({int(state.misrouted[0])} of {int(state.routed[0])} requests on the wrong track"
+                if bool(reading.customers_skewed(state, spec)[0]):
+                    share, asked_share = canary_share(state.customers, group_widths(spec), state.step)
+                    numbers += (
+                        f"; {float(share[0]):.2%} of the {int(state.customers[0].sum())} customers seen are in "
+                        f"the canary's bucket groups, which hold {float(asked_share[0]):.2%} of the hash space"
+                    )
+                numbers += ")"
             held = "held: the canary's share of traffic does not match the weight asked" + numbers
             words.insert(0, held)
         head = {

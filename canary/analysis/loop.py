@@ -1,7 +1,8 @@
 """The simulator's ``sequential`` policy: the rollout judge itself, bin by bin, over many runs at once.
 
 Sits under ``canary.analysis.simulate``.  It draws one second of traffic per run (per track, or
-per sticky bucket group when the scenario has ``customers``), feeds it to
+per sticky bucket group when the scenario has ``customers``, with the distinct customers seen per
+group from each customer's first request), feeds it to
 ``canary.analysis.rollout`` and reads the verdicts with ``canary.analysis.reading`` (the same
 code the live judge runs, with a runs axis), and, with a ``rollout:``, moves each run through the
 steps as the controller's state machine does: ``pass`` goes to the next step (or promotes after
@@ -101,6 +102,8 @@ def run(scenario: Scenario, runs: int, rng: np.random.Generator, spec: JudgeSpec
         active_step = np.where((done & closed) | (t < 0), -1, step)
         weight = np.where(active_step >= 0, weights[np.clip(active_step, 0, None)], 0.0)
         bins = _draw(scenario, spec, t, active_step, weight, groups, bounds, rng)
+        if groups is not None:
+            bins[0].group_customers = groups.arrivals.seen_by(t)
         rollout.update(state, spec, bins, np.ones(runs), active_step, weight)
         if t < 0:
             continue
@@ -142,6 +145,28 @@ def run(scenario: Scenario, runs: int, rng: np.random.Generator, spec: JudgeSpec
 class _Groups:
     traffic: Array  # (runs, G+1) share of requests per bucket group, reference last
     badness: Array  # (runs, G+1) the group's mean bad-rate multiplier (request-weighted)
+    arrivals: _Arrivals  # each customer's first request, for the router's count of distinct customers
+
+
+class _Arrivals:
+    """The bins of the customers' first requests, sorted: :meth:`seen_by` gives the router's level."""
+
+    def __init__(self, first_bin: npt.NDArray[np.int64], group: npt.NDArray[np.int64], groups: int) -> None:
+        runs = first_bin.shape[0]
+        order = np.argsort(first_bin.ravel(), kind="stable")
+        self.bins = first_bin.ravel()[order]
+        self.rows = np.repeat(np.arange(runs), first_bin.shape[1])[order]
+        self.group = group.ravel()[order]
+        self.level = np.zeros((runs, groups))
+        self.done = 0
+
+    def seen_by(self, t: int) -> Array:
+        """(runs, G+1) distinct customers seen per group by the end of bin ``t`` (bins in order)."""
+        upto = int(np.searchsorted(self.bins, t, side="right"))
+        new = slice(self.done, upto)
+        np.add.at(self.level, (self.rows[new], self.group[new]), 1.0)
+        self.done = upto
+        return self.level.copy()
 
 
 def _customer_groups(scenario: Scenario, runs: int, cuts: npt.NDArray[np.int64], rng: np.random.Generator) -> _Groups:
@@ -159,7 +184,11 @@ def _customer_groups(scenario: Scenario, runs: int, cuts: npt.NDArray[np.int64],
     rows = np.repeat(np.arange(runs), c.count)
     np.add.at(traffic, (rows, group.ravel()), w.ravel())
     np.add.at(bad, (rows, group.ravel()), (w * m).ravel())
-    return _Groups(traffic, np.where(traffic > 0, bad / np.maximum(traffic, 1e-300), 1.0))
+    # a customer's first request: exponential at its own rate, from the first bin of the history
+    first = rng.exponential(1.0 / np.maximum(scenario.rate * w, 1e-12)) - c.history
+    first_bin = np.floor(np.minimum(first, 10.0**9)).astype(np.int64)
+    badness = np.where(traffic > 0, bad / np.maximum(traffic, 1e-300), 1.0)
+    return _Groups(traffic, badness, _Arrivals(first_bin, group, g))
 
 
 def _rates(scenario: Scenario, t: int, metric: str) -> tuple[float, float]:

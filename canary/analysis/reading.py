@@ -11,7 +11,9 @@ metric rules out a regression of ``min_regression`` with the reversed test at ``
 the canary either (or is within its tolerance); ``inconclusive`` at ``max_seconds`` without either; else ``continue``.
 A sample-ratio mismatch (the canary's share of requests far from the weight asked, tested with an
 anytime-valid binomial mixture at ``SRM_ALPHA``; sticky: more than 1% of requests served by the
-track their bucket group is not on) holds the rollout: no pass until a person looks.
+track their bucket group is not on, or the customers seen falling into the bucket groups otherwise
+than by the groups' widths, ``canary.analysis.customers``, at ``SRM_ALPHA``) holds the rollout: no
+pass until a person looks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from canary.analysis.customers import customers_log_e, group_widths
 from canary.analysis.rollout import (
     CONTINUE,
     FAIL,
@@ -135,8 +138,17 @@ def floor_log_clear(rule: MetricRule, ms: MetricState) -> Array:
 def srm_mismatch(state: JudgeState, spec: JudgeSpec) -> npt.NDArray[np.bool_]:
     if spec.sticky:
         out: npt.NDArray[np.bool_] = (state.misrouted >= 20) & (state.misrouted > 0.01 * state.routed)
-        return out
+        return out | customers_skewed(state, spec)
     return _mix(state.srm) >= math.log(1 / SRM_ALPHA)
+
+
+def customers_skewed(state: JudgeState, spec: JudgeSpec) -> npt.NDArray[np.bool_]:
+    """Sticky: the customers seen fall into the bucket groups otherwise than by the groups' widths."""
+    widths = group_widths(spec)
+    if state.customers.shape[1] != len(widths):
+        return np.zeros(len(state.step), dtype=bool)
+    out: npt.NDArray[np.bool_] = customers_log_e(state.customers, widths) >= math.log(1 / SRM_ALPHA)
+    return out
 
 
 def verdicts(state: JudgeState, spec: JudgeSpec) -> IntArray:

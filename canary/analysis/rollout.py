@@ -66,6 +66,7 @@ class BinArrays:
     group_n: Array | None = None  # (runs, G+1): per sticky group, reference last
     group_bad: Array | None = None
     group_canary_n: Array | None = None
+    group_customers: Array | None = None  # (runs, G+1): distinct customers seen per group so far (a level)
     slower_canary: Array | None = None  # (runs, B): requests slower than each histogram boundary
     slower_stable: Array | None = None
 
@@ -178,6 +179,7 @@ class JudgeState:
     srm: Array  # (runs, shifts) cumulative log LR of the canary's request share against the weight
     misrouted: Array  # sticky: requests served by the track their bucket group is not on
     routed: Array
+    customers: Array  # sticky: (runs, G+1) distinct customers the router has seen per group (its level)
     # 1 where the last bin's weight was confirmed by every reader when its counts were read: the
     # next bin at the same step was then served wholly at that weight
     settled: Array
@@ -193,6 +195,7 @@ class JudgeState:
             srm=np.zeros((runs, len(SRM_SHIFTS))),
             misrouted=np.zeros(runs),
             routed=np.zeros(runs),
+            customers=np.zeros((runs, len(spec.bucket_boundaries) + 1 if spec.sticky else 0)),
             settled=np.zeros(runs),
         )
 
@@ -205,6 +208,7 @@ class JudgeState:
             "srm": floats(self.srm),
             "misrouted": floats(self.misrouted),
             "routed": floats(self.routed),
+            "customers": floats(self.customers),
             "settled": floats(self.settled),
         }
 
@@ -218,6 +222,8 @@ class JudgeState:
             srm=array(data["srm"]),
             misrouted=array(data["misrouted"]),
             routed=array(data["routed"]),
+            # stored before the field existed: counted again from the router's next reading
+            customers=array(data["customers"]) if "customers" in data else np.zeros((len(data["step"]), 0)),
             # stored before the field existed: the next bin only settles
             settled=array(data.get("settled", [0.0] * len(data["step"]))),
         )
@@ -250,6 +256,12 @@ def update(
         wrong = np.where(on_all, first.group_n - first.group_canary_n, first.group_canary_n).sum(axis=1)
         state.misrouted += np.where(steady, wrong, 0.0)
         state.routed += np.where(steady, first.group_n.sum(axis=1), 0.0)
+    if spec.sticky and first.group_customers is not None:
+        # a level, not an increase: a router that restarted counts afresh, and its count replaces
+        seen = first.group_customers.sum(axis=1, keepdims=True) > 0
+        if state.customers.shape != first.group_customers.shape:
+            state.customers = np.zeros_like(first.group_customers)
+        state.customers = np.where(seen, first.group_customers, state.customers)
     for rule, ms, b in zip(spec.metrics, state.metrics, bins, strict=True):
         realised = np.where(
             (b.canary_n > 0) & (b.stable_n > 0), b.canary_n / np.maximum(b.canary_n + b.stable_n, 1), 0.0

@@ -187,7 +187,7 @@ def judge_step(
 def _metric_bin(judge: RolloutJudge, metric: Metric, b: Bin) -> MetricBin:
     groups: tuple[GroupCounts, ...] = ()
     if judge.spec.sticky and len(b.groups) == len(judge.spec.steps) + 1:
-        groups = tuple(GroupCounts(g.requests, g.bad, g.canary_requests) for g in b.groups)
+        groups = tuple(GroupCounts(g.requests, g.bad, g.canary_requests, g.customers) for g in b.groups)
     slower: tuple[SlowerThan, ...] = ()
     if metric.kind == "latency" and judge.boundaries and len(b.slower) == judge.boundaries:
         slower = tuple(SlowerThan(s.le_ms, s.canary, s.stable) for s in b.slower)

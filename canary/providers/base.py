@@ -28,11 +28,13 @@ class Counts:
 
 @dataclass(frozen=True)
 class GroupTotals:
-    """A sticky bucket group's requests (whatever track served them), bad events, canary-served."""
+    """A sticky bucket group's requests (whatever track served them), bad events, canary-served; and
+    the distinct customers the router has seen in the group (a level: never differenced)."""
 
     requests: int = 0
     bad: int = 0
     canary_requests: int = 0
+    customers: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class BinMaker:
             return {"last": None, "last_at": self.last_at}
         return {
             "last": [last.canary.events, last.canary.bad, last.stable.events, last.stable.bad],
-            "groups": [[g.requests, g.bad, g.canary_requests] for g in last.groups],
+            "groups": [[g.requests, g.bad, g.canary_requests, g.customers] for g in last.groups],
             "slower": [[s.le_ms, s.canary, s.stable] for s in last.slower],
             "last_at": self.last_at,
         }
@@ -146,7 +148,9 @@ class BinMaker:
         c = data.get("last")
         if c is None:
             return cls(None, data.get("last_at"))
-        groups = tuple(GroupTotals(int(g[0]), int(g[1]), int(g[2])) for g in data.get("groups", []))
+        groups = tuple(
+            GroupTotals(int(g[0]), int(g[1]), int(g[2]), int(g[3]) if len(g) > 3 else 0) for g in data.get("groups", [])
+        )
         slower = tuple(SlowTotals(float(s[0]), int(s[1]), int(s[2])) for s in data.get("slower", []))
         last = TrackCounts(Counts(int(c[0]), int(c[1])), Counts(int(c[2]), int(c[3])), groups, slower)
         return cls(last, data.get("last_at"))
@@ -167,7 +171,7 @@ def _group_deltas(before: tuple[GroupTotals, ...], now: tuple[GroupTotals, ...])
     ):
         return now  # the router restarted
     return tuple(
-        GroupTotals(n.requests - b.requests, n.bad - b.bad, n.canary_requests - b.canary_requests)
+        GroupTotals(n.requests - b.requests, n.bad - b.bad, n.canary_requests - b.canary_requests, n.customers)
         for b, n in zip(before, now, strict=True)
     )
 

@@ -108,7 +108,8 @@ def _groups(snapshot: dict[str, Any], q: MetricQuery) -> tuple[GroupTotals, ...]
     for row in snapshot.get("sticky_groups", []):
         if row["service"] == q.service and row["salt"] == q.sticky_salt and tuple(row["boundaries"]) == q.sticky_groups:
             return tuple(
-                GroupTotals(int(g["requests"]), int(g["errors"]), int(g["canary_requests"])) for g in row["groups"]
+                GroupTotals(int(g["requests"]), int(g["errors"]), int(g["canary_requests"]), int(g.get("customers", 0)))
+                for g in row["groups"]
             )
     return ()
 

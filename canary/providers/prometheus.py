@@ -140,7 +140,20 @@ class PrometheusProvider:
         if any(sorted(c) != sorted(wanted) for c in columns):
             return ()  # not counted for this salt yet (or not by this router)
         requests, errors, on_canary = columns
-        return tuple(GroupTotals(requests[g], min(errors[g], requests[g]), on_canary[g]) for g in wanted)
+        customers = await self._customers(values, at)
+        return tuple(
+            GroupTotals(requests[g], min(errors[g], requests[g]), on_canary[g], customers.get(g, 0)) for g in wanted
+        )
+
+    async def _customers(self, values: dict[str, str], at: float) -> dict[str, int]:
+        """Per group, the distinct customers seen by the router that has seen the most: a gauge per
+        router, never added up (a customer who reaches two routers is one customer)."""
+        routers: dict[str, dict[str, int]] = {}
+        for name, value in (await self._query(promql.fill(promql.STICKY_CUSTOMERS, values), at)).items():
+            labels = json.loads(name) if name else {}
+            group = str(labels.pop("group", ""))
+            routers.setdefault(json.dumps(labels, sort_keys=True), {})[group] = round(value)
+        return max(routers.values(), key=lambda counts: sum(counts.values()), default={})
 
     async def _conservation(self, query: MetricQuery, at: float) -> TrackCounts:
         counters = promql.conservation(self.conservation, query.service)

@@ -31,6 +31,9 @@ STICKY_GROUPS = (
     f"router_sticky_group_errors_total{_GROUPS}",
     f"router_sticky_group_canary_requests_total{_GROUPS}",
 )
+# a gauge (a level per router): the distinct customers a router has seen per group; never summed
+# over routers (one customer may reach several): the provider takes the router that has seen most
+STICKY_CUSTOMERS = f"router_sticky_group_customers{_GROUPS}"
 
 
 @dataclass(frozen=True)

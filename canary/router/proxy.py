@@ -71,7 +71,7 @@ class Proxy:
         self.mirror = mirror
         self.max_body = max_body
         self.copy_cap = copy_cap  # the most of a stable answer kept to compare with the canary's
-        self.plans = TablePlans()
+        self.plans = TablePlans(stats)
         self._answered = self._fast_answered  # bound once: the fast path hands it to every exchange
 
     def try_fast(self, target: bytes, request: SimpleRequest, client: FastClientSide) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from canary.router.split import Splitter, route_template
+from canary.router.stats import RouterStats
 from canary.router.upstream import Origin, origin_of
 from core.routes import RouteTable, ServiceRoute
 
@@ -41,10 +42,11 @@ class PathPlan:
 
 
 class RoutePlan:
-    def __init__(self, route: ServiceRoute) -> None:
+    def __init__(self, route: ServiceRoute, stats: RouterStats | None = None) -> None:
         self.route = route
         self.name = route.name
-        self.splitter = Splitter(route)
+        counts = stats.group_counts(route.name, route.sticky) if stats is not None and route.sticky.groups else None
+        self.splitter = Splitter(route, counts)
         self.lean = route.mirror.share <= 0  # a mirrored request needs its answer kept: the task path
         self.failover = route.failover
         self.timeout_s = route.timeout_s
@@ -78,7 +80,8 @@ class RoutePlan:
 class TablePlans:
     """The plans of the table being served; rebuilt when the table object changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats: RouterStats | None = None) -> None:
+        self.stats = stats
         self.of: RouteTable | None = None  # the table ``current`` was made for
         self.current: dict[str, RoutePlan] = {}  # by service (the proxy looks here first)
 
@@ -90,5 +93,5 @@ class TablePlans:
             route = table.services.get(service)
             if route is None:
                 return None
-            plan = self.current[service] = RoutePlan(route)
+            plan = self.current[service] = RoutePlan(route, self.stats)
         return plan

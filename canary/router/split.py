@@ -16,6 +16,7 @@ import random
 import re
 from http.cookies import SimpleCookie
 
+from canary.router.stats import StickyGroupCounts
 from core.hashing import BUCKETS, bucket
 from core.routes import ServiceRoute
 
@@ -64,8 +65,10 @@ class Splitter:
     BUCKETS_CACHED = 10_000
     KEY_CACHED_CHARS = 128  # longer keys are hashed each time: the cache stays a few megabytes at most
 
-    def __init__(self, route: ServiceRoute) -> None:
+    def __init__(self, route: ServiceRoute, customers: StickyGroupCounts | None = None) -> None:
+        """``customers``: where the sticky groups' distinct customers are counted (the router's stats)."""
         self.route = route
+        self.customers = customers if route.sticky.groups else None
         self.threshold = route.threshold
         self.share = self.threshold / BUCKETS  # a keyless request: canary below, baseline below twice it
         self.always = "canary" if "canary" in route.upstreams else None
@@ -79,11 +82,13 @@ class Splitter:
     def bucket(self, key: str) -> int:
         b = self._buckets.get(key)
         if b is None:
-            if len(key) > self.KEY_CACHED_CHARS:
-                return sticky_bucket(self.route, key)
-            if len(self._buckets) >= self.BUCKETS_CACHED:
-                self._buckets.clear()
-            b = self._buckets[key] = sticky_bucket(self.route, key)
+            b = sticky_bucket(self.route, key)
+            if self.customers is not None:  # a key new to this split: perhaps a customer new to the rollout
+                self.customers.saw(key, bisect.bisect_right(self.groups, b))
+            if len(key) <= self.KEY_CACHED_CHARS:
+                if len(self._buckets) >= self.BUCKETS_CACHED:
+                    self._buckets.clear()
+                self._buckets[key] = b
         return b
 
     def choose(self, headers: dict[str, str], rest: str) -> tuple[str, int]:

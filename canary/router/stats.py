@@ -3,7 +3,9 @@
 Per service, track, release and route template: requests, errors (5xx answers, connection
 failures, timeouts), failovers, latency; per route, mirrored comparisons and differences; and,
 for a service whose table asks for sticky bucket groups (``sticky.groups``), requests, errors and
-canary-served requests per group of the rollout's salted hash space (the judge's sticky test).
+canary-served requests per group of the rollout's salted hash space (the judge's sticky test), and
+the distinct customers seen per group (a level, up to ``CUSTOMERS_TRACKED`` customers: the
+judge's sample-ratio check on customers, ``canary.analysis.customers``).
 Counting is a dict increment on the hot path; the Prometheus collector reads the dicts when
 scraped.  The snapshot is cumulative, for the builtin metric provider to take differences of.
 """
@@ -17,13 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from core.routes import Sticky
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 Key = tuple[str, str, str, str]  # service, track, release, route
+# per service and rollout: beyond this many customers the count stops (about 5 MB of hashes; the
+# customers counted are still the first ones to arrive, a fair sample of the hash)
+CUSTOMERS_TRACKED = 100_000
 
 
 def slow_bucket(threshold_s: float) -> str:
@@ -38,11 +43,20 @@ def slow_bucket(threshold_s: float) -> str:
 class StickyGroupCounts:
     salt: str
     boundaries: tuple[int, ...]
-    counts: list[list[int]] = field(default_factory=list)  # per group, the reference last
+    # per group, the reference last: [requests, errors, canary-served, distinct customers]
+    counts: list[list[int]] = field(default_factory=list)
+    seen: set[int] = field(default_factory=set)  # the customers' keys, hashed (this process's hash)
 
     def __post_init__(self) -> None:
         if not self.counts:
-            self.counts = [[0, 0, 0] for _ in range(len(self.boundaries) + 1)]
+            self.counts = [[0, 0, 0, 0] for _ in range(len(self.boundaries) + 1)]
+
+    def saw(self, key: str, group: int) -> None:
+        """A request of the customer ``key`` (in bucket group ``group``) arrived."""
+        h = hash(key)
+        if h not in self.seen and len(self.seen) < CUSTOMERS_TRACKED:
+            self.seen.add(h)
+            self.counts[group][3] += 1
 
 
 class RouterStats(Collector):
@@ -73,11 +87,15 @@ class RouterStats(Collector):
         lat[bisect.bisect_left(BUCKETS, seconds)] += 1
         lat[-1] += seconds
 
-    def record_group(self, service: str, sticky: Sticky, group: int, error: bool, on_canary: bool) -> None:
+    def group_counts(self, service: str, sticky: Sticky) -> StickyGroupCounts:
+        """The service's counts for the salt and boundaries of ``sticky`` (afresh for new ones)."""
         g = self.groups.get(service)
         if g is None or g.salt != sticky.salt or g.boundaries != sticky.groups:
             g = self.groups[service] = StickyGroupCounts(sticky.salt, sticky.groups)
-        row = g.counts[group]
+        return g
+
+    def record_group(self, service: str, sticky: Sticky, group: int, error: bool, on_canary: bool) -> None:
+        row = self.group_counts(service, sticky).counts[group]
         row[0] += 1
         if error:
             row[1] += 1
@@ -133,7 +151,9 @@ class RouterStats(Collector):
                 "service": service,
                 "salt": g.salt,
                 "boundaries": list(g.boundaries),
-                "groups": [{"requests": r[0], "errors": r[1], "canary_requests": r[2]} for r in g.counts],
+                "groups": [
+                    {"requests": r[0], "errors": r[1], "canary_requests": r[2], "customers": r[3]} for r in g.counts
+                ],
             }
             for service, g in sorted(self.groups.items())
         ]
@@ -170,6 +190,16 @@ class RouterStats(Collector):
                 for index, row in enumerate(g.counts):
                     gfam.add_metric([service, g.salt, bounds, str(index)], row[column])
             yield gfam
+        customers = GaugeMetricFamily(
+            "router_sticky_group_customers",
+            "Distinct customers seen per sticky bucket group since the rollout's salt (capped).",
+            labels=["service", "salt", "boundaries", "group"],
+        )
+        for service, g in self.groups.items():
+            bounds = ",".join(map(str, g.boundaries))
+            for index, row in enumerate(g.counts):
+                customers.add_metric([service, g.salt, bounds, str(index)], row[3])
+        yield customers
         for name, doc, mdata in (
             ("router_mirror_compared_total", "Mirrored answers compared (canary vs stable).", self.mirror_compared),
             ("router_mirror_different_total", "Mirrored answers that differ.", self.mirror_different),

@@ -89,12 +89,15 @@ def test_latency_counts_requests_slower_than_the_threshold():
 def test_sticky_bucket_groups_are_counted_for_the_rollouts_salt_whatever_track_served():
     sticky = {"header": "X-Account-Id", "salt": "r-1", "groups": [1000, 3000]}
     route = ServiceRoute("svc", {"stable": "http://x"}, sticky=Sticky(header="x-account-id", salt="r-1"))
-    expected = [0, 0, 0]
+    expected, customers = [0, 0, 0], [0, 0, 0]
     with router_in_front_of(echo_app("canary", fail=True), weight=10, failover=False, sticky=sticky) as url:
         for i in range(300):
-            httpx.get(f"{url}/svc/x", headers={"X-Account-Id": f"a{i}"})
             b = sticky_bucket(route, f"a{i}")
-            expected[0 if b < 1000 else 1 if b < 3000 else 2] += 1
+            group = 0 if b < 1000 else 1 if b < 3000 else 2
+            customers[group] += 1
+            for _ in range(1 + i % 3):  # customers ask once, twice or three times: each is one customer
+                httpx.get(f"{url}/svc/x", headers={"X-Account-Id": f"a{i}"})
+                expected[group] += 1
         # no key: no customer, no group; routed by chance (10%), the canary's answer a 500
         keyless_on_canary = httpx.get(f"{url}/svc/x").status_code == 500
         q = MetricQuery("svc", "errors", "1.1", "1.0", sticky_salt="r-1", sticky_groups=(1000, 3000))
@@ -103,6 +106,7 @@ def test_sticky_bucket_groups_are_counted_for_the_rollouts_salt_whatever_track_s
         other_salt = asyncio.run(provider.cumulative(dataclasses.replace(q, sticky_salt="r-2")))
         metrics = httpx.get(f"{url}/metrics").text
     assert [g.requests for g in counts.groups] == expected
+    assert [g.customers for g in counts.groups] == customers
     first, second, reference = counts.groups
     # weight 10%: group 0 (buckets below 1000) is the canary's, every answer of it a 500
     assert first.canary_requests == first.requests == first.bad == counts.canary.events - keyless_on_canary
@@ -110,6 +114,8 @@ def test_sticky_bucket_groups_are_counted_for_the_rollouts_salt_whatever_track_s
     assert other_salt.groups == ()  # another rollout's counts are never taken for this one's
     line = 'router_sticky_group_requests_total{boundaries="1000,3000",group="2",salt="r-1",service="svc"}'
     assert f"{line} {float(expected[2])}" in metrics  # the salt and boundaries: which rollout's groups
+    gauge = 'router_sticky_group_customers{boundaries="1000,3000",group="0",salt="r-1",service="svc"}'
+    assert f"{gauge} {float(customers[0])}" in metrics
 
 
 def test_latency_gives_the_whole_histogram():
@@ -138,10 +144,15 @@ def test_counter_restart_counts_from_zero():
 def test_bins_of_bucket_groups_and_of_the_histogram_are_increments():
     g = lambda *v: tuple(GroupTotals(*x) for x in v)  # noqa: E731
     bins = BinMaker()
-    bins.next_bin(TrackCounts(Counts(), Counts(), g((10, 1, 10), (90, 2, 0)), (SlowTotals(250, 3, 4),)), 1.0)
+    bins.next_bin(TrackCounts(Counts(), Counts(), g((10, 1, 10, 4), (90, 2, 0, 30)), (SlowTotals(250, 3, 4),)), 1.0)
     stored = BinMaker.from_dict(json.loads(json.dumps(bins.to_dict())))
-    b = stored.next_bin(TrackCounts(Counts(), Counts(), g((15, 1, 15), (100, 5, 0)), (SlowTotals(250, 4, 9),)), 2.0)
-    assert b.groups == g((5, 0, 5), (10, 3, 0)) and b.slower == (SlowTotals(250, 1, 5),)
+    now = g((15, 1, 15, 5), (100, 5, 0, 33))
+    b = stored.next_bin(TrackCounts(Counts(), Counts(), now, (SlowTotals(250, 4, 9),)), 2.0)
+    # requests are increments; the distinct customers seen are a level, passed on as read
+    assert b.groups == g((5, 0, 5, 5), (10, 3, 0, 33)) and b.slower == (SlowTotals(250, 1, 5),)
+    old = bins.to_dict()
+    old["groups"] = [row[:3] for row in old["groups"]]  # stored before customers were counted
+    assert BinMaker.from_dict(old).last.groups == g((10, 1, 10, 0), (90, 2, 0, 0))
     # groups that appear (a salt now in the table) give no bin yet: they count from here on
     fresh = BinMaker()
     fresh.next_bin(TrackCounts(Counts(), Counts()), 1.0)

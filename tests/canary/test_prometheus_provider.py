@@ -175,6 +175,7 @@ def test_sticky_groups_and_the_latency_histogram_are_the_real_routers_own(export
     assert got == expected
     groups, slower = expected["errors"].groups, expected["latency"].slower
     assert sum(g.requests for g in groups) == 300 and groups[0].canary_requests == groups[0].bad > 0  # the canary's
+    assert sum(g.customers for g in groups) == 360  # distinct customers since the salt: a level, the baseline's too
     assert len(slower) == len(BUCKETS) and {s.le_ms: s for s in slower}[25].canary == expected["latency"].canary.events
     assert expected["latency"].canary.bad == expected["latency"].canary.events > 0  # every canary answer slow
     assert other_rollout.groups == ()  # another rollout's salt: never this one's counts
