@@ -25,6 +25,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from canary.analysis.rollout import canary_groups
 from canary.analysis.spec import BUCKETS, JudgeSpec
 
 Array = npt.NDArray[np.float64]
@@ -62,8 +63,7 @@ def customers_log_e(customers: Array, widths: Array) -> Array:
 
 def canary_share(customers: Array, widths: Array, step: npt.NDArray[np.int64]) -> tuple[Array, Array]:
     """Per run, (the canary's groups' share of the customers seen, their share of the hash space)."""
-    on = np.arange(len(widths))[None, :] <= step[:, None]
-    on[:, -1] = False
+    on = canary_groups(step, len(widths))
     seen = customers.sum(axis=1)
     share: Array = np.where(seen > 0, (customers * on).sum(axis=1) / np.maximum(seen, 1.0), 0.0)
     asked: Array = (widths[None, :] * on).sum(axis=1)

@@ -214,8 +214,7 @@ def _draw(
     runs = len(step)
     if groups is not None:
         gn = rng.poisson(scenario.rate * groups.traffic).astype(np.float64)
-        on = np.arange(gn.shape[1])[None, :] <= step[:, None]
-        on[:, -1] = False
+        on = rollout.canary_groups(step, gn.shape[1])
     else:
         total = rng.poisson(scenario.rate, size=runs)
         cn = rng.binomial(total, weight).astype(np.float64)

@@ -251,8 +251,7 @@ def update(
         )
         state.srm += np.where((known & steady)[:, None], srm, 0.0)
     elif first.group_n is not None and first.group_canary_n is not None:
-        on = _on_canary(step, first.group_n.shape[1] - 1)
-        on_all = np.concatenate([on, np.zeros((len(step), 1), dtype=bool)], axis=1)
+        on_all = canary_groups(step, first.group_n.shape[1])
         wrong = np.where(on_all, first.group_n - first.group_canary_n, first.group_canary_n).sum(axis=1)
         state.misrouted += np.where(steady, wrong, 0.0)
         state.routed += np.where(steady, first.group_n.sum(axis=1), 0.0)
@@ -273,7 +272,7 @@ def update(
             ms.spread.update(share_log_lr(b.canary_bad, b.stable_bad, null_share(share), RATIOS), seconds)
         ms.clear -= share_log_lr(b.canary_bad, b.stable_bad, share, np.asarray([rule.min_regression]))[:, 0]
         if ms.groups is not None and b.group_n is not None and b.group_bad is not None:
-            ms.groups.update(b.group_n, b.group_bad, _on_canary(step, ms.groups.groups))
+            ms.groups.update(b.group_n, b.group_bad, canary_groups(step, ms.groups.groups + 1)[:, :-1])
         if ms.objective is not None and ms.stable_objective is not None and rule.objective is not None:
             ms.objective += objective_log_lr(b.canary_n, b.canary_bad, rule.objective, DEFAULT_RATIOS)
             ms.stable_objective += objective_log_lr(b.stable_n, b.stable_bad, rule.objective, DEFAULT_RATIOS)
@@ -292,6 +291,9 @@ def update(
         ms.stable_bad += b.stable_bad
 
 
-def _on_canary(step: IntArray, groups: int) -> npt.NDArray[np.bool_]:
+def canary_groups(step: IntArray, groups: int) -> npt.NDArray[np.bool_]:
+    """(runs, groups): the bucket groups the canary serves at ``step`` (group g joins at step g);
+    ``groups`` counts the reference group, last, which never does."""
     out: npt.NDArray[np.bool_] = np.arange(groups)[None, :] <= step[:, None]
+    out[:, -1] = False
     return out

@@ -66,9 +66,10 @@ class Splitter:
     KEY_CACHED_CHARS = 128  # longer keys are hashed each time: the cache stays a few megabytes at most
 
     def __init__(self, route: ServiceRoute, customers: StickyGroupCounts | None = None) -> None:
-        """``customers``: where the sticky groups' distinct customers are counted (the router's stats)."""
+        """``customers``: where the sticky groups' distinct customers are counted (the router's stats;
+        only for a route whose table asks for bucket groups)."""
         self.route = route
-        self.customers = customers if route.sticky.groups else None
+        self.customers = customers
         self.threshold = route.threshold
         self.share = self.threshold / BUCKETS  # a keyless request: canary below, baseline below twice it
         self.always = "canary" if "canary" in route.upstreams else None
