@@ -110,7 +110,10 @@ def main() -> None:
 
     head, flag = seq("headline"), results["headline"]["policies"]["flagger"]
     healthy = {n: r["policies"]["sequential"] for n, r in results.items() if r["healthy"]}
-    worse = [seq(n)["missed_share"] for n in ("rollout-per-request-2x", "rollout-importer-2x")]
+    worse = [
+        seq(n)["missed_share"]
+        for n in ("rollout-per-request-2x", "rollout-importer-2x", "rollout-sticky-2x", "rollout-sticky-2x-history")
+    ]
     late = seq("late-onset")["ttr_median_s"] - 900
     goals: dict[str, tuple[float, bool]] = {
         "healthy_false_rollback<=1%": (

@@ -156,6 +156,12 @@ class RolloutJudge:
             int(stored["boundaries"]),
         )
 
+    def history_ready(self) -> bool:
+        """Every sticky metric's first bucket group has a usable history on stable (or the source
+        gives no group counts): the group test, not the request-level fallback, can judge from the
+        first step.  Decided on stable's bins alone (``StepContext.step == -1``)."""
+        return bool(rollout.history_ready(self.state)[0])
+
     def observe(self, bins: list[MetricBin] | tuple[MetricBin, ...], context: StepContext) -> Decision:
         by_name = {b.metric: b for b in bins}
         missing = [m.name for m in self.spec.metrics if m.name not in by_name]

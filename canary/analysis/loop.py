@@ -8,7 +8,9 @@ code the live judge runs, with a runs axis), and, with a ``rollout:``, moves eac
 steps as the controller's state machine does: ``pass`` goes to the next step (or promotes after
 the last), ``fail`` rolls back, ``inconclusive`` does what ``on_inconclusive`` says.  At each of
 ``restarts`` the judge's state goes through ``to_dict``/JSON/``from_dict``, as a restarted
-controller would read it back.
+controller would read it back.  A closed loop starts as the controller does, with no history
+before the rollout: with the spec's ``sticky.history_seconds`` each run waits in pending (no
+canary traffic) until its bucket groups' history is usable or the limit has passed.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def judge_spec(scenario: Scenario) -> JudgeSpec:
             alpha=spec.alpha,
             on_inconclusive=spec.on_inconclusive,
             sticky=sticky,
+            history_seconds=spec.history_seconds,
         )
     shares = sorted({v for _, v in scenario.canary_share if v > 0}) or [0.0]
     steps = tuple(
@@ -83,7 +86,10 @@ def run(scenario: Scenario, runs: int, rng: np.random.Generator, spec: JudgeSpec
     cuts = np.asarray(JudgeSpec(spec.metrics, spec.steps).bucket_boundaries)
     groups = _customer_groups(scenario, runs, cuts, rng) if scenario.customers is not None else None
     open_steps = [s.weight / 100 for s in spec.steps]
-    step = np.full(runs, 0 if closed else -1, dtype=np.int64)
+    # closed loop, sticky, with sticky.history_seconds: each run waits in pending (step -1, no
+    # canary traffic) until its groups' history is usable or the limit, as the controller does
+    waits = closed and spec.sticky and spec.history_seconds > 0
+    step = np.full(runs, 0 if closed and not waits else -1, dtype=np.int64)
     done = np.zeros(runs, dtype=bool)
     rolled = np.full(runs, np.nan)
     promoted = np.full(runs, np.nan)
@@ -121,6 +127,9 @@ def run(scenario: Scenario, runs: int, rng: np.random.Generator, spec: JudgeSpec
         done |= fail
         if not closed:
             continue
+        if waits:
+            starts = ~done & (step < 0) & (rollout.history_ready(state) | (t + 1 >= spec.history_seconds))
+            step = np.where(starts, 0, step)
         moves_on = live & (v == PASS)
         stuck = live & (v == INCONCLUSIVE)
         inconclusive |= stuck

@@ -77,6 +77,17 @@ def by_customer(spec: JudgeSpec, rule: MetricRule) -> bool:
     return spec.sticky and rule.kind != "conservation"
 
 
+def history_ready(state: JudgeState) -> npt.NDArray[np.bool_]:
+    """Per run: every sticky metric's first bucket group has a usable history on stable
+    (``StickyGroups.informed``), or no group counts were given (nothing to wait for): a sticky
+    rollout's pending phase may wait for it (``JudgeSpec.history_seconds``) before the first step."""
+    ready = np.ones(len(state.step), dtype=bool)
+    for ms in state.metrics:
+        if ms.groups is not None:
+            ready &= ms.groups.informed() | (ms.groups.given == 0)
+    return ready
+
+
 def total_tests(spec: JudgeSpec, state: JudgeState) -> int:
     """How many tests share the rollout's alpha: each fails at ``total_tests / alpha``."""
     count = 0

@@ -11,7 +11,8 @@ Optional fields (all documented in ``benchmarks/scenarios/README.md``):
   Request rates spread lognormally (sigma ``traffic_spread``), bad-rate multipliers have mean 1
   and coefficient of variation ``error_spread``, the same on both releases; each run draws its own
   customers and its own salt (buckets); ``history`` seconds (default 600) of stable-only traffic
-  are counted per bucket group before the rollout starts, as the router does with a new salt.
+  are counted per bucket group before the canary takes traffic (open loop; with ``rollout:`` the
+  controller has only its pending phase, which the spec's ``sticky.history_seconds`` may extend).
 - ``restarts: [seconds, ...]``: the controller restarts; the judge's state goes through
   ``to_dict``/JSON/``from_dict`` there.
 - ``metrics: N``: N independent metrics with the scenario's rates, judged together.
@@ -26,6 +27,7 @@ Optional fields (all documented in ``benchmarks/scenarios/README.md``):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +159,14 @@ class Scenario:
             )
         objective = data.get("objective")
         rollout = _rollout(data.get("rollout"), read_spec)
+        customers = _customers(data.get("customers"))
+        if rollout is not None and customers is not None:
+            if "history" in data["customers"]:
+                raise ScenarioError(
+                    "customers.history: open loop only; with rollout: the history is what the spec's "
+                    "sticky.history_seconds waits for in pending"
+                )
+            customers = dataclasses.replace(customers, history=0.0)
         return cls(
             name=str(data.get("name", "scenario")),
             duration=duration,
@@ -169,7 +179,7 @@ class Scenario:
             runs=int(_number(data, "runs", 1, 1_000_000, default=400)),
             seed=int(_number(data, "seed", 0, 2**32 - 1, default=1)),
             objective=None if objective is None else _check("objective", objective, 0, 1),
-            customers=_customers(data.get("customers")),
+            customers=customers,
             restarts=tuple(_check(f"restarts[{i}]", v, 0, duration) for i, v in enumerate(_list(data, "restarts"))),
             metrics=int(_number(data, "metrics", 1, 20, default=1)),
             rollout=rollout,

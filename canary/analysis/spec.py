@@ -3,7 +3,8 @@
 The controller parses rollout YAML itself (``canary/controller/spec.py``); the judge and the
 simulator read the same ``spec:`` mapping here, only the fields that decide a verdict: the
 steps' weights and bake rules, the metrics' rules, the rollout's alpha, ``on_inconclusive``,
-whether routing is sticky, and the mirror's rules.  Errors name the field.
+whether routing is sticky (and how long a sticky rollout may wait in pending for its bucket groups'
+history), and the mirror's rules.  Errors name the field.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 BUCKETS = 10_000  # as canary/router/split.py: the sticky hash space
+MAX_HISTORY_SECONDS = 3600.0  # sticky.history_seconds: an hour of pending at most
 
 
 class SpecError(ValueError):
@@ -61,6 +63,9 @@ class JudgeSpec:
     on_inconclusive: OnInconclusive = OnInconclusive.PAUSE
     sticky: bool = False
     mirror: MirrorRule | None = None
+    # sticky: at most this long in pending (the canary ready, taking no traffic) for the first
+    # bucket group's history on stable; 0: the first step as soon as the canary is ready
+    history_seconds: float = 0.0
 
     @property
     def bucket_boundaries(self) -> tuple[int, ...]:
@@ -86,6 +91,7 @@ class JudgeSpec:
             on_inconclusive=OnInconclusive(data["on_inconclusive"]),
             sticky=bool(data["sticky"]),
             mirror=None if data.get("mirror") is None else MirrorRule(**data["mirror"]),
+            history_seconds=float(data.get("history_seconds", 0.0)),  # stored before it existed: 0
         )
 
     @classmethod
@@ -154,13 +160,18 @@ class JudgeSpec:
                 max_seconds=_num(m, "max_seconds", "spec.mirror", 0, 1e7, 600.0),
                 max_different_share=_num(m, "max_different_share", "spec.mirror", 0, 1, 0.0),
             )
+        sticky = spec.get("sticky")
+        if sticky is not None and not isinstance(sticky, dict):
+            raise SpecError("spec.sticky: must be a mapping such as {header: X-Account-Id}")
+        history = _num(sticky or {}, "history_seconds", "spec.sticky", 0, MAX_HISTORY_SECONDS, 0.0)
         return cls(
             metrics=tuple(metrics),
             steps=tuple(steps),
             alpha=alpha,
             on_inconclusive=on_inconclusive,
-            sticky=bool(spec.get("sticky")),
+            sticky=bool(sticky),
             mirror=mirror,
+            history_seconds=history,
         )
 
 

@@ -57,6 +57,7 @@ def judge_spec(spec: RolloutSpec) -> JudgeSpec:
         alpha=min((m.alpha for m in spec.metrics), default=0.01),
         on_inconclusive=OnInconclusive(spec.on_inconclusive.value),
         sticky=bool(spec.sticky),
+        history_seconds=float(spec.sticky.get("history_seconds", 0.0)),
         mirror=None
         if spec.mirror is None
         else MirrorRule(
@@ -182,6 +183,19 @@ def judge_step(
     if step >= 0:
         judging.last.update(answers)
     return answers
+
+
+def history_wait(judging: RolloutJudging, spec: RolloutSpec, waited: float) -> str:
+    """Why a sticky rollout whose canary is ready stays in pending (empty: it goes on): the spec's
+    ``sticky.history_seconds`` lets the first bucket group gather its history on stable, so the
+    group test, not the request-level fallback, judges the first step.  It ends as soon as the
+    history is usable, or the source turns out to give no group counts, or after the limit."""
+    limit = float(spec.sticky.get("history_seconds", 0.0)) if spec.sticky else 0.0
+    if waited >= limit:
+        return ""
+    if judging.judge is not None and judging.observed >= 2 and judging.judge.history_ready():
+        return ""  # the first reading only starts the bins: a real bin is needed to say
+    return f"canary ready: the bucket groups gather their history on stable before the first step (at most {limit:g} s)"
 
 
 def _metric_bin(judge: RolloutJudge, metric: Metric, b: Bin) -> MetricBin:

@@ -117,6 +117,7 @@ class Observation:
     not_ready: str = ""  # why the canary is not ready yet, in the platform's words
     platform_error: str = ""  # the platform refused to run the canary, in its words: the rollout fails
     hold_promotion: bool = False  # its group promotes together and not every member is ready yet
+    history_wait: str = ""  # the canary is ready, but the sticky bucket groups still gather history: why
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,12 @@ def advance(r: Rollout, seen: Observation, now: float) -> tuple[Rollout, list[De
     if seen.platform_error and r.phase in (MIRRORING, PROGRESSING, PAUSED):
         return go(ROLLING_BACK, DecidedBy.PLATFORM, seen.platform_error), out
     if r.phase == PENDING:
+        if seen.canary_ready and seen.history_wait:  # no traffic yet: the first step waits
+            return (
+                (r, out)
+                if r.reason == seen.history_wait
+                else (go(PENDING, DecidedBy.CONTROLLER, seen.history_wait), out)
+            )
         if seen.canary_ready:
             if r.spec.mirror:
                 return go(MIRRORING, DecidedBy.CONTROLLER, "canary ready: mirroring"), out

@@ -74,6 +74,7 @@ class Observer:
                 verdicts = {}  # the step judge only gathers history here; the mirror and watch decide
             if r.phase == machine.PENDING:
                 unavailable = []  # a source that does not answer yet costs only history
+        history_wait = jg.history_wait(judging, s, self.clock() - r.phase_since) if ready else ""
         return machine.Observation(
             canary_ready=ready,
             verdicts=verdicts,
@@ -84,6 +85,7 @@ class Observer:
             metrics_unavailable="; ".join(unavailable) if r.phase != machine.WATCHING else "",
             not_ready=not_ready,
             platform_error=platform_error,
+            history_wait=history_wait if r.phase == machine.PENDING else "",
         )
 
     async def judging_of(self, r: machine.Rollout) -> jg.RolloutJudging:

@@ -119,6 +119,8 @@ def _message(error: jsonschema.ValidationError) -> str:
         return f"must be {error.validator_value!r}"
     if v == "type":
         return f"must be {'an' if str(error.validator_value)[0] in 'aeiou' else 'a'} {error.validator_value}"
+    if v == "oneOf" and "description" in schema:
+        return f"needs {schema['description']}"
     if v == "minItems":
         return f"needs at least {error.validator_value} item(s)"
     return str(error.message)

@@ -94,13 +94,21 @@ SCHEMA: dict[str, Any] = {
                 "failover": {"type": "boolean", "default": True},
                 "sticky": {
                     "type": "object",
-                    "minProperties": 1,
-                    "maxProperties": 1,
                     "additionalProperties": False,
+                    "description": "one key of header, cookie or path_param (and history_seconds if wanted)",
+                    "oneOf": [{"required": ["header"]}, {"required": ["cookie"]}, {"required": ["path_param"]}],
                     "properties": {
                         "header": {"type": "string"},
                         "cookie": {"type": "string"},
                         "path_param": {"type": "integer", "minimum": 0},
+                        "history_seconds": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 3600,
+                            "default": 0,
+                            "description": "at most this long in pending, the canary ready and taking no traffic, "
+                            "until the first bucket group has a history on stable (else judged per request)",
+                        },
                     },
                 },
                 "alerts": {

@@ -90,7 +90,7 @@ class CustomersProvider:
     steps, the reference last) whose bad rates differ, the same on both releases; per tick each
     group's requests go to the track its buckets are on, as the router's table says."""
 
-    world: World
+    world: World | None
     with_groups: bool = True
     rates: tuple[float, ...] = (0.2, 0.05, 0.05)  # the first group's customers fail 4x as often
     per_tick: tuple[int, ...] = (20, 80, 100)
@@ -175,6 +175,51 @@ def test_sticky_customers_who_differ_do_not_roll_back_an_identical_release(tmp_p
     assert route.sticky.groups == () if sticky.phase == m.WATCHING else route.sticky.groups == (1000, 5000)
     evidence = w.store.judging(sticky.id)["last"]["errors"]["evidence"]
     assert "sticky bucket group" in evidence["regression"]["statistic"]
+
+
+def pending_wait(tmp_path, provider: CustomersProvider, limit: float = 60) -> tuple[m.Rollout, World, list]:
+    """A sticky rollout whose canary is ready at once, with ``sticky.history_seconds: limit``:
+    what each tick looked like (world seconds since the release, phase, reason, canary weight)
+    until the first step."""
+    import numpy as np
+
+    w = World(tmp_path)
+    provider.world = w
+    w.provider = provider
+    w.controller = w.new_controller()
+    spec = STICKY_SPEC.replace("{header: X-Account-Id}", f"{{header: X-Account-Id, history_seconds: {limit:g}}}")
+    r = asyncio.run(w.controller.create_rollout(spec))
+    rng, began, seen = np.random.default_rng(3), w.now, []
+    for _ in range(400):
+        provider.serve(rng)
+        w.tick(reader="router/a")
+        now = w.get(r)
+        route = w.controller.table.services["importer"]
+        seen.append((w.now - began, now.phase, now.reason, route.weight))
+        if now.phase != m.PENDING:
+            break
+    return now, w, seen
+
+
+def test_a_sticky_rollout_can_wait_in_pending_for_its_bucket_groups_history(tmp_path):
+    # the first group's customers fail often (20%): its history is usable within seconds, and the
+    # first step starts then, before the limit; meanwhile the canary, ready, takes no traffic
+    started, w, seen = pending_wait(tmp_path / "a", CustomersProvider(None))
+    waiting = [s for s in seen if s[1] == m.PENDING]
+    assert waiting and all(s[3] == 0 for s in waiting)
+    assert "gather their history on stable before the first step (at most 60 s)" in waiting[-1][2]
+    assert started.phase == m.PROGRESSING and seen[-1][0] < 60
+    # judged by the group test from the first canary bin, not by the request-level fallback
+    for _ in range(4):
+        w.tick(reader="router/a")
+    evidence = w.store.judging(started.id)["last"]["errors"]["evidence"]
+    assert "sticky bucket group" in evidence["regression"]["statistic"]
+    # a history that does not form (too few bad events) waits out the limit, then the first step
+    rare, _, seen = pending_wait(tmp_path / "b", CustomersProvider(None, rates=(0.001, 0.001, 0.001)), limit=20)
+    assert rare.phase == m.PROGRESSING and seen[-1][0] >= 20
+    # a source without bucket-group counts has nothing to wait for: the first real bin says so
+    plain, _, seen = pending_wait(tmp_path / "c", CustomersProvider(None, with_groups=False))
+    assert plain.phase == m.PROGRESSING and seen[-1][0] <= 1.5
 
 
 def test_a_restart_mid_rollout_resumes_the_same_e_process_through_the_store(tmp_path):

@@ -51,6 +51,19 @@ def test_published_schema_matches_the_code():
             "spec.colour: unknown field",
         ),
         (("    pixel_tolerance: 8", "    pixel_tolerance: lots"), "spec.mirror.pixel_tolerance: must be a number"),
+        (("  sticky: {header: X-Account-Id}", "  sticky: {header: X-Account-Id, history_seconds: 120}"), None),
+        (
+            ("  sticky: {header: X-Account-Id}", "  sticky: {header: X-Account-Id, history_seconds: 7200}"),
+            "spec.sticky.history_seconds: must be between 0 and 3600",
+        ),
+        (
+            ("  sticky: {header: X-Account-Id}", "  sticky: {header: X-Account-Id, cookie: session}"),
+            "spec.sticky: needs one key of header, cookie or path_param",
+        ),
+        (
+            ("  sticky: {header: X-Account-Id}", "  sticky: {history_seconds: 60}"),
+            "spec.sticky: needs one key of header, cookie or path_param",
+        ),
     ],
 )
 def test_bad_specs_name_the_field_and_line(change, expected):
