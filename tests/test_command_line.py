@@ -65,6 +65,21 @@ def spawn_canary_up(state_dir, cport: int, rport: int, quiet: bool, *extra: str)
     )
 
 
+def stop_up(up: subprocess.Popen[str], state_dir, sig: int = signal.SIGINT) -> None:
+    """Stop `canary up` as a user does (Ctrl-C, or SIGTERM); one that has not stopped within a
+    minute fails the test, and it and everything it started (every process whose command line
+    names its state directory: releases, router, controllers live in sessions of their own) is
+    killed first, so the failure costs no later test its machine."""
+    up.send_signal(sig)
+    try:
+        up.wait(60)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["pkill", "-KILL", "-f", "--", str(state_dir)], check=False)
+        up.kill()
+        up.wait(10)
+        raise
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "canary.cli", *args], capture_output=True, text=True, timeout=60)
 
@@ -117,8 +132,7 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
         until(lambda: "rolled_back" in canary("why", rid2[:8]).stdout.splitlines()[0], 60, step=0.2)
         assert "by alert: alert ResizerDatabaseErrors fired" in canary("why", rid2[:8]).stdout
     finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
+        stop_up(up, tmp_path)
     printed = up.stdout.read() if up.stdout else ""
     assert "stopped" in printed
     assert f"dashboard   http://127.0.0.1:{cport}/dashboard" in printed  # where release engineers look
@@ -344,8 +358,7 @@ def test_a_controller_killed_in_any_phase_resumes_without_acting_twice_and_consu
                 assert canary("resume", rid).returncode == 0
                 wait_status("progressing")  # the pause survived the crash, and so does the resume
         finally:
-            second.send_signal(signal.SIGTERM if phase == "watching" else signal.SIGINT)  # both are a stop
-            second.wait(60)
+            stop_up(second, tmp_path, signal.SIGTERM if phase == "watching" else signal.SIGINT)  # both are a stop
     finally:
         if load is not None:
             load.stop()
@@ -394,7 +407,6 @@ def test_canary_up_with_prometheus_runs_the_scaled_out_metrics_path_and_stops_it
             g["name"] for g in rules
         }
     finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
+        stop_up(up, tmp_path)
     left = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True)
     assert left.stdout.strip() == ""  # Prometheus, Alertmanager and every service are gone
