@@ -90,13 +90,16 @@ def test_sticky_bucket_groups_are_counted_for_the_rollouts_salt_whatever_track_s
     sticky = {"header": "X-Account-Id", "salt": "r-1", "groups": [1000, 3000]}
     route = ServiceRoute("svc", {"stable": "http://x"}, sticky=Sticky(header="x-account-id", salt="r-1"))
     expected, customers = [0, 0, 0], [0, 0, 0]
-    with router_in_front_of(echo_app("canary", fail=True), weight=10, failover=False, sticky=sticky) as url:
+    with (
+        router_in_front_of(echo_app("canary", fail=True), weight=10, failover=False, sticky=sticky) as url,
+        httpx.Client() as client,  # one connection, kept alive, as a consumer's client does
+    ):
         for i in range(300):
             b = sticky_bucket(route, f"a{i}")
             group = 0 if b < 1000 else 1 if b < 3000 else 2
             customers[group] += 1
             for _ in range(1 + i % 3):  # customers ask once, twice or three times: each is one customer
-                httpx.get(f"{url}/svc/x", headers={"X-Account-Id": f"a{i}"})
+                client.get(f"{url}/svc/x", headers={"X-Account-Id": f"a{i}"})
                 expected[group] += 1
         # no key: no customer, no group; routed by chance (10%), the canary's answer a 500
         keyless_on_canary = httpx.get(f"{url}/svc/x").status_code == 500

@@ -156,8 +156,9 @@ def test_sticky_groups_and_the_latency_histogram_are_the_real_routers_own(export
         customers = iter(range(10_000))
 
         def serve(n: int) -> None:
-            for _ in range(n):
-                httpx.get(f"{url}/svc/x", headers={"X-Account-Id": f"a{next(customers)}"}, timeout=5)
+            with httpx.Client(timeout=5) as client:  # one kept-alive connection, as a consumer's client
+                for _ in range(n):
+                    client.get(f"{url}/svc/x", headers={"X-Account-Id": f"a{next(customers)}"})
 
         serve(60)  # before the first reading: the baseline, its groups already counted
         scraped(provider, 'sum(router_sticky_group_requests_total{salt="r-1"})', 60)
