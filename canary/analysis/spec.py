@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 BUCKETS = 10_000  # as canary/router/split.py: the sticky hash space
-MAX_HISTORY_SECONDS = 3600.0  # sticky.history_seconds: an hour of pending at most
+MAX_HISTORY_SECONDS = 3600  # sticky.history_seconds: an hour of pending at most
 
 
 class SpecError(ValueError):

@@ -57,7 +57,7 @@ def judge_spec(spec: RolloutSpec) -> JudgeSpec:
         alpha=min((m.alpha for m in spec.metrics), default=0.01),
         on_inconclusive=OnInconclusive(spec.on_inconclusive.value),
         sticky=bool(spec.sticky),
-        history_seconds=float(spec.sticky.get("history_seconds", 0.0)),
+        history_seconds=spec.history_seconds,
         mirror=None
         if spec.mirror is None
         else MirrorRule(
@@ -190,7 +190,7 @@ def history_wait(judging: RolloutJudging, spec: RolloutSpec, waited: float) -> s
     ``sticky.history_seconds`` lets the first bucket group gather its history on stable, so the
     group test, not the request-level fallback, judges the first step.  It ends as soon as the
     history is usable, or the source turns out to give no group counts, or after the limit."""
-    limit = float(spec.sticky.get("history_seconds", 0.0)) if spec.sticky else 0.0
+    limit = spec.history_seconds
     if waited >= limit:
         return ""
     if judging.judge is not None and judging.observed >= 2 and judging.judge.history_ready():

@@ -191,11 +191,9 @@ def advance(r: Rollout, seen: Observation, now: float) -> tuple[Rollout, list[De
         return go(ROLLING_BACK, DecidedBy.PLATFORM, seen.platform_error), out
     if r.phase == PENDING:
         if seen.canary_ready and seen.history_wait:  # no traffic yet: the first step waits
-            return (
-                (r, out)
-                if r.reason == seen.history_wait
-                else (go(PENDING, DecidedBy.CONTROLLER, seen.history_wait), out)
-            )
+            if r.reason == seen.history_wait:
+                return r, out
+            return go(PENDING, DecidedBy.CONTROLLER, seen.history_wait), out
         if seen.canary_ready:
             if r.spec.mirror:
                 return go(MIRRORING, DecidedBy.CONTROLLER, "canary ready: mirroring"), out

@@ -74,7 +74,8 @@ class Observer:
                 verdicts = {}  # the step judge only gathers history here; the mirror and watch decide
             if r.phase == machine.PENDING:
                 unavailable = []  # a source that does not answer yet costs only history
-        history_wait = jg.history_wait(judging, s, self.clock() - r.phase_since) if ready else ""
+        waiting = ready and r.phase == machine.PENDING
+        history_wait = jg.history_wait(judging, s, self.clock() - r.phase_since) if waiting else ""
         return machine.Observation(
             canary_ready=ready,
             verdicts=verdicts,
@@ -85,7 +86,7 @@ class Observer:
             metrics_unavailable="; ".join(unavailable) if r.phase != machine.WATCHING else "",
             not_ready=not_ready,
             platform_error=platform_error,
-            history_wait=history_wait if r.phase == machine.PENDING else "",
+            history_wait=history_wait,
         )
 
     async def judging_of(self, r: machine.Rollout) -> jg.RolloutJudging:

@@ -93,6 +93,12 @@ class RolloutSpec:
     alerts: tuple[str, ...] = ()  # the alerts that roll this rollout back (none listed: any about its canary)
     watch_seconds: float = 600.0
     watch_holdback: float = 0.0  # percent of traffic the old release keeps during the watch
+
+    @property
+    def history_seconds(self) -> float:
+        """``sticky.history_seconds``: at most this long in pending for the bucket groups' history."""
+        return float(self.sticky.get("history_seconds", 0.0))
+
     on_inconclusive: OnInconclusive = OnInconclusive.PAUSE
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from canary.analysis.spec import MAX_HISTORY_SECONDS
+
 METRIC_KINDS = ["errors", "latency", "conservation", "mirror", "query"]
 
 _STEP = {
@@ -104,7 +106,7 @@ SCHEMA: dict[str, Any] = {
                         "history_seconds": {
                             "type": "number",
                             "minimum": 0,
-                            "maximum": 3600,
+                            "maximum": MAX_HISTORY_SECONDS,
                             "default": 0,
                             "description": "at most this long in pending, the canary ready and taking no traffic, "
                             "until the first bucket group has a history on stable (else judged per request)",
