@@ -39,7 +39,7 @@ from canary.analysis.facade import TrackCounts as JudgeCounts
 from canary.analysis.mirror import MirrorBin
 from canary.analysis.rollout import Verdict as JudgeVerdict
 from canary.analysis.spec import JudgeSpec, MetricRule, MirrorRule, OnInconclusive, StepRule
-from canary.controller.machine import Judgement, Verdict
+from canary.controller.machine import HISTORY_WAIT, Judgement, Verdict
 from canary.controller.spec import Metric, RolloutSpec
 from canary.providers.base import Bin, BinMaker, TrackCounts
 from canary.router.stats import BUCKETS
@@ -195,7 +195,7 @@ def history_wait(judging: RolloutJudging, spec: RolloutSpec, waited: float) -> s
         return ""
     if judging.judge is not None and judging.observed >= 2 and judging.judge.history_ready():
         return ""  # the first reading only starts the bins: a real bin is needed to say
-    return f"canary ready: the bucket groups gather their history on stable before the first step (at most {limit:g} s)"
+    return f"{HISTORY_WAIT} on stable before the first step (at most {limit:g} s)"
 
 
 def _metric_bin(judge: RolloutJudge, metric: Metric, b: Bin) -> MetricBin:

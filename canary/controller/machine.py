@@ -65,6 +65,7 @@ ROLLING_BACK, ROLLED_BACK, FAILED = Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase
 TERMINAL = frozenset({SUCCEEDED, ROLLED_BACK, FAILED})
 ACTIVE = frozenset({PENDING, MIRRORING, PROGRESSING, PAUSED, PROMOTING, WATCHING})
 READY_DEADLINE_S = 120.0
+HISTORY_WAIT = "canary ready: the bucket groups gather their history"  # how a pending wait's reason starts
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,9 @@ def advance(r: Rollout, seen: Observation, now: float) -> tuple[Rollout, list[De
             if r.spec.mirror:
                 return go(MIRRORING, DecidedBy.CONTROLLER, "canary ready: mirroring"), out
             return go(PROGRESSING, DecidedBy.CONTROLLER, "canary ready: first step", step=0, step_since=now), out
+        if r.reason.startswith(HISTORY_WAIT):  # it was ready, waiting for history: the deadline starts again
+            why = f": {seen.not_ready}" if seen.not_ready else ""
+            return go(PENDING, DecidedBy.CONTROLLER, f"canary not ready again while waiting{why}", phase_since=now), out
         if now - r.phase_since > READY_DEADLINE_S:
             why = f": {seen.not_ready}" if seen.not_ready else ""
             return go(FAILED, DecidedBy.TIMEOUT, f"canary not ready after {READY_DEADLINE_S:.0f} s{why}"), out

@@ -239,3 +239,19 @@ def test_while_held_people_and_alerts_still_act():
     assert run(r, clock, m.Observation(metrics_unavailable="down", command="promote")).phase == m.PROMOTING
     assert run(r, clock, m.Observation(metrics_unavailable="down", alert="X")).phase == m.ROLLING_BACK
     assert run(r, clock, m.Observation(metrics_unavailable="down", command="abort")).phase == m.ROLLING_BACK
+
+
+def test_a_canary_that_stops_being_ready_while_waiting_for_history_gets_its_own_ready_deadline():
+    clock = Clock()
+    r = m.Rollout("r", IMPORTER, phase_since=clock.now)
+    wait = f"{m.HISTORY_WAIT} on stable before the first step (at most 600 s)"
+    r = run(r, clock, m.Observation(canary_ready=True, history_wait=wait), seconds=300)
+    assert (r.phase, r.reason) == (m.PENDING, wait)
+    why = "importer-canary runs 1.1: 0 of 1 replicas available"
+    r = run(r, clock, m.Observation(canary_ready=False, not_ready=why))  # 300 s into pending: not a timeout
+    assert (r.phase, r.decided_by) == (m.PENDING, "controller")
+    assert r.reason == f"canary not ready again while waiting: {why}" and r.phase_since == clock.now
+    r = run(r, clock, m.Observation(canary_ready=False, not_ready=why), seconds=119)
+    assert r.phase == m.PENDING
+    r = run(r, clock, m.Observation(canary_ready=False, not_ready=why), seconds=2)
+    assert (r.phase, r.reason) == (m.FAILED, f"canary not ready after 120 s: {why}")  # true this time
