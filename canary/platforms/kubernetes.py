@@ -20,7 +20,8 @@ few calls of :class:`ClusterApi`:
 
 Conflicts (409) and transient errors (429, 5xx, timeouts) are retried with a growing pause;
 a refusal (403) is reported with the verb and resource the ServiceAccount may not use.
-Only this module imports the ``kubernetes`` client (``KubeApi``, in-cluster or from a kubeconfig).
+Only this module imports the ``kubernetes`` client (``KubeApi``, in-cluster or from a kubeconfig);
+what a Deployment's dict says is read in ``canary.platforms.deployments``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 from canary.catalog import Catalog, KubeRun
 from canary.platforms.base import Instance
 from canary.platforms.cluster import ClusterApi, ClusterError, Conflict, Forbidden, NotFound, Transient
+from canary.platforms.deployments import canary_from, release_of, replicas_of, rolled_out
 
 log = logging.getLogger("releasewarden.platform.kubernetes")
 T = TypeVar("T")
@@ -75,7 +77,7 @@ class KubernetesPlatform:
         if current is None:
             await self._create(service, track, release)
         elif self._release(service, current) != release or (
-            track == "canary" and _replicas(current) < self.canary_replicas
+            track == "canary" and replicas_of(current) < self.canary_replicas
         ):
             was = self._release(service, current)
             if track == "stable" and was != release:
@@ -86,8 +88,8 @@ class KubernetesPlatform:
 
     async def healthy(self, service: str, release: str) -> bool:
         async for _track, d in self._tracks(service):
-            if self._release(service, d) == release and _replicas(d) > 0:
-                return _rolled_out(d)
+            if self._release(service, d) == release and replicas_of(d) > 0:
+                return rolled_out(d)
         return False
 
     async def known_releases(self, service: str) -> list[str] | None:
@@ -109,23 +111,23 @@ class KubernetesPlatform:
                     if c.get("status") != "True"
                 ]
                 name = self._deployment(service, track)
-                if not _replicas(d):
+                if not replicas_of(d):
                     return f"{name} runs {release} at zero replicas"
                 available = status.get("availableReplicas", 0) or 0
-                ready = f"{name} runs {release}: {available} of {_replicas(d)} replicas available"
+                ready = f"{name} runs {release}: {available} of {replicas_of(d)} replicas available"
                 return "; ".join([ready, *words])
         return f"no Deployment runs {service} {release}"
 
     async def stop(self, service: str, release: str) -> None:
         d = await self._get(self._deployment(service, "canary"))
-        if d is not None and self._release(service, d) == release and _replicas(d) > 0:
+        if d is not None and self._release(service, d) == release and replicas_of(d) > 0:
             await self._scale_canary_to_zero(service)
 
     async def running(self) -> list[Instance]:
         out = []
         for service in sorted(self.services):
             async for track, d in self._tracks(service):
-                if _replicas(d) > 0:
+                if replicas_of(d) > 0:
                     out.append(self._instance(service, self._release(service, d), track))
         return out
 
@@ -188,7 +190,7 @@ class KubernetesPlatform:
 
     def _release(self, service: str, d: dict[str, Any]) -> str:
         """The release a Deployment runs: its image tag, mapped back through the entry's ``tags``."""
-        tag = _release(d)
+        tag = release_of(d)
         kube = self._kube(service)
         if kube is not None:
             for release, mapped in kube.tags.items():
@@ -252,7 +254,7 @@ class KubernetesPlatform:
                 f"neither {canary_name} nor {stable_name} exists in namespace {self.namespace}: "
                 "apply manifests/kubernetes first"
             )
-        body = _canary_from(stable, service, release, self._image(service, release), self.canary_replicas)
+        body = canary_from(stable, service, release, self._image(service, release), self.canary_replicas)
         body["metadata"]["name"] = canary_name
         try:
             await self._call(
@@ -284,61 +286,6 @@ class KubernetesPlatform:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
         raise AssertionError("unreachable")
-
-
-def _containers(d: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []))
-
-
-def _release(d: dict[str, Any]) -> str:
-    """The release a Deployment runs: its app container's image tag."""
-    app = next((c for c in _containers(d) if c.get("name") == "app"), None)
-    image = str((app or {}).get("image", ""))
-    return image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
-
-
-def _replicas(d: dict[str, Any]) -> int:
-    return int(d.get("spec", {}).get("replicas", 1) or 0)
-
-
-def _rolled_out(d: dict[str, Any]) -> bool:
-    status, want = d.get("status", {}) or {}, _replicas(d)
-    return (
-        int(status.get("observedGeneration", 0) or 0) >= int(d.get("metadata", {}).get("generation", 0) or 0)
-        and int(status.get("updatedReplicas", 0) or 0) >= want
-        and int(status.get("availableReplicas", 0) or 0) >= want
-        and int(status.get("replicas", 0) or 0) <= want  # old pods of a rolling update are gone
-    )
-
-
-def _canary_from(stable: dict[str, Any], service: str, release: str, image: str, replicas: int) -> dict[str, Any]:
-    spec = copy.deepcopy(stable["spec"])
-    labels = {"app": service, "track": "canary"}
-    spec["selector"] = {"matchLabels": labels}
-    spec["replicas"] = replicas
-    spec["template"].setdefault("metadata", {})["labels"] = {
-        **spec["template"].get("metadata", {}).get("labels", {}),
-        **labels,
-        "release": release,
-    }
-    for c in spec["template"]["spec"]["containers"]:
-        if c.get("name") == "app":
-            c["image"] = image
-            c["env"] = [e for e in c.get("env", []) if e.get("name") not in ("CANARY_RELEASE", "CANARY_TRACK")] + [
-                {"name": "CANARY_RELEASE", "value": release},
-                {"name": "CANARY_TRACK", "value": "canary"},
-            ]
-    meta = stable.get("metadata", {})
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": f"{service}-canary",
-            "namespace": meta.get("namespace"),
-            "labels": {**meta.get("labels", {}), **labels, "release": release},
-        },
-        "spec": spec,
-    }
 
 
 class KubeApi:
