@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.crashes import until
+from benchmarks.up_stack import until
 from canary.platforms.processes import start_service, wait_ready
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.crashes import Stack, until
+from benchmarks.up_stack import Stack, until
 from canary.traffic.load import LoadConfig, run
 
 ROLLOUT = (

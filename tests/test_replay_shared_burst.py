@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from benchmarks.crashes import until
+from benchmarks.up_stack import until
 from canary.controller.evidence_figures import figures
 from canary.replay import group_report, shared_stable
 from canary.replay.figures import group_figures, release_figures

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from benchmarks.crashes import until
+from benchmarks.up_stack import until
 from canary import cli
 from canary.catalog import load_catalog
 from canary.controller.group_spec import check
