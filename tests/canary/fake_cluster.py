@@ -8,6 +8,9 @@ Deployment's generation when its spec changes, and plays the kubelet: a Deployme
 completes on the next read, unless its image is in ``broken_images`` (then no replica becomes
 available, as with an image that cannot be pulled).  ``failures`` injects API errors into the next
 calls; ``forbidden`` refuses a verb on a resource; ``calls`` records what was done, in order.
+A cluster made ``from_manifests`` allows only the verbs the shipped Role grants the controller
+(``controller-rbac.yaml``, with the gateway component's HTTPRoute rule): a call the Role does not
+allow is refused with a 403, as the API server would.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ import yaml
 
 from canary.platforms.cluster import ClusterError, Conflict, Forbidden, NotFound
 
-BASE = Path(__file__).resolve().parents[2] / "manifests/kubernetes/base"
+KUBE = Path(__file__).resolve().parents[2] / "manifests/kubernetes"
+BASE = KUBE / "base"
+
+
+def shipped_rights() -> set[tuple[str, str]]:
+    """(verb, resource) pairs the shipped Role grants the controller, the gateway's rule included."""
+    role = next(d for d in yaml.safe_load_all((BASE / "controller-rbac.yaml").read_text()) if d["kind"] == "Role")
+    rules = list(role["rules"])
+    gateway = yaml.safe_load((KUBE / "components/gateway/kustomization.yaml").read_text())
+    rules += [p["value"] for patch in gateway["patches"] if "target" in patch for p in yaml.safe_load(patch["patch"])]
+    return {(verb, res) for rule in rules for res in rule["resources"] for verb in rule["verbs"]}
 
 
 def merge(target: Any, patch: Any) -> Any:
@@ -50,12 +63,14 @@ class FakeCluster:
         self.broken_images: set[str] = set()
         self.failures: list[ClusterError | Exception] = []
         self.forbidden: set[tuple[str, str]] = set()
+        self.allowed: set[tuple[str, str]] | None = None  # None: every verb
         self.calls: list[tuple[str, str, Any]] = []
 
     @classmethod
     def from_manifests(cls, *services: str) -> FakeCluster:
         """Seeded with the base manifests' Deployments and HTTPRoutes of these services."""
         cluster = cls()
+        cluster.allowed = shipped_rights()
         for path in sorted(BASE.rglob("*.yaml")):
             for doc in yaml.safe_load_all(path.read_text()):
                 if not isinstance(doc, dict):
@@ -71,7 +86,7 @@ class FakeCluster:
         return cluster
 
     def _gate(self, verb: str, resource: str, name: str, detail: Any = None) -> None:
-        if (verb, resource) in self.forbidden:
+        if (verb, resource) in self.forbidden or (self.allowed is not None and (verb, resource) not in self.allowed):
             raise Forbidden(f"403 Forbidden: cannot {verb} {resource}")
         if self.failures:
             raise self.failures.pop(0)
