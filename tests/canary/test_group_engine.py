@@ -143,3 +143,24 @@ def test_an_alert_labelled_with_the_group_rolls_back_every_active_member(tmp_pat
     assert phases(w, g) == {"importer": "rolled_back", "resizer": "cancelled", "shop": "rolled_back"}
     importer = w.store.get(g.members["importer"].rollout_id)
     assert (importer.decided_by, importer.reason) == ("alert", "alert ReleaseBroken: errors everywhere fired")
+
+
+def test_a_group_pause_holds_every_stepping_member_and_resume_lets_the_group_finish(tmp_path):
+    w = World(tmp_path, stable=dict(STABLE))
+    g = asyncio.run(w.controller.groups.create(group_text("independent", resizer_after="[importer]")))
+
+    def stepping(g) -> bool:
+        return {phases(w, g).get(n) for n in ("importer", "shop")} == {"progressing"}
+
+    g, _ = run(w, g.id, until=stepping)
+    w.controller.groups.command(g.id, "pause")
+    g, _ = run(w, g.id, until=lambda g: {phases(w, g)[n] for n in ("importer", "shop")} == {"paused"}, ticks=5)
+    held = {n: w.store.get(g.members[n].rollout_id).step for n in ("importer", "shop")}
+    for _ in range(20):  # well past each step's min_seconds, with traffic: a paused member stays
+        g, _ = run(w, g.id, until=lambda g: True, ticks=1)
+    assert {n: w.store.get(g.members[n].rollout_id).phase for n in held} == dict.fromkeys(held, m.PAUSED)
+    assert {n: w.store.get(g.members[n].rollout_id).step for n in held} == held
+    assert "resizer" not in phases(w, g)  # after importer: not started while importer is held
+    w.controller.groups.command(g.id, "resume")
+    g, promoted = run(w, g.id)
+    assert g.phase == GroupPhase.PROMOTED and sorted(promoted) == ["importer", "resizer", "shop"]

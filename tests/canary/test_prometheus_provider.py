@@ -27,6 +27,7 @@ from canary.providers.base import Bin, BinMaker, Counts, MetricQuery, ProviderUn
 from canary.providers.builtin import BuiltinProvider
 from canary.providers.prometheus import PrometheusProvider
 from canary.router.stats import BUCKETS, RouterStats
+from core.routes import Sticky
 from core.serve import serve_in_thread
 from tests.canary.router.upstreams import echo_app
 from tests.canary.test_builtin_provider import router_in_front_of
@@ -180,6 +181,38 @@ def test_sticky_groups_and_the_latency_histogram_are_the_real_routers_own(export
     assert len(slower) == len(BUCKETS) and {s.le_ms: s for s in slower}[25].canary == expected["latency"].canary.events
     assert expected["latency"].canary.bad == expected["latency"].canary.events > 0  # every canary answer slow
     assert other_rollout.groups == ()  # another rollout's salt: never this one's counts
+
+
+def test_customers_are_the_most_one_router_has_seen_never_a_sum_over_routers(exporter):
+    """Two routers count the same rollout's groups: their requests add up, but a customer who reaches
+    both is one customer, so each group's customers are those of the router that has seen the most."""
+    exp, prom = exporter
+    second = Exporter()
+    sticky = Sticky(header="x-account-id", salt="r-9", groups=(5000,))
+    with serve_in_thread(second.app()) as url:
+        second.url = url
+        exp.targets.append(url.split("//")[1])
+        for stats, customers in ((exp.stats, range(10)), (second.stats, range(6, 10))):  # 6-9 reach both
+            for i in customers:
+                stats.record_group("importer", sticky, i % 2, error=False, on_canary=False)
+                stats.group_counts("importer", sticky).saw(f"a{i}", i % 2)
+        exp.serve("canary", "1.1", 1, 0)
+        exp.serve("stable", "1.0", 1, 0)
+        provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
+        scraped(provider, 'count(router_sticky_group_customers{salt="r-9"})', 4)  # two routers, two groups
+        for stats in (exp.stats, second.stats):  # counters count from their first scrape: 3 more each
+            for _ in range(3):
+                stats.record_group("importer", sticky, 0, error=False, on_canary=False)
+                stats.record_group("importer", sticky, 1, error=False, on_canary=False)
+        query = dataclasses.replace(ERRORS, sticky_salt="r-9", sticky_groups=(5000,))
+        deadline = time.monotonic() + 60
+        while True:
+            groups = asyncio.run(provider.cumulative(query)).groups
+            if [g.requests for g in groups] == [6, 6]:
+                break
+            assert time.monotonic() < deadline, f"the two routers' requests never added up: {groups}"
+            time.sleep(0.3)
+    assert [g.customers for g in groups] == [5, 5]  # the first router's 10 customers, not 10 + 4
 
 
 def test_conservation_reads_the_counters_its_consumer_s_catalog_entry_names(exporter, tmp_path):
