@@ -11,8 +11,11 @@ e-process.  Only the holder of the lease acts (its name: ``canary.controller.lea
 
 One rollout's trouble stays its own: a release the platform cannot start fails that rollout (or
 rolls it back) with the platform's words; any other error holds it for the tick, logged in one
-line; the other rollouts go on, and commands (``abort``) still take.  A metric provider that fails
-holds the rollout (no verdict, its step's clock stops); it never rolls back.
+line; the other rollouts go on, and commands (``abort``) still take.  A release slow to start (a
+local process waits for its ready path, up to the entry's ``ready_timeout_s``) is waited for at most
+``START_WAIT_S`` per tick and goes on starting in the background; until it has, its rollout waits
+as for a canary not ready yet, and a rollout that ends meanwhile cancels the start.  A metric
+provider that fails holds the rollout (no verdict, its step's clock stops); it never rolls back.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from core.settings import Settings
 
 log = logging.getLogger("releasewarden.controller")
 LEASE_TTL_S = 10.0
+START_WAIT_S = 1.0  # how long one tick waits for a release to start; a slower start goes on behind
 
 
 class Controller:
@@ -76,6 +80,8 @@ class Controller:
         self.judging = self.observer.judging
         self.upstreams: dict[tuple[str, str], str] = {}
         self.platform_errors: dict[str, str] = {}  # rollout id -> what the platform said
+        self.starting: dict[tuple[str, str, str], asyncio.Task[Instance]] = {}  # (name, release, track)
+        self.start_wait_s = START_WAIT_S
         self.active: list[machine.Rollout] = []  # as of the last tick (for /metrics)
         self.last_tick = 0.0
         # the table is served only once a tick holding the lease has built it from the stored
@@ -158,7 +164,7 @@ class Controller:
             if r.phase == machine.SUCCEEDED and r.spec.service in self.stable:
                 self.stable[r.spec.service] = r.spec.canary
         for service, release in self.stable.items():
-            await self._run(service, release, "stable")
+            await self._run(service, release, "stable", until_started=True)  # no table before every stable runs
         await self._publish()
 
     async def run(self, tick_s: float = 1.0) -> None:
@@ -290,10 +296,39 @@ class Controller:
         now_stable = dataclasses.replace(r, spec=dataclasses.replace(r.spec, stable=stable))
         return handed_back(await self._moment(now_stable, Moment.AFTER_ROLLBACK))
 
-    async def _run(self, service: str, release: str, track: str) -> None:
+    async def _run(self, service: str, release: str, track: str, until_started: bool = False) -> bool:
+        """Start the service's release (and its consumers') on ``track``, waiting at most
+        ``start_wait_s`` (or until started); False while a start goes on in the background.  The
+        platform's error, if it fails, is raised by the call that sees it."""
+        started = True
         for name in self._names(service):
-            instance = await self.platform.start(name, release, track)
-            self.upstreams[(name, release)] = instance.url
+            key = (name, release, track)
+            task = self.starting.get(key)
+            if task is None:
+                task = self.starting[key] = asyncio.ensure_future(self.platform.start(name, release, track))
+            done, _ = await asyncio.wait({task}, timeout=None if until_started else self.start_wait_s)
+            if not done:
+                started = False
+                continue
+            del self.starting[key]
+            self.upstreams[(name, release)] = task.result().url
+        return started
+
+    def _still_starting(self, service: str, release: str) -> bool:
+        return any(k[0] in self._names(service) and k[1] == release for k in self.starting)
+
+    async def stop_starts(self) -> None:
+        """At shutdown: cancel the starts that go on in the background and wait until each platform
+        call has stopped what it was starting."""
+        tasks = list(self.starting.values())
+        self.starting.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _cancel_start(self, name: str, release: str) -> None:
+        for key in [k for k in self.starting if k[:2] == (name, release)]:
+            self.starting.pop(key).cancel()  # the platform stops what it was starting
 
     async def _apply(self, r: machine.Rollout) -> None:
         d = machine.desired(r)
@@ -310,12 +345,15 @@ class Controller:
         if warm:
             await self._run(s.service, s.stable, "canary" if d.holdback else "stable")
         self.stable[s.service] = d.stable_release
-        running_canary = d.canary_running and (s.service, s.canary) in self.upstreams
+        running_canary = d.canary_running and (
+            (s.service, s.canary) in self.upstreams or (starting and self._still_starting(s.service, s.canary))
+        )
         keep = {d.stable_release} | ({s.canary} if running_canary else set()) | ({s.stable} if warm else set())
         if r.phase == machine.ROLLING_BACK:
             return  # the canary stops only once routers no longer send it traffic (next phase)
         for release in {s.stable, s.canary} - keep:
             for name in self._names(s.service):
+                self._cancel_start(name, release)
                 await self.platform.stop(name, release)
                 self.upstreams.pop((name, release), None)
                 self.readers.forget(f"consumer/{name}@{release}")
@@ -348,7 +386,8 @@ class Controller:
 
     async def _observe(self, r: machine.Rollout) -> machine.Observation:
         s = r.spec
-        ready = await self.platform.healthy(s.service, s.canary)
+        starting = self._still_starting(s.service, s.canary)
+        ready = not starting and await self.platform.healthy(s.service, s.canary)
         if ready and r.phase == machine.PENDING:
             gated = await self._before_traffic(r)
             if gated is not None:
@@ -359,4 +398,5 @@ class Controller:
             route=self.table.services.get(s.service),
             confirmation=self.confirmation(s.service),
             platform_error=self.platform_errors.get(r.id, ""),
+            starting=f"{s.service} {s.canary} is still starting (waiting for it to answer)" if starting else "",
         )

@@ -46,13 +46,14 @@ class Observer:
         route: ServiceRoute | None,
         confirmation: Confirmation,
         platform_error: str = "",
+        starting: str = "",
     ) -> machine.Observation:
         """``route``: the service's route as published; ``confirmation``: whether every reader of
-        the table serves it."""
+        the table serves it; ``starting``: why the canary is not ready yet when its start goes on."""
         s = r.spec
         not_ready = ""
         if not ready and r.phase == machine.PENDING:
-            not_ready = await self.platform.not_ready_reason(s.service, s.canary)
+            not_ready = starting or await self.platform.not_ready_reason(s.service, s.canary)
         verdicts: dict[str, machine.Judgement] = {}
         mirror = change = None
         unavailable: list[str] = []

@@ -23,18 +23,28 @@ RELEASES = {"importer": ["1.0", "1.1", "1.2"], "resizer": ["1.0", "2.0", "2.1"]}
 
 
 class FakePlatform:
-    """Releases 'run' as entries; ``broken`` releases refuse to start, as a missing one would."""
+    """Releases 'run' as entries; ``broken`` releases refuse to start, as a missing one would;
+    ``hanging`` ones never finish starting (a process that never answers its ready path) until
+    the start is cancelled, which ``cancelled`` records."""
 
     warm_old_release = True
 
     def __init__(self) -> None:
         self.running_: dict[tuple[str, str], str] = {}
         self.broken: set[str] = set()
+        self.hanging: set[str] = set()
+        self.cancelled: list[tuple[str, str]] = []
         self.starts = 0
 
     async def start(self, service: str, release: str, track: str) -> Instance:
         if release in self.broken:
             raise DependencyUnavailable(f"{service} {release} exited at start: unknown release {release!r}")
+        if release in self.hanging:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.append((service, release))
+                raise
         if (service, release) not in self.running_:
             self.starts += 1
         self.running_[(service, release)] = track

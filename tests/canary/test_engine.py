@@ -6,6 +6,7 @@ What a tick observes and judges is in test_observing; the world is tests.canary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -16,7 +17,7 @@ from canary.controller.engine import LEASE_TTL_S
 from canary.controller.store import Store
 from core.errors import ServiceUnavailable, Unprocessable
 from core.routes import parse_table
-from tests.canary.engine_world import FakePlatform, World, drive
+from tests.canary.engine_world import SPEC, FakePlatform, World, drive
 
 
 def test_the_route_table_is_typed_and_salted_per_rollout(tmp_path):
@@ -224,3 +225,44 @@ def test_only_the_lease_holder_acts_and_another_takes_over_once_the_lease_expire
     acted = leader.last_tick
     asyncio.run(leader.tick())  # back from a pause: it lost the lease and acts no more
     assert leader.last_tick == acted
+
+
+def test_a_release_slow_to_start_holds_only_its_own_rollout_and_its_start_ends_with_the_rollout(tmp_path):
+    # one event loop for every tick, as the controller runs: the start goes on between ticks
+    w = World(tmp_path)
+    w.controller.start_wait_s = 0.05
+    w.platform.hanging.add("1.1")  # importer 1.1 never answers its ready path: its start never returns
+    slow, good = w.release("importer", "1.1"), w.release("resizer", "2.1")
+
+    async def ticks(n: int, seconds: float = 1.0) -> None:
+        for _ in range(n):
+            w.traffic("resizer", "2.1")
+            w.now += seconds
+            with contextlib.suppress(ServiceUnavailable):
+                w.controller.poll_table(("router/a", w.controller.table.version))
+            await w.controller.tick()
+
+    async def cancelled(count: int) -> bool:
+        for _ in range(200):
+            if len(w.platform.cancelled) >= count:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def scenario() -> None:
+        await ticks(8)
+        assert w.get(good).phase in (m.PROGRESSING, m.PROMOTING, m.WATCHING)  # the other one goes on meanwhile
+        assert w.get(slow).phase == m.PENDING and w.platform.cancelled == []
+        await ticks(1, seconds=120)
+        failed = w.get(slow)
+        assert (failed.phase, failed.decided_by) == (m.FAILED, "timeout")
+        why = "importer 1.1 is still starting (waiting for it to answer)"
+        assert failed.reason == f"canary not ready after 120 s: {why}"
+        assert await cancelled(1)  # the start ends with its rollout: no process is left behind
+        again = await w.controller.create_rollout(SPEC.format(service="importer", canary="1.1", watch=30))
+        await ticks(3)
+        w.controller.command(again.id, "abort")  # a person's abort takes while the start goes on
+        await ticks(3)
+        assert w.get(again).phase == m.ROLLED_BACK and await cancelled(2)
+
+    asyncio.run(scenario())
