@@ -4,12 +4,14 @@ the controller mid-group.
 
 One run checks several things (the suite must stay fast): under ``independent`` only the failing
 member (importer 1.1, the judge finds it) rolls back while opens 1.2 and resizer 2.1 are promoted;
-resizer, ``after: [opens]``, is started only once opens was promoted; the controller killed while
-opens is under way resumes the group from the store and no group decision is taken twice.  The
+resizer, ``after: [opens]``, is started only once opens was promoted; the acting controller killed
+while opens is under way is replaced by its warm standby, which resumes the group from the store,
+and no group decision is taken twice.  The
 ``dependents`` and ``all`` policies are tested tick by tick in tests/canary/test_group_engine.py."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 
 from benchmarks.up_stack import Stack, until
+from canary.controller.lease_holder import lock_holder_pid
 from canary.traffic.load import LoadConfig, run
 
 ROLLOUT = (
@@ -84,13 +87,14 @@ def test_a_group_of_three_one_fails_alone_after_order_holds_and_a_killed_control
         gid = out.split()[1]
         assert "resizer    resizer -> 2.1 after opens" in out
 
-        # killed while opens is under way (resizer waits for it): the next controller resumes the group
+        # the acting controller killed while opens is under way (resizer waits for it): its warm
+        # standby takes the lock and resumes the group from the store
         until(lambda: member(group(stack, gid), "opens").get("state") == "progressing", 120)
         assert member(group(stack, gid), "resizer")["state"] == "waiting"
-        assert stack.proc is not None
-        stack.proc.send_signal(signal.SIGKILL)
-        stack.proc.wait()
-        stack.spawn()
+        acting = lock_holder_pid(stack.state)
+        assert acting is not None
+        os.kill(acting, signal.SIGKILL)
+        until(lambda: lock_holder_pid(stack.state) not in (None, acting), 120)
         until(stack.api_answers, 120)
 
         until(lambda: (group(stack, gid) or {}).get("settled"), 300, step=0.5)
