@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
+from canary.catalog.settings import catalog_for
 from canary.controller import api, dashboard
 from canary.controller.bootstrap import bootstrap
 from canary.controller.lease_holder import LeaseHolder, lease_holder
@@ -43,6 +44,7 @@ def create_controller_app(
     took it before serving); by default the lifespan takes the state directory's if it is free."""
     settings = settings.with_overrides(service="controller")
     read_webhooks(settings)  # a bad webhooks file stops the controller here, in words, before it serves
+    catalog = catalog_for(settings)  # and so does a wrong catalog entry (CatalogError: file, field, line)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -55,6 +57,7 @@ def create_controller_app(
             router_url=router_url,
             public_url=public_url,
             holder=held.name,
+            catalog=catalog,
         )
         platform = controller.platform
         app.state.controller = controller

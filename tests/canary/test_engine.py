@@ -73,6 +73,19 @@ def test_a_silent_router_holds_the_rollback_and_the_canary_keeps_running(tmp_pat
     assert w.get(r).phase == m.ROLLED_BACK and ("importer", "1.1") not in w.platform.running_
 
 
+def test_a_router_silent_for_120_s_is_taken_for_gone_and_holds_the_rollback_no_longer(tmp_path):
+    w = World(tmp_path)
+    r = w.release()
+    drive(w, r, lambda r: r.phase == m.PROGRESSING)
+    w.controller.command(r.id, "abort")
+    w.tick(reader=None)
+    w.tick(seconds=119.0)  # silent for 119.5 s since its last poll: still waited for
+    assert w.get(r).phase == m.ROLLING_BACK and [x.name for x in w.controller.readers.current(w.now)] == ["router/a"]
+    w.tick(seconds=1.0)  # past 120 s: gone, and with no reader left the platform's call confirms
+    w.tick()
+    assert w.get(r).phase == m.ROLLED_BACK and w.controller.readers.current(w.now) == []
+
+
 def test_without_readers_the_platform_confirms_the_weight(tmp_path):
     w = World(tmp_path)  # e.g. Gateway API weights set by the platform: no router polls
     r = w.release()

@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -135,6 +137,21 @@ def test_nginx_from_debian_is_rolled_back_by_the_judge_from_its_entry_alone(tmp_
     catalog = tmp_path / "shop.yaml"
     catalog.write_text(entry + DEFAULTS)
     onboard(catalog, tmp_path / "state", "shop", "2", "3", "/checkout", capsys)
+
+
+def test_canary_up_and_the_controller_refuse_a_wrong_entry_at_start_with_words_not_a_traceback(tmp_path):
+    catalog = tmp_path / "hello.yaml"
+    catalog.write_text(PLAIN.replace('"{port}"', '"{prot}"'))
+    env = {**os.environ, "CANARY_CATALOG": str(catalog), "CANARY_ADMIN_TOKEN": "t"}
+    for argv in (
+        ["-m", "canary.cli", "up", "--catalog", str(catalog), "--state-dir", str(tmp_path / "up")],
+        ["-m", "canary.controller", "--host", "127.0.0.1", "--port", "0"],
+    ):
+        run = {"capture_output": True, "text": True, "timeout": 120, "env": env, "cwd": tmp_path}
+        out = subprocess.run([sys.executable, *argv], **run)  # type: ignore[call-overload]
+        words = out.stdout + out.stderr
+        assert out.returncode != 0 and "unknown placeholder {prot}" in words, (argv, words)
+        assert "Traceback" not in words, (argv, words)
 
 
 def test_lint_and_release_refuse_a_wrong_entry_or_release_with_words_not_a_traceback(tmp_path, capsys):

@@ -113,3 +113,7 @@ def test_the_series_is_bounded_keeps_its_ends_and_outlives_a_restart(tmp_path):
     again = Series(s.engine, max_points=20).get("r1")  # a restarted controller
     assert [p.at for p in again] == [p.at for p in kept]
     assert point_figures({"errors": {"evidence": {"compared": 3}}}) == {}  # the mirror's answer draws nothing
+    default = Series(s.engine)  # as the controller keeps it: at most 400 points per rollout
+    for i in range(900):
+        default.add("r2", float(i), {"errors": {"e": float(i)}})
+    assert 200 <= len(default.get("r2")) <= 400
