@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -125,6 +126,15 @@ def test_canary_up_with_prometheus_runs_the_scaled_out_metrics_path_and_stops_it
                 break
             assert time.monotonic() < deadline, found
             time.sleep(0.5)
+        config = httpx.get(f"{prometheus}/api/v1/status/config").json()["data"]["yaml"]
+        assert "scrape_interval: 2s" in config  # every 2 s, as the README says
+        pids = controllers(cport)
+        assert pids
+        for pid in pids:  # and the controllers judge from it (they read their environment)
+            raw = Path(f"/proc/{pid}/environ").read_text().split("\0")
+            environ = dict(item.split("=", 1) for item in raw if "=" in item)
+            assert environ["CANARY_PROMETHEUS_URL"] == prometheus
+            assert float(environ["CANARY_PROMETHEUS_SCRAPE_INTERVAL_S"]) == 2.0
         rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
         assert {"releasewarden-canary", "releasewarden-controller", "releasewarden-tracks"} <= {
             g["name"] for g in rules

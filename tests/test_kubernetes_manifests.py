@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -210,3 +211,16 @@ def test_a_users_service_is_added_by_a_component_and_driven_from_its_catalog_ent
     assert cluster.image("web-canary") == "registry.example.com/web:2.4" and cluster.replicas("web-canary") == 1
     assert instance.url == "http://web-canary.releasewarden.svc:8080"
     assert asyncio.run(platform.known_releases("web")) is None  # releases: any
+
+
+@pytest.mark.parametrize("overlay", ["local", "production"])
+def test_the_monitoring_component_ships_the_grafana_dashboard_labelled_for_grafana_s_sidecar(overlay):
+    maps = [
+        d
+        for d in built(overlay)
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("grafana-dashboard-releasewarden")
+    ]
+    assert len(maps) == 1
+    assert maps[0]["metadata"]["labels"]["grafana_dashboard"] == "1"  # what the sidecar looks for
+    shipped = json.loads((ROOT / "manifests/grafana/releasewarden.json").read_text())
+    assert json.loads(maps[0]["data"]["releasewarden.json"]) == shipped
