@@ -8,6 +8,7 @@ the command's output, report.json and report.html.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -76,3 +77,29 @@ def test_the_replay_rolls_back_each_faulty_release_and_promotes_each_reworked_on
     leftover = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True)
     assert leftover.stdout == "", "processes still running: " + leftover.stdout
     assert not (tmp_path / "router.pid").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_demo_stopped_by_kill_mid_release_stops_everything_it_started(tmp_path):
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "canary.cli", "demo", "--quick", "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        while not any(line.startswith("releasing group") for line in lines):  # mid-release: load and canaries
+            line = demo.stdout.readline() if demo.stdout else ""
+            assert line, "the demo ended early:\n" + "".join(lines)
+            lines.append(line)
+        demo.send_signal(signal.SIGTERM)  # `kill`, as Ctrl-C
+        rest, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            subprocess.run(["pkill", "-KILL", "-f", "--", str(tmp_path)], check=False)
+            demo.kill()
+    assert "interrupted; everything started was stopped" in rest, "".join(lines) + rest
+    assert "Traceback" not in "".join(lines) + rest
+    leftover = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True)
+    assert leftover.stdout == "", "processes still running: " + leftover.stdout
