@@ -27,7 +27,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -48,6 +47,7 @@ from canary.platforms.processes import (
     wait_ready,
 )
 from core.errors import DependencyUnavailable
+from core.http_client import LoopClient, tls_context
 from core.settings import Settings
 
 log = logging.getLogger("releasewarden.platform.local")
@@ -116,6 +116,7 @@ class LocalPlatform:
         self.ports: dict[tuple[str, str], int] = {}  # the ports of stale records
         self._looked_for_leftovers = False
         self._leftovers_lock = asyncio.Lock()
+        self.http = LoopClient()  # the controller checks each canary's health every tick
 
     # -- what a previous controller left ------------------------------------------------------------
     async def _take_over_leftovers(self) -> None:
@@ -128,7 +129,7 @@ class LocalPlatform:
         records = self._read_records()
         # every record checked at once, on one client: a restarted controller acts again after the
         # slowest health check, not after their sum
-        with httpx.Client(timeout=2, verify=_tls()) as client, ThreadPoolExecutor(max_workers=8) as pool:
+        with httpx.Client(timeout=2, verify=tls_context()) as client, ThreadPoolExecutor(max_workers=8) as pool:
             checked = list(pool.map(lambda record: self._check(record, client), records))
         for record, (proc, ours, answers) in zip(records, checked, strict=True):
             if ours and answers:
@@ -244,8 +245,8 @@ class LocalPlatform:
         if entry is None or not entry.proc.alive():
             return False
         try:
-            async with httpx.AsyncClient(verify=_tls()) as client:
-                return (await client.get(f"{entry.proc.url}{entry.proc.ready_path}", timeout=2)).status_code == 200
+            answer = await self.http.get().get(f"{entry.proc.url}{entry.proc.ready_path}", timeout=2)
+            return answer.status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -340,12 +341,6 @@ def _answers_as(record: ProcessRecord, health_path: str, client: httpx.Client) -
 
 
 @functools.cache
-def _tls() -> ssl.SSLContext:
-    """httpx's default TLS context, made once: a client makes one by default (some 27 ms of CPU), and
-    the controller checks each canary's health every tick."""
-    return httpx.create_ssl_context()
-
-
 def _if_free(port: int | None) -> int | None:
     if port is None:
         return None

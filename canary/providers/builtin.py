@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,6 +30,7 @@ from canary.providers.base import (
     conservation_of,
 )
 from canary.router.stats import BUCKETS, slow_bucket
+from core.http_client import LoopClient
 
 
 class BuiltinProvider:
@@ -48,16 +48,7 @@ class BuiltinProvider:
         self.consumer_url = consumer_url or (lambda consumer, release: None)
         self.conservation = dict(conservation or {})
         self.timeout_s = timeout_s
-        self._http: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _client(self) -> httpx.AsyncClient:
-        """One kept-alive client per event loop (the controller runs one): building a client costs
-        about 20 ms of CPU (its TLS context), more than the query, and a tick makes one per metric."""
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._loop is not loop:
-            self._http, self._loop = httpx.AsyncClient(), loop
-        return self._http
+        self.http = LoopClient()  # kept alive: a tick makes one query per metric
 
     async def _get(self, client: httpx.AsyncClient, url: str) -> httpx.Response:
         try:
@@ -68,7 +59,7 @@ class BuiltinProvider:
             raise ProviderUnavailable(f"{url}: {type(exc).__name__}: {exc}") from None
 
     async def cumulative(self, query: MetricQuery) -> TrackCounts:
-        client = self._client()
+        client = self.http.get()
         if query.kind == "conservation":
             return await self._conservation(client, query)
         snapshot: dict[str, Any] = (await self._get(client, f"{self.router_url}/_router/stats")).json()
