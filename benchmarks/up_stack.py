@@ -147,18 +147,23 @@ def until(condition: Callable[[], Any], seconds: float = 120.0, step: float = 0.
     return time.monotonic() - start
 
 
+def load_through(router_url: str, token: str, rate: float = RATE) -> LoadConfig:
+    """`canary load` through the router at ``rate``, for up to an hour (stopped by its event)."""
+    return LoadConfig(
+        importer=f"{router_url}/importer",
+        opens=f"{router_url}/opens",
+        resizer=f"{router_url}/resizer",
+        rate=rate,
+        duration=3600.0,
+        admin_token=token,
+        accounts=10,
+        pool=40,
+    )
+
+
 class Load:
     def __init__(self, stack: Stack) -> None:
-        config = LoadConfig(
-            importer=f"{stack.router}/importer",
-            opens=f"{stack.router}/opens",
-            resizer=f"{stack.router}/resizer",
-            rate=RATE,
-            duration=3600.0,
-            admin_token=stack.token(),
-            accounts=10,
-            pool=40,
-        )
+        config = load_through(stack.router, stack.token())
         self.stack = stack
         self.before = self.pixels()
         self.stop_event = threading.Event()

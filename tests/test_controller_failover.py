@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.up_stack import load_through
 from tests.canary_up import controllers, run_cli, spawn_canary_up, stop_up
 
 SLOW_STEP = "  steps:\n    - {weight: 50, min_requests: 100000, min_seconds: 3600, max_seconds: 7200}\n"
@@ -34,18 +35,9 @@ class BackgroundLoad:
     """`canary load` through the router in a thread, for as long as a test needs; what consumers saw."""
 
     def __init__(self, router_url: str, token: str, rate: float = 20.0) -> None:
-        from canary.traffic.load import LoadConfig, run
+        from canary.traffic.load import run
 
-        config = LoadConfig(
-            importer=f"{router_url}/importer",
-            opens=f"{router_url}/opens",
-            resizer=f"{router_url}/resizer",
-            rate=rate,
-            duration=3600.0,
-            admin_token=token,
-            accounts=10,
-            pool=40,
-        )
+        config = load_through(router_url, token, rate)
         self.stop_event = threading.Event()
         self.report: dict[str, Any] = {}
         self.thread = threading.Thread(target=lambda: self.report.update(run(config, stop=self.stop_event)))
