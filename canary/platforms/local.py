@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -340,7 +339,6 @@ def _answers_as(record: ProcessRecord, health_path: str, client: httpx.Client) -
     return (health.get("service"), str(health.get("release"))) == (record.service, record.release)
 
 
-@functools.cache
 def _if_free(port: int | None) -> int | None:
     if port is None:
         return None
