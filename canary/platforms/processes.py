@@ -76,14 +76,31 @@ class ServiceProcess:
         if self.popen is None:
             stop_group(self.pid, grace_s)
             return None
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        # the whole process group (its own session): a command that does not exec its server (a
+        # shell wrapper) leaves the server as a child, which must stop with it
+        group = self.popen.pid
+        _signal_group(group, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while (self.popen.poll() is None or _group_alive(group)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _signal_group(group, signal.SIGKILL)  # whatever of it is left after the grace
+        self.popen.wait()
         return self.popen.returncode
+
+
+def _signal_group(group: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def pid_alive(pid: int) -> bool:
@@ -137,13 +154,11 @@ def start_ticks(pid: int) -> int:
 def stop_group(pid: int, grace_s: float = 10.0) -> None:
     """SIGTERM the process group of a process we did not start (each runs in its own session),
     wait for it to end, then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+    _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while pid_alive(pid):
         if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            _signal_group(pid, signal.SIGKILL)
             return
         time.sleep(0.05)
 

@@ -124,3 +124,25 @@ async def test_a_damaged_record_adopts_nothing_and_starting_still_works(tmp_path
         assert again.adopted == [] and await again.healthy("resizer", "1.0")
     finally:
         await again.close()
+
+
+def test_stopping_a_release_stops_the_children_its_command_started(tmp_path):
+    """A command that does not exec its server (a shell wrapper) leaves the server as a child: the
+    stop reaches it too, so the port is free for the next start."""
+    import sys
+    from pathlib import Path
+
+    from canary.catalog.model import Launch
+    from canary.platforms.processes import free_port, pid_alive, start_launch, wait_ready
+
+    port = free_port()
+    server = f"{sys.executable} -m http.server {port} --bind 127.0.0.1"
+    launch = Launch(("sh", "-c", f"{server} & echo $! > {tmp_path}/child; wait; true"), {}, None, "/", "/", 30.0)
+    proc = start_launch("wrapped", "1", launch, port=port, state_dir=tmp_path)
+    wait_ready(proc)
+    child = int(Path(tmp_path / "child").read_text())
+    assert pid_alive(child) and child != proc.pid
+    proc.stop(grace_s=5.0)
+    assert not pid_alive(child)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
