@@ -1,11 +1,13 @@
 """The controller's HTTP API (every endpoint needs the bearer token).
 
-- ``POST /api/rollouts`` (body: a rollout spec in YAML) -> 201; 422 with every problem (field, line);
-  409 if the service already has an active rollout
-  (also when the platform knows the service's releases and the canary is not one of them, naming them)
+- ``POST /api/rollouts`` (body: a rollout spec in YAML) -> 201; 422 with every problem (field, line),
+  also when the catalog lists the service's releases and the canary is not one of them (naming
+  them, ``unknown_release``); 409 if the service already has an active rollout
 - ``GET /api/rollouts``, ``GET /api/rollouts/{id}`` (with its decisions and their evidence, the
   judge's latest words and numbers, kept across restarts, and the table's readers)
-- ``POST /api/rollouts/{id}/pause|resume|promote|abort`` -> 202 (applied at the next tick)
+- ``POST /api/rollouts/{id}/pause|resume|promote|abort`` -> 202 (applied at the next tick); 409
+  ``not_now`` where the phase cannot take it (a pause only while mirroring or stepping, a resume
+  only while paused), 400 ``rollout_ended`` once it has ended
 - ``POST /api/rollouts/{id}/reprocess``: after a rollback, the entry's after_rollback hooks again
   (the controller runs them by itself; this is the by-hand retry)
 - ``GET /api/routes``: the route table routers and queue consumers poll, with headers
@@ -31,7 +33,7 @@ from canary.controller.engine import Controller
 from canary.controller.routing import parse_reader
 from canary.controller.spec import SpecError, check
 from core.app import read_body, require_token
-from core.errors import BadRequest, DependencyUnavailable, NotFound, ServiceUnavailable, Unprocessable
+from core.errors import BadRequest, Conflict, DependencyUnavailable, NotFound, ServiceUnavailable, Unprocessable
 
 COMMANDS = ("pause", "resume", "promote", "abort")
 
@@ -143,6 +145,9 @@ async def command(request: Request) -> Response:
     r = await controller.rollout(request.path_params["rollout_id"])
     if r.phase in machine.TERMINAL:
         raise BadRequest(f"rollout {r.id} has ended ({r.phase})", code="rollout_ended")
+    if r.phase not in machine.TAKES[name]:
+        takes = ", ".join(sorted(machine.TAKES[name]))
+        raise Conflict(f"rollout {r.id} is {r.phase}: {name} takes only while {takes}", code="not_now")
     controller.command(r.id, name)
     return JSONResponse({"id": r.id, "command": name, "status": "accepted"}, status_code=202)
 

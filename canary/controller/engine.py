@@ -95,7 +95,9 @@ class Controller:
 
     # -- inputs from the API -----------------------------------------------------------------------
     def command(self, rollout_id: str, name: str) -> None:
-        self.commands[rollout_id] = name
+        """Taken at the rollout's next tick; an abort waiting there is never replaced by another command."""
+        if self.commands.get(rollout_id) != "abort":
+            self.commands[rollout_id] = name
 
     def alert(self, rollout_id: str, name: str) -> None:
         self.alerts[rollout_id] = name
@@ -216,7 +218,14 @@ class Controller:
         new, made = machine.advance(rollout, seen, self.clock())
         judging = self.judging.get(rollout.id)
         if new is not rollout:
-            await asyncio.to_thread(self.store.save, new, rollout.revision, made)
+            try:
+                await asyncio.to_thread(self.store.save, new, rollout.revision, made)
+            except Exception:  # nothing was decided: the command and the alert wait for the next tick
+                if command:
+                    self.command(rollout.id, command)
+                if alert:
+                    self.alerts.setdefault(rollout.id, alert)
+                raise
             for d in made:
                 log.warning(
                     "%s %s -> %s by %s: %s", rollout.spec.name, d.phase_from, d.phase_to, d.decided_by, d.reason

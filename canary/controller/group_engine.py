@@ -14,6 +14,7 @@ from canary.controller import machine
 from canary.controller.group_machine import Group, GroupDecision, MemberSeen, advance_group
 from canary.controller.group_spec import load_group
 from canary.controller.group_store import GroupStore
+from canary.controller.machine import PAUSABLE
 from core.errors import Conflict, NotFound, ReleaseWardenError, Unprocessable
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ class GroupRunner:
         return await asyncio.to_thread(self.store.create, text, c.clock())
 
     def command(self, group_id: str, name: str) -> None:
-        self.commands[group_id] = name
+        """Taken at the group's next tick; an abort waiting there is never replaced by another command."""
+        if self.commands.get(group_id) != "abort":
+            self.commands[group_id] = name
 
     async def groups(self, active_only: bool = False) -> list[Group]:
         return await asyncio.to_thread(self.store.list_groups, active_only)
@@ -83,7 +86,12 @@ class GroupRunner:
         command = self.commands.pop(g.id, "")
         new, made, actions = advance_group(g, seen, command, now)
         if made:  # stored before anything is done about it
-            await asyncio.to_thread(self.store.save, new, g.revision, made)
+            try:
+                await asyncio.to_thread(self.store.save, new, g.revision, made)
+            except Exception:  # nothing was decided: the command waits for the next tick
+                if command:
+                    self.command(g.id, command)
+                raise
             for d in made:
                 log.warning("group %s %s %s: %s", g.spec.name, d.member or "(group)", d.action, d.reason)
         for member_name, rollout_id in actions.start:
@@ -95,8 +103,9 @@ class GroupRunner:
                 log.error("group %s: member %s cannot start yet: %s", new.spec.name, member_name, exc)
         for rollout_id in actions.abort:
             c.command(rollout_id, "abort")
-        if command in ("pause", "resume"):
+        if command in ("pause", "resume"):  # to the members that can take it (a pause: those stepping)
+            takes = PAUSABLE if command == "pause" else (machine.PAUSED,)
             for r in rollouts.values():
-                if r.phase in machine.ACTIVE:
+                if r.phase in takes:
                     c.command(r.id, command)
         return actions.hold

@@ -64,6 +64,13 @@ PROMOTING, WATCHING, SUCCEEDED = Phase.PROMOTING, Phase.WATCHING, Phase.SUCCEEDE
 ROLLING_BACK, ROLLED_BACK, FAILED = Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED
 TERMINAL = frozenset({SUCCEEDED, ROLLED_BACK, FAILED})
 ACTIVE = frozenset({PENDING, MIRRORING, PROGRESSING, PAUSED, PROMOTING, WATCHING})
+PAUSABLE = frozenset({MIRRORING, PROGRESSING})  # where a pause or a promote by hand takes
+TAKES = {  # the phases in which each person's command takes (the API refuses it in any other)
+    "pause": PAUSABLE,
+    "resume": frozenset({PAUSED}),
+    "promote": PAUSABLE | {PAUSED},
+    "abort": ACTIVE,
+}
 READY_DEADLINE_S = 120.0
 HISTORY_WAIT = "canary ready: the bucket groups gather their history"  # how a pending wait's reason starts
 
@@ -215,9 +222,9 @@ def advance(r: Rollout, seen: Observation, now: float) -> tuple[Rollout, list[De
         if failing:  # a pause holds the weight, never the safety
             return go(ROLLING_BACK, DecidedBy.JUDGE, failing[0], failing[1]), out
         return r, out
-    if seen.command == "pause" and r.phase in (MIRRORING, PROGRESSING):
+    if seen.command == "pause" and r.phase in PAUSABLE:
         return go(PAUSED, DecidedBy.PERSON, "paused", resume_to=r.phase, held_since=0.0), out
-    if seen.command == "promote" and r.phase in (MIRRORING, PROGRESSING):
+    if seen.command == "promote" and r.phase in PAUSABLE:
         return go(PROMOTING, DecidedBy.PERSON, "promoted by hand (remaining steps skipped)"), out
     if r.phase in (MIRRORING, PROGRESSING):
         held = _held(r, seen, now, go)

@@ -85,7 +85,10 @@ async def test_create_show_command_and_one_active_rollout_per_service(db_url, tm
         shown = (await c.get(f"/api/rollouts/{rid}", headers=AUTH)).json()
         assert (shown["service"], shown["canary"], shown["decisions"]) == ("importer", "1.2", [])
         assert (await c.get("/api/rollouts/nope", headers=AUTH)).status_code == 404
-        r = await c.post(f"/api/rollouts/{rid}/pause", headers=AUTH)
+        r = await c.post(f"/api/rollouts/{rid}/pause", headers=AUTH)  # pending: nothing to pause yet
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "not_now")
+        assert "pause takes only while mirroring, progressing" in r.json()["error"]["message"]
+        r = await c.post(f"/api/rollouts/{rid}/abort", headers=AUTH)
         assert (r.status_code, r.json()["status"]) == (202, "accepted")
         r = await c.post(f"/api/rollouts/{rid}/reprocess", headers=AUTH)
         assert r.status_code == 400 and "importer has no after_rollback hooks" in r.json()["error"]["message"]

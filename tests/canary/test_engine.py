@@ -190,6 +190,21 @@ def test_a_store_error_holds_that_rollout_only_and_it_resumes_once_the_store_wri
     assert w.get(a).phase == m.PROGRESSING
 
 
+def test_an_abort_is_never_lost_to_a_store_error_nor_replaced_by_a_later_command(tmp_path):
+    w = World(tmp_path)
+    w.store.__class__ = BrokenStore
+    r = w.release()
+    drive(w, r, lambda r: r.phase == m.PROGRESSING)
+    BrokenStore.broken = r.id
+    w.controller.command(r.id, "abort")
+    w.controller.command(r.id, "pause")  # a second command before the tick: the abort stands
+    w.tick(reader="router/a")  # the decision cannot be stored: nothing happened, the abort waits
+    assert w.get(r).phase == m.PROGRESSING
+    BrokenStore.broken = ""
+    w.tick(reader="router/a")
+    assert (w.get(r).phase, w.get(r).decided_by) == (m.ROLLING_BACK, "person")
+
+
 def test_a_restarted_controller_waits_for_the_readers_before_it_stops_a_canary(tmp_path):
     w = World(tmp_path)
     r = w.release()
