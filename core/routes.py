@@ -131,9 +131,7 @@ def _service(name: str, raw: Any) -> ServiceRoute:
     for track, url in upstreams.items():
         if track not in TRACKS:
             raise TableError(f"{at}.upstreams.{track}: unknown track (stable, canary, baseline)")
-        parts = urlsplit(str(url))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TableError(f"{at}.upstreams.{track}: {url!r} is not an http(s) URL")
+        _upstream_url(url, f"{at}.upstreams.{track}")
     releases = raw.get("releases", {})
     if not isinstance(releases, dict):
         raise TableError(f"{at}.releases: must map tracks to release names")
@@ -151,6 +149,24 @@ def _service(name: str, raw: Any) -> ServiceRoute:
         timeout_s=_num(raw.get("timeout_s", 10), f"{at}.timeout_s", 0.01, 600),
         routes=tuple(_strings(raw.get("routes", []), f"{at}.routes")),
     )
+
+
+def _upstream_url(url: Any, at: str) -> None:
+    """The router dials every request's upstream from this URL: refuse here what it could not dial
+    (urlsplit raises on an unclosed IPv6 bracket; ``.port`` on a port that is no number 1-65535)."""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname
+    except ValueError:
+        raise TableError(f"{at}: {url!r} is not an http(s) URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise TableError(f"{at}: {url!r} is not an http(s) URL")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:  # 0 too: the router would read it as no port and dial 80/443 instead
+        raise TableError(f"{at}: bad port in {url!r}")
 
 
 def _sticky(raw: Any, at: str) -> Sticky:

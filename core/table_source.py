@@ -180,7 +180,14 @@ class TableSource:
         timeout = aiohttp.ClientTimeout(total=2)
         async with session.get(self.location, headers=self.request_headers(), timeout=timeout) as r:
             r.raise_for_status()
-            body = await r.content.read(MAX_TABLE_BYTES + 1)
+            # read(n) returns what is buffered now, not n bytes: a table sent in several writes
+            # needs several reads, up to one byte past the cap (enough to know it is over)
+            body = bytearray()
+            while len(body) <= MAX_TABLE_BYTES:
+                chunk = await r.content.read(MAX_TABLE_BYTES + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
         if len(body) > MAX_TABLE_BYTES:
             raise TableError(f"route table: larger than {MAX_TABLE_BYTES} bytes")
         self._accept(parse_table(json.loads(body)))

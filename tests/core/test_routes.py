@@ -49,3 +49,31 @@ def test_sticky_bucket_groups_round_trip_and_bad_ones_are_refused_with_their_fie
         route["sticky"] = {"header": "X-Account-Id", "groups": bad}
         with pytest.raises(TableError, match=r"services\.svc\.sticky\.groups"):
             parse_table({"services": {"svc": route}})
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://h:99999", "bad port"),
+        ("http://h:abc", "bad port"),
+        ("http://h:0", "bad port"),
+        ("http://[::1", "not an http"),
+        ("ftp://h", "not an http"),
+        ("http://:80", "not an http"),
+    ],
+)
+def test_an_upstream_url_with_a_bad_port_or_host_is_refused_with_its_field(url: str, problem: str) -> None:
+    route = {"upstreams": {"stable": url}}
+    with pytest.raises(TableError, match=r"^services\.svc\.upstreams\.stable: ") as caught:
+        parse_table({"services": {"svc": route}})
+    assert problem in str(caught.value) and repr(url) in str(caught.value)
+
+
+def test_an_upstream_url_with_or_without_a_port_still_parses() -> None:
+    ups = {"stable": "http://127.0.0.1:8001/", "canary": "https://canary.internal", "baseline": "http://[::1]:65535"}
+    table = parse_table({"services": {"svc": {"upstreams": ups}}})
+    assert table.services["svc"].upstreams == {
+        "stable": "http://127.0.0.1:8001",
+        "canary": "https://canary.internal",
+        "baseline": "http://[::1]:65535",
+    }

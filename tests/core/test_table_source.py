@@ -7,20 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from canary.router.source import TableHolder
 from core.queue_share import QueueShare
 from core.serve import serve_in_thread
-from core.table_source import TableSource
+from core.table_source import MAX_TABLE_BYTES, TableSource
 
 pytestmark = pytest.mark.anyio
 UPS = {"stable": "http://127.0.0.1:9", "canary": "http://127.0.0.1:10"}
@@ -132,3 +132,49 @@ async def test_a_damaged_kept_table_is_reported_and_the_router_starts_empty(tmp_
     kept.write_text(json.dumps({"version": 2, "services": {"opens": {"upstreams": {"stable": "ftp://x"}}}}))
     holder.load_file_now()
     assert holder.table.version == 0 and "services.opens.upstreams.stable" in holder.last_error
+
+
+def many_services(version: int, count: int) -> bytes:
+    route = {"upstreams": UPS, "weight": 5, "releases": {"stable": "1.0", "canary": "1.1"}}
+    return json.dumps({"version": version, "services": {f"svc-{i:05d}": route for i in range(count)}}).encode()
+
+
+@pytest.fixture
+def streaming_controller() -> Iterator[tuple[dict[str, bytes], str]]:
+    """A controller whose answer arrives in several writes with pauses between them, as a large
+    table does over a real network: no single read finds the whole body buffered."""
+    answer = {"body": b""}
+
+    async def routes(request: Request) -> Response:
+        body = answer["body"]
+        step = max(1, len(body) // 4)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), step):
+                yield body[start : start + step]
+                await asyncio.sleep(0.03)
+
+        return StreamingResponse(chunks(), media_type="application/json")
+
+    app = Starlette(routes=[Route("/api/routes", routes)])
+    with serve_in_thread(app) as url:
+        yield answer, f"{url}/api/routes"
+
+
+async def test_a_large_table_sent_in_several_writes_is_applied_and_one_over_the_cap_is_refused(
+    streaming_controller,
+):
+    answer, url = streaming_controller
+    answer["body"] = large = many_services(5, 700)
+    assert 90_000 < len(large) < MAX_TABLE_BYTES
+    source = TableSource(url, poll_s=0.05)
+    await source.start()
+    try:
+        await until(lambda: source.table.version == 5)
+        assert len(source.table.services) == 700 and source.last_error == ""
+        answer["body"] = too_large = many_services(6, 8000)  # valid JSON, refused for its size alone
+        assert len(too_large) > MAX_TABLE_BYTES
+        await until(lambda: "larger than" in source.last_error)
+        assert source.table.version == 5 and len(source.table.services) == 700
+    finally:
+        await source.stop()
