@@ -119,8 +119,12 @@ def secret_file(path: Path, value: str = "") -> Path:
     ones Prometheus and Alertmanager present."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(value or secrets.token_urlsafe(24))
-        path.chmod(0o600)
+        try:  # created 0600, never readable by others for a moment, whatever the umask
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:  # another process made it just now
+            return path
+        with os.fdopen(fd, "w") as f:
+            f.write(value or secrets.token_urlsafe(24))
     return path
 
 

@@ -100,7 +100,10 @@ def read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[Co
     if not header_line.strip():
         raise Unprocessable("file is empty: a header row is required", code="empty_file")
     delimiter = _sniff_delimiter(header_line)
-    header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
+    try:
+        header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
+    except csv.Error as exc:
+        raise Unprocessable(f"CSV error in the header row (line 1): {exc}", code="bad_csv") from None
     if len(header) > MAX_COLUMNS:
         raise Unprocessable(f"too many columns ({len(header)} > {MAX_COLUMNS})", code="too_many_columns")
     missing = [c for c in mapping.columns if c not in header]

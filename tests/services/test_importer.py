@@ -142,6 +142,19 @@ async def test_bad_files_get_a_clear_4xx_and_import_nothing(db_url, release, pay
         assert await contacts_of(c) == {}
 
 
+async def test_header_cell_over_the_csv_field_limit_is_a_422_not_a_500(db_url, release):
+    # csv's field limit is 64 KiB; a header cell over it used to escape as csv.Error -> 500.
+    payload = b"Email,First," + b"x" * (70 * 1024) + b"\nann@example.com,Ann,y\n"
+    mapping = json.dumps({"Email": "email", "First": "first_name"})
+    async with asgi_client(app_for(db_url, release)) as c:
+        r = await upload(c, payload, mapping=mapping)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "bad_csv"
+        assert "header" in error["message"]
+        assert await contacts_of(c) == {}
+
+
 async def test_too_many_rows_and_too_large_leave_no_partial_rows(db_url, release):
     rows = [[f"u{i}@example.com", "U", "", ""] for i in range(50)]
     async with asgi_client(app_for(db_url, release, import_max_rows=20, import_max_bytes=4000)) as c:

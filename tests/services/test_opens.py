@@ -7,10 +7,13 @@ Tests taking ``release`` hold for every release; the release-specific tests pin 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,6 +96,61 @@ def test_tokens_are_signed():
     assert tokens.verify(secret, forged) is None
     for junk in ("", "1.2.3", "a.b.c.d", "1.2.3." + "A" * 200, "99999999999999999999.1.1.x"):
         assert tokens.verify(secret, junk) is None
+
+
+@contextlib.contextmanager
+def permissive_umask() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def modes_before_chmod(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The mode a file had each time something chmodded it: a secret must be born 0600, not fixed up."""
+    seen: list[int] = []
+    real = os.chmod
+
+    def recording(path, mode, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(os.stat(path).st_mode & 0o777)
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", recording)
+    return seen
+
+
+def test_token_secret_file_is_created_0600_even_with_a_permissive_umask(tmp_path, monkeypatch):
+    chmodded_from = modes_before_chmod(monkeypatch)
+    with permissive_umask():
+        secret = tokens.load_or_create_secret("", str(tmp_path))
+    path = tmp_path / "opens-token-secret"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert all(mode == 0o600 for mode in chmodded_from), [oct(m) for m in chmodded_from]
+    assert secret and path.read_bytes().strip() == secret
+    assert tokens.load_or_create_secret("", str(tmp_path)) == secret
+
+
+def test_a_secret_file_still_being_written_is_waited_for_never_read_as_empty(tmp_path):
+    path = tmp_path / "opens-token-secret"
+    path.touch(mode=0o600)  # another process has created it and not yet written its secret
+    writer = threading.Timer(0.3, path.write_text, args=("secret-of-the-other-process\n",))
+    writer.start()
+    try:
+        started = time.monotonic()
+        assert tokens.load_or_create_secret("", str(tmp_path)) == b"secret-of-the-other-process"
+        assert time.monotonic() - started < 10
+    finally:
+        writer.cancel()
+        writer.join(timeout=10)
+
+
+def test_a_secret_file_that_stays_empty_is_a_clear_error_after_a_bounded_wait(tmp_path):
+    (tmp_path / "opens-token-secret").touch(mode=0o600)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"opens-token-secret.*empty"):
+        tokens.load_or_create_secret("", str(tmp_path), wait=0.3)
+    assert 0.3 <= time.monotonic() - started < 5
 
 
 async def test_pixel_stores_event_and_report_counts_it(db_url, tmp_path, release):
