@@ -250,16 +250,22 @@ class Outbox:
             ).all()
         return [QueueStatus(r[0], int(r[1]), r[2], r[3]) for r in rows]
 
-    def prune(self, older_than_s: float) -> int:
-        """Forget events every webhook had longer than ``older_than_s`` ago."""
+    def prune(self, older_than_s: float, *, batch: int = 500) -> int:
+        """Forget events every webhook had longer than ``older_than_s`` ago; how many.  Deletes
+        ``batch`` events per transaction, so that a first prune of a large backlog neither holds
+        the write lock long nor binds more ids than the database takes in one statement."""
         cutoff = self.clock() - older_than_s
-        with write_transaction(self.engine) as conn:
-            waiting = select(deliveries.c.event_id).where(
-                or_(deliveries.c.delivered_at.is_(None), deliveries.c.delivered_at > cutoff)
-            )
-            old = and_(events.c.created_at < cutoff, events.c.id.not_in(waiting))
-            ids = [r.id for r in conn.execute(select(events.c.id).where(old))]
-            if ids:
-                conn.execute(deliveries.delete().where(deliveries.c.event_id.in_(ids)))
-                conn.execute(events.delete().where(events.c.id.in_(ids)))
-        return len(ids)
+        waiting = select(deliveries.c.event_id).where(
+            or_(deliveries.c.delivered_at.is_(None), deliveries.c.delivered_at > cutoff)
+        )
+        old = and_(events.c.created_at < cutoff, events.c.id.not_in(waiting))
+        total = 0
+        while True:
+            with write_transaction(self.engine) as conn:
+                ids = [r.id for r in conn.execute(select(events.c.id).where(old).limit(batch))]
+                if ids:
+                    conn.execute(deliveries.delete().where(deliveries.c.event_id.in_(ids)))
+                    conn.execute(events.delete().where(events.c.id.in_(ids)))
+            total += len(ids)
+            if len(ids) < batch:
+                return total

@@ -4,8 +4,12 @@ Sits beside the controller's loop (never inside a tick): each pass stores events
 refused earlier, then for every webhook claims the head of its queue and posts the deliveries in
 order; a 2xx marks one delivered, anything else (a status, a refused connection, a timeout) puts
 it back with its attempt counted and the next try after an exponential backoff with jitter,
-capped (a ``Retry-After`` is honoured up to the cap).  A webhook that fails holds only its own
-queue.  Database work runs in threads, so a slow database never stalls the event loop.
+capped (a ``Retry-After`` is honoured up to the cap).  Any exception from one attempt (even one
+httpx does not count as an HTTP error, such as ``InvalidURL``) is that attempt failing, so a webhook
+that fails holds only its own queue and the task never dies of it.  About once an hour (``prune_every_s``)
+the running sender forgets events every webhook had more than ``keep_s`` ago (an event some webhook
+has not got is never forgotten).  Database work runs in threads, so a slow database never stalls
+the event loop.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Sender:
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        prune_every_s: float = 3600.0,
+        keep_s: float = 7 * 86_400.0,
     ) -> None:
         self.outbox = outbox
         self.webhooks = tuple(outbox.webhooks if webhooks is None else webhooks)
@@ -68,6 +74,9 @@ class Sender:
         self.timeout_s = timeout_s
         self.clock = clock
         self.rng = rng or random.Random()
+        self.prune_every_s, self.keep_s = prune_every_s, keep_s
+        self.pruned = 0  # events this sender's prunes forgot
+        self._next_prune = 0.0  # time.monotonic() of the next prune: the first pass of run() prunes
         self.sent = 0  # deliveries marked delivered by this sender
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,6 +94,7 @@ class Sender:
             self._client = client
             try:
                 while True:
+                    await self._prune_if_due()
                     await self.pass_once()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_s)
@@ -103,14 +113,35 @@ class Sender:
                     self._client = None
         return await self._pass()
 
+    async def _prune_if_due(self) -> None:
+        """At most once per ``prune_every_s``: forget what every webhook had ``keep_s`` ago."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.prune_every_s
+        try:
+            self.pruned += await asyncio.to_thread(self.outbox.prune, self.keep_s)
+        except (SQLAlchemyError, OSError) as exc:  # tried again at the next period
+            log.warning("notifications: old events not pruned: the database did not answer: %s", exc)
+
     async def _pass(self) -> int:
         try:
             await asyncio.to_thread(self.outbox.flush_deferred)
-            done = await asyncio.gather(*(self._drain(hook) for hook in self.webhooks))
-            return sum(done)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("notifications wait: the database did not answer: %s", exc)
             return 0
+        # each webhook on its own: one whose database work fails does not cost the others their count
+        done = await asyncio.gather(*(self._drain(hook) for hook in self.webhooks), return_exceptions=True)
+        total = 0
+        for hook, result in zip(self.webhooks, done, strict=True):
+            if isinstance(result, int):
+                total += result
+            elif isinstance(result, SQLAlchemyError | OSError):
+                log.warning("notifications for %r wait: the database did not answer: %s", hook, result)
+            elif isinstance(result, Exception):
+                log.error("notifications for %r wait: %s", hook, result, exc_info=result)
+            else:  # a cancellation (or KeyboardInterrupt...) is not ours to swallow
+                raise result
+        return total
 
     async def _drain(self, hook: Webhook) -> int:
         pending = await asyncio.to_thread(self.outbox.claim, hook.key, self.batch, self.lease_s)
@@ -134,17 +165,21 @@ class Sender:
         return done
 
     async def _post(self, hook: Webhook, item: Pending) -> Attempt:
-        data = payloads.body(item.event, hook.kind)
-        headers = payloads.headers(item.event, hook, data, self.clock())
+        """One attempt; whatever goes wrong in it (even an exception nobody expected) is a failed
+        attempt, recorded with its words and retried after the backoff like any other."""
         assert self._client is not None  # pass_once and run() provide one
-        return await _attempt(self._client, hook.url, data, headers)
+        try:
+            data = payloads.body(item.event, hook.kind)
+            headers = payloads.headers(item.event, hook, data, self.clock())
+            return await _attempt(self._client, hook.url, data, headers)
+        except Exception as exc:  # anything but a cancellation (a BaseException)
+            if not isinstance(exc, httpx.HTTPError):
+                log.warning("webhook %r: unexpected error sending event %s", hook, item.event.id, exc_info=exc)
+            return Attempt(False, f"{type(exc).__name__}: {exc}"[:300])
 
 
 async def _attempt(client: httpx.AsyncClient, url: str, data: bytes, headers: dict[str, str]) -> Attempt:
-    try:
-        r = await client.post(url, content=data, headers=headers)
-    except httpx.HTTPError as exc:
-        return Attempt(False, f"{type(exc).__name__}: {exc}"[:300])
+    r = await client.post(url, content=data, headers=headers)
     if 200 <= r.status_code < 300:
         return Attempt(True)
     retry_after = r.headers.get("retry-after", "")

@@ -24,8 +24,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
+import httpx
 import yaml
 
 from canary.notify.events import EventKind
@@ -58,7 +59,10 @@ class Webhook:
         return hashlib.sha256(self.url.encode()).hexdigest()[:32]
 
     def __repr__(self) -> str:  # never print the secret, nor a Slack URL's token
-        parts = urlsplit(self.url)
+        try:
+            parts = urlsplit(self.url)
+        except ValueError:  # a URL made past parse_webhooks: still printable
+            return f"Webhook(<unusable url>, kind={self.kind.value})"
         return f"Webhook({parts.scheme}://{parts.netloc}/..., kind={self.kind.value})"
 
 
@@ -115,8 +119,10 @@ def parse_webhooks(
         for unknown in sorted(set(map(str, item)) - FIELDS):
             problem((*at, unknown), f"unknown field (known: {', '.join(sorted(FIELDS))})")
         url = item.get("url")
-        parts = urlsplit(url) if isinstance(url, str) and len(url) <= MAX_URL else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        bad = _unusable(url) if isinstance(url, str) and len(url) <= MAX_URL else None
+        if bad is not None:
+            problem((*at, "url"), f"not a usable address: {bad}")
+        elif not isinstance(url, str) or len(url) > MAX_URL or not _http(urlsplit(url)):
             problem((*at, "url"), f"must be an http:// or https:// address of at most {MAX_URL} characters")
         kind_raw = item.get("kind", "generic")
         kind = WebhookKind(kind_raw) if kind_raw in set(WebhookKind) else None
@@ -131,6 +137,22 @@ def parse_webhooks(
     if problems:
         raise WebhookConfigError(problems)
     return tuple(hooks)
+
+
+def _http(parts: SplitResult) -> bool:
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _unusable(url: str) -> str | None:
+    """Why httpx could not send to ``url`` (a port that is not a number or out of range, a broken
+    IPv6 host...), which urlsplit alone lets through; None when it can."""
+    try:
+        parts = urlsplit(url)  # a broken IPv6 host
+        httpx.URL(url)  # a port that is not a number, what httpx itself refuses
+        parts.port  # noqa: B018 -- reading the port checks its range
+    except (httpx.InvalidURL, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def _secret(item: Mapping[str, Any], at: tuple[Any, ...], env: Mapping[str, str], problem: Any) -> str | None:

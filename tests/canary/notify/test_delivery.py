@@ -264,6 +264,74 @@ async def test_status_shows_what_waits_and_prune_forgets_only_what_was_delivered
     assert await Sender(outbox, policy=FAST, clock=lambda: now[0]).pass_once() == 2
     outbox.enqueue(ONE_OF_EACH[2])  # not delivered: never pruned
     now[0] += 86_400
-    assert outbox.prune(older_than_s=3600) == 2
+    assert outbox.prune(older_than_s=3600, batch=1) == 2  # one event per transaction
     assert [s.pending for s in outbox.status()] == [1]
     assert outbox.enqueue(ONE_OF_EACH[2]) is Enqueued.DUPLICATE
+
+
+async def test_a_webhook_whose_delivery_raises_anything_fails_alone_and_the_sender_keeps_going(engine, receiver):
+    # past the parser: httpx raises InvalidURL (not an HTTPError) for this port on every attempt
+    broken = Webhook("https://hooks.example.com:abc/x", WebhookKind.GENERIC, SECRET)
+    outbox = Outbox(engine, [broken, Webhook(receiver.url, WebhookKind.GENERIC, SECRET)])
+    outbox.enqueue(ONE_OF_EACH[0])
+    sender = Sender(outbox, policy=FAST, poll_s=0.05)
+    assert await sender.pass_once() == 1  # returns normally, the other webhook got its event
+    assert ids(receiver.events()) == [ONE_OF_EACH[0].id]
+    (waiting,) = outbox.status()
+    assert waiting.webhook == broken.key and "InvalidURL" in (waiting.last_error or "")
+    async with running(sender):  # the loop survives it too, retrying the broken one with backoff
+        outbox.enqueue(ONE_OF_EACH[1])
+        sender.wake()
+        await wait_until(lambda: len(receiver.events()) == 2, seconds=5)
+
+        def attempts() -> int:
+            with engine.connect() as conn:
+                row = conn.execute(
+                    select(outbox_tables.deliveries.c.attempts).where(
+                        outbox_tables.deliveries.c.webhook == broken.key,
+                        outbox_tables.deliveries.c.event_id == ONE_OF_EACH[0].id,
+                    )
+                ).one()
+            return int(row.attempts)
+
+        await wait_until(lambda: attempts() >= 2, seconds=5)
+    assert ids(receiver.events()) == [e.id for e in ONE_OF_EACH[:2]]
+    assert [s.pending for s in outbox.status()] == [2]  # both still wait for the broken webhook
+
+
+async def test_the_running_sender_prunes_events_delivered_long_ago_and_keeps_undelivered_ones(engine, receiver):
+    now = [1_000_000.0]
+    down = Receiver()  # never started: nothing listens on its port
+    hooks = [
+        Webhook(receiver.url, WebhookKind.GENERIC, SECRET),
+        Webhook(down.url, WebhookKind.GENERIC, SECRET, frozenset({EventKind.ROLLED_BACK})),
+    ]
+    outbox = Outbox(engine, hooks, clock=lambda: now[0])
+    started, rolled_back = (e for e in ONE_OF_EACH if e.kind in (EventKind.STARTED, EventKind.ROLLED_BACK))
+
+    def stored() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.execute(select(outbox_tables.events.c.id)).scalars())
+
+    def deliveries_of(event_id: str) -> int:
+        with engine.connect() as conn:
+            table = outbox_tables.deliveries
+            return len(conn.execute(select(table.c.id).where(table.c.event_id == event_id)).all())
+
+    sender = Sender(outbox, policy=FAST, poll_s=0.02, clock=lambda: now[0], prune_every_s=0.05, keep_s=3600)
+    async with running(sender):
+        outbox.enqueue(started)  # only the receiver that is up wants it
+        outbox.enqueue(rolled_back)  # the receiver that is down wants it too: never delivered there
+        sender.wake()
+        await wait_until(lambda: len(receiver.events()) == 2, seconds=5)
+        await wait_until(lambda: any(s.last_error for s in outbox.status()), seconds=5)
+        assert stored() == {started.id, rolled_back.id}  # delivered, but not long ago: kept
+        now[0] += 7200
+        fresh = ONE_OF_EACH[1]
+        outbox.enqueue(fresh)
+        sender.wake()
+        await wait_until(lambda: started.id not in stored(), seconds=5)
+        await wait_until(lambda: len(receiver.events()) == 3, seconds=5)
+    assert stored() == {rolled_back.id, fresh.id}
+    assert deliveries_of(started.id) == 0 and deliveries_of(rolled_back.id) == 2
+    assert [s.pending for s in outbox.status()] == [1]

@@ -70,3 +70,20 @@ def test_a_file_without_webhooks_or_not_yaml_is_refused():
         load_webhooks("other: 1\n", "x.yaml")
     with pytest.raises(WebhookConfigError, match="not valid YAML"):
         load_webhooks("webhooks: [\n", "x.yaml")
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("https://hooks.example.com:abc/x", "invalid port"),
+        ("https://hooks.example.com:99999/x", "port out of range"),
+        ("http://[::1/x", "invalid ipv6"),
+    ],
+)
+def test_a_url_httpx_cannot_send_to_is_refused_naming_the_webhook_and_the_field(url, words):
+    items = [{"url": "https://ok.example/x", "secret": "s"}, {"url": url, "secret": "s"}]
+    with pytest.raises(WebhookConfigError) as caught:
+        parse_webhooks(items, env={})
+    (problem,) = caught.value.problems
+    assert problem.startswith("<settings>: webhooks[1].url: not a usable address")
+    assert words in problem.lower()
