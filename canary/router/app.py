@@ -111,14 +111,14 @@ class Router:
         return self.admin.router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(ADMIN_PATHS):
+        if scope["type"] != "http" or is_admin_path(scope["path"]):
             await self.admin(scope, receive, send)
             return
         await self.proxy.handle(head_of(scope), AsgiBody(scope, receive), AsgiClient(send))
 
     async def handle(self, head: RequestHead, body: RequestBody, client: ClientSide) -> None:
         """The protocol server's entry: admin paths to the Starlette app, the rest proxied."""
-        if not head.path.startswith(ADMIN_PATHS):
+        if not is_admin_path(head.path):
             await self.proxy.handle(head, body, client)
             return
         try:
@@ -149,6 +149,12 @@ class Router:
 
     async def _get_mirror(self, request: Request) -> Response:
         return JSONResponse(self.mirror.report())
+
+
+def is_admin_path(path: str) -> bool:
+    """One of the admin app's paths, or under one (``/_router/table``); never a service whose name
+    only begins like one (``/metrics-api/...``, ``/healthzcheck``: ``core.routes`` accepts them)."""
+    return path.startswith(ADMIN_PATHS) and "/" + path[1:].partition("/")[0] in ADMIN_PATHS
 
 
 def create_router(settings: Settings, table_source: str = "", table_token: str = "") -> Router:

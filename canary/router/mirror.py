@@ -40,20 +40,23 @@ class Mirror:
         body: bytes | None,
         stable: Answer,
     ) -> None:
+        if len(stable.body) > self.cap:
+            return  # not compared (the proxy keeps no copy of such an answer)
         task = asyncio.create_task(self._compare(route, template, method, path_qs, headers, body, stable))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _fetch(
         self, route: ServiceRoute, track: str, method: str, path_qs: str, headers: bytes, body: bytes | None
-    ) -> Answer:
+    ) -> Answer | None:
+        """The track's answer (a failure as status 599); None when it is over the cap: not compared."""
         attempt = await self.client.send(method, route.upstreams[track], path_qs, headers, body, route.timeout_s)
         if not attempt.answered:
             return Answer(599, "", attempt.error.encode())
         try:
             data = await attempt.read_all(self.cap)
         except UpstreamError as exc:
-            return Answer(599, "", exc.kind.encode())
+            return None if exc.kind == "too_large" else Answer(599, "", exc.kind.encode())
         return Answer(attempt.status, attempt.content_type, data)
 
     async def _compare(
@@ -71,11 +74,14 @@ class Mirror:
             fetches.append(self._fetch(route, "baseline", method, path_qs, headers, body))
         answers = await asyncio.gather(*fetches)
         canary = answers[0]
+        if canary is None:
+            return  # over the cap, as stable's would be: not compared, not counted either way
         key = (route.name, template)
         ignore = frozenset(route.mirror.ignore_fields)
         tolerance = route.mirror.pixel_tolerance
-        if len(answers) > 1:
-            noise = await asyncio.to_thread(differences, stable, answers[1], ignore, frozenset(), tolerance)
+        baseline = answers[1] if len(answers) > 1 else None
+        if baseline is not None:  # (a baseline over the cap teaches no noise)
+            noise = await asyncio.to_thread(differences, stable, baseline, ignore, frozenset(), tolerance)
             self.noisy[key].update(json_paths(noise))
         found = await asyncio.to_thread(differences, stable, canary, ignore, frozenset(self.noisy[key]), tolerance)
         self.stats.mirrored(route.name, template, bool(found))

@@ -79,7 +79,7 @@ class Proxy:
         connection, answered from the upstream connection's callback when the answer is whole with
         its head.  Anything else is handed to :meth:`handle` (with the track already chosen) through
         ``client.continue_async``.  False: not a candidate, nothing decided (use :meth:`handle`)."""
-        if target.startswith(ADMIN_TARGETS):
+        if target.startswith(ADMIN_TARGETS) and _admin_target(target):
             return False
         path, _, query = target.decode("latin-1").partition("?")
         service, _, rest = path[1:].partition("/")
@@ -381,6 +381,12 @@ async def _prefetch(body: RequestBody, limit: int) -> bytes | _Limited:
         parts.append(chunk)
         size += len(chunk)
     return _Limited(body, limit, b"".join(parts))
+
+
+def _admin_target(target: bytes) -> bool:
+    """A request target (path and query) for the admin app: one of ``ADMIN_TARGETS`` followed by
+    nothing, "/" or "?" (``/metrics-api/x`` is a service's)."""
+    return b"/" + target[1:].partition(b"?")[0].partition(b"/")[0] in ADMIN_TARGETS
 
 
 def _too_large(limit: int) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

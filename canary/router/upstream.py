@@ -159,7 +159,8 @@ class UpstreamPool:
 
     def give_back(self, conn: UpstreamConnection) -> None:
         conn.busy = False
-        if not (conn.complete and conn.keep and not conn.closed and not conn.chunks and not conn.error):
+        clean = conn.complete and conn.keep and not conn.closed and not conn.chunks and not conn.error
+        if not clean or conn.body_cut:
             conn.close()
             return
         pool = self.idle.get(conn.origin_key)
@@ -245,7 +246,9 @@ class UpstreamPool:
             conn.transport.write(request + body if body else request)
         else:
             conn.transport.write(request)
-            await _pump(conn, body)
+            # answered before it took the whole body: the upstream still waits for the rest, and would
+            # take the next request on this connection for it, so the connection is never reused
+            conn.body_cut = not await _pump(conn, body)
         timer = conn.loop.call_later(timeout_s, conn._fail, "timeout")
         assert conn.head_ready is not None
         try:
@@ -276,14 +279,16 @@ def request_bytes(method: str, origin: Origin, path_qs: str, headers: bytes, bod
     return b"".join(head)
 
 
-async def _pump(conn: UpstreamConnection, body: BodySource) -> None:
-    """Stream a request body to the upstream, chunk-encoded when its length is unknown."""
+async def _pump(conn: UpstreamConnection, body: BodySource) -> bool:
+    """Stream a request body to the upstream, chunk-encoded when its length is unknown; False when
+    it stopped before the body's end (the upstream answered or left first)."""
     assert conn.transport is not None
     chunked = body.length is None
     while chunk := await body.read():
         if conn.head_in or conn.closed:
-            return  # the upstream answered (or left) before taking the whole body
+            return False  # the upstream answered (or left) before taking the whole body
         conn.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
         await conn.drain()
     if chunked and not conn.closed:
         conn.transport.write(b"0\r\n\r\n")
+    return True

@@ -69,6 +69,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.framed = False  # a Content-Length or Transfer-Encoding header came
         self.error = ""
         self.got_bytes = False
+        self.body_cut = False  # the request's body was not sent whole: never reuse the connection
         self.interim = False
         self.extra = False
         self.reading_paused = False

@@ -114,3 +114,28 @@ def test_answers_over_the_buffer_cap_are_not_held_for_a_mirror_comparison():
             assert ("svc", "/long-path-answer") not in router.stats.mirror_compared
     finally:
         upstream.close()
+
+
+def test_a_canary_answer_over_the_buffer_cap_is_not_compared_nor_counted_as_different():
+    def ok(body: bytes) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+    stable = RawUpstream(lambda path: ok(b"small"))
+    canary = RawUpstream(lambda path: ok(b"c" * 2000) if path == "/big" else ok(b"small"))  # cap: 1,000
+    try:
+        settings = Settings(admin_token=TOKEN, router_buffer_max_bytes=1000)
+        with routed({"stable": stable.url, "canary": canary.url}, settings, mirror={"share": 1.0}) as (url, router):
+            assert httpx.get(f"{url}/svc/big").text == "small"
+            assert httpx.get(f"{url}/svc/short").text == "small"
+            deadline = time.monotonic() + 5
+            compared = router.stats.mirror_compared
+            # both copies reached the canary and every comparison is over (the short one recorded)
+            while len(canary.requests) < 2 or router.mirror.tasks or ("svc", "/short") not in compared:
+                assert time.monotonic() < deadline, "the mirrored copies were never compared"
+                time.sleep(0.02)
+            assert compared == {("svc", "/short"): 1}
+            assert not router.stats.mirror_different
+            assert router.mirror.report()["samples"] == {}
+    finally:
+        stable.close()
+        canary.close()

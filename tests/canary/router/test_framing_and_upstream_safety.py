@@ -122,6 +122,30 @@ def test_bytes_after_an_answer_never_become_the_next_requests_answer():
         upstream.close()
 
 
+def test_a_connection_answered_before_it_took_the_whole_request_body_is_never_reused():
+    # A service with a body limit answers 413 at once and goes on taking the body it still expects:
+    # a next request sent on that connection would be taken for the rest of that body (and hang).
+    too_large = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!"
+    upstream = RawUpstream(lambda path: too_large if path == "/upload" else ok(path.encode()), read_bodies=True)
+    first = b"x" * 65536
+    try:
+        with routed({"stable": upstream.url}, timeout_s=1) as (url, _):
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(b"POST /svc/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n" + first)
+                deadline = time.monotonic() + 5
+                while upstream.body_bytes < len(first):  # taken after the 413 went out
+                    assert time.monotonic() < deadline, "the start of the body never reached the upstream"
+                    time.sleep(0.01)
+                s.sendall(first)  # more of the body: the router finds the answer in and stops sending it
+                assert read_answer(s).startswith(b"HTTP/1.1 413 ")
+            r = httpx.get(f"{url}/svc/after", timeout=5)
+            assert r.status_code == 200 and r.text == "/after", r.text
+            assert upstream.connections == 2  # on a new connection: the cut-short one was dropped
+    finally:
+        upstream.close()
+
+
 def test_idle_upstream_connections_expire_before_the_upstreams_keep_alive():
     upstream = RawUpstream(lambda path: b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 2\r\n\r\nok")
     try:

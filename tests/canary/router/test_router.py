@@ -246,6 +246,32 @@ async def test_idle_connections_closed_by_the_upstream_are_replaced_and_chunked_
             assert head.status_code == 200 and head.content == b""
 
 
+@pytest.mark.parametrize("front", ["protocol server", "asgi"])
+async def test_services_named_like_an_admin_path_are_proxied_and_the_admin_paths_still_answer(upstreams, front):
+    services = ("metrics-api", "healthzcheck", "readyz2", "_routerx")
+    routes = {name: {"upstreams": {"stable": upstreams["stable"]}} for name in services}
+    router = create_router(Settings(admin_token=TOKEN))
+    with serve_router_in_thread(router) if front == "protocol server" else serve_in_thread(router) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            r = await c.put("/_router/table", content=json.dumps({"version": 1, "services": routes}), headers=AUTH)
+            assert r.status_code == 200, r.text
+            for name in services:
+                for _ in range(2):  # the second on a pooled upstream connection (the fast path)
+                    r = await c.get(f"/{name}/v1/x?q=1")
+                    assert r.status_code == 200, r.text
+                    assert (r.json()["track"], r.json()["path"], r.json()["query"]) == ("stable", "/v1/x", "q=1")
+                assert (await c.get(f"/{name}")).json()["path"] == "/"
+            assert (await c.get("/healthz")).status_code == 200
+            assert (await c.get("/readyz")).status_code == 200
+            metrics = await c.get("/metrics")
+            assert metrics.status_code == 200 and 'service="metrics-api"' in metrics.text
+            assert (await c.get("/metrics?x=1")).status_code == 200
+            stats = await c.get("/_router/stats")
+            assert stats.status_code == 200 and {row["service"] for row in stats.json()["counters"]} == set(services)
+            r = await c.get("/_router/nothing")  # the admin app's 404, not the proxy's unknown service
+            assert r.status_code == 404 and "unknown_service" not in r.text
+
+
 async def test_operational_endpoints_are_never_mirrored(upstreams):
     async with router_with(table(upstreams, mirror={"share": 1.0})) as (c, router):
         for path in ("/svc/healthz", "/svc/readyz", "/svc/metrics", "/svc/data"):

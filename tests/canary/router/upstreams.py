@@ -52,10 +52,13 @@ class RawUpstream:
     """A TCP upstream that answers each GET with whatever bytes ``answer(path)`` returns, as they
     are: for malformed, hostile or oddly framed answers no HTTP server would send.  Keeps every
     connection open after answering (so junk left on it could be taken for the next answer) and
-    records the requests it received."""
+    records the requests it received.  ``read_bodies``: after answering, take the request's body
+    (its Content-Length) before the next request, as a server that answers early does."""
 
-    def __init__(self, answer: Callable[[str], bytes]) -> None:
+    def __init__(self, answer: Callable[[str], bytes], read_bodies: bool = False) -> None:
         self.answer = answer
+        self.read_bodies = read_bodies
+        self.body_bytes = 0  # request body bytes taken (read_bodies)
         self.requests: list[bytes] = []
         self.connections = 0
         self._sock = socket.socket()
@@ -91,6 +94,15 @@ class RawUpstream:
                 self.requests.append(head)
                 path = head.split(b" ")[1].decode("latin-1")
                 conn.sendall(self.answer(path))
+                length = _content_length(head) if self.read_bodies else 0
+                while length > 0:
+                    if not buffer:
+                        buffer = conn.recv(65536)
+                        if not buffer:
+                            return
+                    taken, buffer = buffer[:length], buffer[length:]
+                    length -= len(taken)
+                    self.body_bytes += len(taken)
 
     def close(self) -> None:
         self._stop = True
@@ -98,6 +110,14 @@ class RawUpstream:
         for conn in self._conns:
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 def http_exchange(url: str, raw: bytes, timeout_s: float = 10.0) -> bytes:
