@@ -240,6 +240,9 @@ def advance(r: Rollout, seen: Observation, now: float) -> tuple[Rollout, list[De
         if seen.change_detected is not None:
             late = seen.change_detected
             return go(ROLLING_BACK, DecidedBy.JUDGE, f"late failure after promotion: {late.reason}", late.evidence), out
+        held = _held(r, seen, now, go)  # a watch without its metrics is no watch: its clock stops
+        if held is not None:
+            return held, out
         if now - r.phase_since >= r.spec.watch_seconds:
             return go(SUCCEEDED, DecidedBy.CONTROLLER, f"watched {r.spec.watch_seconds:.0f} s without a change"), out
     return r, out

@@ -84,7 +84,7 @@ class Observer:
             weight_applied=applied,
             unconfirmed=confirmation.waiting_for,
             change_detected=change,
-            metrics_unavailable="; ".join(unavailable) if r.phase != machine.WATCHING else "",
+            metrics_unavailable="; ".join(unavailable),  # the watch too: its clock stops, it never passes blind
             not_ready=not_ready,
             platform_error=platform_error,
             history_wait=history_wait,
@@ -104,6 +104,8 @@ class Observer:
         s = r.spec
         watching = r.phase == machine.WATCHING
         canary, stable = (s.stable, s.canary) if watching else (s.canary, s.stable)  # watch: roles reversed
+        # the old release's track may be empty during the watch: no holdback, or no warm copy of it
+        optional = watching and not (machine.desired(r).holdback and self.platform.warm_old_release)
         groups = sticky_groups(route) if not watching else ()
         out: dict[str, TrackCounts] = {}
         for metric in metrics:
@@ -117,6 +119,7 @@ class Observer:
                 metric.bad_query,
                 sticky_salt=groups[0] if groups else "",
                 sticky_groups=groups[1] if groups else (),
+                canary_optional=optional,
             )
             try:
                 out[metric.name] = await self.provider.cumulative(query)

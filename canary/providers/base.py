@@ -68,6 +68,9 @@ class MetricQuery:
     # when its source counted them for this salt (else leaves them empty)
     sticky_salt: str = ""
     sticky_groups: tuple[int, ...] = ()
+    # the canary track may have no series (the watch after a promotion with no old release kept
+    # warm on it): it counts as nothing served, not as a source that does not answer
+    canary_optional: bool = False
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ class BuiltinProvider:
         counts = {}
         for track, release in (("canary", query.canary_release), ("stable", query.stable_release)):
             url = self.consumer_url(source.consumer, release)
+            if not url and track == "canary" and query.canary_optional:
+                counts[track] = Counts()  # no old release kept warm during the watch: nothing served
+                continue
             if not url:
                 raise ProviderUnavailable(f"no {source.consumer} runs release {release} ({track})")
             text = (await self._get(client, f"{url.rstrip('/')}{source.metrics_path}")).text

@@ -96,7 +96,7 @@ class PrometheusProvider:
         events_t, bad_t = promql.query_templates(query)
         counts = {}
         for track, values in _tracks(query):
-            events = await self._total(events_t, values, at, required=True)
+            events = await self._total(events_t, values, at, required=_required(query, track))
             bad = await self._total(bad_t, values, at, required=False)
             counts[track] = Counts(events, min(bad, events))
         groups = await self._groups(query, at) if query.kind == "errors" else ()
@@ -110,7 +110,7 @@ class PrometheusProvider:
         fast = float(slow_bucket(query.threshold_ms / 1000))
         counts, slower = {}, {}
         for track, values in _tracks(query):
-            by_le = await self._by_label(promql.LATENCY_BUCKETS, values, at, "le", required=True)
+            by_le = await self._by_label(promql.LATENCY_BUCKETS, values, at, "le", required=_required(query, track))
             below = {_bound(le): n for le, n in by_le.items()}
             events = below.get(math.inf, 0)
             missing = [b for b in (*BUCKETS, math.inf) if b not in below]
@@ -159,7 +159,7 @@ class PrometheusProvider:
         counters = promql.conservation(self.conservation, query.service)
         counts = {}
         for track, values in _tracks(query):
-            acknowledged = await self._total(counters.acknowledged, values, at, required=True)
+            acknowledged = await self._total(counters.acknowledged, values, at, required=_required(query, track))
             accounted = 0
             for template in counters.accounted:
                 accounted += await self._total(template, values, at, required=False)
@@ -246,6 +246,11 @@ def _bound(le: str) -> float:
         return float(le)
     except ValueError:
         return math.nan
+
+
+def _required(query: MetricQuery, track: str) -> bool:
+    """A track's events must have a series (past the grace), but an optional canary track's."""
+    return not (track == "canary" and query.canary_optional)
 
 
 def _tracks(query: MetricQuery) -> list[tuple[str, dict[str, str]]]:

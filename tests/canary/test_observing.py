@@ -84,6 +84,26 @@ def test_a_metrics_source_that_is_down_holds_and_says_so(tmp_path):
     assert held.held_since and "errors: metrics unavailable" in held.reason
 
 
+def test_a_watch_whose_metrics_are_down_holds_its_clock_and_never_passes_blind(tmp_path):
+    w, r = watching(tmp_path)  # watched for 600 s
+    w.provider.down = True
+    for _ in range(70):  # 700 s without a reading: past the watch, but nothing was watched
+        w.tick(seconds=10, reader="router/a")
+    held = w.get(r)
+    assert held.phase == m.WATCHING and held.held_since and "errors: metrics unavailable" in held.reason
+    w.provider.down = False
+    w.tick(reader="router/a")
+    assert "held no more after" in w.get(r).reason
+    back_at = w.now
+    while w.get(r).phase == m.WATCHING:
+        assert w.now - back_at < 1200, "the watch never ended"
+        w.provider.serve("importer", "stable", "1.1", 200, 0)
+        w.provider.serve("importer", "canary", "1.0", 20, 0)
+        w.tick(seconds=10, reader="router/a")
+    assert w.get(r).phase == m.SUCCEEDED
+    assert w.now - back_at >= 500  # the watch's 600 s counted without the outage
+
+
 @dataclass
 class CustomersProvider:
     """Sticky customers in three bucket groups (boundaries 1000 and 5000 of the spec's 10% and 50%

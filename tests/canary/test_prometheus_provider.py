@@ -343,6 +343,23 @@ def test_no_series_holds_with_the_query_named_once_the_grace_is_over(exporter):
         time.sleep(0.2)
 
 
+def test_during_a_watch_with_no_old_release_kept_warm_its_empty_track_counts_as_nothing_served(exporter):
+    """The watch after a promotion on a platform that keeps no warm copy of the old release: the
+    canary track (the old release) has no series, and that is no outage; stable's is still needed."""
+    exp, prom = exporter
+    provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
+    provider.no_series_grace_s = 0.0
+    exp.serve("stable", "1.1", 50, 1)  # the promoted release serves on stable
+    scraped(provider, 'sum(router_requests_total{track="stable",release="1.1"})', 50)
+    watch = MetricQuery("importer", "errors", "1.0", "1.1", canary_optional=True)
+    for _ in range(3):  # the first readings mark where the bins start; then past the grace
+        got = asyncio.run(provider.cumulative(watch))
+        time.sleep(0.6)
+    assert got.canary == Counts()
+    with pytest.raises(ProviderUnavailable):  # the same query with the track required is an outage
+        asyncio.run(provider.cumulative(dataclasses.replace(watch, canary_optional=False)))
+
+
 def test_prometheus_down_is_unavailable_never_zero(exporter):
     _exp, prom = exporter
     provider = PrometheusProvider(prom.url, scrape_interval_s=1.0, timeout_s=2.0)
