@@ -11,8 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from canary.controller.spec_schema import SCHEMA as ROLLOUT_SCHEMA
+from canary.controller.spec_schema import SERVICE_NAME_MAX
 
-NAME = {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,40}[a-z0-9]$", "description": "lower case, digits, dashes"}
+NAME = {
+    "type": "string",
+    "pattern": f"^[a-z][a-z0-9-]{{0,{SERVICE_NAME_MAX - 2}}}[a-z0-9]$",
+    "description": f"lower case, digits, dashes, at most {SERVICE_NAME_MAX} characters",
+}
 RELEASE = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", "description": 'quote numbers: "1.10"'}
 PATH = {"type": "string", "pattern": "^/[^\\s]{0,200}$"}
 TEMPLATE = {"type": "string", "minLength": 1, "maxLength": 2000}

@@ -72,6 +72,7 @@ _MIRROR = {
         "max_different_share": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
     },
 }
+SERVICE_NAME_MAX = 40  # a catalog entry's name, as long as the store's column for it (store.rollouts.service)
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "releasewarden rollout",
@@ -87,7 +88,7 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["service", "stable", "canary", "steps", "metrics"],
             "properties": {
-                "service": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},  # a catalog entry's name
+                "service": {"type": "string", "pattern": f"^[a-z0-9][a-z0-9-]{{0,{SERVICE_NAME_MAX - 1}}}$"},
                 "stable": {"type": "string", "minLength": 1},
                 "canary": {"type": "string", "minLength": 1},
                 "mirror": _MIRROR,

@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 
 from canary.controller import machine
 from canary.controller.spec import load_spec
+from canary.controller.spec_schema import SERVICE_NAME_MAX
 from core.db import write_transaction
 from core.errors import Conflict, NotFound
 
@@ -47,8 +48,8 @@ rollouts = Table(
     "rollouts",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("service", String(40), nullable=False),
-    Column("active_service", String(40)),
+    Column("service", String(SERVICE_NAME_MAX), nullable=False),
+    Column("active_service", String(SERVICE_NAME_MAX)),
     Column("spec", Text, nullable=False),
     Column("state", Text, nullable=False),
     Column("revision", Integer, nullable=False),

@@ -43,7 +43,7 @@ def test_published_schema_matches_the_code():
         (("kind: latency, threshold_ms: 1000", "kind: latency"), "spec.metrics[1].threshold_ms: required"),
         (
             ("  service: resizer", "  service: Printer!"),
-            "spec.service: 'Printer!' does not match '^[a-z0-9][a-z0-9-]{0,62}$'",
+            "spec.service: 'Printer!' does not match '^[a-z0-9][a-z0-9-]{0,39}$'",
         ),
         (("  failover: true\n", ""), None),
         (
@@ -143,3 +143,20 @@ def test_on_inconclusive_and_the_watch_holdback_are_read_and_checked():
     assert [p.message for p in problems] == ["must be one of pause, rollback, promote"]
     problems = check(GOOD.replace("holdback: 5", "holdback: 80"), "r.yaml")[1]
     assert [p.path for p in problems] == ["spec.watch.holdback"]
+
+
+def test_a_service_name_longer_than_the_store_keeps_is_refused_by_the_spec_and_the_catalog():
+    from canary.catalog.schema import SCHEMA as CATALOG
+    from canary.controller.spec_schema import SERVICE_NAME_MAX
+    from canary.controller.store import rollouts
+
+    assert rollouts.c.service.type.length == SERVICE_NAME_MAX  # what PostgreSQL would refuse past
+    longest, over = "a" * SERVICE_NAME_MAX, "a" * (SERVICE_NAME_MAX + 1)
+    spec = (ROOT / "manifests/rollouts/importer.yaml").read_text()
+    load_spec(spec.replace("service: importer", f"service: {longest}"))
+    with pytest.raises(SpecError, match=r"spec\.service"):
+        load_spec(spec.replace("service: importer", f"service: {over}"))
+    import re
+
+    pattern = re.compile(CATALOG["properties"]["name"]["pattern"])
+    assert pattern.match(longest) and not pattern.match(over)
