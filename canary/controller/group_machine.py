@@ -133,10 +133,10 @@ def advance_group(
 
     def stop(name: str, reason: str) -> None:
         link, s = links.get(name, MemberLink()), seen.get(name)
-        if link.rollout_id and s is not None:
+        if s is not None:
             if s.phase in ACTIVE and not link.aborted:
                 set_link(name, "abort", reason, aborted=reason)
-        elif not link.rollout_id and not link.cancelled:
+        elif not link.cancelled:  # not started yet, linked or not (its creation refused: service busy)
             set_link(name, "cancel", reason, cancelled=reason)
 
     if command == "abort":
@@ -206,8 +206,10 @@ def _phase(g: Group, seen: dict[str, MemberSeen]) -> tuple[GroupPhase, bool, str
 
 
 def _actions(g: Group, seen: dict[str, MemberSeen]) -> GroupActions:
-    start = [
-        (m.name, g.link(m.name).rollout_id) for m in g.spec.members if g.link(m.name).rollout_id and m.name not in seen
+    start = [  # linked, not created yet, and not cancelled since (an abort before its service was free)
+        (m.name, link.rollout_id)
+        for m in g.spec.members
+        if (link := g.link(m.name)).rollout_id and not link.cancelled and m.name not in seen
     ]
     abort = [g.link(n).rollout_id for n, s in seen.items() if g.link(n).aborted and s.phase in ACTIVE]
     hold: set[str] = set()
