@@ -307,21 +307,20 @@ class Controller:
 
     async def _run(self, service: str, release: str, track: str, until_started: bool = False) -> bool:
         """Start the service's release (and its consumers') on ``track``, waiting at most
-        ``start_wait_s`` (or until started); False while a start goes on in the background.  The
-        platform's error, if it fails, is raised by the call that sees it."""
-        started = True
+        ``start_wait_s`` for all of them together (or until started); False while a start goes on
+        in the background.  The platform's error, if it fails, is raised by the call that sees it."""
+        tasks = {}
         for name in self._names(service):
             key = (name, release, track)
-            task = self.starting.get(key)
-            if task is None:
-                task = self.starting[key] = asyncio.ensure_future(self.platform.start(name, release, track))
-            done, _ = await asyncio.wait({task}, timeout=None if until_started else self.start_wait_s)
-            if not done:
-                started = False
-                continue
-            del self.starting[key]
-            self.upstreams[(name, release)] = task.result().url
-        return started
+            if key not in self.starting:
+                self.starting[key] = asyncio.ensure_future(self.platform.start(name, release, track))
+            tasks[key] = self.starting[key]
+        await asyncio.wait(tasks.values(), timeout=None if until_started else self.start_wait_s)
+        for key, task in tasks.items():
+            if task.done():
+                del self.starting[key]
+                self.upstreams[(key[0], release)] = task.result().url
+        return all(task.done() for task in tasks.values())
 
     def _still_starting(self, service: str, release: str) -> bool:
         return any(k[0] in self._names(service) and k[1] == release for k in self.starting)
