@@ -107,7 +107,10 @@ def _action(
         return f"ignored: {service} has no active rollout", None
     if release and release != r.spec.canary:
         return f"ignored: {service} {release} is not the canary of rollout {r.id} ({r.spec.canary})", None
-    if not release and track and track != "canary":
+    # the track the rollout's new release serves on: stable once it is promoted (the watch holds
+    # the old release back on the canary track)
+    new_track = "stable" if r.phase in (machine.PROMOTING, machine.WATCHING) else "canary"
+    if not release and track and track != new_track:
         return f"ignored: the alert is about {service}'s {track} track; rolling back would not help", None
     if r.phase == machine.ROLLED_BACK:
         return f"ignored: already rolled back ({r.reason})", r

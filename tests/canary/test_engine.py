@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 
@@ -294,3 +295,19 @@ def test_a_release_slow_to_start_holds_only_its_own_rollout_and_its_start_ends_w
         assert w.get(again).phase == m.ROLLED_BACK and await cancelled(2)
 
     asyncio.run(scenario())
+
+
+def test_during_the_watch_an_alert_about_a_track_means_the_release_that_serves_on_it(tmp_path):
+    from canary.controller.alerts import _action
+
+    w = World(tmp_path)
+    r = w.release()
+    watching = dataclasses.replace(w.get(r), phase=m.WATCHING)  # 1.1 promoted: it serves on stable
+    firing = {"alertname": "HighErrorRate", "service": "importer"}
+    said, _ = _action(w.controller, watching, {**firing, "track": "canary"}, "firing")
+    assert said.startswith("ignored: the alert is about importer's canary track")  # the old release, held back
+    said, target = _action(w.controller, watching, {**firing, "track": "stable"}, "firing")
+    assert (said, target) == ("rolling back", watching)
+    stepping = dataclasses.replace(watching, phase=m.PROGRESSING)
+    assert _action(w.controller, stepping, {**firing, "track": "canary"}, "firing")[0] == "rolling back"
+    assert _action(w.controller, stepping, {**firing, "track": "stable"}, "firing")[0].startswith("ignored")
