@@ -390,7 +390,7 @@ class Controller:
 
     def confirmation(self, service: str) -> Confirmation:
         version, since = self.published.get(service, (self.table.version, 0.0))
-        return self.readers.confirm(service, version, since, self.clock())
+        return self.readers.confirm(service, version, since, self.clock(), self.catalog.consumers_of(service))
 
     async def _observe(self, r: machine.Rollout) -> machine.Observation:
         s = r.spec

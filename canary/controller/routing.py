@@ -72,9 +72,12 @@ class Readers:
         """A reader the controller stopped itself (a release's queue consumer) is not waited for."""
         self.known.pop(name, None)
 
-    def confirm(self, service: str, version: int, since: float, now: float) -> Confirmation:
-        """Has every reader of ``service``'s route applied ``version`` (published at ``since``)?"""
-        readers = [r for r in self.current(now) if reads(r.name, service)]
+    def confirm(
+        self, service: str, version: int, since: float, now: float, consumers: tuple[str, ...] = ()
+    ) -> Confirmation:
+        """Has every reader of ``service``'s route applied ``version`` (published at ``since``)?
+        ``consumers``: the service's queue consumers, by the catalog's names."""
+        readers = [r for r in self.current(now) if reads(r.name, service, consumers)]
         if not readers:
             return Confirmation(now - since >= APPLY_GRACE_S and now - self.started_at >= LIVE_S)
         behind = []
@@ -88,14 +91,15 @@ class Readers:
         return Confirmation(not behind, "" if fresh else ", ".join(behind))
 
 
-def reads(reader: str, service: str) -> bool:
+def reads(reader: str, service: str, consumers: tuple[str, ...] = ()) -> bool:
     """Routers route every service; a queue consumer ``consumer/NAME@RELEASE`` reads only its own
-    service's route (``mail-worker``, a consumer of ``mail``, reads ``mail``)."""
+    service's route: NAME is one of the service's consumers in the catalog (whatever it is called),
+    or the service itself, or named after it (``mail-worker`` reads ``mail``)."""
     kind, _, ident = reader.partition("/")
     if kind != "consumer":
         return True
     name = ident.partition("@")[0]
-    return name == service or name.startswith(f"{service}-")
+    return name == service or name in consumers or name.startswith(f"{service}-")
 
 
 def parse_reader(kind_and_id: str | None, version: str | None) -> tuple[str, int] | None:

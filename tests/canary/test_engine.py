@@ -311,3 +311,13 @@ def test_during_the_watch_an_alert_about_a_track_means_the_release_that_serves_o
     stepping = dataclasses.replace(watching, phase=m.PROGRESSING)
     assert _action(w.controller, stepping, {**firing, "track": "canary"}, "firing")[0] == "rolling back"
     assert _action(w.controller, stepping, {**firing, "track": "stable"}, "firing")[0].startswith("ignored")
+
+
+def test_a_queue_consumer_is_waited_for_by_its_catalog_name_whatever_it_is_called():
+    from canary.controller.routing import Readers
+
+    readers = Readers(started_at=0.0)
+    readers.seen("consumer/queue-runner@1.1", version=1, now=10.0)  # mail's consumer, not named after it
+    behind = readers.confirm("mail", version=2, since=0.0, now=10.0, consumers=("queue-runner",))
+    assert not behind.confirmed and "consumer/queue-runner@1.1 (serving table 1, needs 2)" in behind.waiting_for
+    assert readers.confirm("shop", version=2, since=0.0, now=10.0).confirmed  # another service's reader
