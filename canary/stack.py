@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import threading
 import time
@@ -33,6 +32,7 @@ from canary.controller.local_controllers import LocalControllers
 from canary.platforms.local_router import LocalRouter
 from canary.platforms.processes import free_port
 from core.errors import DependencyUnavailable
+from core.secret_files import secret_in_file
 from core.serve import serve_in_thread
 from core.settings import Settings
 
@@ -42,7 +42,7 @@ LOCAL_SCRAPE_S = 2.0  # `canary up --prometheus`: a short scrape interval, for a
 
 
 def admin_token(state_dir: Path) -> str:
-    return os.environ.get("CANARY_ADMIN_TOKEN", "") or secret_file(state_dir / TOKEN_FILE).read_text().strip()
+    return os.environ.get("CANARY_ADMIN_TOKEN", "") or secret_in_file(state_dir / TOKEN_FILE)
 
 
 @contextlib.contextmanager
@@ -115,16 +115,9 @@ def router_process(state_dir: Path, table_url: str, token: str, port: int) -> It
 
 
 def secret_file(path: Path, value: str = "") -> Path:
-    """A token in a file of its own (mode 0600), made once: the admin token `canary up` keeps, and the
-    ones Prometheus and Alertmanager present."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:  # created 0600, never readable by others for a moment, whatever the umask
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:  # another process made it just now
-            return path
-        with os.fdopen(fd, "w") as f:
-            f.write(value or secrets.token_urlsafe(24))
+    """A token in a file of its own (``core.secret_files``: 0600 from the start, made once, never read
+    as empty): the admin token `canary up` keeps, and the ones Prometheus and Alertmanager present."""
+    secret_in_file(path, value)
     return path
 
 

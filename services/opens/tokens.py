@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
-import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.secret_files import secret_in_file
 
 MAX_ID = 2**63 - 1
 SIGNATURE_BYTES = 16
@@ -56,34 +55,8 @@ def verify(secret: bytes, token: str) -> Send | None:
 
 
 def load_or_create_secret(configured: str, state_dir: str, *, wait: float = SECRET_WAIT_S) -> bytes:
-    """The configured secret, else one kept in the state directory (shared by every release there).
-
-    The file is created 0600 from the start (never readable by others, whatever the umask).  A
-    process that finds it existing but still empty (another is writing it) re-reads it until it has
-    content, for at most ``wait`` seconds; an empty secret is never used."""
+    """The configured secret, else one kept in the state directory (shared by every release there),
+    in a file of its own (``core.secret_files``: 0600 from the start, never read as empty)."""
     if configured:
         return configured.encode()
-    path = Path(state_dir) / "opens-token-secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return _written_secret(path, wait)
-    secret = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(secret)
-    return secret.encode()
-
-
-def _written_secret(path: Path, wait: float) -> bytes:
-    deadline = time.monotonic() + wait
-    while True:
-        secret = path.read_text(encoding="ascii").strip()
-        if secret:
-            return secret.encode()
-        if time.monotonic() >= deadline:
-            raise RuntimeError(
-                f"token secret file {path} is still empty after {wait:g}s: another process created it "
-                "and did not write it (if none is starting, delete the file)"
-            )
-        time.sleep(0.02)
+    return secret_in_file(Path(state_dir) / "opens-token-secret", wait_s=wait).encode()
