@@ -68,7 +68,6 @@ class RouterStats(Collector):
         self._latency_of: dict[Key, list[float]] = {}  # each counter key's row of ``latency``
         self.mirror_compared: dict[tuple[str, str], int] = defaultdict(int)
         self.mirror_different: dict[tuple[str, str], int] = defaultdict(int)
-        self.mirror_noise: dict[tuple[str, str], int] = defaultdict(int)
         # per service, for the salt and boundaries of its current table: per bucket group
         # [requests, errors, canary-served]; a new salt (a new rollout) starts them afresh
         self.groups: dict[str, StickyGroupCounts] = {}
@@ -105,10 +104,7 @@ class RouterStats(Collector):
     def failover(self, key: Key) -> None:
         self.failovers[key] += 1
 
-    def mirrored(self, service: str, route: str, different: bool, noise: bool = False) -> None:
-        if noise:
-            self.mirror_noise[(service, route)] += 1
-            return
+    def mirrored(self, service: str, route: str, different: bool) -> None:
         self.mirror_compared[(service, route)] += 1
         if different:
             self.mirror_different[(service, route)] += 1
@@ -142,9 +138,8 @@ class RouterStats(Collector):
                 "route": k[1],
                 "compared": n,
                 "different": self.mirror_different.get(k, 0),
-                "noise": self.mirror_noise.get(k, 0),
             }
-            for k, n in sorted({**self.mirror_noise, **self.mirror_compared}.items())
+            for k, n in sorted(self.mirror_compared.items())
         ]
         groups = [
             {
@@ -203,11 +198,6 @@ class RouterStats(Collector):
         for name, doc, mdata in (
             ("router_mirror_compared_total", "Mirrored answers compared (canary vs stable).", self.mirror_compared),
             ("router_mirror_different_total", "Mirrored answers that differ.", self.mirror_different),
-            (
-                "router_mirror_noise_total",
-                "Differences also seen between stable and its baseline copy.",
-                self.mirror_noise,
-            ),
         ):
             fam = CounterMetricFamily(name, doc, labels=["service", "route"])
             for mkey, value in mdata.items():

@@ -88,7 +88,6 @@ def test_mirror_catches_the_orientation_bug_with_no_noise_between_stable_copies(
             "route": "/images/{image_id}",
             "compared": len(library),
             "different": len(rotated),
-            "noise": 0,
         }
     ]
     assert report["noise"] == {}  # stable and its baseline copy never differed
