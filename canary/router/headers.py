@@ -4,7 +4,9 @@ One pass over the request's headers gives both what the split reads (lower-cased
 header block sent upstream, already encoded: header work is a good part of a proxied request's cost.
 Both directions remember their last few hundred results: a keep-alive client sends the same
 headers request after request, and an upstream answers with the same ones (its Date changes once
-a second).  Only small header sets are remembered, so the caches stay under a few megabytes.
+a second).  Only small header sets are remembered, so the caches stay under a few megabytes: a set
+is small when all its raw headers, hop-by-hop ones included (each cache's key holds them all),
+take at most ``CACHED_BYTES``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ HOP_BY_HOP = frozenset(
 _SET_HERE = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
 CACHED = 512  # entries per cache; emptied when full
 CACHED_HEADERS = 16  # header sets with more headers are not remembered
-CACHED_BYTES = 4096  # nor ones whose encoded block is larger
+CACHED_BYTES = 4096  # nor ones whose raw headers (names and values, all of them: the key) are larger
 
 _requests: dict[tuple[tuple[tuple[bytes, bytes], ...], str, str], tuple[dict[str, str], bytes]] = {}
 _responses: dict[tuple[tuple[bytes, bytes], ...], list[tuple[bytes, bytes]]] = {}
@@ -48,11 +50,16 @@ def request_headers(raw: list[tuple[bytes, bytes]], client: str, scheme: str) ->
     found = _requests.get(key)
     if found is None:
         found = _request_headers(raw, client, scheme)
-        if len(found[1]) <= CACHED_BYTES:
+        if len(found[1]) <= CACHED_BYTES and _raw_bytes(raw) + len(client) + len(scheme) <= CACHED_BYTES:
             if len(_requests) >= CACHED:
                 _requests.clear()
             _requests[key] = found
     return found
+
+
+def _raw_bytes(raw: list[tuple[bytes, bytes]]) -> int:
+    """What a cache key made of ``raw`` holds: every header's name and value."""
+    return sum(len(name) + len(value) for name, value in raw)
 
 
 def _request_headers(raw: list[tuple[bytes, bytes]], client: str, scheme: str) -> tuple[dict[str, str], bytes]:
@@ -92,7 +99,7 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
     found = _responses.get(key)
     if found is None:
         found = _response_headers(raw)
-        if sum(len(k) + len(v) for k, v in found) <= CACHED_BYTES:
+        if _raw_bytes(raw) <= CACHED_BYTES:  # the key: every raw header, hop-by-hop ones too
             if len(_responses) >= CACHED:
                 _responses.clear()
             _responses[key] = found

@@ -7,10 +7,13 @@ and observability paths go whole to the router's Starlette app (``asgi_bridge.ca
 
 What it refuses with 400, never forwarding: malformed requests, both Content-Length and
 Transfer-Encoding, a Transfer-Encoding other than ``chunked``, bad chunking, control characters
-in header names or values, protocol upgrades.  Pipelined requests are answered in order.  Flow
-control both ways: a client's body is read no faster than the upstream takes it, and an answer no
-faster than the client reads it.  Idle keep-alive connections are closed after ``KEEP_ALIVE_S``,
-and a request head that takes longer than ``HEAD_TIMEOUT_S`` to arrive (slowloris) is dropped.
+in header names or values, protocol upgrades, a request target over 16 KiB, more than 200 headers,
+headers over ``MAX_HEADER_BYTES`` (names and values) or a head over ``MAX_HEAD_BYTES`` as sent
+(the parser buffers a header whole: this bounds what one connection holds).  Pipelined requests
+are answered in order.  Flow control both ways: a client's body is read no faster than the
+upstream takes it, and an answer no faster than the client reads it.  Idle keep-alive connections
+are closed after ``KEEP_ALIVE_S``, and a request head that takes longer than ``HEAD_TIMEOUT_S`` to
+arrive (slowloris) is dropped.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ KEEP_ALIVE_S = 75.0  # longer than clients keep theirs (httpx: 5 s), so the clie
 HEAD_TIMEOUT_S = 15.0
 ADMIN_PATHS = ("/healthz", "/readyz", "/metrics", "/_router")
 ADMIN_BODY_MAX = 2 << 20
+MAX_HEADER_BYTES = 64 << 10  # a request's header names and values together
+MAX_HEAD_BYTES = 128 << 10  # a request head as sent: its line, headers, separators and padding
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Encoded answer heads, by (status, headers, keep, extra): an upstream answers alike request after
 # request (its Date changes once a second).  Bounded: small heads only, emptied when full.
@@ -97,6 +102,8 @@ class ClientConnection(asyncio.Protocol):
     def _reset_head(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0  # names and values
+        self.head_fed = 0  # bytes fed while this head was incomplete, bar the chunk it began in
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,6 +147,11 @@ class ClientConnection(asyncio.Protocol):
                 if self.server.try_fast(target, request, self):  # (``started`` is set when it answers)
                     return
                 self.busy, self.fast = False, False
+        if self.head_started:  # a head begun in an earlier chunk, still incomplete: all before was its
+            if self.head_fed > MAX_HEAD_BYTES:
+                self._refuse(f"request head over {MAX_HEAD_BYTES >> 10} KiB")
+                return
+            self.head_fed += len(data)  # (a new head begun in this chunk starts again from 0)
         try:
             self.parser.feed_data(data)
         except _Refused as exc:
@@ -175,6 +187,9 @@ class ClientConnection(asyncio.Protocol):
         self.headers.append((name, value))
         if len(self.headers) > 200:
             raise _Refused("more than 200 headers")
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise _Refused(f"request headers over {MAX_HEADER_BYTES >> 10} KiB")
 
     def on_headers_complete(self) -> None:
         self.head_started = 0.0
