@@ -7,13 +7,11 @@ Tests taking ``release`` hold for every release; the release-specific tests pin 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +27,7 @@ from services.opens.releases import HANDLERS
 from services.opens.spool import Spool
 from services.opens.useragent import classify
 from tests.conftest import asgi_client
+from tests.file_modes import modes_before_chmod, permissive_umask
 
 pytestmark = pytest.mark.anyio
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -96,28 +95,6 @@ def test_tokens_are_signed():
     assert tokens.verify(secret, forged) is None
     for junk in ("", "1.2.3", "a.b.c.d", "1.2.3." + "A" * 200, "99999999999999999999.1.1.x"):
         assert tokens.verify(secret, junk) is None
-
-
-@contextlib.contextmanager
-def permissive_umask() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def modes_before_chmod(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The mode a file had each time something chmodded it: a secret must be born 0600, not fixed up."""
-    seen: list[int] = []
-    real = os.chmod
-
-    def recording(path, mode, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(os.stat(path).st_mode & 0o777)
-        return real(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(os, "chmod", recording)
-    return seen
 
 
 def test_token_secret_file_is_created_0600_even_with_a_permissive_umask(tmp_path, monkeypatch):
