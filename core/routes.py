@@ -14,7 +14,9 @@ that name the field: ``services.resizer.weight: must be between 0 and 100``.
         weight: 5                     # percent of live traffic on the canary (fractions allowed)
         sticky: {header: X-Account-Id, salt: r-4f2a, groups: [500, 2500, 5000]}  # or {cookie: NAME} or
                                       # {path_param: 1}; salt: per rollout; groups: count per bucket group
-        mirror: {share: 1.0, ignore_fields: [id, created_at], safe_routes: [], pixel_tolerance: 8}
+        mirror: {share: 1.0, ignore_fields: [id, created_at], safe_routes: [], pixel_tolerance: 8,
+                 stable_baseline: false}  # true: stable answers a mirrored request twice, the second
+                                      # answer the baseline (where no baseline copy runs)
         failover: true
         timeout_s: 10
         routes: ["/images/{image_id}", "/images/{image_id}/info"]
@@ -51,6 +53,9 @@ class Mirror:
     safe_routes: tuple[str, ...] = ()  # route templates safe to mirror besides GET/HEAD
     pixel_tolerance: float = 8.0  # mean absolute difference per channel (0-255) below which images match
     samples: int = 50
+    # no baseline copy: stable answers each mirrored request a second time, and that answer is the
+    # baseline (what differs between stable's two answers to one request is noise)
+    stable_baseline: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,7 +223,14 @@ def _mirror(raw: Any, at: str, has_canary: bool) -> Mirror:
         safe_routes=tuple(_strings(raw.get("safe_routes", []), f"{at}.safe_routes")),
         pixel_tolerance=_num(raw.get("pixel_tolerance", 8.0), f"{at}.pixel_tolerance", 0, 255),
         samples=int(_num(raw.get("samples", 50), f"{at}.samples", 0, 10_000)),
+        stable_baseline=_flag(raw.get("stable_baseline", False), f"{at}.stable_baseline"),
     )
+
+
+def _flag(value: Any, at: str) -> bool:
+    if not isinstance(value, bool):
+        raise TableError(f"{at}: must be true or false")
+    return value
 
 
 def _num(value: Any, at: str, lo: float, hi: float) -> float:

@@ -257,16 +257,19 @@ def evidence_dict(e: MetricEvidence, verdict: JudgeVerdict) -> dict[str, Any]:
 
 
 def judge_mirror(judging: RolloutJudging, spec: RolloutSpec, reading: TrackCounts, now: float) -> Judgement:
-    """The mirror phase: the canary's differences (counted on the canary side by the provider)."""
+    """The mirror phase: the canary's differences (the provider's canary side), judged against a
+    baseline's (its stable side: the noise) where the router asks one, else against the share
+    the spec allows."""
     judge = judging.rollout_judge(spec)
     b = judging.bins.setdefault("mirror", BinMaker()).next_bin(reading, now)
-    mb = MirrorBin(compared=b.canary.events, different=b.canary.bad)
+    mb = MirrorBin(b.canary.events, b.canary.bad, baseline_compared=b.stable.events, baseline_different=b.stable.bad)
     d = judge.observe_mirror(mb, b.seconds)
     m = judge.mirror
-    compared, different = int(m.compared[0]), int(m.different[0])
     evidence = {
-        "compared": compared,
-        "different": different,
+        "compared": int(m.compared[0]),
+        "different": int(m.different[0]),
+        "baseline_compared": int(m.baseline_compared[0]),
+        "baseline_different": int(m.baseline_different[0]),
         "max_different_share": spec.mirror.max_different_share if spec.mirror else 0.0,
         "seconds": float(m.seconds[0]),
         "e_value": math.exp(min(float(m.log_e()[0]), 700.0)),

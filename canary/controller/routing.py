@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from canary.controller import machine
 from canary.controller.judging import bucket_boundaries
-from canary.controller.spec import RolloutSpec
+from canary.controller.spec import MirrorBaseline, RolloutSpec
 from core.routes import Mirror, ServiceRoute, Sticky
 
 LIVE_S = 3.0  # readers poll every 0.5 s: three seconds of silence is six missed polls
@@ -152,7 +152,12 @@ def route_for(
         weight = d.weight
         if d.mirror_share and r.spec.mirror:
             m = r.spec.mirror
-            mirror = Mirror(share=d.mirror_share, ignore_fields=m.ignore_fields, pixel_tolerance=m.pixel_tolerance)
+            mirror = Mirror(
+                share=d.mirror_share,
+                ignore_fields=m.ignore_fields,
+                pixel_tolerance=m.pixel_tolerance,
+                stable_baseline=m.baseline == MirrorBaseline.STABLE,
+            )
     return ServiceRoute(
         service, upstreams, releases, weight=weight, sticky=sticky_for(r), mirror=mirror, failover=r.spec.failover
     )

@@ -68,6 +68,13 @@ class OnInconclusive(StrEnum):
     PROMOTE = "promote"
 
 
+class MirrorBaseline(StrEnum):
+    """What the canary's mirrored answers are judged against."""
+
+    NONE = "none"  # the share of differences the spec allows (max_different_share)
+    STABLE = "stable"  # stable asked a second time: the differences between its two answers (noise)
+
+
 @dataclass(frozen=True)
 class MirrorSpec:
     share: float = 1.0  # of safe requests, also sent to the canary and compared
@@ -77,6 +84,7 @@ class MirrorSpec:
     ignore_fields: tuple[str, ...] = ()
     pixel_tolerance: float = 8.0
     max_different_share: float = 0.0
+    baseline: MirrorBaseline = MirrorBaseline.NONE
 
 
 @dataclass(frozen=True)
@@ -279,4 +287,10 @@ def load_spec(text: str, source: str = "<spec>") -> RolloutSpec:
 
 
 def _mirror(m: dict[str, Any]) -> MirrorSpec:
-    return MirrorSpec(**{**m, "ignore_fields": tuple(m.get("ignore_fields", ()))})
+    return MirrorSpec(
+        **{
+            **m,
+            "ignore_fields": tuple(m.get("ignore_fields", ())),
+            "baseline": MirrorBaseline(m.get("baseline", MirrorBaseline.NONE)),
+        }
+    )

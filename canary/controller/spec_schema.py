@@ -70,6 +70,13 @@ _MIRROR = {
         "ignore_fields": {"type": "array", "items": {"type": "string"}},
         "pixel_tolerance": {"type": "number", "minimum": 0, "maximum": 255, "default": 8},
         "max_different_share": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
+        "baseline": {
+            "enum": ["none", "stable"],
+            "default": "none",
+            "description": "stable: stable answers each mirrored request a second time, and the canary's "
+            "difference rate is judged against that of stable's two answers (noise such as timestamps and ids "
+            "is learnt, not counted against the canary); none: against max_different_share",
+        },
     },
 }
 SERVICE_NAME_MAX = 40  # a catalog entry's name, as long as the store's column for it (store.rollouts.service)

@@ -48,6 +48,8 @@ class SlowTotals:
 
 @dataclass(frozen=True)
 class TrackCounts:
+    # per track; a mirror metric: the canary's answers compared with stable's, and on the stable
+    # side a baseline's answers compared with stable's (the noise; nothing without a baseline)
     canary: Counts
     stable: Counts
     # sticky routing: per bucket group of the rollout's salt, the reference group last (empty: not counted)

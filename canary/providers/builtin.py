@@ -5,7 +5,8 @@
 - ``latency``: requests, and requests slower than the threshold, from the router's latency buckets
   (the first bucket boundary at or above the threshold: it never calls a fast request slow), and
   requests slower than every bucket boundary (the whole histogram);
-- ``mirror``: mirrored comparisons and differences (both count against the canary; stable has none);
+- ``mirror``: mirrored comparisons and differences: the canary's answers against stable's on the
+  canary side, a baseline's against stable's (the noise) on the stable side (none without a baseline);
 - ``conservation``: per consumer release, messages acknowledged, and acknowledged but in none of
   the counters that account for them, from each consumer process's metrics (which consumer, and
   its counters' names, are catalog data: :class:`ConservationCounters` per service).
@@ -68,8 +69,7 @@ class BuiltinProvider:
         if query.kind == "latency":
             return _latency(snapshot, query)
         if query.kind == "mirror":
-            rows = [m for m in snapshot.get("mirror", []) if m["service"] == query.service]
-            return TrackCounts(Counts(sum(m["compared"] for m in rows), sum(m["different"] for m in rows)), Counts())
+            return _mirror(snapshot, query)
         raise ProviderUnavailable(f"the builtin provider has no metric of kind {query.kind!r}")
 
     async def _conservation(self, client: httpx.AsyncClient, query: MetricQuery) -> TrackCounts:
@@ -104,6 +104,15 @@ def _errors(snapshot: dict[str, Any], q: MetricQuery) -> TrackCounts:
         return Counts(sum(r["requests"] for r in rows), sum(r["errors"] for r in rows))
 
     return TrackCounts(track("canary", q.canary_release), track("stable", q.stable_release), _groups(snapshot, q))
+
+
+def _mirror(snapshot: dict[str, Any], q: MetricQuery) -> TrackCounts:
+    rows = [m for m in snapshot.get("mirror", []) if m["service"] == q.service]
+
+    def side(compared: str, different: str) -> Counts:  # (a router from before baselines counts none)
+        return Counts(sum(m.get(compared, 0) for m in rows), sum(m.get(different, 0) for m in rows))
+
+    return TrackCounts(side("compared", "different"), side("baseline_compared", "baseline_different"))
 
 
 def _groups(snapshot: dict[str, Any], q: MetricQuery) -> tuple[GroupTotals, ...]:

@@ -3,7 +3,8 @@
 Each metric is a pair of PromQL templates per track, events and bad events, with ``$service``,
 ``$track``, ``$release`` and ``$window`` filled in (``canary.providers.promql``).  The built-in
 templates read the counters the router exposes: requests and errors per track, the latency
-histogram (every bucket, so the judge also gets the whole distribution), mirrored comparisons, and,
+histogram (every bucket, so the judge also gets the whole distribution), mirrored comparisons (the
+canary's, and a baseline's on the stable side), and,
 under sticky routing, the per bucket-group counts of the rollout's salt (the judge's group test);
 a ``conservation`` metric reads the counters its service's queue consumer names in the catalog
 (``conservation`` when the provider is made); a ``query`` metric brings its own templates
@@ -93,14 +94,14 @@ class PrometheusProvider:
             return await self._latency(query, at)
         if query.kind == "conservation":
             return await self._conservation(query, at)
-        events_t, bad_t = promql.query_templates(query)
         counts = {}
         for track, values in _tracks(query):
+            events_t, bad_t = promql.query_templates(query, track)
             events = await self._total(events_t, values, at, required=_required(query, track))
             bad = await self._total(bad_t, values, at, required=False)
             counts[track] = Counts(events, min(bad, events))
         groups = await self._groups(query, at) if query.kind == "errors" else ()
-        return TrackCounts(counts["canary"], counts.get("stable", Counts()), groups)
+        return TrackCounts(counts["canary"], counts["stable"], groups)
 
     async def _latency(self, query: MetricQuery, at: float) -> TrackCounts:
         """Requests and requests slower than the threshold, and slower than every boundary, from
@@ -249,15 +250,16 @@ def _bound(le: str) -> float:
 
 
 def _required(query: MetricQuery, track: str) -> bool:
-    """A track's events must have a series (past the grace), but an optional canary track's."""
-    return not (track == "canary" and query.canary_optional)
+    """A track's events must have a series (past the grace), but an optional canary track's and
+    the mirror's baseline side (no baseline: nothing compared)."""
+    if track == "stable":
+        return query.kind not in promql.OPTIONAL_STABLE
+    return not query.canary_optional
 
 
 def _tracks(query: MetricQuery) -> list[tuple[str, dict[str, str]]]:
     """Each track the query's kind counts, with the values its templates are filled with."""
     tracks = [("canary", query.canary_release), ("stable", query.stable_release)]
-    if query.kind in promql.CANARY_ONLY:
-        tracks = tracks[:1]
     return [(track, {"service": query.service, "track": track, "release": release}) for track, release in tracks]
 
 

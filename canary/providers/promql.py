@@ -18,10 +18,16 @@ _TRACK = '{service="$service",track="$track",release="$release"}'
 # kind -> (events, bad): per track, counter series
 COUNTERS: dict[str, tuple[str, str]] = {
     "errors": (f"router_requests_total{_TRACK}", f"router_errors_total{_TRACK}"),
-    "mirror": ('router_mirror_compared_total{service="$service"}', 'router_mirror_different_total{service="$service"}'),
 }
+# mirror, per side: the canary's answers compared with stable's, and (on the stable side) the
+# baseline's answers compared with stable's: the noise; no baseline, no series: nothing compared
+_SERVICE = '{service="$service"}'
+MIRROR: dict[str, tuple[str, str]] = {
+    "canary": (f"router_mirror_compared_total{_SERVICE}", f"router_mirror_different_total{_SERVICE}"),
+    "stable": (f"router_mirror_baseline_compared_total{_SERVICE}", f"router_mirror_baseline_different_total{_SERVICE}"),
+}
+OPTIONAL_STABLE = frozenset({"mirror"})  # kinds whose stable side may have no series at all
 _WINDOW = re.compile(r"\$(?:window\b|\{window\})")
-CANARY_ONLY = frozenset({"mirror"})  # mirrored comparisons count against the canary; stable has none
 # latency: one series per bucket boundary (``le``), the whole histogram of a track
 LATENCY_BUCKETS = f"router_request_duration_seconds_bucket{_TRACK}"
 # sticky routing: per bucket group (``group``) of the rollout's salt and boundaries, whatever track
@@ -53,12 +59,15 @@ def _by_release(counter: str) -> str:
     return counter + '{release="$release"}'  # a name the catalog checked: [a-zA-Z_:][a-zA-Z0-9_:]*
 
 
-def query_templates(query: MetricQuery) -> tuple[str, str]:
-    """The (events, bad) templates of a kind read as a pair of counters, or a query metric's own."""
+def query_templates(query: MetricQuery, track: str) -> tuple[str, str]:
+    """The (events, bad) templates of a kind read as a pair of counters on ``track``, or a query
+    metric's own."""
     if query.kind == "query":
         if not (query.events_query and query.bad_query):
             raise ProviderUnavailable("a query metric needs events_query and bad_query")
         return query.events_query, query.bad_query
+    if query.kind == "mirror":
+        return MIRROR[track]
     if query.kind not in COUNTERS:
         raise ProviderUnavailable(f"the Prometheus provider has no metric of kind {query.kind!r}")
     return COUNTERS[query.kind]

@@ -1,10 +1,14 @@
 """Mirroring: send a copy of a safe request to the canary, compare, and learn what is noise.
 
 The consumer always gets stable's answer; the comparison happens afterwards, off the request path.
-When a baseline copy of stable is configured, the same request goes to it too: whatever differs
-between two copies of stable (a timestamp, a generated id) is noise, learnt per route, and never
-reported against the canary (Diffy's idea).  Differences are counted per route and the latest
-ones are kept as samples a person can read.
+When a baseline copy of stable is configured (or, with ``stable_baseline``, stable itself asked a
+second time), the same request goes to it too: whatever differs between two answers of stable's
+release (a timestamp, a generated id) is noise, learnt per route, and never reported against the
+canary (Diffy's idea).  Differences are counted per route, the canary's and the baseline's: the
+judge tests the canary's difference rate against the baseline's.  Both are counted against the
+noise learnt *before* the request, and the baseline's own new differences are learnt after it: a
+healthy canary then differs no more often than the baseline, so the judge's test stays valid.  The
+latest differences are kept as samples a person can read.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ from canary.router.stats import RouterStats
 from canary.router.upstream import UpstreamPool
 from canary.router.upstream_connection import UpstreamError
 from core.routes import ServiceRoute
+
+
+def baseline_of(route: ServiceRoute) -> str:
+    """The track whose answer is the baseline: a baseline copy, else stable asked again if the
+    route says so, else none ("")."""
+    if "baseline" in route.upstreams:
+        return "baseline"
+    return "stable" if route.mirror.stable_baseline else ""
 
 
 class Mirror:
@@ -70,8 +82,9 @@ class Mirror:
         stable: Answer,
     ) -> None:
         fetches = [self._fetch(route, "canary", method, path_qs, headers, body)]
-        if "baseline" in route.upstreams:
-            fetches.append(self._fetch(route, "baseline", method, path_qs, headers, body))
+        baseline_track = baseline_of(route)
+        if baseline_track:
+            fetches.append(self._fetch(route, baseline_track, method, path_qs, headers, body))
         answers = await asyncio.gather(*fetches)
         canary = answers[0]
         if canary is None:
@@ -79,9 +92,11 @@ class Mirror:
         key = (route.name, template)
         ignore = frozenset(route.mirror.ignore_fields)
         tolerance = route.mirror.pixel_tolerance
+        known = frozenset(self.noisy[key])  # the noise learnt before this request
         baseline = answers[1] if len(answers) > 1 else None
-        if baseline is not None:  # (a baseline over the cap teaches no noise)
-            noise = await asyncio.to_thread(differences, stable, baseline, ignore, frozenset(), tolerance)
+        if baseline is not None:  # (a baseline over the cap is not compared and teaches no noise)
+            noise = await asyncio.to_thread(differences, stable, baseline, ignore, known, tolerance)
+            self.stats.mirrored(route.name, template, bool(noise), track="baseline")
             self.noisy[key].update(json_paths(noise))
         found = await asyncio.to_thread(differences, stable, canary, ignore, frozenset(self.noisy[key]), tolerance)
         self.stats.mirrored(route.name, template, bool(found))

@@ -1,7 +1,8 @@
 """The router's per-track counts, kept once and shown twice: Prometheus metrics and a JSON snapshot.
 
 Per service, track, release and route template: requests, errors (5xx answers, connection
-failures, timeouts), failovers, latency; per route, mirrored comparisons and differences; and,
+failures, timeouts), failovers, latency; per route, mirrored comparisons and differences (the
+canary's answers against stable's, and the baseline's: the noise); and,
 for a service whose table asks for sticky bucket groups (``sticky.groups``), requests, errors and
 canary-served requests per group of the rollout's salted hash space (the judge's sticky test), and
 the distinct customers seen per group (a level, up to ``CUSTOMERS_TRACKED`` customers: the
@@ -17,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -68,6 +69,8 @@ class RouterStats(Collector):
         self._latency_of: dict[Key, list[float]] = {}  # each counter key's row of ``latency``
         self.mirror_compared: dict[tuple[str, str], int] = defaultdict(int)
         self.mirror_different: dict[tuple[str, str], int] = defaultdict(int)
+        self.baseline_compared: dict[tuple[str, str], int] = defaultdict(int)  # stable vs its baseline
+        self.baseline_different: dict[tuple[str, str], int] = defaultdict(int)
         # per service, for the salt and boundaries of its current table: per bucket group
         # [requests, errors, canary-served]; a new salt (a new rollout) starts them afresh
         self.groups: dict[str, StickyGroupCounts] = {}
@@ -104,10 +107,18 @@ class RouterStats(Collector):
     def failover(self, key: Key) -> None:
         self.failovers[key] += 1
 
-    def mirrored(self, service: str, route: str, different: bool) -> None:
-        self.mirror_compared[(service, route)] += 1
+    def mirrored(
+        self, service: str, route: str, different: bool, track: Literal["canary", "baseline"] = "canary"
+    ) -> None:
+        """One mirrored answer compared with stable's: the canary's, or the baseline's (the noise)."""
+        compared, differ = (
+            (self.baseline_compared, self.baseline_different)
+            if track == "baseline"
+            else (self.mirror_compared, self.mirror_different)
+        )
+        compared[(service, route)] += 1
         if different:
-            self.mirror_different[(service, route)] += 1
+            differ[(service, route)] += 1
 
     def snapshot(self) -> dict[str, Any]:
         rows = [
@@ -136,10 +147,12 @@ class RouterStats(Collector):
             {
                 "service": k[0],
                 "route": k[1],
-                "compared": n,
+                "compared": self.mirror_compared.get(k, 0),
                 "different": self.mirror_different.get(k, 0),
+                "baseline_compared": self.baseline_compared.get(k, 0),
+                "baseline_different": self.baseline_different.get(k, 0),
             }
-            for k, n in sorted(self.mirror_compared.items())
+            for k in sorted({*self.mirror_compared, *self.baseline_compared})
         ]
         groups = [
             {
@@ -198,6 +211,12 @@ class RouterStats(Collector):
         for name, doc, mdata in (
             ("router_mirror_compared_total", "Mirrored answers compared (canary vs stable).", self.mirror_compared),
             ("router_mirror_different_total", "Mirrored answers that differ.", self.mirror_different),
+            (
+                "router_mirror_baseline_compared_total",
+                "Baseline answers compared with stable's (the noise the canary is judged against).",
+                self.baseline_compared,
+            ),
+            ("router_mirror_baseline_different_total", "Baseline answers that differ.", self.baseline_different),
         ):
             fam = CounterMetricFamily(name, doc, labels=["service", "route"])
             for mkey, value in mdata.items():

@@ -40,9 +40,13 @@ ERRORS = MetricQuery("svc", "errors", canary_release="1.1", stable_release="1.0"
 
 
 @contextlib.contextmanager
-def router_in_front_of(canary_app, weight: float, failover: bool = True, sticky: dict | None = None):
+def router_in_front_of(
+    canary_app, weight: float, failover: bool = True, sticky: dict | None = None, stable_app=None, **route: object
+):
+    """A real router with the service ``svc`` on 1.0 (an echo by default) and 1.1; ``route``: more
+    of the service's table fields (``mirror``, say)."""
     with contextlib.ExitStack() as stack:
-        stable = stack.enter_context(serve_in_thread(echo_app("stable")))
+        stable = stack.enter_context(serve_in_thread(stable_app or echo_app("stable")))
         canary = stack.enter_context(serve_in_thread(canary_app))
         url = stack.enter_context(serve_in_thread(create_router(Settings(admin_token=TOKEN))))
         table = {
@@ -54,6 +58,7 @@ def router_in_front_of(canary_app, weight: float, failover: bool = True, sticky:
                     "weight": weight,
                     "failover": failover,
                     **({"sticky": sticky} if sticky else {}),
+                    **route,
                 }
             },
         }

@@ -280,32 +280,50 @@ spec:
 class MirrorProvider(FakeProvider):
     compared: int = 0
     different: int = 0
+    baseline_compared: int = 0  # the router's stable-vs-baseline comparisons (the stable side)
+    baseline_different: int = 0
 
     async def cumulative(self, q: MetricQuery) -> TrackCounts:
         if q.kind == "mirror":
-            return TrackCounts(Counts(self.compared, self.different), Counts())
+            canary = Counts(self.compared, self.different)
+            return TrackCounts(canary, Counts(self.baseline_compared, self.baseline_different))
         return await super().cumulative(q)
 
 
-@pytest.mark.parametrize("differ_every", [0, 1])
-def test_the_mirror_phase_is_judged_by_the_rollout_judge(tmp_path, differ_every):
+@pytest.mark.parametrize(
+    ("differ", "baseline"),
+    [(False, None), (True, None), (True, "stable")],
+    ids=["same-answers", "differ-no-baseline", "differ-as-stable-twice-does"],
+)
+def test_the_mirror_phase_is_judged_by_the_rollout_judge(tmp_path, differ, baseline):
     w = World(tmp_path)
     w.provider = MirrorProvider()
     w.controller = w.new_controller()
-    r = asyncio.run(w.controller.create_rollout(MIRROR_SPEC))
-    for i in range(60):
+    spec = (
+        MIRROR_SPEC.replace("max_seconds: 600}", f"max_seconds: 600, baseline: {baseline}}}", 1)
+        if baseline
+        else MIRROR_SPEC
+    )
+    r = asyncio.run(w.controller.create_rollout(spec))
+    for _ in range(60):
         w.provider.compared += 10
-        w.provider.different += 3 if differ_every and i % differ_every == 0 else 0
+        w.provider.different += 3 if differ else 0
+        if w.controller.table.services["resizer"].mirror.stable_baseline:  # the router asks stable twice
+            w.provider.baseline_compared += 10
+            w.provider.baseline_different += 3  # a field that differs between any two answers
         w.provider.serve("resizer", "stable", "1.0", 100)
         w.tick(reader="router/a")
         now = w.get(r)
         if now.phase in (m.PROGRESSING, m.ROLLING_BACK):
             break
     mirrored = [d for d in w.store.decisions(r.id) if d.phase_from == "mirroring"]
-    if differ_every:  # a canary whose answers differ (no baseline): rolled back by the judge
+    if differ and not baseline:  # differences and nothing to say they are noise: rolled back by the judge
         assert now.phase == m.ROLLING_BACK and now.decided_by == "judge" and now.reason.startswith("mirror:")
-    else:
-        assert now.phase == m.PROGRESSING and mirrored[-1].evidence["mirror"]["compared"] >= 50
+    else:  # no differences, or no more than stable's own two answers show
+        assert now.phase == m.PROGRESSING, now.reason
+        evidence = mirrored[-1].evidence["mirror"]
+        assert evidence["compared"] >= 50
+        assert evidence["baseline_compared"] == (evidence["compared"] if baseline else 0)
 
 
 def test_a_rise_the_held_back_old_release_shares_after_promotion_is_not_a_late_failure(tmp_path):

@@ -141,6 +141,26 @@ def settle_bin(
         time.sleep(0.5)
 
 
+def test_mirror_comparisons_the_canarys_and_a_baselines_are_read_as_the_router_counts_them(exporter):
+    exp, prom = exporter
+    provider, builtin = PrometheusProvider(prom.url, scrape_interval_s=1.0), BuiltinProvider(exp.url)
+    query = MetricQuery("resizer", "mirror", "2.0", "1.0")
+    exp.stats.mirrored("resizer", "/images/{id}", True)  # before the first reading: not counted
+    scraped(provider, "sum(router_mirror_compared_total)", 1)
+    prom_bins, builtin_bins = BinMaker(), BinMaker()
+    # no baseline yet: the stable side has no series at all, which is nothing compared, not an outage
+    first = asyncio.run(provider.cumulative(query))
+    assert first.stable == Counts()
+    prom_bins.next_bin(first, 0.0)
+    builtin_bins.next_bin(asyncio.run(builtin.cumulative(query)), 0.0)
+    for i in range(20):
+        exp.stats.mirrored("resizer", "/images/{id}", i < 4)
+        exp.stats.mirrored("resizer", "/images/{id}", i < 1, track="baseline")  # its series new now
+    expected = builtin_bins.next_bin(asyncio.run(builtin.cumulative(query)), 1.0)
+    assert expected == Bin(Counts(20, 4), Counts(20, 1), 1.0)
+    assert settle_bin(provider, query, prom_bins, expected) == expected
+
+
 def test_sticky_groups_and_the_latency_histogram_are_the_real_routers_own(exporter):
     """A real router in front of a stable and a slow, failing canary, routing by customer with the
     rollout's salt: through Prometheus the judge gets the same bucket-group counts (so the sticky

@@ -51,6 +51,8 @@ def test_published_schema_matches_the_code():
             "spec.colour: unknown field",
         ),
         (("    pixel_tolerance: 8", "    pixel_tolerance: lots"), "spec.mirror.pixel_tolerance: must be a number"),
+        (("    baseline: none", "    baseline: stable"), None),
+        (("    baseline: none", "    baseline: twice"), "spec.mirror.baseline: must be one of none, stable"),
         (("  sticky: {header: X-Account-Id}", "  sticky: {header: X-Account-Id, history_seconds: 120}"), None),
         (
             ("  sticky: {header: X-Account-Id}", "  sticky: {header: X-Account-Id, history_seconds: 7200}"),

@@ -1,4 +1,5 @@
-"""The route table's sticky salt: per rollout, so that no customer is on every canary."""
+"""The route table: the sticky salt (per rollout, so that no customer is on every canary), bucket
+groups, upstream URLs and the mirror's baseline flag, each refused with its field."""
 
 from __future__ import annotations
 
@@ -77,3 +78,14 @@ def test_an_upstream_url_with_or_without_a_port_still_parses() -> None:
         "canary": "https://canary.internal",
         "baseline": "http://[::1]:65535",
     }
+
+
+def test_the_mirrors_stable_baseline_flag_round_trips_and_anything_but_a_flag_is_refused() -> None:
+    route = {**_route(None), "mirror": {"share": 1.0, "stable_baseline": True}}
+    table = parse_table({"services": {"svc": route}})
+    assert table.services["svc"].mirror.stable_baseline is True
+    assert parse_table(table.to_dict()) == table
+    for bad in ("yes", 1, None):
+        route["mirror"] = {"share": 1.0, "stable_baseline": bad}
+        with pytest.raises(TableError, match=r"services\.svc\.mirror\.stable_baseline: must be true or false"):
+            parse_table({"services": {"svc": route}})

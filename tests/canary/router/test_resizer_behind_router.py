@@ -88,6 +88,8 @@ def test_mirror_catches_the_orientation_bug_with_no_noise_between_stable_copies(
             "route": "/images/{image_id}",
             "compared": len(library),
             "different": len(rotated),
+            "baseline_compared": len(library),  # stable's answers against its baseline copy's
+            "baseline_different": 0,
         }
     ]
     assert report["noise"] == {}  # stable and its baseline copy never differed
