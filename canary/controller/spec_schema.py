@@ -75,7 +75,8 @@ _MIRROR = {
             "default": "none",
             "description": "stable: stable answers each mirrored request a second time, and the canary's "
             "difference rate is judged against that of stable's two answers (noise such as timestamps and ids "
-            "is learnt, not counted against the canary); none: against max_different_share",
+            "is learnt, not counted against the canary; what differs only between processes, a host name, "
+            "still belongs in ignore_fields); none: against max_different_share",
         },
     },
 }
