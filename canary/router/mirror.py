@@ -18,7 +18,7 @@ import time
 from collections import defaultdict, deque
 from typing import Any
 
-from canary.router.compare import Answer, differences, json_paths
+from canary.router.compare import Answer, compare_mirrored
 from canary.router.stats import RouterStats
 from canary.router.upstream import UpstreamPool
 from canary.router.upstream_connection import UpstreamError
@@ -90,15 +90,20 @@ class Mirror:
         if canary is None:
             return  # over the cap, as stable's would be: not compared, not counted either way
         key = (route.name, template)
-        ignore = frozenset(route.mirror.ignore_fields)
-        tolerance = route.mirror.pixel_tolerance
-        known = frozenset(self.noisy[key])  # the noise learnt before this request
-        baseline = answers[1] if len(answers) > 1 else None
-        if baseline is not None:  # (a baseline over the cap is not compared and teaches no noise)
-            noise = await asyncio.to_thread(differences, stable, baseline, ignore, known, tolerance)
-            self.stats.mirrored(route.name, template, bool(noise), track="baseline")
-            self.noisy[key].update(json_paths(noise))
-        found = await asyncio.to_thread(differences, stable, canary, ignore, frozenset(self.noisy[key]), tolerance)
+        baseline = answers[1] if len(answers) > 1 else None  # (over the cap: not compared, teaches nothing)
+        compared = await asyncio.to_thread(
+            compare_mirrored,
+            stable,
+            canary,
+            baseline,
+            frozenset(route.mirror.ignore_fields),
+            frozenset(self.noisy[key]),  # the noise learnt before this request
+            route.mirror.pixel_tolerance,
+        )
+        if compared.baseline is not None:
+            self.stats.mirrored(route.name, template, bool(compared.baseline), track="baseline")
+            self.noisy[key].update(compared.learnt)
+        found = compared.canary
         self.stats.mirrored(route.name, template, bool(found))
         if found and route.mirror.samples:
             samples = self.samples[route.name]
