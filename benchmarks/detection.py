@@ -5,7 +5,8 @@ replay the same traffic (open-loop scenarios).  Prints a table per scenario, the
 all results, the issue's goals with the measured value and whether each is met, and ratios of ours
 against Flagger's documented settings on the headline scenario (``ttr_ratio`` = flagger's median
 time to rollback / ours, ``failed_ratio`` = flagger's median failed canary requests / ours), and
-``headline_bound``: what a test that knows the canary's ratio reaches on the headline's traffic.
+``headline_bound``: what a test that knows the canary's ratio reaches on the headline's traffic,
+and ``mirror_router_rule``: the mirror judged on the router's own counts (``benchmarks.mirror_noise``).
 ``--runs N`` caps the runs per scenario (quicker, wider intervals).
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks import headline_bound
+from benchmarks import headline_bound, mirror_noise
 from benchmarks.common import report
 from canary.analysis import loop, simulate
 from canary.analysis.mirror import MirrorState
@@ -103,6 +104,7 @@ def main() -> None:
         results[result["scenario"]] = result
         print(simulate.table(result), f"\n  ({result['seconds']} s)\n", flush=True)
     mirror = mirror_figures(min(1000, args.runs or 1000))
+    router_mirror = mirror_noise.figures(min(1000, args.runs or 1000))
     old_sticky = per_request_on_sticky(SCENARIOS / "healthy-customers.yaml", min(200, args.runs or 200))
 
     def seq(name: str) -> dict[str, Any]:
@@ -141,6 +143,10 @@ def main() -> None:
             mirror["mirror_noise_1pct_pass_share"],
             mirror["mirror_noise_1pct_pass_share"] >= 0.99,
         ),
+        "mirror_router_rule_noisy_json_passes>=99%": (
+            router_mirror["healthy_pass_share"],
+            router_mirror["healthy_pass_share"] >= 0.99,
+        ),
         "mirror_orientation_caught_within_100_compared": (
             mirror["mirror_orientation_compared_p90"],
             mirror["mirror_orientation_caught_share"] == 1.0 and mirror["mirror_orientation_compared_p90"] <= 100,
@@ -161,6 +167,7 @@ def main() -> None:
             ),
             "goals": {k: {"value": round(float(v), 4), "met": bool(ok)} for k, (v, ok) in goals.items()},
             "mirror": mirror,
+            "mirror_router_rule": router_mirror,  # the router's counting rule (benchmarks.mirror_noise)
             # the best any burst-proof test can do on the headline (benchmarks.headline_bound)
             "headline_bound": headline_bound.measure(),
             "results": {n: r["policies"] for n, r in results.items()},
