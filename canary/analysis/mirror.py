@@ -1,8 +1,9 @@
 """The mirror phase's statistics: the canary's differences judged against stable-vs-baseline noise.
 
 Sits beside ``canary.analysis.rollout`` (the facade calls it during the mirror phase).  Each
-mirrored request is answered by stable and the canary (and, where there is one, by a baseline copy
-of stable); the router compares stable's answer with each.  What differs between stable and the
+mirrored request is answered by stable and the canary (and, where there is one, by a baseline: a
+copy of stable, or stable asked a second time); the router compares stable's answer with each
+(``canary.router.compare.compare_mirrored``; simulated with this test in ``benchmarks.mirror_noise``).  What differs between stable and the
 baseline is noise (timestamps, ids, a field that is not deterministic).  Under "the canary differs
 no more often than the baseline", each difference falls on the canary's comparisons with their
 share of the comparisons, so the regression test of ``canary.analysis.eprocess`` applies
