@@ -3,11 +3,12 @@
 Sits beside ``canary.analysis.rollout`` (the facade calls it during the mirror phase).  Each
 mirrored request is answered by stable and the canary (and, where there is one, by a baseline: a
 copy of stable, or stable asked a second time); the router compares stable's answer with each
-(``canary.router.compare.compare_mirrored``; simulated with this test in ``benchmarks.mirror_noise``).  What differs between stable and the
-baseline is noise (timestamps, ids, a field that is not deterministic).  Under "the canary differs
-no more often than the baseline", each difference falls on the canary's comparisons with their
-share of the comparisons, so the regression test of ``canary.analysis.eprocess`` applies
-unchanged, at the same kind of anytime-valid guarantee (and its share of the rollout's alpha).
+(``canary.router.compare.compare_mirrored``; simulated with this test in
+``benchmarks.mirror_noise``).  What differs between stable and the baseline is noise (timestamps,
+ids, a field that is not deterministic).  Under "the canary differs no more often than the
+baseline", each difference falls on the canary's comparisons with their share of the comparisons,
+so the regression test of ``canary.analysis.eprocess`` applies unchanged, at the same kind of
+anytime-valid guarantee (and its share of the rollout's alpha).
 Without a baseline the canary's difference rate is tested against ``max_different_share`` (or
 0.1% when that is 0) as an objective.  It passes once ``min_compared`` answers and ``min_seconds``
 are reached without the test crossing; ``max_seconds`` without a pass is inconclusive.
