@@ -11,7 +11,9 @@ Safety: ``https://`` upstreams are verified (the system's CAs, or ``router_ca_bu
 connection is dropped before the upstream's keep-alive would close it (``router_upstream_idle_s``,
 or less when the upstream says ``Keep-Alive: timeout=N``); a connection is reused only after a
 complete, well-framed answer with nothing after it, so one request's bytes never reach another's
-answer; a malformed answer is the error ``bad_response`` (the proxy answers 502).
+answer; a malformed answer, or one whose head is over 64 KiB of header names and values or 128 KiB
+as received (``canary.router.upstream_connection``), is the error ``bad_response`` (the proxy
+answers 502) and its connection is closed.
 """
 
 from __future__ import annotations

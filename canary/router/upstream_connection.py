@@ -6,6 +6,13 @@ buffered bytes), marks itself unusable on anything that could mix two answers up
 asked for, a second answer to one request, a HEAD answer whose body httptools cannot skip), and
 remembers the upstream's ``Keep-Alive: timeout=N`` so the pool lets go of it in time.
 
+An answer's head is bounded as a request's is (``canary.router.server``, same figures): headers
+over ``MAX_HEADER_BYTES`` (64 KiB of names and values), or more than ``MAX_HEAD_BYTES`` (128 KiB)
+received before the head is complete (interim 1xx heads included), are the error ``bad_response``
+(the proxy answers 502, or fails a canary over to stable, and counts it against the track) and
+close the connection.  The parser, which buffers a header until it ends, is fed nothing past that
+limit: an upstream's endless head costs the router no more than that.
+
 Per request on the fast path it allocates no future and no timer: the answer's head is reported
 by a callback, and the head timeout is one timer per connection, armed for the earliest deadline
 and moved on (not re-created) when it fires early for a request that has since been answered.
@@ -27,12 +34,18 @@ from canary.router.simple_heads import SimpleAnswer, simple_answer
 # no answer: look at the connection's state (status, error, complete, chunks) as the parser left it.
 Answered = Callable[["UpstreamConnection", SimpleAnswer | None, bytes], None]
 HIGH_WATER = 256 * 1024  # buffered answer bytes above which the upstream socket is paused
+MAX_HEADER_BYTES = 64 << 10  # an answer's header names and values together (as a request's)
+MAX_HEAD_BYTES = 128 << 10  # an answer's head as received: its line, headers, separators and padding
 
 
 class UpstreamError(Exception):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
         self.kind = kind  # "connect", "tls", "reset", "timeout", "bad_response", "too_large"
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback (or around the parser) to stop it at once."""
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -61,6 +74,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0  # names and values, interim heads' included
+        self.head_fed = 0  # bytes fed to the parser before the final head was complete
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.complete = False
@@ -99,11 +114,26 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_bytes = True
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
+            self._feed(data)
+        except (httptools.HttpParserError, _HeadTooLarge):  # (a callback's error is the parser's)
             self._fail("bad_response")
         if self.notify is not None and (self.status or self.error):
             self._notify()
+
+    def _feed(self, data: bytes) -> None:
+        """Feed the parser; while the answer's head is incomplete, never past ``MAX_HEAD_BYTES``."""
+        if self.status:  # the head is in: its body (a second answer is refused by on_message_begin)
+            self.parser.feed_data(data)
+            return
+        room = max(MAX_HEAD_BYTES - self.head_fed, 0)
+        self.head_fed += len(data)
+        if len(data) <= room:
+            self.parser.feed_data(data)
+            return
+        self.parser.feed_data(data[:room])  # the head may end within it, and a body follow
+        if not self.status:
+            raise _HeadTooLarge
+        self.parser.feed_data(data[room:])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -139,6 +169,9 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.extra:
             return
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise _HeadTooLarge  # (httptools stops and raises its callback error)
         self.headers.append((name, value))
         lower = name.lower()
         if lower == b"content-length" or lower == b"transfer-encoding":
