@@ -76,7 +76,7 @@ def create_controller_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await controller.stop_starts()  # a release still starting is stopped, not left running
+            await controller.starts.stop_all()  # a release still starting is stopped, not left running
             await platform.close()
             held.close()  # last: once the loop no longer runs, the name is free for the next controller
 

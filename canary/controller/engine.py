@@ -11,10 +11,10 @@ e-process.  Only the holder of the lease acts (its name: ``canary.controller.lea
 
 One rollout's trouble stays its own: a release the platform cannot start fails that rollout (or
 rolls it back) with the platform's words; any other error holds it for the tick, logged in one
-line; the other rollouts go on, and commands (``abort``) still take.  A release slow to start (a
-local process waits for its ready path, up to the entry's ``ready_timeout_s``) is waited for at most
-``START_WAIT_S`` per tick and goes on starting in the background; until it has, its rollout waits
-as for a canary not ready yet, and a rollout that ends meanwhile cancels the start.  A metric
+line; the other rollouts go on, and commands (``abort``) still take.  A release slow to start is
+waited for at most ``START_WAIT_S`` per tick and goes on starting in the background
+(``canary.controller.starts``); until it has, its rollout waits as for a canary not ready yet, and
+a rollout that ends meanwhile cancels the start.  A metric
 provider that fails holds the rollout (no verdict, its step's clock stops); it never rolls back.
 """
 
@@ -36,6 +36,7 @@ from canary.controller.observing import Observer
 from canary.controller.reprocess import failure, handed_back, run_moment
 from canary.controller.routing import Confirmation, Readers, route_for
 from canary.controller.spec import load_spec
+from canary.controller.starts import Starts
 from canary.controller.store import Store
 from canary.platforms.base import Instance, Platform
 from canary.providers.base import MetricProvider
@@ -45,7 +46,6 @@ from core.settings import Settings
 
 log = logging.getLogger("releasewarden.controller")
 LEASE_TTL_S = 10.0
-START_WAIT_S = 1.0  # how long one tick waits for a release to start; a slower start goes on behind
 
 
 class Controller:
@@ -80,8 +80,7 @@ class Controller:
         self.judging = self.observer.judging
         self.upstreams: dict[tuple[str, str], str] = {}
         self.platform_errors: dict[str, str] = {}  # rollout id -> what the platform said
-        self.starting: dict[tuple[str, str, str], asyncio.Task[Instance]] = {}  # (name, release, track)
-        self.start_wait_s = START_WAIT_S
+        self.starts = Starts(platform, self.upstreams)  # releases starting, waited for a second a tick
         self.active: list[machine.Rollout] = []  # as of the last tick (for /metrics)
         self.last_tick = 0.0
         # the table is served only once a tick holding the lease has built it from the stored
@@ -306,37 +305,11 @@ class Controller:
         return handed_back(await self._moment(now_stable, Moment.AFTER_ROLLBACK))
 
     async def _run(self, service: str, release: str, track: str, until_started: bool = False) -> bool:
-        """Start the service's release (and its consumers') on ``track``, waiting at most
-        ``start_wait_s`` for all of them together (or until started); False while a start goes on
-        in the background.  The platform's error, if it fails, is raised by the call that sees it."""
-        tasks = {}
-        for name in self._names(service):
-            key = (name, release, track)
-            if key not in self.starting:
-                self.starting[key] = asyncio.ensure_future(self.platform.start(name, release, track))
-            tasks[key] = self.starting[key]
-        await asyncio.wait(tasks.values(), timeout=None if until_started else self.start_wait_s)
-        for key, task in tasks.items():
-            if task.done():
-                del self.starting[key]
-                self.upstreams[(key[0], release)] = task.result().url
-        return all(task.done() for task in tasks.values())
+        """Start the service's release (and its consumers'): False while it goes on behind."""
+        return await self.starts.run(self._names(service), release, track, until_started)
 
     def _still_starting(self, service: str, release: str) -> bool:
-        return any(k[0] in self._names(service) and k[1] == release for k in self.starting)
-
-    async def stop_starts(self) -> None:
-        """At shutdown: cancel the starts that go on in the background and wait until each platform
-        call has stopped what it was starting."""
-        tasks = list(self.starting.values())
-        self.starting.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _cancel_start(self, name: str, release: str) -> None:
-        for key in [k for k in self.starting if k[:2] == (name, release)]:
-            self.starting.pop(key).cancel()  # the platform stops what it was starting
+        return self.starts.going_on(self._names(service), release)
 
     async def _apply(self, r: machine.Rollout) -> None:
         d = machine.desired(r)
@@ -361,7 +334,7 @@ class Controller:
             return  # the canary stops only once routers no longer send it traffic (next phase)
         for release in {s.stable, s.canary} - keep:
             for name in self._names(s.service):
-                self._cancel_start(name, release)
+                self.starts.cancel(name, release)
                 await self.platform.stop(name, release)
                 self.upstreams.pop((name, release), None)
                 self.readers.forget(f"consumer/{name}@{release}")

@@ -259,7 +259,7 @@ def test_only_the_lease_holder_acts_and_another_takes_over_once_the_lease_expire
 def test_a_release_slow_to_start_holds_only_its_own_rollout_and_its_start_ends_with_the_rollout(tmp_path):
     # one event loop for every tick, as the controller runs: the start goes on between ticks
     w = World(tmp_path)
-    w.controller.start_wait_s = 0.05
+    w.controller.starts.wait_s = 0.05
     w.platform.hanging.add("1.1")  # importer 1.1 never answers its ready path: its start never returns
     slow, good = w.release("importer", "1.1"), w.release("resizer", "2.1")
 
