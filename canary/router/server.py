@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
+from canary.router.answer_heads import answer_head
 from canary.router.client_body import ClientBody
 from canary.router.simple_heads import simple_request
-from canary.router.wire import REASONS, ClientGone, RequestHead, json_error
+from canary.router.wire import ClientGone, RequestHead, json_error
 
 if TYPE_CHECKING:
     from canary.router.listener import RouterServer
@@ -43,10 +44,6 @@ ADMIN_BODY_MAX = 2 << 20
 MAX_HEADER_BYTES = 64 << 10  # a request's header names and values together
 MAX_HEAD_BYTES = 128 << 10  # a request head as sent: its line, headers, separators and padding
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# Encoded answer heads, by (status, headers, keep, extra): an upstream answers alike request after
-# request (its Date changes once a second).  Bounded: small heads only, emptied when full.
-_HEADS: dict[tuple[int, tuple[tuple[bytes, bytes], ...], bool, bytes], bytes] = {}
-HEADS_CACHED = 512
 
 
 async def _run_out(work: Coroutine[Any, Any, None]) -> None:
@@ -58,15 +55,6 @@ async def _run_out(work: Coroutine[Any, Any, None]) -> None:
 
 class _Refused(Exception):
     pass
-
-
-def _encode_head(status: int, headers: list[tuple[bytes, bytes]], keep: bool, extra: bytes) -> bytes:
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
-    lines += [k + b": " + v + b"\r\n" for k, v in headers]
-    if not keep:
-        lines.append(b"connection: close\r\n")
-    lines.append(extra + b"\r\n")
-    return b"".join(lines)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -335,17 +323,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _head(self, status: int, headers: list[tuple[bytes, bytes]], extra: bytes) -> bytes:
         self.started = True
-        if len(headers) > 16:
-            return _encode_head(status, headers, self.keep, extra)
-        key = (status, tuple(headers), self.keep, extra)
-        head = _HEADS.get(key)
-        if head is None:
-            head = _encode_head(status, headers, self.keep, extra)
-            if len(head) <= 4096:
-                if len(_HEADS) >= HEADS_CACHED:
-                    _HEADS.clear()
-                _HEADS[key] = head
-        return head
+        return answer_head(status, headers, self.keep, extra)
 
     async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         current = self.current
