@@ -192,7 +192,8 @@ class RolloutJudge:
         if self.spec.mirror is None:
             raise ValueError("the spec has no mirror phase")
         # without a baseline, differences are tested against the share the spec allows
-        self.mirror.update(counts, seconds, self.spec.mirror.max_different_share or NO_BASELINE_RATE)
+        rule = self.spec.mirror
+        self.mirror.update(counts, seconds, rule.max_different_share or NO_BASELINE_RATE, rule.baseline)
         verdict, reason = self.mirror.verdict(self.spec, rollout.total_tests(self.spec, self.state))
         return Decision(verdict, reason, ())
 

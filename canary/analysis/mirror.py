@@ -55,15 +55,29 @@ class MirrorState:
         return cls(np.zeros((runs, len(RATIOS))), z.copy(), z.copy(), z.copy(), z.copy(), z.copy())
 
     def update_arrays(
-        self, compared: Array, different: Array, base_compared: Array, base_different: Array, seconds: Array, p0: float
+        self,
+        compared: Array,
+        different: Array,
+        base_compared: Array,
+        base_different: Array,
+        seconds: Array,
+        p0: float,
+        expects_baseline: bool = False,
     ) -> None:
+        """One bin per run.  A bin with canary comparisons but none of the baseline's, once the
+        baseline has answered, teaches nothing (its differences are the canary's with certainty
+        under either hypothesis).  With ``expects_baseline`` (the spec asks for one), the canary's
+        comparisons are not counted until the baseline's first: judging them against the
+        objective would be the wrong test, and passing on them would be passing blind."""
         if np.any((different > compared) | (base_different > base_compared) | (different < 0) | (base_different < 0)):
             raise ValueError("mirror counts: differences must be between 0 and the answers compared")
+        has_base = self.baseline_compared + base_compared > 0
+        if expects_baseline:
+            compared, different = np.where(has_base, compared, 0.0), np.where(has_base, different, 0.0)
         with_base = (compared > 0) & (base_compared > 0)
         share = np.where(with_base, compared / np.maximum(compared + base_compared, 1), 0.0)
         paired = share_log_lr(different, base_different, share, RATIOS)
         alone = objective_log_lr(compared, different, p0, DEFAULT_RATIOS)
-        has_base = self.baseline_compared + base_compared > 0
         self.log_lr += np.where(has_base[:, None], paired, alone)
         self.compared += compared
         self.different += different
@@ -71,7 +85,9 @@ class MirrorState:
         self.baseline_different += base_different
         self.seconds += seconds
 
-    def update(self, b: MirrorBin, seconds: float, p0: float = NO_BASELINE_RATE) -> None:
+    def update(
+        self, b: MirrorBin, seconds: float, p0: float = NO_BASELINE_RATE, expects_baseline: bool = False
+    ) -> None:
         def one(v: int) -> Array:
             return np.asarray([float(v)])
 
@@ -82,6 +98,7 @@ class MirrorState:
             one(b.baseline_different),
             np.asarray([seconds]),
             p0,
+            expects_baseline,
         )
 
     def log_e(self) -> Array:
@@ -108,6 +125,11 @@ class MirrorState:
             f"{int(self.baseline_different[0])} of {int(self.baseline_compared[0])} baseline answers (noise); "
             f"e-value {e:.3g} (fails at {tests / spec.alpha:g})"
         )
+        if spec.mirror is not None and spec.mirror.baseline and not self.baseline_compared[0]:
+            words += (
+                "; waiting for the baseline's answers (the spec asks for mirror.baseline: stable and the routers"
+                " have counted none: are they older than the spec?); the canary's are not judged until then"
+            )
         return CODES[code], words
 
     def to_dict(self) -> dict[str, Any]:

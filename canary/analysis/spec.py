@@ -52,6 +52,8 @@ class MirrorRule:
     min_seconds: float = 30.0
     max_seconds: float = 600.0
     max_different_share: float = 0.0
+    # the router asks a baseline (stable asked twice): judged against its noise only, never the objective
+    baseline: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class JudgeSpec:
                 min_seconds=_num(m, "min_seconds", "spec.mirror", 0, 1e7, 30.0),
                 max_seconds=_num(m, "max_seconds", "spec.mirror", 0, 1e7, 600.0),
                 max_different_share=_num(m, "max_different_share", "spec.mirror", 0, 1, 0.0),
+                baseline=_baseline(m),
             )
         sticky = spec.get("sticky")
         if sticky is not None and not isinstance(sticky, dict):
@@ -173,6 +176,13 @@ class JudgeSpec:
             mirror=mirror,
             history_seconds=history,
         )
+
+
+def _baseline(mirror: dict[str, Any]) -> bool:
+    raw = mirror.get("baseline", "none")
+    if raw not in ("none", "stable"):
+        raise SpecError(f"spec.mirror.baseline: must be none or stable, got {raw!r}")
+    return bool(raw == "stable")
 
 
 def _num(data: dict[str, Any], key: str, where: str, lo: float, hi: float, default: float | None = None) -> float:

@@ -40,7 +40,7 @@ from canary.analysis.mirror import MirrorBin
 from canary.analysis.rollout import Verdict as JudgeVerdict
 from canary.analysis.spec import JudgeSpec, MetricRule, MirrorRule, OnInconclusive, StepRule
 from canary.controller.machine import HISTORY_WAIT, Judgement, Verdict
-from canary.controller.spec import Metric, RolloutSpec
+from canary.controller.spec import Metric, MirrorBaseline, RolloutSpec
 from canary.providers.base import Bin, BinMaker, TrackCounts
 from canary.router.stats import BUCKETS
 
@@ -61,7 +61,11 @@ def judge_spec(spec: RolloutSpec) -> JudgeSpec:
         mirror=None
         if spec.mirror is None
         else MirrorRule(
-            spec.mirror.min_compared, spec.mirror.min_seconds, spec.mirror.max_seconds, spec.mirror.max_different_share
+            spec.mirror.min_compared,
+            spec.mirror.min_seconds,
+            spec.mirror.max_seconds,
+            spec.mirror.max_different_share,
+            baseline=spec.mirror.baseline is MirrorBaseline.STABLE,
         ),
     )
 

@@ -71,7 +71,7 @@ class OnInconclusive(StrEnum):
 class MirrorBaseline(StrEnum):
     """What the canary's mirrored answers are judged against."""
 
-    NONE = "none"  # the share of differences the spec allows (max_different_share)
+    NONE = "none"  # max_different_share (or a `baseline` upstream's noise, where a table has one)
     STABLE = "stable"  # stable asked a second time: the differences between its two answers (noise)
 
 

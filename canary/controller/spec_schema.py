@@ -76,7 +76,9 @@ _MIRROR = {
             "description": "stable: stable answers each mirrored request a second time, and the canary's "
             "difference rate is judged against that of stable's two answers (noise such as timestamps and ids "
             "is learnt, not counted against the canary; what differs only between processes, a host name, "
-            "still belongs in ignore_fields); none: against max_different_share",
+            "still belongs in ignore_fields); until the routers count stable's second answers the canary's are "
+            "not judged. none: against max_different_share, unless the route table has a baseline copy of "
+            "stable (a `baseline` upstream), whose answers are then the noise",
         },
     },
 }

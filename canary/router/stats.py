@@ -71,6 +71,7 @@ class RouterStats(Collector):
         self.mirror_different: dict[tuple[str, str], int] = defaultdict(int)
         self.baseline_compared: dict[tuple[str, str], int] = defaultdict(int)  # stable vs its baseline
         self.baseline_different: dict[tuple[str, str], int] = defaultdict(int)
+        self.mirror_skipped: dict[tuple[str, str], int] = defaultdict(int)  # not sent: too many in flight
         # per service, for the salt and boundaries of its current table: per bucket group
         # [requests, errors, canary-served]; a new salt (a new rollout) starts them afresh
         self.groups: dict[str, StickyGroupCounts] = {}
@@ -151,8 +152,9 @@ class RouterStats(Collector):
                 "different": self.mirror_different.get(k, 0),
                 "baseline_compared": self.baseline_compared.get(k, 0),
                 "baseline_different": self.baseline_different.get(k, 0),
+                "skipped": self.mirror_skipped.get(k, 0),
             }
-            for k in sorted({*self.mirror_compared, *self.baseline_compared})
+            for k in sorted({*self.mirror_compared, *self.baseline_compared, *self.mirror_skipped})
         ]
         groups = [
             {
@@ -217,6 +219,11 @@ class RouterStats(Collector):
                 self.baseline_compared,
             ),
             ("router_mirror_baseline_different_total", "Baseline answers that differ.", self.baseline_different),
+            (
+                "router_mirror_skipped_total",
+                "Requests chosen for mirroring but not mirrored: the comparisons in flight were at their bound.",
+                self.mirror_skipped,
+            ),
         ):
             fam = CounterMetricFamily(name, doc, labels=["service", "route"])
             for mkey, value in mdata.items():

@@ -305,3 +305,22 @@ def test_the_mirror_phase_is_judged_by_the_rollout_judge(tmp_path, differ, basel
         evidence = mirrored[-1].evidence["mirror"]
         assert evidence["compared"] >= 50
         assert evidence["baseline_compared"] == (evidence["compared"] if baseline else 0)
+
+
+def test_a_spec_asking_stable_twice_holds_while_the_routers_count_no_baseline(tmp_path):
+    """A router older than the spec (or a metrics source without the baseline's counter) counts no
+    baseline: the noise is not judged against the objective (a false rollback) nor passed blind."""
+    w = World(tmp_path)
+    w.provider = MirrorProvider()
+    w.controller = w.new_controller()
+    spec = MIRROR_SPEC.replace("max_seconds: 600}", "max_seconds: 600, baseline: stable}", 1)
+    r = asyncio.run(w.controller.create_rollout(spec))
+    for _ in range(30):
+        w.provider.compared += 10
+        w.provider.different += 3  # the noise that stable's two answers would have shown
+        w.provider.serve("resizer", "stable", "1.0", 100)
+        w.tick(reader="router/a")
+    judged = w.store.judging(r.id)["last_mirror"]  # what `canary status` and the API show as the mirror's
+    assert w.get(r).phase == m.MIRRORING and judged["verdict"] == "continue"
+    assert "waiting for the baseline's answers" in judged["reason"]
+    assert judged["evidence"]["compared"] == judged["evidence"]["baseline_compared"] == 0

@@ -161,6 +161,25 @@ def test_mirror_noise_seen_on_the_baseline_passes_and_a_real_difference_fails_fa
     assert all(v is Verdict.FAIL and seen <= 100 for v, seen in caught)
 
 
+def test_a_spec_asking_for_a_baseline_judges_no_canary_answer_until_the_baseline_counts():
+    rule = {"min_compared": 20, "min_seconds": 1, "max_seconds": 30, "baseline": "stable"}
+    judge = RolloutJudge.new(JudgeSpec.from_mapping({**SPEC, "mirror": rule}))
+    # a router older than the spec counts no baseline: the canary's differences (noise, say) are
+    # neither judged against the objective (a false failure) nor counted toward a pass
+    for _ in range(20):
+        decision = judge.observe_mirror(MirrorBin(50, 5))
+        assert decision.verdict is Verdict.CONTINUE
+        assert "waiting for the baseline's answers" in decision.reason
+    assert judge.observe_mirror(MirrorBin(50, 5), seconds=10).verdict is Verdict.INCONCLUSIVE
+    # once the baseline counts, the same noise on both sides passes
+    judge = RolloutJudge.new(JudgeSpec.from_mapping({**SPEC, "mirror": rule}))
+    judge.observe_mirror(MirrorBin(50, 5))
+    assert judge.observe_mirror(MirrorBin(50, 5, 50, 5)).verdict is Verdict.PASS
+    assert judge.mirror.compared[0] == 50  # the first bin, before any baseline, was not counted
+    with pytest.raises(SpecError, match=r"spec.mirror.baseline: must be none or stable"):
+        JudgeSpec.from_mapping({**SPEC, "mirror": {**rule, "baseline": "copy"}})
+
+
 def test_a_split_that_is_not_the_weight_asked_holds_the_rollout_with_the_numbers():
     spec = JudgeSpec.from_mapping(SPEC)
     honest, skewed = RolloutJudge.new(spec), RolloutJudge.new(spec)

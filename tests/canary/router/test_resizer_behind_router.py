@@ -90,6 +90,7 @@ def test_mirror_catches_the_orientation_bug_with_no_noise_between_stable_copies(
             "different": len(rotated),
             "baseline_compared": len(library),  # stable's answers against its baseline copy's
             "baseline_different": 0,
+            "skipped": 0,  # every request chosen was mirrored
         }
     ]
     assert report["noise"] == {}  # stable and its baseline copy never differed
