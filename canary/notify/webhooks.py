@@ -166,7 +166,7 @@ def _secret(item: Mapping[str, Any], at: tuple[Any, ...], env: Mapping[str, str]
             return None
         return env[name]
     secret = item.get("secret")
-    if secret is not None and (not isinstance(secret, str) or not secret):
+    if "secret" in item and (not isinstance(secret, str) or not secret):  # `secret:` alone is null
         problem((*at, "secret"), "must be a non-empty string")
         return None
     return secret

@@ -55,6 +55,8 @@ webhooks:
         ([{"url": "https://x.example", "secret": "s", "events": []}], "webhooks[0].events: must be 'all'"),
         ([{"url": "https://x.example", "secret_env": "NOPE_NOT_SET"}], "webhooks[0].secret_env: environment"),
         ([{"url": "https://x.example", "secret": ""}], "webhooks[0].secret: must be a non-empty string"),
+        # `secret:` with no value is YAML's null: a generic webhook would go out unsigned
+        ([{"url": "https://x.example", "secret": None}], "webhooks[0].secret: must be a non-empty string"),
         (["https://x.example"], "webhooks[0]: must be a mapping"),
         ([{"url": "https://x.example/" + "a" * 3000, "secret": "s"}], "webhooks[0].url: must be"),
     ],
