@@ -6,8 +6,9 @@ stickiness, override, failover, mirroring, counting).  The fast path is the prot
 the router is also an ASGI app, for embedding in any ASGI server, proxying through the same code.
 
 Admin and observability: ``/healthz``, ``/readyz``, ``/metrics``, ``GET /_router/stats`` (the JSON
-snapshot), ``GET /_router/mirror``, and ``GET``/``PUT /_router/table`` (bearer token): a Starlette
-app, to which the protocol server hands those paths.
+snapshot), ``GET /_router/mirror`` (bearer token: its samples are consumers' requests and answers),
+and ``GET``/``PUT /_router/table`` (bearer token): a Starlette app, to which the protocol server
+hands those paths.
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ class Router:
         return JSONResponse(self.stats.snapshot())
 
     async def _get_mirror(self, request: Request) -> Response:
+        require_token(request, self.settings.admin_token)  # its samples are consumers' requests and answers
         return JSONResponse(self.mirror.report())
 
 

@@ -18,7 +18,9 @@ from starlette.routing import Route
 
 from canary.router import mirror as mirror_module
 from tests.canary.router.test_mirror_noise import catalogue
-from tests.canary.test_builtin_provider import router_in_front_of
+from tests.canary.test_builtin_provider import TOKEN, router_in_front_of
+
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _closed_port() -> int:
@@ -43,7 +45,7 @@ def test_a_baseline_that_does_not_answer_is_neither_counted_nor_learnt_from():
         for n in range(10):
             assert httpx.get(f"{url}/svc/items/{n}").status_code == 200
         row = _mirror_row(url, lambda r: r["compared"] == 10)
-        noise = httpx.get(f"{url}/_router/mirror").json()["noise"]
+        noise = httpx.get(f"{url}/_router/mirror", headers=ADMIN).json()["noise"]
     # stable's copy refused every connection: no baseline comparison, nothing learnt, so the
     # request ids (which differ between any two answers) count against the canary, as without one
     assert (row["baseline_compared"], row["baseline_different"], row["different"]) == (0, 0, 10)
@@ -94,6 +96,6 @@ def test_a_mirrored_answer_trickled_past_its_deadline_is_a_failed_answer():
     with router_in_front_of(_trickling_canary(), 0, stable_app=_items(), mirror={"share": 1.0}, timeout_s=0.5) as url:
         assert httpx.get(f"{url}/svc/items/7").status_code == 200
         row = _mirror_row(url, lambda r: r["compared"] == 1)
-        samples = httpx.get(f"{url}/_router/mirror").json()["samples"]["svc"]
+        samples = httpx.get(f"{url}/_router/mirror", headers=ADMIN).json()["samples"]["svc"]
     assert row["different"] == 1
     assert samples[0]["differences"] == [f"status 200 != {mirror_module.FAILED}"]

@@ -18,8 +18,9 @@ from starlette.routing import Route
 
 from canary.providers.base import Counts, MetricQuery, TrackCounts
 from canary.providers.builtin import BuiltinProvider
-from tests.canary.test_builtin_provider import router_in_front_of
+from tests.canary.test_builtin_provider import TOKEN, router_in_front_of
 
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 REQUESTS = 30
 MIRROR = MetricQuery("svc", "mirror", canary_release="1.1", stable_release="1.0")
 
@@ -59,7 +60,9 @@ def _compared(url: str, baseline: bool) -> dict:
 
 def test_noise_between_stable_answers_is_learnt_and_counted_on_the_baseline_side_only():
     with mirrored(catalogue()) as (url, row):
-        report = httpx.get(f"{url}/_router/mirror").json()
+        report = httpx.get(f"{url}/_router/mirror", headers=ADMIN).json()
+        # its samples are consumers' requests and answers: the admin's only
+        assert httpx.get(f"{url}/_router/mirror").status_code == 401
         reading = asyncio.run(BuiltinProvider(url).cumulative(MIRROR))
     # the first request shows the request id differing between stable's two answers: the baseline's
     # one difference; learnt before the canary's answer is compared, it never counts against it
@@ -70,7 +73,7 @@ def test_noise_between_stable_answers_is_learnt_and_counted_on_the_baseline_side
 
 def test_a_canary_wrong_on_a_real_field_differs_beside_the_learnt_noise():
     with mirrored(catalogue(wrong_on_odd_items=True)) as (url, row):
-        samples = httpx.get(f"{url}/_router/mirror").json()["samples"]["svc"]
+        samples = httpx.get(f"{url}/_router/mirror", headers=ADMIN).json()["samples"]["svc"]
     assert (row["different"], row["baseline_different"]) == (REQUESTS // 2, 1)
     assert all(d.startswith("$.price: ") for s in samples for d in s["differences"])
 

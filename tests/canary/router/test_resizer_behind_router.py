@@ -20,6 +20,7 @@ from canary.traffic.load import LoadConfig, run
 from core.settings import Settings
 
 TOKEN = "router-admin"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 # A small pool, so that 2.0's connection leak shows within seconds under live traffic.  Not in
 # mirror mode: there the test is about the orientation bug, and a mirrored request that overlaps
 # the next one would otherwise meet the leak too (a 503, a true but other difference).
@@ -81,7 +82,7 @@ def test_mirror_catches_the_orientation_bug_with_no_noise_between_stable_copies(
             if (mirror and mirror[0]["compared"] >= len(library)) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        report = httpx.get(f"{url}/_router/mirror").json()
+        report = httpx.get(f"{url}/_router/mirror", headers=ADMIN).json()
     assert mirror == [
         {
             "service": "resizer",
