@@ -1,4 +1,6 @@
-"""The controller's HTTP API (every endpoint needs the bearer token).
+"""The controller's HTTP API (every ``/api`` endpoint needs the bearer token; open are only the app
+factory's ``/healthz``, ``/readyz`` and ``/metrics``, for Prometheus's scrape: rollout ids, services,
+releases and phases, no consumer's data, and the dashboard's page, which holds none).
 
 - ``POST /api/rollouts`` (body: a rollout spec in YAML) -> 201; 422 with every problem (field, line),
   also when the catalog lists the service's releases and the canary is not one of them (naming

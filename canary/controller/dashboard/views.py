@@ -10,8 +10,9 @@
 - ``GET /api/events``: server-sent events, one per stored decision, new chart point or group save
 
 Reading needs ``settings.read_token`` or the admin token (a bearer header, or ``?token=`` for the
-event stream: a browser's EventSource sends no headers); with no read token set, reading is open
-to clients on loopback only.  Commands go to the API's ``POST /api/rollouts/{id}/{command}`` (and
+event stream only: a browser's EventSource sends no headers); with no read token set, reading is
+open to clients on loopback that ask for a loopback name (``localhost``, ``127.0.0.1``), not for
+a name pointed at it (DNS rebinding).  Commands go to the API's ``POST /api/rollouts/{id}/{command}`` (and
 ``POST /api/groups/{id}/{command}``) with the admin token, which the page asks for.
 """
 
@@ -68,11 +69,14 @@ async def page(request: Request) -> Response:
     )
 
 
-def require_read(request: Request) -> None:
+def require_read(request: Request, *, in_query: bool = False) -> None:
+    """The read token (or the admin token) as a bearer header, or, ``in_query`` (the event stream
+    only: a browser's EventSource sends no headers), as ``?token=``; elsewhere a token in the
+    address is not taken (addresses end up in logs)."""
     settings = request.app.state.settings
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
-        token = request.query_params.get("token", "")
+        token = request.query_params.get("token", "") if in_query else ""
     for expected in (settings.read_token, settings.admin_token):
         if expected and token and hmac.compare_digest(token.encode(), expected.encode()):
             return
@@ -82,7 +86,14 @@ def require_read(request: Request) -> None:
 
 
 def _loopback(request: Request) -> bool:
-    host = request.client.host if request.client else ""
+    """A client on loopback that asked for a loopback name: a page elsewhere whose name an attacker
+    points at 127.0.0.1 (DNS rebinding) sends its own name as Host, and reads nothing."""
+    client = request.client.host if request.client else ""
+    asked = request.url.hostname or ""
+    return _loopback_address(client) and (asked == "localhost" or _loopback_address(asked.strip("[]")))
+
+
+def _loopback_address(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -152,7 +163,7 @@ async def one_group(request: Request) -> Response:
 
 
 async def events(request: Request) -> Response:
-    require_read(request)
+    require_read(request, in_query=True)
     live: Live = request.app.state.dashboard
     live.stop_with(shutdown_signal(request.app))  # a stopping controller ends the stream at once
     return StreamingResponse(

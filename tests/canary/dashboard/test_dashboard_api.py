@@ -36,7 +36,7 @@ async def client(db_url: str, tmp_path, host: str = "127.0.0.1", **settings: str
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=(host, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8700") as c:
             c.app = app  # type: ignore[attr-defined]
             yield c
 
@@ -57,6 +57,9 @@ async def test_the_page_is_one_self_contained_file(db_url, tmp_path):
 async def test_reading_is_open_on_loopback_only_when_no_read_token_is_set(db_url, tmp_path):
     async with client(db_url, tmp_path) as c:
         assert (await c.get("/api/dashboard/state")).status_code == 200
+        assert (await c.get("http://localhost:8700/api/dashboard/state")).status_code == 200
+        # a page whose name was pointed at 127.0.0.1 (DNS rebinding) asks with its own name
+        assert (await c.get("http://attacker.example:8700/api/dashboard/state")).status_code == 401
     async with client(db_url, tmp_path, host="10.1.2.3") as c:
         refused = await c.get("/api/dashboard/state")
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "token_required"
@@ -70,7 +73,9 @@ async def test_a_read_token_is_needed_everywhere_once_set(db_url, tmp_path):
         assert (await c.get("/api/dashboard/state")).status_code == 401  # loopback too
         assert (await c.get("/api/events?token=wrong")).status_code == 401
         assert (await c.get("/api/dashboard/state", headers={"Authorization": f"Bearer {READ}"})).status_code == 200
-        assert (await c.get(f"/api/dashboard/state?token={READ}")).status_code == 200
+        # in the address only for the event stream (a browser's EventSource sends no headers)
+        assert (await c.get(f"/api/dashboard/state?token={READ}")).status_code == 401
+        assert (await c.get("/metrics")).status_code == 200  # Prometheus's scrape stays open (README)
         # the read token reads; it does not command
         pause = await c.post("/api/rollouts/x/pause", headers={"Authorization": f"Bearer {READ}"})
         assert pause.status_code == 401

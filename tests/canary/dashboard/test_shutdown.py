@@ -26,13 +26,14 @@ from core.settings import Settings
 DEADLINE_S = min(20.0, MAX_STREAM_S - 5)
 
 
-def open_stream(url: str) -> threading.Event:
-    """A dashboard's event stream open on ``url`` (its hello read); the event is set when it ends."""
+def open_stream(url: str, token: str = "") -> threading.Event:
+    """A dashboard's event stream open on ``url`` (its hello read; ``token`` in the address, as the
+    page's EventSource sends it); the event is set when it ends."""
     lines: list[str] = []
     hello, ended = threading.Event(), threading.Event()
 
     def read() -> None:
-        with httpx.stream("GET", f"{url}/api/events", timeout=60) as r:
+        with httpx.stream("GET", f"{url}/api/events", params={"token": token} if token else None, timeout=60) as r:
             assert r.status_code == 200
             for line in r.iter_lines():
                 lines.append(line)
@@ -82,11 +83,13 @@ def test_a_sigtermed_controller_with_an_open_event_stream_exits_promptly(tmp_pat
 
 
 def test_leaving_serve_in_thread_with_an_open_event_stream_is_prompt(tmp_path: Path) -> None:
-    settings = Settings(db_url=f"sqlite:///{tmp_path / 'c.db'}", state_dir=str(tmp_path), admin_token="t")
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'c.db'}", state_dir=str(tmp_path), admin_token="t", read_token="r"
+    )
     app = create_controller_app(
         settings, stable={}, router_url="http://127.0.0.1:9", public_url="http://127.0.0.1:9", tick_s=3600
     )
     with serve_in_thread(app) as url:
-        ended = open_stream(url)
+        ended = open_stream(url, token="r")  # a read token set: the stream takes it in its address
     # left: a server that waited for the stream would have given up on its thread, the stream still open
     assert ended.wait(DEADLINE_S), "the stream outlived the server"
