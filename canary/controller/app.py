@@ -9,13 +9,15 @@ notification sender (with ``settings.webhooks``) as a task beside the loop; the 
 The controller's name for the lease is its state directory's while it holds that directory's lock
 (``canary.controller.lease_holder``): restarted in place, it acts again at once; a warm standby
 hands in the lock it waited for (``holder``).
-On shutdown every local process the platform started is stopped.
+On shutdown every local process the platform started is stopped.  A stable release that cannot
+start stops the controller at start, its reason on one ``error: ...`` line of stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -28,6 +30,7 @@ from canary.controller.metrics import RolloutCollector
 from canary.controller.notifying import read_webhooks
 from canary.controller.store import Store, metadata
 from core.app import create_app
+from core.errors import ReleaseWardenError
 from core.settings import Settings
 
 
@@ -67,7 +70,12 @@ def create_controller_app(
         try:
             if controller.notifications is not None:  # delivers beside the loop: a tick never waits for it
                 tasks.append(asyncio.create_task(controller.notifications.sender.run()))
-            await controller.start_stable()
+            try:
+                await controller.start_stable()
+            except ReleaseWardenError as exc:  # the server logs a traceback after it: this line says why
+                words = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                print(f"error: {words}", file=sys.stderr, flush=True)
+                raise
             tasks.append(asyncio.create_task(controller.run(tick_s)))
             yield
         finally:

@@ -187,9 +187,11 @@ def _end(proc: subprocess.Popen[bytes], grace_s: float) -> None:
 
 
 def _last_line(path: Path) -> str:
-    """The controller's last word (``error: ...`` for a setting it refused), for the one-line error."""
+    """The controller's last ``error: ...`` line (a setting it refused, a stable release that could
+    not start, followed by the server's traceback), else its last line, for the one-line error."""
     try:
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "no log"
-    return lines[-1][:300] if lines else "no output"
+    said = [line for line in lines if line.startswith("error: ")]
+    return (said or lines or ["no output"])[-1][:600]

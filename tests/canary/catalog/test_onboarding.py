@@ -154,6 +154,19 @@ def test_canary_up_and_the_controller_refuse_a_wrong_entry_at_start_with_words_n
         assert "Traceback" not in words, (argv, words)
 
 
+def test_canary_up_says_in_one_line_why_a_stable_release_cannot_start(tmp_path):
+    catalog = tmp_path / "hello.yaml"  # well formed: lint passes it; its stable's script is missing
+    catalog.write_text(PLAIN.replace("{catalog_dir}/app.py", "{catalog_dir}/missing_app.py"))
+    assert cli.main(["lint", str(catalog)]) == 0
+    argv = ["-m", "canary.cli", "up", "--catalog", str(catalog), "--state-dir", str(tmp_path / "up")]
+    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    words = out.stdout + out.stderr
+    assert out.returncode != 0, words
+    # the reason (the release's own last words), not the server's "Application startup failed"
+    assert "hello 1 exited at start" in words and "missing_app.py" in words, words
+    assert "Traceback" not in words, words
+
+
 def test_lint_and_release_refuse_a_wrong_entry_or_release_with_words_not_a_traceback(tmp_path, capsys):
     catalog = tmp_path / "hello.yaml"
     catalog.write_text(PLAIN.replace('"{port}"', '"{prot}"'))
