@@ -164,8 +164,10 @@ class JudgeSpec:
                 baseline=_baseline(m),
             )
         sticky = spec.get("sticky")
+        if sticky == "none":  # as in a rollout spec: per request
+            sticky = None
         if sticky is not None and not isinstance(sticky, dict):
-            raise SpecError("spec.sticky: must be a mapping such as {header: X-Account-Id}")
+            raise SpecError("spec.sticky: must be none or a mapping such as {header: X-Account-Id}")
         history = _num(sticky or {}, "history_seconds", "spec.sticky", 0, MAX_HISTORY_SECONDS, 0.0)
         return cls(
             metrics=tuple(metrics),

@@ -17,7 +17,7 @@ import yaml
 
 from canary.catalog import templates
 from canary.catalog.model import Consumer, Hook, KubeRun, Launch, LocalRun, Moment, RolloutDefaults
-from canary.controller.spec import Metric, RolloutSpec, Step, load_spec
+from canary.controller.spec import NO_STICKY, Metric, RolloutSpec, Step, load_spec
 from canary.providers.base import ConservationCounters
 from core.settings import Settings
 
@@ -135,7 +135,7 @@ class ServiceEntry:
             "steps": [_set(s) for s in d.steps],
             "metrics": [_set(m) for m in d.metrics],
             "failover": d.failover,
-            "sticky": dict(d.sticky),
+            "sticky": dict(d.sticky) if d.sticky else NO_STICKY,
             "alerts": list(d.alerts),
             "watch": {"seconds": d.watch_seconds, "holdback": d.watch_holdback},
         }

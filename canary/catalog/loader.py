@@ -21,7 +21,7 @@ import yaml
 from canary.catalog import checks, model
 from canary.catalog.entry import Catalog, ServiceEntry
 from canary.catalog.schema import SCHEMA
-from canary.controller.spec import Metric, Step, _line_of, _lines, _message, _path
+from canary.controller.spec import Metric, Step, _line_of, _lines, _message, _path, sticky_fields
 from canary.providers.base import ConservationCounters
 from core.errors import ConfigError
 
@@ -256,7 +256,7 @@ def _defaults(d: dict[str, Any]) -> model.RolloutDefaults:
         metrics=tuple(Metric(**m) for m in d["metrics"]) if "metrics" in d else base.metrics,
         mirror=d.get("mirror"),
         failover=d.get("failover", True),
-        sticky=d.get("sticky", base.sticky),
+        sticky=sticky_fields(d["sticky"]) if "sticky" in d else base.sticky,
         alerts=tuple(d.get("alerts", [])),
         watch_seconds=float(d.get("watch", {}).get("seconds", base.watch_seconds)),
         watch_holdback=float(d.get("watch", {}).get("holdback", base.watch_holdback)),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from canary.catalog import templates
-from canary.controller.spec import Metric, Step
+from canary.controller.spec import DEFAULT_STICKY, Metric, Step
 from canary.providers.base import ConservationCounters
 from core.settings import Settings
 
@@ -139,7 +139,7 @@ class RolloutDefaults:
     metrics: tuple[Metric, ...] = (Metric("errors", "errors"),)
     mirror: Mapping[str, Any] | None = None
     failover: bool = True
-    sticky: Mapping[str, Any] = field(default_factory=lambda: {"header": "X-Account-Id"})
+    sticky: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_STICKY))  # {}: sticky: none
     alerts: tuple[str, ...] = ()
     watch_seconds: float = 600.0
     watch_holdback: float = 0.0  # percent the old release keeps during the watch

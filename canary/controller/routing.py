@@ -124,6 +124,8 @@ def sticky_for(r: machine.Rollout) -> Sticky:
     salt = r.id[:16]  # per rollout: the canary's customers change from one rollout to the next
     # until promotion the routers count per bucket group of this salt (the judge's sticky test),
     # from the moment the salt is in the table: the first group's history is measured on stable
+    if not s:  # sticky: none: each request draws its own bucket, no groups to count
+        return Sticky(salt=salt)
     groups = bucket_boundaries(r.spec) if r.phase in GROUPED else ()
     if "cookie" in s:
         return Sticky(cookie=str(s["cookie"]), salt=salt, groups=groups)

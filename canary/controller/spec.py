@@ -87,6 +87,15 @@ class MirrorSpec:
     baseline: MirrorBaseline = MirrorBaseline.NONE
 
 
+DEFAULT_STICKY: dict[str, Any] = {"header": "X-Account-Id"}
+NO_STICKY = "none"  # `sticky: none`: each request is drawn by itself, and judged so
+
+
+def sticky_fields(raw: str | dict[str, Any]) -> dict[str, Any]:
+    """A spec's ``sticky`` (as checked by the schema) as fields: none is no key, ``{}``."""
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
 @dataclass(frozen=True)
 class RolloutSpec:
     name: str
@@ -97,7 +106,7 @@ class RolloutSpec:
     metrics: tuple[Metric, ...]
     mirror: MirrorSpec | None = None
     failover: bool = True
-    sticky: dict[str, Any] = field(default_factory=dict)
+    sticky: dict[str, Any] = field(default_factory=dict)  # empty: per request (``sticky: none``)
     alerts: tuple[str, ...] = ()  # the alerts that roll this rollout back (none listed: any about its canary)
     watch_seconds: float = 600.0
     watch_holdback: float = 0.0  # percent of traffic the old release keeps during the watch
@@ -213,7 +222,7 @@ def check(
     lines = _lines(node)
     validator = jsonschema.Draft202012Validator(SCHEMA)
     problems = []
-    for e in validator.iter_errors(data):
+    for e in (leaf for top in validator.iter_errors(data) for leaf in _within_branch(top)):
         path = tuple(e.absolute_path)
         if e.validator == "additionalProperties" and isinstance(e.instance, dict):
             known = set(e.schema.get("properties", {})) if isinstance(e.schema, dict) else set()
@@ -226,6 +235,20 @@ def check(
         if alerts is not None:
             problems += _alert_problems(data["spec"], lines, alerts)
     return data, sorted(problems, key=lambda p: (p.line or 0, p.path))
+
+
+def _within_branch(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """A mapping refused by a ``oneOf`` of a word and a mapping (``sticky: none`` or ``{header: ...}``)
+    is refused for what is wrong inside the mapping's branch (``history_seconds`` over its maximum),
+    not for matching neither."""
+    branches = error.validator_value if error.validator == "oneOf" else None
+    if not isinstance(branches, list) or not isinstance(error.instance, dict):
+        return [error]
+    mapping = [i for i, b in enumerate(branches) if isinstance(b, dict) and b.get("type") == "object"]
+    if len(mapping) != 1:
+        return [error]
+    inside = [c for c in error.context or () if c.relative_schema_path[0] == mapping[0]]
+    return [leaf for c in inside for leaf in _within_branch(c)] or [error]
 
 
 def _rules(spec: dict[str, Any]) -> list[tuple[str, str, tuple[Any, ...]]]:
@@ -278,7 +301,7 @@ def load_spec(text: str, source: str = "<spec>") -> RolloutSpec:
         metrics=tuple(Metric(**m) for m in s["metrics"]),
         mirror=_mirror(s["mirror"]) if "mirror" in s else None,
         failover=s.get("failover", True),
-        sticky=s.get("sticky", {"header": "X-Account-Id"}),
+        sticky=sticky_fields(s.get("sticky", DEFAULT_STICKY)),
         alerts=tuple(s.get("alerts", [])),
         watch_seconds=float(s.get("watch", {}).get("seconds", 600)),
         watch_holdback=float(s.get("watch", {}).get("holdback", 0)),

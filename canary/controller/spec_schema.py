@@ -59,6 +59,25 @@ _METRIC = {
         "bad_query": {"type": "string", "minLength": 1, "description": "Prometheus: PromQL for a track's bad events"},
     },
 }
+_STICKY_KEY = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "one key of header, cookie or path_param (and history_seconds if wanted)",
+    "oneOf": [{"required": ["header"]}, {"required": ["cookie"]}, {"required": ["path_param"]}],
+    "properties": {
+        "header": {"type": "string", "minLength": 1},
+        "cookie": {"type": "string", "minLength": 1},
+        "path_param": {"type": "integer", "minimum": 0},
+        "history_seconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": MAX_HISTORY_SECONDS,
+            "default": 0,
+            "description": "at most this long in pending, the canary ready and taking no traffic, "
+            "until the first bucket group has a history on stable (else judged per request)",
+        },
+    },
+}
 _MIRROR = {
     "type": "object",
     "additionalProperties": False,
@@ -106,23 +125,10 @@ SCHEMA: dict[str, Any] = {
                 "metrics": {"type": "array", "minItems": 1, "items": _METRIC},
                 "failover": {"type": "boolean", "default": True},
                 "sticky": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "description": "one key of header, cookie or path_param (and history_seconds if wanted)",
-                    "oneOf": [{"required": ["header"]}, {"required": ["cookie"]}, {"required": ["path_param"]}],
-                    "properties": {
-                        "header": {"type": "string"},
-                        "cookie": {"type": "string"},
-                        "path_param": {"type": "integer", "minimum": 0},
-                        "history_seconds": {
-                            "type": "number",
-                            "minimum": 0,
-                            "maximum": MAX_HISTORY_SECONDS,
-                            "default": 0,
-                            "description": "at most this long in pending, the canary ready and taking no traffic, "
-                            "until the first bucket group has a history on stable (else judged per request)",
-                        },
-                    },
+                    "description": "none (each request drawn by itself), or one key of header, cookie or "
+                    "path_param (and history_seconds if wanted)",
+                    "default": {"header": "X-Account-Id"},
+                    "oneOf": [{"const": "none"}, _STICKY_KEY],
                 },
                 "alerts": {
                     "type": "array",

@@ -321,3 +321,23 @@ def test_a_queue_consumer_is_waited_for_by_its_catalog_name_whatever_it_is_calle
     behind = readers.confirm("mail", version=2, since=0.0, now=10.0, consumers=("queue-runner",))
     assert not behind.confirmed and "consumer/queue-runner@1.1 (serving table 1, needs 2)" in behind.waiting_for
     assert readers.confirm("shop", version=2, since=0.0, now=10.0).confirmed  # another service's reader
+
+
+def test_sticky_none_routes_and_judges_each_request_by_itself(tmp_path):
+    # consumers that send no account id: the default sticky key would judge them as customers who
+    # may differ (a weaker test); `sticky: none` routes and judges each request by itself
+    w = World(tmp_path)
+    text = SPEC.format(service="importer", canary="1.1", watch=30) + "  sticky: none\n"
+    r = asyncio.run(w.controller.create_rollout(text))
+    w.tick(reader="router/a")
+    w.tick(reader="router/a")
+    route = w.controller.table.services["importer"]
+    assert (route.sticky.header, route.sticky.cookie, route.sticky.path_param, route.sticky.groups) == (
+        None, None, None, ()
+    )  # fmt: skip
+    for _ in range(20):
+        w.traffic("importer", "1.1")
+        w.tick(reader="router/a")
+    reasons = [d.reason for d in w.store.decisions(r.id)]
+    assert reasons and not any("sticky" in reason for reason in reasons), reasons
+    assert w.get(r).spec.sticky == {}

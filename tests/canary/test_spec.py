@@ -66,6 +66,10 @@ def test_published_schema_matches_the_code():
             ("  sticky: {header: X-Account-Id}", "  sticky: {history_seconds: 60}"),
             "spec.sticky: needs one key of header, cookie or path_param",
         ),
+        (("  sticky: {header: X-Account-Id}", "  sticky: none"), None),  # consumers that send no key
+        (("  sticky: {header: X-Account-Id}", "  sticky: {header: ''}"), "spec.sticky.header: '' should be non-empty"),
+        (("  sticky: {header: X-Account-Id}", "  sticky: {}"), "spec.sticky: needs one key of header"),
+        (("  sticky: {header: X-Account-Id}", "  sticky: X-Account-Id"), "spec.sticky: needs none (each request"),
     ],
 )
 def test_bad_specs_name_the_field_and_line(change, expected):

@@ -45,6 +45,9 @@ def test_the_shipped_specs_parse_and_bad_specs_name_the_field():
         JudgeSpec.from_mapping({"steps": [{"weight": 5}, {"weight": "ten"}]})
     with pytest.raises(SpecError, match="on_inconclusive"):
         JudgeSpec.from_mapping({**SPEC, "on_inconclusive": "shrug"})
+    assert not JudgeSpec.from_mapping({**SPEC, "sticky": "none"}).sticky  # as a rollout spec writes it
+    with pytest.raises(SpecError, match=r"spec\.sticky: must be none or a mapping"):
+        JudgeSpec.from_mapping({**SPEC, "sticky": "X-Account-Id"})
 
 
 def test_a_total_break_fails_and_the_words_say_why():

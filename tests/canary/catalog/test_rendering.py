@@ -98,6 +98,11 @@ def test_default_rollouts(tmp_path):
     assert web.watch_seconds == 60 and web.sticky == {"header": "X-Account-Id"} and web.failover
     plain = catalog["plain"].rollout_spec("2", stable="1")
     assert [s.weight for s in plain.steps] == [5, 25, 50] and [m.kind for m in plain.metrics] == ["errors"]
+    # consumers that send no key: the entry's defaults route each request by itself, and the spec
+    # they make says so (as `sticky: none`, which a rollout spec takes too)
+    catalog = catalog_of(tmp_path, plain=PLAIN + "defaults:\n  sticky: none\n")
+    assert catalog["plain"].rollout_document("2")["spec"]["sticky"] == "none"
+    assert catalog["plain"].rollout_spec("2").sticky == {}
 
 
 def test_an_unknown_service_names_the_ones_there_are(tmp_path):
