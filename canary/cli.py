@@ -115,8 +115,8 @@ def _lint_catalog(paths: Sequence[str], name: str) -> bool:
 
 
 def _lint(args: argparse.Namespace) -> int:
+    from canary.catalog.loader import specs_beside
     from canary.catalog.settings import catalog_paths
-    from canary.cli_groups import lint
     from canary.controller.spec import rule_alerts
 
     if not args.files and not args.catalog:
@@ -126,6 +126,9 @@ def _lint(args: argparse.Namespace) -> int:
     for path in args.files:
         if Path(path).is_dir():  # a catalog directory: every entry, and names used twice across them
             failed = _lint_catalog([path], path) or failed
+            beside = [str(f) for f in specs_beside(Path(path))]  # and the specs kept beside them
+            members = [path, *(catalog_paths(args.catalog) if args.catalog else ())]  # a group's members
+            failed = _lint_specs(beside, alerts, members) or failed
             continue
         try:
             text = Path(path).read_text(encoding="utf-8")
@@ -137,14 +140,28 @@ def _lint(args: argparse.Namespace) -> int:
             failed = _lint_catalog([path], path) or failed
             continue
         catalog = catalog_paths(args.catalog) if args.catalog else ()  # a group's members' defaults
+        failed = _lint_specs([path], alerts, catalog, {path: text}) or failed
+    return 1 if failed else 0
+
+
+def _lint_specs(
+    paths: Sequence[str], alerts: dict[str, bool], catalog: Sequence[str], texts: dict[str, str] | None = None
+) -> bool:
+    """Print each rollout spec's or group's problems (or ``ok``); True if any has one."""
+    from canary.cli_groups import lint
+
+    failed = False
+    for path in paths:
+        text = (texts or {}).get(path)
+        if text is None:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
         problems = lint(text, path, alerts, catalog)  # a rollout spec or a group
         for problem in problems:
             print(problem.render(path))
-        if problems:
-            failed = True
-        else:
+        failed = failed or bool(problems)
+        if not problems:
             print(f"{path}: ok")
-    return 1 if failed else 0
+    return failed
 
 
 class UsageError(ReleaseWardenError):

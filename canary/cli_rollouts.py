@@ -65,6 +65,7 @@ def release(args: argparse.Namespace) -> int:
         known = ", ".join(entry.releases or ())
         raise CommandError(f"{args.service} has no release {args.to!r} (its catalog entry lists {known})")
     doc = entry.rollout_document(args.to)
+    given: dict[str, Any] = {}
     if args.spec:
         try:
             given = yaml.safe_load(Path(args.spec).read_text(encoding="utf-8"))
@@ -72,19 +73,34 @@ def release(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot read spec {args.spec}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             raise CommandError(f"{args.spec}: not valid YAML: {exc}") from None
-        if not isinstance(given, dict):
-            raise CommandError(f"{args.spec}: a rollout spec is a mapping (apiVersion, kind, spec)")
+        if not isinstance(given, dict) or not isinstance(given.get("spec") or {}, dict):
+            raise CommandError(f"{args.spec}: a rollout spec is a mapping (apiVersion, kind, spec: a mapping)")
         doc = {**doc, **{k: v for k, v in given.items() if k != "spec"}}
         doc["spec"] = {**doc["spec"], **(given.get("spec") or {})}
+        _spec_agrees(args.spec, given.get("spec") or {}, {"service": args.service, "canary": args.to})
     table = _call(args, "GET", "/api/routes")
     current = table["services"].get(args.service, {}).get("releases", {}).get("stable")
     if current is None:
         raise CommandError(f"{args.service} is not running under the controller")
+    if args.spec:
+        _spec_agrees(args.spec, given.get("spec") or {}, {"stable": current})
     doc["spec"].update({"service": args.service, "stable": current, "canary": args.to})
     doc.setdefault("metadata", {})["name"] = f"{args.service}-{args.to}"
     created = _call(args, "POST", "/api/rollouts", content=yaml.safe_dump(doc, sort_keys=False))
     print(f"rollout {created['id']}: {args.service} {current} -> {args.to} ({created['phase']})")
     return 0
+
+
+def _spec_agrees(path: str, given: dict[str, Any], releasing: dict[str, str]) -> None:
+    """A spec file's service and releases, where it names them, are the ones being released: one
+    written for another service, or another release, is refused rather than half applied."""
+    said = {"service": "the service", "stable": "the controller's stable release", "canary": "--to"}
+    for field, value in releasing.items():
+        if field in given and str(given[field]) != value:
+            raise CommandError(
+                f"{path}: spec.{field} is {given[field]!r}, but {said[field]} is {value!r}"
+                " (leave it out to take it from the command)"
+            )
 
 
 def _status_lines(args: argparse.Namespace) -> list[str]:

@@ -54,6 +54,17 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
     try:
         until(lambda: canary("status").returncode == 0, 60, step=0.1)
         assert canary("status").stdout.strip() == "no active rollout"
+        # a spec file written for another service or release is refused, not half applied
+        spec = tmp_path / "other.yaml"
+        for field, words in (
+            ("service: importer", "spec.service is 'importer', but the service is 'resizer'"),
+            ("stable: '0.9'", "spec.stable is '0.9', but the controller's stable release is '1.0'"),
+            ("canary: '2.0'", "spec.canary is '2.0', but --to is '2.1'"),
+        ):
+            spec.write_text(f"apiVersion: releasewarden/v1\nkind: Rollout\nspec:\n  {field}\n")
+            refused = canary("release", "resizer", "--to", "2.1", "--spec", str(spec))
+            assert refused.returncode == 1 and words in refused.stderr, refused.stderr
+        assert canary("status").stdout.strip() == "no active rollout"
         out = canary("release", "resizer", "--to", "2.1")
         assert out.returncode == 0 and "resizer 1.0 -> 2.1" in out.stdout
         rid = out.stdout.split()[1].rstrip(":")[:8]

@@ -11,6 +11,7 @@ raises :class:`CatalogError` with all of them, so nothing half-checked reaches a
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,14 @@ class CatalogError(ConfigError):
 
 
 def catalog_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
+    """The entries' files: each file named, and every YAML file of each directory named, but for
+    the rollout specs and groups kept beside the entries (``specs_beside``)."""
     files, problems = [], []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix in SUFFIXES and f.is_file())
+            beside = set(specs_beside(p))
+            found = sorted(f for f in p.iterdir() if f.suffix in SUFFIXES and f.is_file() and f not in beside)
             if not found:
                 problems.append(Problem(str(p), "(catalog)", "no *.yaml catalog entries in this directory"))
             files.extend(found)
@@ -64,6 +68,26 @@ def catalog_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem
         else:
             problems.append(Problem(str(p), "(catalog)", "no such file or directory"))
     return files, problems
+
+
+OTHER_KIND = re.compile(r"^kind:\s*[\"']?(Rollout|Group)[\"']?\s*(#.*)?$", re.MULTILINE)
+
+
+def specs_beside(directory: Path) -> list[Path]:
+    """The YAML files of a catalog directory that are rollout specs or groups (a top-level
+    ``kind: Rollout`` or ``kind: Group``): kept beside the entries, they are not entries."""
+    out = []
+    for f in sorted(directory.iterdir()):
+        if f.suffix not in SUFFIXES or not f.is_file():
+            continue
+        try:
+            with f.open("rb") as opened:
+                head = opened.read(MAX_FILE_BYTES).decode("utf-8", errors="replace")
+        except OSError:
+            continue  # check_file names it
+        if OTHER_KIND.search(head):
+            out.append(f)
+    return out
 
 
 def check_file(path: Path) -> tuple[ServiceEntry | None, list[Problem]]:

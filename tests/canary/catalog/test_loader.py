@@ -331,3 +331,21 @@ def test_bad_conservation_counters_name_file_field_and_line(tmp_path, change, ex
     assert text != good
     rendered = problems_of(tmp_path, text)
     assert any(r.startswith(expected) for r in rendered), rendered
+
+
+def test_rollout_specs_and_groups_beside_the_entries_are_linted_as_such_not_as_entries(tmp_path, capsys):
+    from canary import cli
+
+    write(tmp_path, GOOD)
+    spec = "apiVersion: releasewarden/v1\nkind: Rollout\nspec:\n  service: plain\n  stable: '1'\n  canary: '2'\n"
+    write(tmp_path, spec + "  steps: [{weight: 50}]\n  metrics: [{name: errors, kind: errors}]\n", "good-rollout.yaml")
+    write(tmp_path, spec + "  steps: [{weight: 50}]\n  metrics: [{name: errors, kind: oops}]\n", "bad-rollout.yml")
+    assert load_catalog([tmp_path]).names == ("plain",)  # the specs are not entries
+    assert cli.main(["lint", str(tmp_path)]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert f"{tmp_path}: ok" in printed and f"{tmp_path}/good-rollout.yaml: ok" in printed
+    assert [line for line in printed if "bad-rollout" in line] == [
+        f"{tmp_path}/bad-rollout.yml:8: spec.metrics[0].kind: must be one of "
+        "errors, latency, conservation, mirror, query"
+    ]
+    assert not [line for line in printed if "must be 'Service'" in line]
