@@ -245,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone (below) is not an error at exit
         return code
     except (UsageError, LoadUsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -255,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `canary history | head -1`: the reader has what it wanted
+        # what is still buffered goes nowhere, not into a second error as the interpreter exits
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a command ended by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -154,3 +154,15 @@ def test_canary_up_with_prometheus_runs_the_scaled_out_metrics_path_and_stops_it
         stop_up(up, tmp_path)
     left = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True)
     assert left.stdout.strip() == ""  # Prometheus, Alertmanager and every service are gone
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    # `canary lint ... | head -1`: the pipe is closed before the command writes
+    cmd = [sys.executable, "-m", "canary.cli", "lint", "manifests/rollouts/importer.yaml", "manifests/services"]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
