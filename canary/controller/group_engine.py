@@ -15,6 +15,8 @@ from canary.controller.group_machine import Group, GroupDecision, MemberSeen, ad
 from canary.controller.group_spec import load_group
 from canary.controller.group_store import GroupStore
 from canary.controller.machine import PAUSABLE
+from canary.controller.spec import SpecError
+from canary.controller.spec import check as check_spec
 from core.errors import Conflict, NotFound, ReleaseWardenError, Unprocessable
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ class GroupRunner:
         self.controller = controller
         self.store = GroupStore(controller.store.engine)
         self.commands: dict[str, str] = {}  # group id -> pause, resume, abort (taken at the next tick)
+        self.refused: dict[str, dict[str, str]] = {}  # group id -> member -> why its rollout was refused
 
     async def create(self, text: str) -> Group:
         spec = load_group(text, "group")
@@ -46,6 +49,20 @@ class GroupRunner:
                     f"member {m.name}: {m.service} has no release {m.release!r}; the releases it has: "
                     + ", ".join(known),
                     code="unknown_release",
+                )
+            # as a rollout of its own would be refused: its spec now (a release that is its
+            # service's stable already), its service busy with another rollout
+            _, problems = check_spec(m.rollout_text(spec.name, c.stable[m.service]), "member")
+            if problems:
+                raise Unprocessable(
+                    f"member {m.name}: " + "; ".join(f"{p.path}: {p.message}" for p in problems), code="bad_member"
+                )
+            busy = [r for r in await c.rollouts(active_only=True) if r.spec.service == m.service]
+            if busy:
+                raise Conflict(
+                    f"member {m.name}: {m.service} already has an active rollout ({busy[0].id[:8]}): "
+                    "abort or finish it first",
+                    code="rollout_active",
                 )
         return await asyncio.to_thread(self.store.create, text, c.clock())
 
@@ -84,7 +101,7 @@ class GroupRunner:
                     rollouts[name] = await c.rollout(link.rollout_id)
         seen = {n: MemberSeen(r.phase, r.step, r.promotion_held) for n, r in rollouts.items()}
         command = self.commands.pop(g.id, "")
-        new, made, actions = advance_group(g, seen, command, now)
+        new, made, actions = advance_group(g, seen, command, now, self.refused.pop(g.id, {}))
         if made:  # stored before anything is done about it
             try:
                 await asyncio.to_thread(self.store.save, new, g.revision, made)
@@ -101,6 +118,10 @@ class GroupRunner:
                 await asyncio.to_thread(c.store.create, text, c.clock(), rollout_id)
             except Conflict as exc:  # its service is busy with another rollout: tried again next tick
                 log.error("group %s: member %s cannot start yet: %s", new.spec.name, member_name, exc)
+            except SpecError as exc:  # never valid as it is: cancelled at the next tick, the others go on
+                why = "; ".join(f"{p.path}: {p.message}" for p in exc.problems)
+                log.error("group %s: member %s cannot start: %s", new.spec.name, member_name, why)
+                self.refused.setdefault(new.id, {})[member_name] = why
         for rollout_id in actions.abort:
             c.command(rollout_id, "abort")
         if command in ("pause", "resume"):  # to the members that can take it (a pause: those stepping)

@@ -120,9 +120,12 @@ def _met(step: int | None, seen: MemberSeen | None) -> bool:
 
 
 def advance_group(
-    g: Group, seen: dict[str, MemberSeen], command: str, now: float
+    g: Group, seen: dict[str, MemberSeen], command: str, now: float, refused: dict[str, str] | None = None
 ) -> tuple[Group, list[GroupDecision], GroupActions]:
-    """``seen``: member name -> its rollout, for members whose rollout exists."""
+    """``seen``: member name -> its rollout, for members whose rollout exists; ``refused``: members
+    whose rollout the store refused for good (its spec is not valid now: its release became the
+    service's stable since the group was made), with why: each is cancelled, and counts as rolled
+    back for the group's policy."""
     links = dict(g.members)
     made: list[GroupDecision] = []
     changes: dict[str, Any] = {}
@@ -139,15 +142,19 @@ def advance_group(
         elif not link.cancelled:  # not started yet, linked or not (its creation refused: service busy)
             set_link(name, "cancel", reason, cancelled=reason)
 
+    failed = {n for n, s in seen.items() if s.phase in BACK}
+    for name, why in (refused or {}).items():
+        if name not in seen and not links.get(name, MemberLink()).cancelled:
+            set_link(name, "cancel", f"its rollout was refused: {why}", cancelled=f"its rollout was refused: {why}")
+            failed.add(name)
     if command == "abort":
         for m in g.spec.members:
             stop(m.name, "the group was aborted by a person")
     elif command in ("pause", "resume") and g.paused != (command == "pause"):
         changes["paused"] = command == "pause"
         made.append(GroupDecision(now, "", command, f"{command}d by a person"))
-    for m in g.spec.members:  # a member's rollback, and what the policy does with it
-        s = seen.get(m.name)
-        if s is None or s.phase not in BACK:
+    for m in g.spec.members:  # a member's rollback (or refusal), and what the policy does with it
+        if m.name not in failed:
             continue
         victims = {
             Policy.ALL: [x.name for x in g.spec.members if x.name != m.name],

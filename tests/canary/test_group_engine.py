@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
+
 from canary.controller import machine as m
 from canary.controller.group_machine import GroupPhase
+from core.errors import NotFound
 from tests.canary.test_engine import World
 
 ROLLOUT = (
@@ -59,7 +62,10 @@ def run(w: World, group_id: str, failing: str = "", ticks: int = 400, until=None
 def phases(w: World, g) -> dict[str, str]:
     out = {}
     for name, link in g.members.items():
-        out[name] = w.store.get(link.rollout_id).phase.value if link.rollout_id else "cancelled"
+        try:
+            out[name] = w.store.get(link.rollout_id).phase.value if link.rollout_id else "cancelled"
+        except NotFound:  # linked, its rollout never made (refused)
+            out[name] = "cancelled" if link.cancelled else "linked"
     return out
 
 
@@ -164,3 +170,31 @@ def test_a_group_pause_holds_every_stepping_member_and_resume_lets_the_group_fin
     w.controller.groups.command(g.id, "resume")
     g, promoted = run(w, g.id)
     assert g.phase == GroupPhase.PROMOTED and sorted(promoted) == ["importer", "resizer", "shop"]
+
+
+def test_a_member_that_cannot_be_released_is_refused_when_the_group_is_made(tmp_path):
+    from core.errors import Conflict, Unprocessable
+
+    w = World(tmp_path, stable={**STABLE, "shop": "2.0"})  # shop already runs the release asked
+    with pytest.raises(Unprocessable, match=r"member shop: spec\.canary: must differ from spec\.stable"):
+        asyncio.run(w.controller.groups.create(group_text("independent")))
+    w = World(tmp_path / "busy", stable=dict(STABLE))
+    busy = w.release(service="shop", canary="1.1")
+    with pytest.raises(Conflict, match=f"member shop: shop already has an active rollout \\({busy.id[:8]}\\)"):
+        asyncio.run(w.controller.groups.create(group_text("independent")))
+    assert w.controller.groups.store.list_groups(False) == []
+
+
+@pytest.mark.parametrize(("policy", "others"), [("independent", "succeeded"), ("all", "rolled_back")])
+def test_a_member_refused_when_its_turn_comes_is_cancelled_and_the_group_goes_on(tmp_path, policy, others):
+    # resizer waits for importer's promotion; meanwhile a person made its release resizer's stable:
+    # its rollout is refused when its turn comes, and it is cancelled with why (it held the group
+    # for ever: starts, aborts and commands of every member stopped at the refusal)
+    w = World(tmp_path, stable=dict(STABLE))
+    g = asyncio.run(w.controller.groups.create(group_text(policy, resizer_after="[importer]")))
+    w.controller.stable["resizer"] = "2.0"
+    g, _ = run(w, g.id)
+    assert phases(w, g) == {"importer": others, "resizer": "cancelled", "shop": others}
+    assert g.members["resizer"].cancelled == "its rollout was refused: spec.canary: must differ from spec.stable"
+    settled_as = {"independent": GroupPhase.PARTLY_ROLLED_BACK, "all": GroupPhase.ROLLED_BACK}
+    assert g.settled and g.phase == settled_as[policy]
