@@ -96,9 +96,13 @@ def lint(text: str, path: str, alerts: dict[str, bool], catalog: Sequence[str] =
     rollouts from the catalog at ``catalog``, by default ``CANARY_CATALOG`` or the shipped one) or a
     rollout spec."""
     try:
-        kind = (yaml.safe_load(text) or {}).get("kind")
-    except (yaml.YAMLError, AttributeError):
-        kind = None
+        doc = yaml.safe_load(text) or {}
+        spec = doc.get("spec")
+        kind, members = doc.get("kind"), isinstance(spec, dict) and "members" in spec
+    except (yaml.YAMLError, AttributeError, TypeError):
+        kind, members = None, False
+    if members and kind != "Group":  # a group whose kind is misspelt: not a rollout's many errors
+        return [Problem("kind", f"must be 'Group' (a document with spec.members is a group), not {kind!r}", None)]
     if kind == "Group":
         try:
             entries = load_catalog(catalog or catalog_paths(os.environ.get("CANARY_CATALOG", "")))

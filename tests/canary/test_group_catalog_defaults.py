@@ -59,6 +59,11 @@ def test_a_member_without_a_rollout_takes_its_catalog_entrys_defaults(tmp_path):
         "g.yaml:7: spec.members[1].service: no service 'nope' in the catalog (it has: hello): "
         "give the member a rollout, or the catalog an entry"
     ]
+    # a release the entry does not list is named at lint time, as `canary release --group` would
+    _, problems = check(GROUP.replace('release: "2"', 'release: "9"'), "g.yaml", tmp_path, catalog)
+    assert [p.render("g.yaml") for p in problems] == [
+        "g.yaml:6: spec.members[0].release: hello has no release '9' (its catalog entry lists 1, 2, 3)"
+    ]
     _, problems = check(GROUP, "group")  # as the API takes groups: rollouts inline, no catalog there
     assert [p.path for p in problems] == ["spec.members[0].rollout"] and "required here" in problems[0].message
 
@@ -69,6 +74,12 @@ def test_lint_reads_the_members_defaults_from_the_catalog_it_is_given(tmp_path, 
     path.write_text(GROUP)
     assert cli.main(["lint", "--catalog", str(catalog), str(path)]) == 0
     assert f"{path}: ok" in capsys.readouterr().out
+    path.write_text(GROUP.replace("kind: Group", "kind: group"))  # misspelt: named, not linted as a rollout
+    assert cli.main(["lint", "--catalog", str(catalog), str(path)]) == 1
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"{path}: kind: must be 'Group' (a document with spec.members is a group), not 'group'"
+    ]
+    path.write_text(GROUP)
     assert cli.main(["lint", str(path)]) == 1  # the shipped catalog has no hello
     assert "spec.members[0].service: no service 'hello' in the catalog (it has: importer, opens, resizer)" in (
         capsys.readouterr().out
