@@ -108,6 +108,9 @@ class LocalPlatform:
         self.route_table = route_table  # the controller's /api/routes, for the {route_table} placeholder
         self.env = env or {}
         self.entries: dict[tuple[str, str], _Entry] = {}
+        # at most one launch of a release at a time: start() and the supervisor both relaunch a
+        # release that died, and two launches on its port left one copy running untracked
+        self._launching: dict[tuple[str, str], asyncio.Future[ServiceProcess]] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self.record = state_dir / "platform.json"
         self.adopted: list[Instance] = []  # what a previous controller left running, taken over
@@ -209,14 +212,19 @@ class LocalPlatform:
         entry = self.entries.get((service, release))
         if entry is None or not entry.proc.alive():
             port = entry.proc.port if entry else _if_free(self.ports.pop((service, release), None))
-            launching = asyncio.ensure_future(asyncio.to_thread(self._launch, service, release, track, port))
+            launching = self._launch_once(service, release, track, port)
             try:
                 proc = await asyncio.shield(launching)
             except asyncio.CancelledError:  # the controller is stopping: stop what was being started
                 with contextlib.suppress(Exception):
                     (await launching).stop()
                 raise
-            entry = self.entries[(service, release)] = _Entry(proc, track, entry.restarts if entry else 0)
+            now = self.entries.get((service, release))
+            if now is not None and now.proc is not proc and now.proc.alive():  # the supervisor's, meanwhile
+                await asyncio.to_thread(proc.stop)
+                entry = now
+            else:
+                entry = self.entries[(service, release)] = _Entry(proc, track, entry.restarts if entry else 0)
             self._save()
         if entry.track != track or not entry.claimed:
             entry.track, entry.claimed = track, True
@@ -224,6 +232,17 @@ class LocalPlatform:
         if self._supervisor is None:
             self._supervisor = asyncio.create_task(self._supervise())
         return self._instance(service, release, entry)
+
+    def _launch_once(self, service: str, release: str, track: str, port: int | None) -> asyncio.Future[ServiceProcess]:
+        """The launch of ``service`` ``release`` going on, or a new one: whoever asks while one goes
+        on (start, the supervisor) waits for that one."""
+        key = (service, release)
+        going = self._launching.get(key)
+        if going is None:
+            going = asyncio.ensure_future(asyncio.to_thread(self._launch, service, release, track, port))
+            self._launching[key] = going
+            going.add_done_callback(lambda done: self._launching.pop(key) if self._launching.get(key) is done else None)
+        return going
 
     def _launch(self, service: str, release: str, track: str, port: int | None) -> ServiceProcess:
         port = port or free_port()
@@ -233,6 +252,8 @@ class LocalPlatform:
         proc = start_launch(service, release, launch, port=port, state_dir=self.state_dir, env=self.env)
         try:
             wait_ready(proc)
+            if not proc.alive():  # the ready answer came from another process on its port
+                raise DependencyUnavailable(f"{service} {release} exited at start (port {port} taken?)")
         except DependencyUnavailable:
             proc.stop(grace_s=2.0)  # a release that never answered is not left running
             raise
@@ -304,9 +325,14 @@ class LocalPlatform:
                     entry.proc.log_path,
                 )
                 try:
-                    proc = await asyncio.to_thread(self._launch, service, release, entry.track, entry.proc.port)
+                    proc = await asyncio.shield(self._launch_once(service, release, entry.track, entry.proc.port))
                 except Exception as exc:  # keep supervising the others; try again next round
                     log.error("restarting %s %s failed: %s", service, release, exc)
+                    continue
+                now = self.entries.get((service, release))
+                if now is not entry:  # start() or stop() took it meanwhile: never two copies running
+                    if now is None or now.proc is not proc:
+                        await asyncio.to_thread(proc.stop)
                     continue
                 entry.proc, entry.restarts = proc, entry.restarts + 1
                 self._save()

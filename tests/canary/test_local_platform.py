@@ -146,3 +146,31 @@ def test_stopping_a_release_stops_the_children_its_command_started(tmp_path):
     assert not pid_alive(child)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+async def test_a_release_that_died_is_relaunched_once_however_many_ask(tmp_path, monkeypatch):
+    """The controller's start and the supervisor both relaunch a release that died; two launches
+    on its port left one copy running that nothing tracked (it held the port, so every later
+    restart failed, and it outlived the controller)."""
+    import subprocess
+
+    from canary.platforms import local
+
+    monkeypatch.setattr(local, "SUPERVISE_S", 0.05)  # the supervisor looks while start() relaunches
+    platform = LocalPlatform(tmp_path, shipped_catalog())
+    try:
+        first = await platform.start("resizer", "2.0", "canary")
+        os.kill(platform.entries[("resizer", "2.0")].proc.pid, signal.SIGKILL)
+        await asyncio.sleep(0.01)  # reaped: the entry's process is seen dead by both
+        again = await asyncio.gather(*(platform.start("resizer", "2.0", "canary") for _ in range(3)))
+        assert {i.url for i in again} == {first.url}
+        for _ in range(20):  # the supervisor's rounds, relaunching nothing more
+            await asyncio.sleep(0.05)
+        tracked = platform.entries[("resizer", "2.0")].proc.pid
+        running = subprocess.run(["pgrep", "-f", "--", f"--port {first.url.rsplit(':', 1)[1]}"], capture_output=True)
+        assert [int(p) for p in running.stdout.split()] == [tracked]  # one copy, the one tracked
+    finally:
+        await platform.close()
+        left = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True)
+        subprocess.run(["pkill", "-KILL", "-f", "--", str(tmp_path)], check=False)  # a failed run leaves none
+    assert left.stdout == ""
