@@ -86,6 +86,7 @@ class Controller:
         # the table is served only once a tick holding the lease has built it from the stored
         # rollouts: before, it would name stable releases only (a 50% canary would get no traffic)
         self.table_ready = False
+        self.owed_paid = False  # the after_rollback hooks owed from before this controller ran
         self.public_url = ""  # where routers and Prometheus reach the controller
         self.router_url = ""
         self.notifications: Any = None  # canary.controller.notifying.Notifications, set by bootstrap
@@ -180,6 +181,11 @@ class Controller:
         now = self.clock()
         if not await asyncio.to_thread(self.store.acquire_lease, "controller", self.holder, LEASE_TTL_S, now):
             return
+        if not self.owed_paid:  # once with the lease: the hooks a killed controller still owed
+            self.owed_paid = True
+            for owed in await asyncio.to_thread(self.store.list_rollouts, False):
+                if owed.phase == machine.ROLLED_BACK and owed.after_rollback_owed:
+                    await self._guarded(owed, self._reprocess(owed), "running the after_rollback hooks it owed")
         await self.groups.tick(now)  # groups first: the member rollouts they start are stepped this tick
         active = await asyncio.to_thread(self.store.list_rollouts, True)
         for rollout in active:
@@ -302,7 +308,10 @@ class Controller:
         back to stable's, nothing stays lost); what they handed back, or DependencyUnavailable."""
         stable = self.stable.get(r.spec.service, r.spec.stable)
         now_stable = dataclasses.replace(r, spec=dataclasses.replace(r.spec, stable=stable))
-        return handed_back(await self._moment(now_stable, Moment.AFTER_ROLLBACK))
+        count = handed_back(await self._moment(now_stable, Moment.AFTER_ROLLBACK))
+        if r.after_rollback_owed:
+            await asyncio.to_thread(self.store.after_rollback_paid, r.id)
+        return count
 
     async def _run(self, service: str, release: str, track: str, until_started: bool = False) -> bool:
         """Start the service's release (and its consumers'): False while it goes on behind."""

@@ -88,11 +88,16 @@ class Rollout:
     decided_by: str = ""  # a DecidedBy
     held_since: float = 0.0  # metrics unavailable since then: no verdict, and the step's clock stops
     promotion_held: bool = False  # its last step passed; a group (promote: together) holds it there
+    # rolled back, its entry's after_rollback hooks not known to have passed: stored with the
+    # rollback, so a controller killed before they ran runs them when it starts again
+    after_rollback_owed: bool = False
     revision: int = 0  # bumped on every change: the store refuses stale writes
 
     def with_(self, now: float, **changes: Any) -> Rollout:
         if "phase" in changes and changes["phase"] != self.phase:
             changes.setdefault("phase_since", now)
+            if changes["phase"] == ROLLED_BACK:
+                changes.setdefault("after_rollback_owed", True)
         return dataclasses.replace(self, revision=self.revision + 1, **changes)
 
 

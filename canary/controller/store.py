@@ -99,6 +99,7 @@ STATE_FIELDS = (
     "decided_by",
     "held_since",
     "promotion_held",
+    "after_rollback_owed",
 )
 
 
@@ -192,6 +193,17 @@ class Store:
             query = query.where(rollouts.c.active_service.is_not(None))
         with self.engine.connect() as conn:
             return [_rollout(row) for row in conn.execute(query)]
+
+    def after_rollback_paid(self, rollout_id: str) -> None:
+        """The rolled-back rollout's after_rollback hooks passed: nothing is owed any more."""
+        with write_transaction(self.engine) as conn:
+            row = conn.execute(select(rollouts.c.state, rollouts.c.revision).where(rollouts.c.id == rollout_id)).one()
+            state = {**json.loads(row.state), "after_rollback_owed": False}
+            conn.execute(
+                update(rollouts)
+                .where(rollouts.c.id == rollout_id)
+                .values(state=json.dumps(state), revision=row.revision + 1, updated_at=datetime.now(UTC))
+            )
 
     def save(self, new: machine.Rollout, expected_revision: int, made: list[machine.Decision]) -> None:
         """Write a transition and its decisions, only if nobody else moved the rollout meanwhile."""

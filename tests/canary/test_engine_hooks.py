@@ -65,6 +65,7 @@ class HookWorld(World):
             clock=lambda: self.now,
             stable=self.stable,
             catalog=self.catalog,
+            holder=self.holder,  # a restart in place: the same name takes the lease back at once
         )
         asyncio.run(c.start_stable())
         return c
@@ -147,3 +148,25 @@ def test_a_failing_after_promotion_hook_that_rolls_back_rolls_back_to_the_warm_r
     r = drive(w, w.release_web(), lambda r: r.phase in m.TERMINAL)
     assert r.phase == m.ROLLED_BACK and "hook smoke-test (after_promotion)" in r.reason
     assert w.controller.table.services["web"].releases["stable"] == "1.0"
+
+
+def test_after_rollback_hooks_a_killed_controller_owed_run_when_the_next_one_starts_and_only_then(tmp_path):
+    out = tmp_path / "handed-back"
+    code = f"import json; open({str(out)!r}, 'a').write('ran' + chr(10)); print(json.dumps(dict(events_handed_back=3)))"
+    w = HookWorld(tmp_path, f"  after_rollback:\n    - name: reprocess\n      command: [python, -c, {code!r}]\n")
+    r = w.release_web()
+    drive(w, r, lambda r: r.phase == m.PROGRESSING)
+
+    async def killed_before_the_hooks(_r: m.Rollout) -> None:  # the rollback is stored, then the end
+        return None
+
+    w.controller._reprocess = killed_before_the_hooks  # type: ignore[method-assign]
+    w.controller.command(r.id, "abort")
+    r = drive(w, r, lambda r: r.phase == m.ROLLED_BACK)
+    assert not out.exists() and w.store.get(r.id).after_rollback_owed
+    w.controller = w.new_controller()  # the next controller: its first tick runs what was owed
+    w.tick()
+    assert out.read_text() == "ran\n" and not w.store.get(r.id).after_rollback_owed
+    w.controller = w.new_controller()  # and a later one runs nothing again
+    w.tick()
+    assert out.read_text() == "ran\n"
