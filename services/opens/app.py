@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.app import create_app, read_body, require_token
-from core.errors import BadRequest, Unprocessable
+from core.errors import BadRequest, Conflict, Unprocessable
 from core.hashing import bucket
 from core.settings import Settings
 from services.opens import tokens
@@ -159,6 +159,11 @@ async def reprocess(request: Request) -> Response:
     release = body.get("release") if isinstance(body, dict) else None
     if not isinstance(release, str) or not release:
         raise Unprocessable("'release' is required: the release whose events to process again")
+    if release == request.app.state.settings.release:  # the hook asks stable for the canary's
+        raise Conflict(
+            f"{release} is this release: its events are its own to keep; hand back a rolled-back release's",
+            code="own_release",
+        )
 
     def reset() -> int:
         with request.app.state.engine.begin() as conn:

@@ -2,9 +2,11 @@
 
 The batch is claimed, handled and acknowledged in one transaction: on PostgreSQL rows are claimed
 with ``FOR UPDATE SKIP LOCKED`` so that several processors share the queue; on SQLite the claiming
-transaction takes the write lock up front (``core.db.write_transaction``).  A processor that dies mid-batch
-rolls back, and its events are claimed again.  Outcomes are inserted with ``ON CONFLICT DO
-NOTHING`` on the event id, so an event handled twice (after a rollback of a canary, say) counts once.
+transaction takes the write lock up front (``core.db.write_transaction``).  A processor that dies
+mid-batch rolls back, and its events are claimed again.  An event handled twice (handed back after
+a rollback of a canary, say) keeps its first outcome and counts once: one that already has an
+outcome is neither inserted nor counted again, as acknowledged, recorded or filtered (``ON CONFLICT
+DO NOTHING`` on the event id as well, for a concurrent processor).
 A processor may be given a range of buckets (a stable hash of the event id) to take its share only.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from core.db import placeholder, write_transaction
-from services.opens.schema import raw_events
+from services.opens.schema import opens, raw_events
 
 OUTCOME_COLUMNS = (
     "event_id",
@@ -41,6 +43,14 @@ class BatchResult:
     claimed: int = 0
     recorded: int = 0
     filtered: Counter[str] = field(default_factory=Counter)
+    # claimed again with an outcome already stored (handed back after a rollback, by a release that
+    # had recorded it): acknowledged and accounted for before, counted in neither again
+    accounted_before: int = 0
+
+    @property
+    def acknowledged(self) -> int:
+        """The events this batch acknowledged for the first time with this outcome to account for."""
+        return self.claimed - self.accounted_before
 
 
 def process_batch(
@@ -76,6 +86,10 @@ def process_batch(
             return result
         result.claimed = len(events)
         rows = handler(events, release)
+        ids = [r["event_id"] for r in rows]
+        known = set(conn.execute(select(opens.c.event_id).where(opens.c.event_id.in_(ids))).scalars()) if ids else set()
+        result.accounted_before = sum(1 for r in rows if r["event_id"] in known)
+        rows = [r for r in rows if r["event_id"] not in known]
         p = placeholder(engine)
         if rows:
             conn.exec_driver_sql(

@@ -99,7 +99,7 @@ async def _process_forever(s: Settings, c: dict[str, Any], share: QueueShare | N
             await asyncio.sleep(POLL_IDLE_S)
             continue
         c["claimed"].labels(*labels).inc(result.claimed)
-        c["acknowledged"].labels(*labels).inc(result.claimed)
+        c["acknowledged"].labels(*labels).inc(result.acknowledged)
         c["recorded"].labels(*labels).inc(result.recorded)
         for reason, n in result.filtered.items():
             c["filtered"].labels(*labels, reason).inc(n)

@@ -396,9 +396,16 @@ async def test_events_of_a_rolled_back_release_are_handed_back_and_nothing_stays
         assert (await c.post("/admin/reprocess", json={"release": "1.1"})).status_code == 401
         r = await c.post("/admin/reprocess", json={"release": "1.1"}, headers=ADMIN)
         assert r.json() == {"release": "1.1", "events_handed_back": len(BLANK_AGENT_MIX)}
-        process_all(db_url, "1.0")  # stable does them again: idempotent, and nothing is lost now
+        engine = make_engine(db_url)  # stable does them again: idempotent, and nothing is lost now
+        again_done = process_batch(engine, "1.0", HANDLERS["1.0"], limit=1000)
+        engine.dispose()
+        # counted as the database has them: the 4 that 1.1 lost, not again the 12 it accounted for
+        assert (again_done.claimed, again_done.accounted_before) == (len(BLANK_AGENT_MIX), 12)
+        assert (again_done.acknowledged, again_done.recorded, sum(again_done.filtered.values())) == (4, 4, 0)
         stats = (await c.get("/stats")).json()
         assert (stats["unaccounted"], stats["opens_recorded"]) == (0, 14)
         assert (await c.get("/campaigns/6/opens")).json()["total"] == 14  # each open counted once
         again = await c.post("/admin/reprocess", json={"release": "1.1"}, headers=ADMIN)
         assert again.json()["events_handed_back"] == 0
+        own = await c.post("/admin/reprocess", json={"release": "1.0"}, headers=ADMIN)  # the serving release
+        assert own.status_code == 409 and own.json()["error"]["code"] == "own_release", own.text
