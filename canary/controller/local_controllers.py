@@ -59,13 +59,15 @@ class LocalControllers:
         self._adopt()
         if not self.adopted:
             self._socket = _listen(self.port)
+            log_file = self.state_dir / "logs" / "controller.log"
+            written_before = log_file.stat().st_size if log_file.exists() else 0  # earlier runs' words
             proc = self._launch()
             outcome = wait_until_answers(f"{self.url}/healthz", lambda: proc.poll() is None, START_TIMEOUT_S)
             if outcome != "ready":
                 self.stop()
-                log_file = self.state_dir / "logs" / "controller.log"
+                said = _last_line(log_file, written_before)
                 raise DependencyUnavailable(
-                    f"the controller on {self.url} did not start ({outcome}): {_last_line(log_file)} (log: {log_file})"
+                    f"the controller on {self.url} did not start ({outcome}): {said} (log: {log_file})"
                 )
         self._watcher = threading.Thread(target=self._supervise, name="controller-supervisor", daemon=True)
         self._watcher.start()
@@ -186,12 +188,17 @@ def _end(proc: subprocess.Popen[bytes], grace_s: float) -> None:
         proc.wait()
 
 
-def _last_line(path: Path) -> str:
-    """The controller's last ``error: ...`` line (a setting it refused, a stable release that could
-    not start, followed by the server's traceback), else its last line, for the one-line error."""
+def _last_line(path: Path, offset: int = 0) -> str:
+    """This run's last ``error: ...`` line (a setting it refused, a stable release that could not
+    start, followed by the server's traceback), else its last line, for the one-line error: what
+    the log holds from ``offset`` on (earlier runs wrote the rest), the end of a long line kept."""
     try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
     except OSError:
         return "no log"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     said = [line for line in lines if line.startswith("error: ")]
-    return (said or lines or ["no output"])[-1][:600]
+    last = (said or lines or ["no output"])[-1]
+    return last if len(last) <= 600 else f"{last[:200]} ... {last[-400:]}"

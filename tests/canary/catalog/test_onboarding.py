@@ -158,13 +158,25 @@ def test_canary_up_says_in_one_line_why_a_stable_release_cannot_start(tmp_path):
     catalog = tmp_path / "hello.yaml"  # well formed: lint passes it; its stable's script is missing
     catalog.write_text(PLAIN.replace("{catalog_dir}/app.py", "{catalog_dir}/missing_app.py"))
     assert cli.main(["lint", str(catalog)]) == 0
-    argv = ["-m", "canary.cli", "up", "--catalog", str(catalog), "--state-dir", str(tmp_path / "up")]
+    from canary.platforms.processes import free_port
+
+    ports = ["--controller-port", str(free_port()), "--router-port", str(free_port())]
+    argv = ["-m", "canary.cli", "up", "--catalog", str(catalog), "--state-dir", str(tmp_path / "up"), *ports]
     out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=180, cwd=tmp_path)
     words = out.stdout + out.stderr
     assert out.returncode != 0, words
     # the reason (the release's own last words), not the server's "Application startup failed"
     assert "hello 1 exited at start" in words and "missing_app.py" in words, words
     assert "Traceback" not in words, words
+    # again, the script there now and failing after a long traceback: this run's reason, its end
+    # kept (the log still holds the run before's error line)
+    (tmp_path / "missing_app.py").write_text(
+        "import sys\nfor i in range(80): print('noise', i, file=sys.stderr)\nimport no_such_module_here\n"
+    )
+    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    words = out.stdout + out.stderr
+    assert out.returncode != 0 and "No module named 'no_such_module_here'" in words, words
+    assert "missing_app.py': [Errno 2]" not in words, words  # not the run before's
 
 
 def test_lint_and_release_refuse_a_wrong_entry_or_release_with_words_not_a_traceback(tmp_path, capsys):
