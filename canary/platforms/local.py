@@ -245,6 +245,8 @@ class LocalPlatform:
         return going
 
     def _launch(self, service: str, release: str, track: str, port: int | None) -> ServiceProcess:
+        if port and not _listenable(port):  # a ready answer there would be another program's
+            raise DependencyUnavailable(f"{service} {release}: port {port} is taken by another process")
         port = port or free_port()
         launch = self._launch_of(service, release, track, port)
         if launch is None:
@@ -252,8 +254,6 @@ class LocalPlatform:
         proc = start_launch(service, release, launch, port=port, state_dir=self.state_dir, env=self.env)
         try:
             wait_ready(proc)
-            if not proc.alive():  # the ready answer came from another process on its port
-                raise DependencyUnavailable(f"{service} {release} exited at start (port {port} taken?)")
         except DependencyUnavailable:
             proc.stop(grace_s=2.0)  # a release that never answered is not left running
             raise
@@ -363,6 +363,18 @@ def _answers_as(record: ProcessRecord, health_path: str, client: httpx.Client) -
     if not isinstance(health, dict) or "service" not in health:
         return True
     return (health.get("service"), str(health.get("release"))) == (record.service, record.release)
+
+
+def _listenable(port: int) -> bool:
+    """Nothing listens on ``port`` (a server may bind it: connections of the last one, in TIME_WAIT,
+    do not count, as for a server's own SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _if_free(port: int | None) -> int | None:

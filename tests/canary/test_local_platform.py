@@ -174,3 +174,26 @@ async def test_a_release_that_died_is_relaunched_once_however_many_ask(tmp_path,
         left = subprocess.run(["pgrep", "-f", "--", str(tmp_path)], capture_output=True, text=True)
         subprocess.run(["pkill", "-KILL", "-f", "--", str(tmp_path)], check=False)  # a failed run leaves none
     assert left.stdout == ""
+
+
+async def test_a_release_is_not_relaunched_on_a_port_another_program_listens_on(tmp_path):
+    import socket
+
+    from core.errors import DependencyUnavailable
+
+    platform = LocalPlatform(tmp_path, shipped_catalog())
+    try:
+        first = await platform.start("resizer", "2.0", "canary")
+        entry = platform.entries[("resizer", "2.0")]
+        os.kill(entry.proc.pid, signal.SIGKILL)
+        assert entry.proc.popen is not None
+        entry.proc.popen.wait(10)
+        with socket.socket() as other:  # another program takes the port meanwhile, and answers there
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", entry.proc.port))
+            other.listen()
+            with pytest.raises(DependencyUnavailable, match=f"port {entry.proc.port} is taken by another process"):
+                await platform.start("resizer", "2.0", "canary")
+        assert (await platform.start("resizer", "2.0", "canary")).url == first.url  # free again: relaunched
+    finally:
+        await platform.close()
