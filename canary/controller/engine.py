@@ -45,6 +45,7 @@ from core.routes import RouteTable, ServiceRoute
 from core.settings import Settings
 
 log = logging.getLogger("releasewarden.controller")
+OWED_RETRY_S = 60.0  # after_rollback hooks that failed (or a killed controller owed) are tried again
 LEASE_TTL_S = 10.0
 
 
@@ -86,7 +87,8 @@ class Controller:
         # the table is served only once a tick holding the lease has built it from the stored
         # rollouts: before, it would name stable releases only (a 50% canary would get no traffic)
         self.table_ready = False
-        self.owed_paid = False  # the after_rollback hooks owed from before this controller ran
+        self.owed_paid = False  # no after_rollback hooks owed (from before this controller, or failed)
+        self.owed_due = 0.0  # when the owed ones are tried again
         self.public_url = ""  # where routers and Prometheus reach the controller
         self.router_url = ""
         self.notifications: Any = None  # canary.controller.notifying.Notifications, set by bootstrap
@@ -181,8 +183,8 @@ class Controller:
         now = self.clock()
         if not await asyncio.to_thread(self.store.acquire_lease, "controller", self.holder, LEASE_TTL_S, now):
             return
-        if not self.owed_paid:  # once with the lease: the hooks a killed controller still owed
-            self.owed_paid = True
+        if not self.owed_paid and now >= self.owed_due:  # hooks owed: a killed controller's, or failed
+            self.owed_paid, self.owed_due = True, now + OWED_RETRY_S  # a failure below makes it False again
             for owed in await asyncio.to_thread(self.store.list_rollouts, False):
                 if owed.phase == machine.ROLLED_BACK and owed.after_rollback_owed:
                     await self._guarded(owed, self._reprocess(owed), "running the after_rollback hooks it owed")
@@ -298,7 +300,10 @@ class Controller:
             count = await self.reprocess(r)
             log.warning("%s: after_rollback hooks passed (%s events handed back)", r.spec.name, count)
         except DependencyUnavailable as exc:
-            log.error("%s: %s; run `canary reprocess %s`", r.spec.name, exc, r.id[:8])
+            self.owed_paid = False
+            log.error(
+                "%s: %s; tried again in %.0f s, or run `canary reprocess %s`", r.spec.name, exc, OWED_RETRY_S, r.id[:8]
+            )
 
     def has_after_rollback(self, service: str) -> bool:
         return service in self.catalog and bool(self.catalog[service].hooks_at(Moment.AFTER_ROLLBACK))

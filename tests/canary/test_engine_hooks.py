@@ -10,7 +10,7 @@ from pathlib import Path
 from canary.catalog import load_catalog
 from canary.controller import machine as m
 from canary.controller.bootstrap import bootstrap
-from canary.controller.engine import Controller
+from canary.controller.engine import OWED_RETRY_S, Controller
 from core.settings import Settings
 from tests.canary.test_engine import World, drive
 
@@ -151,8 +151,11 @@ def test_a_failing_after_promotion_hook_that_rolls_back_rolls_back_to_the_warm_r
 
 
 def test_after_rollback_hooks_a_killed_controller_owed_run_when_the_next_one_starts_and_only_then(tmp_path):
-    out = tmp_path / "handed-back"
-    code = f"import json; open({str(out)!r}, 'a').write('ran' + chr(10)); print(json.dumps(dict(events_handed_back=3)))"
+    out, up = tmp_path / "handed-back", tmp_path / "stable-answers"
+    code = (
+        f"import json, os, sys; os.path.exists({str(up)!r}) or sys.exit(1);"
+        f" open({str(out)!r}, 'a').write('ran' + chr(10)); print(json.dumps(dict(events_handed_back=3)))"
+    )
     w = HookWorld(tmp_path, f"  after_rollback:\n    - name: reprocess\n      command: [python, -c, {code!r}]\n")
     r = w.release_web()
     drive(w, r, lambda r: r.phase == m.PROGRESSING)
@@ -164,8 +167,13 @@ def test_after_rollback_hooks_a_killed_controller_owed_run_when_the_next_one_sta
     w.controller.command(r.id, "abort")
     r = drive(w, r, lambda r: r.phase == m.ROLLED_BACK)
     assert not out.exists() and w.store.get(r.id).after_rollback_owed
-    w.controller = w.new_controller()  # the next controller: its first tick runs what was owed
+    w.controller = w.new_controller()  # the next controller: its first tick runs what was owed...
     w.tick()
+    assert not out.exists() and w.store.get(r.id).after_rollback_owed  # ...which fails: still owed
+    up.write_text("")
+    w.tick()
+    assert not out.exists()  # not tried again at every tick
+    w.tick(seconds=OWED_RETRY_S)
     assert out.read_text() == "ran\n" and not w.store.get(r.id).after_rollback_owed
     w.controller = w.new_controller()  # and a later one runs nothing again
     w.tick()
