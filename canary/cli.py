@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import select
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from canary.traffic.command import LoadUsageError
 from core.errors import ReleaseWardenError
@@ -257,9 +259,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `canary history | head -1`: the reader has what it wanted
+        if not _reader_gone(sys.stdout):
+            raise  # another pipe (a child's): an error, not the end of a listing
         # what is still buffered goes nowhere, not into a second error as the interpreter exits
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # as a shell reports a command ended by SIGPIPE
+
+
+def _reader_gone(stream: TextIO) -> bool:
+    """``stream`` is a pipe whose reading end is closed (poll says so of its writing end)."""
+    try:
+        poll = select.poll()
+        poll.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":
