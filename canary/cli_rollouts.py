@@ -96,7 +96,9 @@ def _spec_agrees(path: str, given: dict[str, Any], releasing: dict[str, str]) ->
     written for another service, or another release, is refused rather than half applied."""
     said = {"service": "the service", "stable": "the controller's stable release", "canary": "--to"}
     for field, value in releasing.items():
-        if field in given and str(given[field]) != value:
+        if field in given and not isinstance(given[field], str):  # 1.10 unquoted is YAML's 1.1
+            raise CommandError(f"{path}: spec.{field}: must be a string (quote it: YAML read {given[field]!r})")
+        if field in given and given[field] != value:
             raise CommandError(
                 f"{path}: spec.{field} is {given[field]!r}, but {said[field]} is {value!r}"
                 " (leave it out to take it from the command)"

@@ -60,6 +60,7 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
             ("service: importer", "spec.service is 'importer', but the service is 'resizer'"),
             ("stable: '0.9'", "spec.stable is '0.9', but the controller's stable release is '1.0'"),
             ("canary: '2.0'", "spec.canary is '2.0', but --to is '2.1'"),
+            ("canary: 2.10", "spec.canary: must be a string (quote it: YAML read 2.1)"),
         ):
             spec.write_text(f"apiVersion: releasewarden/v1\nkind: Rollout\nspec:\n  {field}\n")
             refused = canary("release", "resizer", "--to", "2.1", "--spec", str(spec))
