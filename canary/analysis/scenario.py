@@ -161,6 +161,11 @@ class Scenario:
         rollout = _rollout(data.get("rollout"), read_spec)
         customers = _customers(data.get("customers"))
         if rollout is not None and customers is not None:
+            if rollout.get("sticky") == "none":  # the world routes by customer: the spec must say so
+                raise ScenarioError(
+                    "rollout.sticky: none routes each request by itself, and customers: routes by customer; "
+                    "leave out one of them"
+                )
             if "history" in data["customers"]:
                 raise ScenarioError(
                     "customers.history: open loop only; with rollout: the history is what the spec's "

@@ -1,8 +1,9 @@
 """The controller's HTTP API for groups (bearer token, as every endpoint; mounted by ``api.routes``).
 
 - ``POST /api/groups`` (body: a group in YAML, members' rollouts inline: ``canary release --group``
-  sends it so) -> 201; 422 with every problem (field, line), an unknown service or release; 409 if a
-  group of that name is under way
+  sends it so) -> 201; 422 with every problem (field, line), an unknown service or release, a
+  member whose release is its service's stable already (``bad_member``); 409 if a group of that
+  name is under way, or a member that starts at once finds its service busy (``rollout_active``)
 - ``GET /api/groups``, ``GET /api/groups/{id}`` (its members with their rollouts, and its decisions)
 - ``POST /api/groups/{id}/pause|resume|abort`` -> 202: for every member (applied at the next tick);
   an aborted group's members not started yet never start

@@ -58,7 +58,7 @@ class GroupRunner:
                     f"member {m.name}: " + "; ".join(f"{p.path}: {p.message}" for p in problems), code="bad_member"
                 )
             busy = [r for r in await c.rollouts(active_only=True) if r.spec.service == m.service]
-            if busy:
+            if busy and not m.after:  # it would start now; one that waits for another may wait for this too
                 raise Conflict(
                     f"member {m.name}: {m.service} already has an active rollout ({busy[0].id[:8]}): "
                     "abort or finish it first",

@@ -133,6 +133,10 @@ def test_cli_closed_loop_rollout_from_a_spec_file(tmp_path):
             {"faulty_metrics": ["slow"], "rollout": {"steps": [{"weight": 5}], "metrics": [{"name": "errors"}]}},
             "faulty_metrics: 'slow' is not a metric of the rollout",
         ),
+        (
+            {"customers": {"count": 10}, "rollout": {"steps": [{"weight": 5}], "sticky": "none"}},
+            "rollout.sticky: none routes each request by itself, and customers: routes by customer",
+        ),
     ],
 )
 def test_new_scenario_fields_name_the_field(change, message):

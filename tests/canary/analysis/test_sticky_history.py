@@ -133,5 +133,5 @@ def test_the_wait_is_read_checked_and_stored_with_the_judge_spec():
     assert JudgeSpec.from_dict(older).history_seconds == 0
     with pytest.raises(SpecError, match=r"spec\.sticky\.history_seconds: must be between 0 and 3600"):
         JudgeSpec.from_mapping({"steps": [{"weight": 5}], "sticky": {"header": "X", "history_seconds": -1}})
-    with pytest.raises(SpecError, match=r"spec\.sticky: must be a mapping"):
+    with pytest.raises(SpecError, match=r"spec\.sticky: must be none or a mapping"):
         JudgeSpec.from_mapping({"steps": [{"weight": 5}], "sticky": "X-Account-Id"})
