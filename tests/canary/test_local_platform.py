@@ -160,8 +160,10 @@ async def test_a_release_that_died_is_relaunched_once_however_many_ask(tmp_path,
     platform = LocalPlatform(tmp_path, shipped_catalog())
     try:
         first = await platform.start("resizer", "2.0", "canary")
-        os.kill(platform.entries[("resizer", "2.0")].proc.pid, signal.SIGKILL)
-        await asyncio.sleep(0.01)  # reaped: the entry's process is seen dead by both
+        died = platform.entries[("resizer", "2.0")].proc
+        os.kill(died.pid, signal.SIGKILL)
+        assert died.popen is not None
+        died.popen.wait(10)  # reaped: the entry's process is seen dead by all who ask
         again = await asyncio.gather(*(platform.start("resizer", "2.0", "canary") for _ in range(3)))
         assert {i.url for i in again} == {first.url}
         for _ in range(20):  # the supervisor's rounds, relaunching nothing more
