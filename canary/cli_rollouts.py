@@ -61,9 +61,9 @@ def release(args: argparse.Namespace) -> int:
         raise CommandError(f"the catalog is wrong:\n{exc}") from None
     except KeyError as exc:
         raise CommandError(str(exc.args[0])) from None
-    if not entry.knows_release(args.to):
-        known = ", ".join(entry.releases or ())
-        raise CommandError(f"{args.service} has no release {args.to!r} (its catalog entry lists {known})")
+    unknown = entry.unknown_release(args.to)
+    if unknown:
+        raise CommandError(unknown)
     doc = entry.rollout_document(args.to)
     given: dict[str, Any] = {}
     if args.spec:

@@ -46,6 +46,12 @@ class ServiceEntry:
     def knows_release(self, release: str) -> bool:
         return self.releases is None or release in self.releases
 
+    def unknown_release(self, release: str) -> str | None:
+        """Why ``release`` cannot be released (the entry does not list it), in words; None if it can."""
+        if self.knows_release(release):
+            return None
+        return f"{self.name} has no release {release!r} (its catalog entry lists {', '.join(self.releases or ())})"
+
     def hooks_at(self, moment: Moment) -> tuple[Hook, ...]:
         return tuple(h for h in self.hooks if h.moment is moment)
 

@@ -15,7 +15,7 @@ from canary.controller.group_machine import Group, GroupDecision, MemberSeen, ad
 from canary.controller.group_spec import load_group
 from canary.controller.group_store import GroupStore
 from canary.controller.machine import PAUSABLE
-from canary.controller.spec import SpecError
+from canary.controller.spec import Problem, SpecError
 from canary.controller.spec import check as check_spec
 from core.errors import Conflict, NotFound, ReleaseWardenError, Unprocessable
 
@@ -36,6 +36,7 @@ class GroupRunner:
     async def create(self, text: str) -> Group:
         spec = load_group(text, "group")
         c = self.controller
+        busy = {r.spec.service: r for r in await c.rollouts(active_only=True)}
         for m in spec.members:
             if m.service not in c.stable:
                 raise Unprocessable(
@@ -54,13 +55,10 @@ class GroupRunner:
             # service's stable already), its service busy with another rollout
             _, problems = check_spec(m.rollout_text(spec.name, c.stable[m.service]), "member")
             if problems:
-                raise Unprocessable(
-                    f"member {m.name}: " + "; ".join(f"{p.path}: {p.message}" for p in problems), code="bad_member"
-                )
-            busy = [r for r in await c.rollouts(active_only=True) if r.spec.service == m.service]
-            if busy and not m.after:  # it would start now; one that waits for another may wait for this too
+                raise Unprocessable(f"member {m.name}: {_said(problems)}", code="bad_member")
+            if m.service in busy and not m.after:  # it would start now; one that waits may wait for this too
                 raise Conflict(
-                    f"member {m.name}: {m.service} already has an active rollout ({busy[0].id[:8]}): "
+                    f"member {m.name}: {m.service} already has an active rollout ({busy[m.service].id[:8]}): "
                     "abort or finish it first",
                     code="rollout_active",
                 )
@@ -119,7 +117,7 @@ class GroupRunner:
             except Conflict as exc:  # its service is busy with another rollout: tried again next tick
                 log.error("group %s: member %s cannot start yet: %s", new.spec.name, member_name, exc)
             except SpecError as exc:  # never valid as it is: cancelled at the next tick, the others go on
-                why = "; ".join(f"{p.path}: {p.message}" for p in exc.problems)
+                why = _said(exc.problems)
                 log.error("group %s: member %s cannot start: %s", new.spec.name, member_name, why)
                 self.refused.setdefault(new.id, {})[member_name] = why
         for rollout_id in actions.abort:
@@ -130,3 +128,8 @@ class GroupRunner:
                 if r.phase in takes:
                     c.command(r.id, command)
         return actions.hold
+
+
+def _said(problems: list[Problem]) -> str:
+    """A member's spec problems on one line, field by field (its document is the group's, not a file)."""
+    return "; ".join(f"{p.path}: {p.message}" for p in problems)

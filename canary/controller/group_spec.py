@@ -208,13 +208,9 @@ def _build(
         if [x["service"] for x in s["members"]].index(m["service"]) != i:
             problem((*at, "service"), f"{m['service']} is already a member: one rollout per service at a time")
         if catalog is not None and m["service"] in catalog:
-            entry = catalog[m["service"]]
-            if not entry.knows_release(str(m["release"])):
-                known = ", ".join(entry.releases or ())
-                problem(
-                    (*at, "release"),
-                    f"{m['service']} has no release {m['release']!r} (its catalog entry lists {known})",
-                )
+            unknown = catalog[m["service"]].unknown_release(str(m["release"]))
+            if unknown:
+                problem((*at, "release"), unknown)
         after = []
         for j, a in enumerate(m.get("after", [])):
             dep = After(a, None) if isinstance(a, str) else After(a["member"], a["step"])
