@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from canary.catalog import templates
-from canary.controller.spec import DEFAULT_STICKY, Metric, Step
+from canary.controller.spec import Metric, Step
+from canary.controller.spec_schema import DEFAULT_STICKY
 from canary.providers.base import ConservationCounters
 from core.settings import Settings
 

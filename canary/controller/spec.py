@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from canary.controller.spec_schema import SCHEMA
+from canary.controller.spec_schema import DEFAULT_STICKY, SCHEMA
 from core.errors import ConfigError
 
 
@@ -87,7 +87,6 @@ class MirrorSpec:
     baseline: MirrorBaseline = MirrorBaseline.NONE
 
 
-DEFAULT_STICKY: dict[str, Any] = {"header": "X-Account-Id"}
 NO_STICKY = "none"  # `sticky: none`: each request is drawn by itself, and judged so
 
 

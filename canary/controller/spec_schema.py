@@ -59,6 +59,7 @@ _METRIC = {
         "bad_query": {"type": "string", "minLength": 1, "description": "Prometheus: PromQL for a track's bad events"},
     },
 }
+DEFAULT_STICKY: dict[str, Any] = {"header": "X-Account-Id"}  # a spec that names no sticky key
 _STICKY_KEY = {
     "type": "object",
     "additionalProperties": False,
@@ -127,7 +128,7 @@ SCHEMA: dict[str, Any] = {
                 "sticky": {
                     "description": "none (each request drawn by itself), or one key of header, cookie or "
                     "path_param (and history_seconds if wanted)",
-                    "default": {"header": "X-Account-Id"},
+                    "default": DEFAULT_STICKY,
                     "oneOf": [{"const": "none"}, _STICKY_KEY],
                 },
                 "alerts": {
