@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import select
 import signal
 import sys
@@ -101,9 +100,6 @@ def _up(args: argparse.Namespace) -> int:
     )
 
 
-SERVICE_KIND = re.compile(r"^kind:\s*[\"']?Service[\"']?\s*(#.*)?$", re.MULTILINE)
-
-
 def _lint_catalog(paths: Sequence[str], name: str) -> bool:
     """Print a catalog's problems (or ``ok``); True if it has any."""
     from canary.catalog import lint_catalog
@@ -117,7 +113,7 @@ def _lint_catalog(paths: Sequence[str], name: str) -> bool:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from canary.catalog.loader import specs_beside
+    from canary.catalog.loader import specs_beside, top_level_kinds
     from canary.catalog.settings import catalog_paths
     from canary.controller.spec import rule_alerts
 
@@ -128,9 +124,10 @@ def _lint(args: argparse.Namespace) -> int:
     for path in args.files:
         if Path(path).is_dir():  # a catalog directory: every entry, and names used twice across them
             failed = _lint_catalog([path], path) or failed
-            beside = [str(f) for f in specs_beside(Path(path))]  # and the specs kept beside them
             members = [path, *(catalog_paths(args.catalog) if args.catalog else ())]  # a group's members
-            failed = _lint_specs(beside, alerts, members) or failed
+            for beside in specs_beside(Path(path)):  # and the specs kept beside them
+                text = beside.read_text(encoding="utf-8", errors="replace")
+                failed = _lint_spec(str(beside), text, alerts, members) or failed
             continue
         try:
             text = Path(path).read_text(encoding="utf-8")
@@ -138,32 +135,24 @@ def _lint(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise UsageError(f"{path}: not UTF-8 text") from None
-        if SERVICE_KIND.search(text):  # a catalog entry (kind: Service), not a rollout spec
+        if "Service" in top_level_kinds(text):  # a catalog entry, not a rollout spec
             failed = _lint_catalog([path], path) or failed
             continue
         catalog = catalog_paths(args.catalog) if args.catalog else ()  # a group's members' defaults
-        failed = _lint_specs([path], alerts, catalog, {path: text}) or failed
+        failed = _lint_spec(path, text, alerts, catalog) or failed
     return 1 if failed else 0
 
 
-def _lint_specs(
-    paths: Sequence[str], alerts: dict[str, bool], catalog: Sequence[str], texts: dict[str, str] | None = None
-) -> bool:
-    """Print each rollout spec's or group's problems (or ``ok``); True if any has one."""
+def _lint_spec(path: str, text: str, alerts: dict[str, bool], catalog: Sequence[str]) -> bool:
+    """Print a rollout spec's or a group's problems (or ``ok``); True if it has any."""
     from canary.cli_groups import lint
 
-    failed = False
-    for path in paths:
-        text = (texts or {}).get(path)
-        if text is None:
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
-        problems = lint(text, path, alerts, catalog)  # a rollout spec or a group
-        for problem in problems:
-            print(problem.render(path))
-        failed = failed or bool(problems)
-        if not problems:
-            print(f"{path}: ok")
-    return failed
+    problems = lint(text, path, alerts, catalog)
+    for problem in problems:
+        print(problem.render(path))
+    if not problems:
+        print(f"{path}: ok")
+    return bool(problems)
 
 
 class UsageError(ReleaseWardenError):

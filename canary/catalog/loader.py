@@ -70,7 +70,13 @@ def catalog_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem
     return files, problems
 
 
-OTHER_KIND = re.compile(r"^kind:\s*[\"']?(Rollout|Group)[\"']?\s*(#.*)?$", re.MULTILINE)
+TOP_LEVEL_KIND = re.compile(r"^kind:\s*[\"']?(\w+)[\"']?\s*(?:#.*)?$", re.MULTILINE)
+
+
+def top_level_kinds(text: str) -> set[str]:
+    """The ``kind:`` values a YAML document names at its top level, read without parsing it (a
+    catalog entry is ``Service``; a rollout spec ``Rollout``; a group ``Group``)."""
+    return set(TOP_LEVEL_KIND.findall(text))
 
 
 def specs_beside(directory: Path) -> list[Path]:
@@ -85,7 +91,7 @@ def specs_beside(directory: Path) -> list[Path]:
                 head = opened.read(MAX_FILE_BYTES).decode("utf-8", errors="replace")
         except OSError:
             continue  # check_file names it
-        if OTHER_KIND.search(head):
+        if top_level_kinds(head) & {"Rollout", "Group"}:
             out.append(f)
     return out
 
