@@ -245,7 +245,7 @@ class LocalPlatform:
         return going
 
     def _launch(self, service: str, release: str, track: str, port: int | None) -> ServiceProcess:
-        if port and not _listenable(port):  # a ready answer there would be another program's
+        if port and not _bindable(port, reuse_address=True):  # a ready answer there would be another program's
             raise DependencyUnavailable(f"{service} {release}: port {port} is taken by another process")
         port = port or free_port()
         launch = self._launch_of(service, release, track, port)
@@ -365,11 +365,12 @@ def _answers_as(record: ProcessRecord, health_path: str, client: httpx.Client) -
     return (health.get("service"), str(health.get("release"))) == (record.service, record.release)
 
 
-def _listenable(port: int) -> bool:
-    """Nothing listens on ``port`` (a server may bind it: connections of the last one, in TIME_WAIT,
-    do not count, as for a server's own SO_REUSEADDR)."""
+def _bindable(port: int, reuse_address: bool = False) -> bool:
+    """``port`` on 127.0.0.1 can be bound now; with ``reuse_address``, as a server binds it (the
+    last one's connections in TIME_WAIT do not count): nothing listens there."""
     with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_address:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -378,14 +379,8 @@ def _listenable(port: int) -> bool:
 
 
 def _if_free(port: int | None) -> int | None:
-    if port is None:
-        return None
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return None  # another program took it meanwhile
-    return port
+    """``port`` if no other program took it meanwhile, else None."""
+    return port if port is not None and _bindable(port) else None
 
 
 def _same_process(record: ProcessRecord, launch: Launch) -> bool:
