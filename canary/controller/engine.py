@@ -185,9 +185,8 @@ class Controller:
             return
         if not self.owed_paid and now >= self.owed_due:  # hooks owed: a killed controller's, or failed
             self.owed_paid, self.owed_due = True, now + OWED_RETRY_S  # a failure below makes it False again
-            for owed in await asyncio.to_thread(self.store.list_rollouts, False):
-                if owed.phase == machine.ROLLED_BACK and owed.after_rollback_owed:
-                    await self._guarded(owed, self._reprocess(owed), "running the after_rollback hooks it owed")
+            for owed in await asyncio.to_thread(self.store.after_rollback_owing):
+                await self._guarded(owed, self._reprocess(owed), "running the after_rollback hooks it owed")
         await self.groups.tick(now)  # groups first: the member rollouts they start are stepped this tick
         active = await asyncio.to_thread(self.store.list_rollouts, True)
         for rollout in active:

@@ -194,6 +194,14 @@ class Store:
         with self.engine.connect() as conn:
             return [_rollout(row) for row in conn.execute(query)]
 
+    def after_rollback_owing(self) -> list[machine.Rollout]:
+        """The rolled-back rollouts whose after_rollback hooks are still owed; only those have their
+        spec parsed (the history is read whole, at a controller's start and while any is owed)."""
+        query = select(rollouts).where(rollouts.c.active_service.is_(None)).order_by(rollouts.c.created_at)
+        with self.engine.connect() as conn:
+            rows = [row for row in conn.execute(query) if json.loads(row.state).get("after_rollback_owed")]
+        return [r for r in map(_rollout, rows) if r.phase == machine.ROLLED_BACK]
+
     def after_rollback_paid(self, rollout_id: str) -> None:
         """The rolled-back rollout's after_rollback hooks passed: nothing is owed any more."""
         with write_transaction(self.engine) as conn:
