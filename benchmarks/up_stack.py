@@ -40,6 +40,10 @@ class Stack:
     def token(self) -> str:
         return (self.state / "admin-token").read_text().strip()
 
+    def service_token(self) -> str:
+        """What the releases take for their own admin endpoints (the opens' token minting)."""
+        return (self.state / "service-token").read_text().strip()
+
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token()}"}
 
@@ -148,7 +152,8 @@ def until(condition: Callable[[], Any], seconds: float = 120.0, step: float = 0.
 
 
 def load_through(router_url: str, token: str, rate: float = RATE) -> LoadConfig:
-    """`canary load` through the router at ``rate``, for up to an hour (stopped by its event)."""
+    """`canary load` through the router at ``rate``, for up to an hour (stopped by its event);
+    ``token`` is the service token, which mints the opens' tracking tokens."""
     return LoadConfig(
         importer=f"{router_url}/importer",
         opens=f"{router_url}/opens",
@@ -163,7 +168,7 @@ def load_through(router_url: str, token: str, rate: float = RATE) -> LoadConfig:
 
 class Load:
     def __init__(self, stack: Stack) -> None:
-        config = load_through(stack.router, stack.token())
+        config = load_through(stack.router, stack.service_token())
         self.stack = stack
         self.before = self.pixels()
         self.stop_event = threading.Event()

@@ -2,19 +2,24 @@
 embedded default (SQLite files and local processes in the state directory), in the foreground.
 
 The admin token is ``CANARY_ADMIN_TOKEN`` or one generated and kept in ``STATE/admin-token``
-(mode 0600), where the other ``canary`` commands find it.  Ctrl-C (or SIGTERM) stops everything it
-started.  A crash is not a stop: the controller, the router and the releases run in sessions of their
-own and keep serving when ``canary up`` is killed outright, and the next ``canary up`` on the same
-state directory adopts what still runs and answers (the acting controller on its port, the router on
-its port, each release on its port) instead of restarting it.  While it runs, ``canary up`` restarts
-a router that died, and keeps a warm standby controller that acts the moment the acting one dies
-(``canary.controller.local_controllers``).  ``local_stack`` (tests, the replay) runs the controller
-in a thread of the calling process instead.
+(mode 0600), where the other ``canary`` commands find it.  It is the controller's and the router's
+alone: routers and queue consumers read the route table with the table token (``STATE/table-token``,
+or ``CANARY_TABLE_TOKEN``), and every release, canaries included, gets the service token
+(``STATE/service-token``, or ``CANARY_SERVICE_TOKEN``) for its own admin endpoints, so that a
+release under judgment holds no token that commands the controller (:class:`StackTokens`).
+Ctrl-C (or SIGTERM) stops everything it started. A crash is not a stop: the controller, the router
+and the releases run in sessions of their own and keep serving when ``canary up`` is killed
+outright, and the next ``canary up`` on the same state directory adopts what still runs and answers
+(the acting controller on its port, the router on its port, each release on its port) instead of
+restarting it. While it runs, ``canary up`` restarts a router that died, and keeps a warm standby
+controller that acts the moment the acting one dies (``canary.controller.local_controllers``).
+``local_stack`` (tests, the replay) runs the controller in a thread of the calling process instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -37,12 +42,40 @@ from core.serve import serve_in_thread
 from core.settings import Settings
 
 TOKEN_FILE = "admin-token"
+TABLE_TOKEN_FILE = "table-token"
+SERVICE_TOKEN_FILE = "service-token"
 ALERT_TOKEN_FILE = "alert-token"
 LOCAL_SCRAPE_S = 2.0  # `canary up --prometheus`: a short scrape interval, for a judge that is not slow
 
 
 def admin_token(state_dir: Path) -> str:
     return os.environ.get("CANARY_ADMIN_TOKEN", "") or secret_in_file(state_dir / TOKEN_FILE)
+
+
+def service_token(state_dir: Path) -> str:
+    """The token every release of every service takes for its own admin endpoints (``canary load``
+    presents it to the services it drives)."""
+    return os.environ.get("CANARY_SERVICE_TOKEN", "") or secret_in_file(state_dir / SERVICE_TOKEN_FILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class StackTokens:
+    """One token per role: ``admin`` commands the controller (and the router's admin endpoints),
+    ``table`` only reads the route table (routers, queue consumers), ``service`` is the services'
+    own (their admin endpoints; the controller's hooks present it to them)."""
+
+    admin: str
+    table: str
+    service: str
+
+    @classmethod
+    def of(cls, state_dir: Path, admin: str) -> StackTokens:
+        table = os.environ.get("CANARY_TABLE_TOKEN", "") or secret_in_file(state_dir / TABLE_TOKEN_FILE)
+        return cls(admin, table, service_token(state_dir))
+
+    def given_to(self, settings: Settings) -> Settings:
+        """The controller's ``settings`` with them."""
+        return dataclasses.replace(settings, admin_token=self.admin, table_token=self.table, service_token=self.service)
 
 
 @contextlib.contextmanager
@@ -63,8 +96,9 @@ def local_stack(
     ``catalog=...``); ``stable`` None runs every catalog service at its entry's stable release.
     Yields (controller URL, router URL, controller app) once the router routes every stable service.
     """
-    controller_settings = Settings(
-        db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), admin_token=token, **settings
+    tokens = StackTokens.of(state_dir, token)
+    controller_settings = tokens.given_to(
+        Settings(db_url=f"sqlite:///{state_dir / 'controller.db'}", state_dir=str(state_dir), **settings)
     )
     catalog = catalog_for(controller_settings)  # a wrong entry stops here: file, field, line
     if stable is None:
@@ -74,11 +108,11 @@ def local_stack(
     table_url = f"{controller_url}/api/routes"
     with contextlib.ExitStack() as stack:
         if router_as_process:
-            router_url = stack.enter_context(router_process(state_dir, table_url, token, free_port()))
+            router_url = stack.enter_context(router_process(state_dir, table_url, tokens, free_port()))
         else:
             from canary.router.app import create_router  # here only: `canary up` restarts faster without it
 
-            router = create_router(Settings(admin_token=token), table_source=table_url, table_token=token)
+            router = create_router(Settings(admin_token=token), table_source=table_url, table_token=tokens.table)
             router_port = free_port()
             router.tables.configure(address=f"127.0.0.1:{router_port}")  # who confirms the table it serves
             router_url = stack.enter_context(serve_in_thread(router, port=router_port))
@@ -102,11 +136,11 @@ def _health_path(catalog: Catalog, service: str) -> str:
 
 
 @contextlib.contextmanager
-def router_process(state_dir: Path, table_url: str, token: str, port: int) -> Iterator[str]:
+def router_process(state_dir: Path, table_url: str, tokens: StackTokens, port: int) -> Iterator[str]:
     """``python -m canary.router`` on ``port``, reading its table from ``table_url``, supervised
     (restarted when it dies) while this runs; one a killed run left on that port is adopted, not
     replaced (``canary.platforms.local_router``).  Leaving stops it."""
-    router = LocalRouter(state_dir, table_url, token, port)
+    router = LocalRouter(state_dir, table_url, port, admin_token=tokens.admin, table_token=tokens.table)
     url = router.start()
     try:
         yield url
@@ -169,17 +203,19 @@ def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: boo
     catalog = load_catalog(catalog_paths(catalog_setting))  # refused before anything starts: file, field, line
     stable = {name: entry.stable for name, entry in catalog.entries.items()}
     token = admin_token(state_dir)
+    tokens = StackTokens.of(state_dir, token)
     controller_url = f"http://127.0.0.1:{controller_port}"
     with contextlib.ExitStack() as stack:
-        router_url = stack.enter_context(router_process(state_dir, f"{controller_url}/api/routes", token, router_port))
+        router_url = stack.enter_context(router_process(state_dir, f"{controller_url}/api/routes", tokens, router_port))
         monitoring = stack.enter_context(local_monitoring(state_dir, controller_url, token)) if prometheus else {}
-        settings = Settings(
-            db_url=f"sqlite:///{state_dir / 'controller.db'}",
-            state_dir=str(state_dir),
-            admin_token=token,
-            port=controller_port,
-            catalog=catalog_setting,
-            **monitoring,
+        settings = tokens.given_to(
+            Settings(
+                db_url=f"sqlite:///{state_dir / 'controller.db'}",
+                state_dir=str(state_dir),
+                port=controller_port,
+                catalog=catalog_setting,
+                **monitoring,
+            )
         )
         controllers = LocalControllers(
             state_dir,
@@ -208,7 +244,16 @@ def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: boo
 
 def controller_environment(settings: Settings) -> dict[str, str]:
     """The settings `canary up` decides, for its controller processes (which read the environment)."""
-    fields = ("db_url", "state_dir", "admin_token", "catalog", "prometheus_url", "prometheus_scrape_interval_s")
+    fields = (
+        "db_url",
+        "state_dir",
+        "admin_token",
+        "table_token",
+        "service_token",
+        "catalog",
+        "prometheus_url",
+        "prometheus_scrape_interval_s",
+    )
     env = {f"CANARY_{name.upper()}": str(getattr(settings, name)) for name in fields}
     if settings.alert_token:
         env["CANARY_ALERT_TOKEN"] = settings.alert_token

@@ -157,11 +157,14 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-def require_token(request: Request, expected: str) -> None:
-    """Bearer-token check for admin and controller endpoints (constant-time compare)."""
+def require_token(request: Request, *accepted: str) -> None:
+    """Bearer-token check for admin and controller endpoints: the token must be one of ``accepted``
+    (constant-time compares; an empty one accepts nobody)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+    if scheme.lower() != "bearer" or not any(
+        expected and hmac.compare_digest(token.encode(), expected.encode()) for expected in accepted
+    ):
         raise Unauthorized("a valid bearer token is required", code="token_required")
 
 

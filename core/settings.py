@@ -33,7 +33,8 @@ class Settings:
     state_dir: str = "state"
     host: str = "127.0.0.1"
     port: int = 8000
-    # Bearer token for admin endpoints; empty means admin endpoints refuse everyone.
+    # Bearer token for admin endpoints; empty means admin endpoints refuse everyone.  A service's
+    # releases get the controller's service_token as theirs, never the controller's admin token.
     admin_token: str = ""
     # HMAC key for tracking tokens (opens).  Must be the same for every release of a service.
     token_secret: str = ""
@@ -53,7 +54,12 @@ class Settings:
     # Queue consumers: the route table to read their share from, and their track
     route_table: str = ""
     track: str = "stable"
+    # Routers and queue consumers: the token they present to read the route table; the controller:
+    # the token it accepts for reading it (its admin token reads it too).  It reads, never commands.
     table_token: str = ""
+    # Controller: the token a service's releases (canaries included) get for their own admin
+    # endpoints, and that its hooks present to them: the catalog's {settings.service_token}
+    service_token: str = ""
     # Controller: where its metrics come from (empty: the router's own counters), and the token
     # Alertmanager presents to POST /api/alerts (the admin token is accepted there too)
     prometheus_url: str = ""

@@ -54,6 +54,22 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
     try:
         until(lambda: canary("status").returncode == 0, 60, step=0.1)
         assert canary("status").stdout.strip() == "no active rollout"
+        # one token per role: no release holds one that commands the controller (a canary gets the
+        # same environment from the catalog entry)
+        admin, service = ((tmp_path / f"{role}-token").read_text().strip() for role in ("admin", "service"))
+        pattern = f"-m services[.].* --state-dir {tmp_path}"
+        releases = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
+        pids = releases.stdout.split()
+        assert len(pids) >= 4  # importer, opens, its processor, resizer
+        for pid in pids:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert not any(admin.encode() in item for item in environ), pid
+            assert f"CANARY_ADMIN_TOKEN={service}".encode() in environ, pid
+        mint = f"http://127.0.0.1:{rport}/opens/admin/tokens"
+        sends = {"sends": [{"campaign_id": 1, "contact_id": 2, "send_id": 3}]}
+        for token, status in ((admin, 401), (service, 200)):
+            minted = httpx.post(mint, json=sends, headers={"Authorization": f"Bearer {token}"})
+            assert minted.status_code == status, minted.text
         # a spec file written for another service or release is refused, not half applied
         spec = tmp_path / "other.yaml"
         for field, words in (

@@ -180,7 +180,7 @@ def test_a_controller_killed_in_any_phase_resumes_without_acting_twice_and_consu
         wait_until(world_matches_the_stored_phase, lambda: f"the world never matched {phase}")
         before = decisions(rid)
         running = services() - {str(first.pid)}  # the releases it started
-        load = BackgroundLoad(f"http://127.0.0.1:{rport}", token())
+        load = BackgroundLoad(f"http://127.0.0.1:{rport}", (tmp_path / "service-token").read_text().strip())
         pixels = opens_requests()
         wait_until(lambda: opens_requests() > pixels + 20, lambda: "the load never reached the router")
         acting = lock_holder_pid(tmp_path)

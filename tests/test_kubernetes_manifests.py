@@ -102,6 +102,35 @@ def test_each_service_runs_stable_and_canary_the_way_the_platform_drives_them(ov
     assert router["spec"]["replicas"] >= 2 and "http://controller:8700/api/routes" in app_container(router)["command"]
 
 
+def secret_keys(deployment: dict[str, Any]) -> dict[str, str]:
+    """Environment variable -> the key of Secret releasewarden it takes."""
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for c in deployment["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_release_holds_a_token_that_commands_the_controller(overlay):
+    docs = built(overlay)
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    releases = [d for d in deployments if "track" in d["spec"]["selector"]["matchLabels"]]
+    assert len(releases) >= 2 * len(APPS)
+    for d in releases:  # canaries included: one under judgment could promote itself
+        assert not {"admin-token", "alert-token"} & set(secret_keys(d).values()), d["metadata"]["name"]
+    consumer = secret_keys(find(docs, "Deployment", "opens-processor-canary"))
+    assert consumer["CANARY_TABLE_TOKEN"] == "table-token" and consumer["CANARY_ADMIN_TOKEN"] == "service-token"
+    assert secret_keys(find(docs, "Deployment", "router"))["CANARY_TABLE_TOKEN"] == "table-token"
+    controller = secret_keys(find(docs, "Deployment", "controller"))
+    assert controller["CANARY_TABLE_TOKEN"] == "table-token" and controller["CANARY_SERVICE_TOKEN"] == "service-token"
+    secrets = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "releasewarden"]
+    if secrets:  # the local overlay makes it: every key a pod names is there
+        named = {key for d in deployments for key in secret_keys(d).values()}
+        assert named <= set(secrets[0]["data"]), named - set(secrets[0]["data"])
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_controller_may_do_exactly_what_it_needs_and_sets_the_image_its_deployments_use(overlay):
     docs = built(overlay)

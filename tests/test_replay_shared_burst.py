@@ -28,7 +28,7 @@ from canary.controller.evidence_figures import figures
 from canary.replay import group_report, shared_stable
 from canary.replay.figures import group_figures, release_figures
 from canary.replay.recorder import GroupTrack, Recorder
-from canary.stack import admin_token, local_stack
+from canary.stack import admin_token, local_stack, service_token
 from canary.traffic.load import LoadConfig, run
 from core.db import normalise_url
 from tests.conftest import pg_base_url
@@ -143,7 +143,7 @@ def test_a_burst_on_the_shared_database_is_noted_and_rolls_no_member_back(tmp_pa
             mix={"importer": 0.7, "resizer": 0.3},
             accounts=200,
             pool=10,
-            admin_token=token,
+            admin_token=service_token(state),
         )
         load = threading.Thread(
             target=run, args=(config, lambda line: prepared.set() if line.startswith("prepared") else None, stop)

@@ -117,6 +117,8 @@ def _process(
             yield where, "never names {port} (nor does environment): the release cannot know where to listen"
     for name, value in p.get("environment", {}).items():
         yield from _template(value, (*at, "environment", name), templates.LOCAL, settings=True, has_db=has_db)
+        for secret in templates.controller_secrets(value):
+            yield (*at, "environment", name), _handed_to_release(secret)
     if "working_dir" in p:
         yield from _template(p["working_dir"], (*at, "working_dir"), templates.LOCAL, has_db=has_db)
 
@@ -172,6 +174,12 @@ def _hook(hook: dict[str, Any], moment: str, at: tuple[Any, ...], catalog_dir: P
         setting = http.get("token_setting")
         if setting is not None and setting not in templates.SETTINGS:
             yield (*at, "http", "token_setting"), f"unknown setting {setting!r}"
+        if {"stable_url", "canary_url"} & set(_names(http["url"])):  # the hook calls a release
+            if setting in templates.CONTROLLER_SECRETS:
+                yield (*at, "http", "token_setting"), _handed_to_release(setting)
+            for name, value in http.get("headers", {}).items():
+                for secret in templates.controller_secrets(value):
+                    yield (*at, "http", "headers", name), _handed_to_release(secret)
     if "command" in hook:
         for i, arg in enumerate(hook["command"]):
             yield from _template(arg, (*at, "command", i), templates.HOOK)
@@ -180,6 +188,14 @@ def _hook(hook: dict[str, Any], moment: str, at: tuple[Any, ...], catalog_dir: P
         yield from _template(value, (*at, "environment", name), templates.HOOK, settings=True)
     if "working_dir" in hook:
         yield from _template(hook["working_dir"], (*at, "working_dir"), templates.HOOK)
+
+
+def _handed_to_release(secret: str) -> str:
+    return (
+        f"{{settings.{secret}}} would hand a controller token to the releases, canaries included (one under "
+        "judgment could command the controller): give them {settings.service_token} for their own admin "
+        "endpoints, {settings.table_token} to read the route table"
+    )
 
 
 def _http_url(url: str, at: tuple[Any, ...]) -> Found:

@@ -29,6 +29,8 @@ KUBE_CONSUMER_NAME = frozenset({"service", "consumer", "track"})
 KUBE_TAG = frozenset({"release"})
 # Hooks: the rollout at the moment the hook runs
 HOOK = frozenset({"service", "stable", "canary", "stable_url", "canary_url", "rollout_id", "moment", "catalog_dir"})
+# Settings that command the controller: never handed to a release (a canary could promote itself)
+CONTROLLER_SECRETS = frozenset({"admin_token", "alert_token"})
 
 
 class TemplateError(ValueError):
@@ -68,6 +70,15 @@ def problems(template: str, allowed: frozenset[str], *, settings_allowed: bool =
         elif name not in allowed:
             out.append(f"unknown placeholder {{{name}}} (known: {', '.join(sorted(allowed))})")
     return out
+
+
+def controller_secrets(template: str) -> list[str]:
+    """The settings among :data:`CONTROLLER_SECRETS` that ``template`` names."""
+    try:
+        names = placeholders(template)
+    except TemplateError:
+        return []
+    return [n[len(SETTING_PREFIX) :] for n in names if n[len(SETTING_PREFIX) :] in CONTROLLER_SECRETS]
 
 
 def render(template: str, values: Mapping[str, str], settings: Settings | None = None) -> str:

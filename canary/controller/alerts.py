@@ -26,19 +26,14 @@ from starlette.responses import JSONResponse, Response
 from canary.controller import machine
 from canary.controller.engine import Controller
 from core.app import read_body, require_token
-from core.errors import BadRequest, NotFound, Unauthorized
+from core.errors import BadRequest, NotFound
 
 MAX_PAYLOAD = 1 << 20
 
 
 def _auth_alert_sender(request: Request) -> None:
     settings = request.app.state.settings
-    try:
-        require_token(request, settings.alert_token or settings.admin_token)
-    except Unauthorized:
-        if not settings.alert_token:
-            raise
-        require_token(request, settings.admin_token)
+    require_token(request, settings.alert_token, settings.admin_token)
 
 
 async def webhook(request: Request) -> Response:

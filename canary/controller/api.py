@@ -1,4 +1,5 @@
-"""The controller's HTTP API (every ``/api`` endpoint needs the bearer token; open are only the app
+"""The controller's HTTP API (every ``/api`` endpoint needs the admin token, ``GET /api/routes`` also
+takes the table token, ``POST /api/alerts`` the alert token; open are only the app
 factory's ``/healthz``, ``/readyz`` and ``/metrics``, for Prometheus's scrape: rollout ids, services,
 releases and phases, no consumer's data, and the dashboard's page, which holds none).
 
@@ -155,7 +156,8 @@ async def command(request: Request) -> Response:
 
 
 async def route_table(request: Request) -> Response:
-    _auth(request)
+    settings = request.app.state.settings
+    require_token(request, settings.table_token, settings.admin_token)  # the table token reads, never commands
     reader = parse_reader(request.headers.get("x-table-reader"), request.headers.get("x-table-version"))
     return JSONResponse(request.app.state.controller.poll_table(reader))
 

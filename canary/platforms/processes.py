@@ -204,7 +204,10 @@ def start_service(
         release,
         port=port,
         state_dir=state_dir,
-        settings=Settings(admin_token=env.get("CANARY_ADMIN_TOKEN", "")),
+        # the entry hands a release the controller's service and table tokens: here, the caller's
+        settings=Settings(
+            service_token=env.get("CANARY_ADMIN_TOKEN", ""), table_token=env.get("CANARY_TABLE_TOKEN", "")
+        ),
         track=env.get("CANARY_TRACK", "stable"),
         route_table=env.get("CANARY_ROUTE_TABLE", ""),
         db_url=db_url,

@@ -29,7 +29,7 @@ from canary.replay import figures, report, schedule, shared_stable
 from canary.replay.live import LiveView
 from canary.replay.plan import DEMO, FAULTY, MIX, REWORKED, STABLE, Pace, group_text, load_config
 from canary.replay.recorder import GroupTrack, Recorder, Track
-from canary.stack import admin_token, local_stack
+from canary.stack import StackTokens, admin_token, local_stack
 from canary.traffic.load import run as run_load
 from core.errors import DependencyUnavailable
 
@@ -65,7 +65,7 @@ def replay(state_dir: Path, pace: Pace = DEMO, say: Say = print, interactive: bo
         ledger = OpensLedger(lambda release: app.state.controller.upstreams.get(("opens", release)))
         try:
             for r in rounds:
-                _play(r, recorder, ctl, router, token, pace, say, interactive)
+                _play(r, recorder, ctl, router, StackTokens.of(state_dir, token), pace, say, interactive)
                 stable = _stable_releases(ctl, token)
                 r.opens_lost = ledger.settle(stable["opens"], r.load_report, say)
         finally:
@@ -84,7 +84,14 @@ def replay(state_dir: Path, pace: Pace = DEMO, say: Say = print, interactive: bo
 
 
 def _play(
-    r: Round, recorder: Recorder, ctl: str, router: str, token: str, pace: Pace, say: Say, interactive: bool | None
+    r: Round,
+    recorder: Recorder,
+    ctl: str,
+    router: str,
+    tokens: StackTokens,
+    pace: Pace,
+    say: Say,
+    interactive: bool | None,
 ) -> None:
     stop, driving = threading.Event(), threading.Event()
 
@@ -94,7 +101,7 @@ def _play(
 
     def load() -> None:
         try:
-            r.load_report = run_load(load_config(router, token, pace, r.seed), progress, stop)
+            r.load_report = run_load(load_config(router, tokens.service, pace, r.seed), progress, stop)
         finally:
             driving.set()
 
@@ -105,7 +112,7 @@ def _play(
         if not thread.is_alive():
             raise DependencyUnavailable("the load generator stopped before the release began")
         time.sleep(3)  # stable serves a little traffic before the release
-        stable = _stable_releases(ctl, token)
+        stable = _stable_releases(ctl, tokens.admin)
         moves = ", ".join(f"{s} {stable[s]} -> {v}" for s, v in r.releases.items())
         say(f"releasing group {r.group_name}: {moves} (policy independent)")
         r.group = recorder.release_group(group_text(r.group_name, r.releases, pace))

@@ -81,6 +81,10 @@ def add_load_command(sub: Any, _positive_float: Callable[[str], float], _positiv
     load.add_argument("--mix", type=_parse_mix, help="shares, e.g. importer=0.05,opens=0.75,resizer=0.2")
     load.add_argument("--accounts", type=_positive_int, default=20, help="customers (default 20)")
     load.add_argument("--seed", type=int, default=1)
-    load.add_argument("--admin-token", help="opens admin token, to mint tracking tokens (or CANARY_ADMIN_TOKEN)")
+    load.add_argument(
+        "--admin-token",
+        help="the opens service's admin token, to mint tracking tokens (or CANARY_ADMIN_TOKEN; "
+        "under `canary up`: STATE/service-token)",
+    )
     load.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     load.set_defaults(func=_load)

@@ -65,7 +65,9 @@ async def prepare_opens(client: httpx.AsyncClient, accounts: int, pool: int, adm
             "/admin/tokens", json={"sends": sends[i : i + 5000]}, headers={"Authorization": f"Bearer {admin_token}"}
         )
         if r.status_code == 401:
-            raise PermissionError("the opens service refused the admin token: pass --admin-token")
+            raise PermissionError(
+                "the opens service refused the admin token: pass its own (under `canary up`: STATE/service-token)"
+            )
         r.raise_for_status()
         tokens.extend(t["url"] for t in r.json()["tokens"])
     return tokens

@@ -34,9 +34,10 @@ spec:
 """
 
 
-def app(db_url, tmp_path, stable=None):
-    """A controller that runs importer 1.0 (the rollouts here are importer's), or ``stable``."""
-    settings = Settings(db_url=db_url, state_dir=str(tmp_path), admin_token=TOKEN)
+def app(db_url, tmp_path, stable=None, **settings):
+    """A controller that runs importer 1.0 (the rollouts here are importer's), or ``stable``; with
+    the admin token and any other ``settings``."""
+    settings = Settings(db_url=db_url, state_dir=str(tmp_path), admin_token=TOKEN, **settings)
     return create_controller_app(
         settings,
         stable={"importer": "1.0"} if stable is None else stable,
@@ -152,21 +153,31 @@ async def test_the_alert_webhook_names_what_it_did_with_each_alert(db_url, tmp_p
 
 
 async def test_the_webhook_takes_its_own_token_which_opens_nothing_else(db_url, tmp_path):
-    settings = Settings(db_url=db_url, state_dir=str(tmp_path), admin_token=TOKEN, alert_token="alerts-only")
-    controller_app = create_controller_app(
-        settings,
-        stable={"importer": "1.0"},
-        router_url="http://127.0.0.1:9",
-        public_url="http://127.0.0.1:9",
-        tick_s=3600,
-    )
-    async with asgi_client(controller_app) as c:
+    async with asgi_client(app(db_url, tmp_path, alert_token="alerts-only")) as c:
         hook = {"Authorization": "Bearer alerts-only"}
         r = await c.post("/api/alerts", json={"alerts": [alert("X", service="importer")]}, headers=hook)
         assert r.json()["results"][0]["action"] == "ignored: importer has no active rollout"
         assert (await c.post("/api/alerts", json={"alerts": []}, headers=AUTH)).status_code == 200
         assert (await c.get("/api/rollouts", headers=hook)).status_code == 401
         assert (await c.post("/api/rollouts", content=SPEC, headers=hook)).status_code == 401
+
+
+async def test_the_table_token_reads_the_route_table_and_commands_nothing(db_url, tmp_path):
+    """What routers and queue consumers (a canary's among them) hold: it reads, never commands."""
+    async with asgi_client(app(db_url, tmp_path, table_token="table-only", service_token="svc")) as c:
+        for token in ("table-only", TOKEN):
+            r = await read_table(c, {"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200 and "importer" in r.json()["services"], token
+        created = await c.post("/api/rollouts", content=SPEC, headers=AUTH)
+        assert created.status_code == 201
+        rid = created.json()["id"]
+        for token in ("table-only", "svc"):
+            auth = {"Authorization": f"Bearer {token}"}
+            assert (await c.post(f"/api/rollouts/{rid}/promote", headers=auth)).status_code == 401
+            assert (await c.post("/api/rollouts", content=SPEC, headers=auth)).status_code == 401
+            assert (await c.get("/api/rollouts", headers=auth)).status_code == 401
+            assert (await c.post("/api/alerts", json={"alerts": []}, headers=auth)).status_code == 401
+        assert (await c.get("/api/routes", headers={"Authorization": "Bearer svc"})).status_code == 401
 
 
 async def test_prometheus_finds_the_controller_and_router_to_scrape(db_url, tmp_path):
@@ -179,6 +190,15 @@ async def test_prometheus_finds_the_controller_and_router_to_scrape(db_url, tmp_
         }
 
 
+async def read_table(c, headers):
+    deadline = time.monotonic() + 10
+    while (r := await c.get("/api/routes", headers=headers)).status_code == 503:
+        # until the first tick with the lease built the table: refused, the routers keep theirs
+        assert r.json()["error"]["code"] == "table_not_ready" and time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    return r
+
+
 async def test_readers_of_the_route_table_are_recorded_with_the_version_they_serve(db_url, tmp_path):
     async with asgi_client(app(db_url, tmp_path)) as c:
         polls = [
@@ -188,11 +208,7 @@ async def test_readers_of_the_route_table_are_recorded_with_the_version_they_ser
             {},  # a person looking: not a reader
         ]
         for headers in polls:
-            deadline = time.monotonic() + 10
-            while (r := await c.get("/api/routes", headers={**AUTH, **headers})).status_code == 503:
-                # until the first tick with the lease built the table: refused, the routers keep theirs
-                assert r.json()["error"]["code"] == "table_not_ready" and time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            r = await read_table(c, {**AUTH, **headers})
             assert set(r.json()) == {"version", "services"}
         readers = (await c.get("/api/readers", headers=AUTH)).json()["readers"]
         assert [(r["reader"], r["version"]) for r in readers] == [

@@ -19,7 +19,7 @@ releases: ["1", "2"]
 local:
   command: [python, "{catalog_dir}/plain_service.py", --release, "{release}", --port, "{port}"]
   environment:
-    TOKEN: "{settings.admin_token}"
+    TOKEN: "{settings.service_token}"
   health_path: /healthz
 kubernetes:
   image: registry.example/plain
@@ -70,8 +70,16 @@ def test_a_good_entry_loads(tmp_path):
             "x.yaml:7: local.command[1]: {settings.admin_token}: a setting may not appear here",
         ),
         (
-            ('"{settings.admin_token}"', '"{settings.admin_tokn}"'),
-            "x.yaml:9: local.environment.TOKEN: unknown setting {settings.admin_tokn}",
+            ('"{settings.service_token}"', '"{settings.service_tokn}"'),
+            "x.yaml:9: local.environment.TOKEN: unknown setting {settings.service_tokn}",
+        ),
+        (
+            ('"{settings.service_token}"', '"{settings.admin_token}"'),
+            "x.yaml:9: local.environment.TOKEN: {settings.admin_token} would hand a controller token to the releases",
+        ),
+        (
+            ('url: "{canary_url}/healthz"}', 'url: "{canary_url}/healthz", token_setting: alert_token}'),
+            "x.yaml:16: hooks.before_traffic[0].http.token_setting: {settings.alert_token} would hand a controller",
         ),
         (('--port, "{port}"', '--db, "{db_url}"'), "x.yaml:7: local.command[5]: {db_url} needs local.database"),
         (('stable: "1"', 'stable: "3"'), "x.yaml:4: stable: '3' is not among releases (1, 2)"),
@@ -248,7 +256,7 @@ def test_a_release_must_be_told_its_port(tmp_path):
     assert problems_of(tmp_path, text) == [
         "x.yaml:7: local.command: never names {port} (nor does environment): the release cannot know where to listen"
     ]
-    assert problems_of(tmp_path, text.replace('TOKEN: "{settings.admin_token}"', 'PORT: "{port}"')) == []
+    assert problems_of(tmp_path, text.replace('TOKEN: "{settings.service_token}"', 'PORT: "{port}"')) == []
 
 
 def test_a_hook_url_is_http(tmp_path):
@@ -266,7 +274,7 @@ def test_aliases_share_values_but_cannot_explode(tmp_path):
     entry, problems = check_file(write(tmp_path, shared))
     assert problems == [] and entry is not None
     assert entry.consumers[0].local is not None
-    assert entry.consumers[0].local.environment == {"TOKEN": "{settings.admin_token}"}
+    assert entry.consumers[0].local.environment == {"TOKEN": "{settings.service_token}"}
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
         for p, c in zip("abcdefgh", "bcdefghi", strict=True)

@@ -44,7 +44,7 @@ def test_the_catalog_holds_the_three_services(catalog):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_local_command_is_the_one_the_platform_runs(catalog, name, tmp_path):
-    settings = Settings(admin_token="t0k")
+    settings = Settings(admin_token="admin", table_token="tbl", service_token="svc")
     launch = catalog[name].local_launch(
         "1.1" if name != "resizer" else "2.0",
         port=8123,
@@ -61,8 +61,8 @@ def test_local_command_is_the_one_the_platform_runs(catalog, name, tmp_path):
     assert launch.environment == {
         "CANARY_TRACK": "canary",
         "CANARY_ROUTE_TABLE": "http://127.0.0.1:8700/api/routes",
-        "CANARY_ADMIN_TOKEN": "t0k",
-        "CANARY_TABLE_TOKEN": "t0k",
+        "CANARY_ADMIN_TOKEN": "svc",  # its own admin endpoints: never the controller's admin token
+        "CANARY_TABLE_TOKEN": "tbl",
     }
     assert (launch.health_path, launch.ready_path, launch.ready_timeout_s) == ("/healthz", "/readyz", 30.0)
     assert catalog[name].local is not None and catalog[name].local.process.metrics_path == "/metrics"
@@ -126,8 +126,8 @@ def test_opens_reprocessing_is_its_after_rollback_hook(catalog):
 @pytest.mark.anyio
 async def test_opens_runs_from_its_entry_and_its_hook_reprocesses(catalog, tmp_path):
     """The real opens service and its processor, started from the entry alone; then the hook asks
-    stable to re-process a canary's events, with the admin token, and is answered."""
-    opens, settings = catalog["opens"], Settings(admin_token="hook-token", token_secret="s")
+    stable to re-process a canary's events, with the service token, and is answered."""
+    opens, settings = catalog["opens"], Settings(admin_token="admin", service_token="hook-token", token_secret="s")
     with contextlib.ExitStack() as stack:
         urls = []
         for consumer in [None, *opens.consumers]:
@@ -140,7 +140,9 @@ async def test_opens_runs_from_its_entry_and_its_hook_reprocesses(catalog, tmp_p
         result = await run_hook(hook, context)
         assert result.ok, result.reason
         assert result.json()["events_handed_back"] == 0  # a fresh database: nothing to hand back
-        wrong = await run_hook(hook, dataclasses.replace(context, settings=Settings(admin_token="x")))
+        wrong = await run_hook(
+            hook, dataclasses.replace(context, settings=Settings(admin_token="hook-token", service_token="x"))
+        )
         assert not wrong.ok and wrong.status == 401 and "reprocess-canary-events" in wrong.reason
 
 
