@@ -29,7 +29,14 @@ from pathlib import Path
 import httpx
 
 from canary.controller.lease_holder import lock_holder_pid
-from canary.platforms.processes import command_line, pid_alive, runs_module, stop_group, wait_until_answers
+from canary.platforms.processes import (
+    command_line,
+    last_log_line,
+    pid_alive,
+    runs_module,
+    stop_group,
+    wait_until_answers,
+)
 from core.errors import DependencyUnavailable
 
 log = logging.getLogger("releasewarden.controller.local")
@@ -65,7 +72,9 @@ class LocalControllers:
             outcome = wait_until_answers(f"{self.url}/healthz", lambda: proc.poll() is None, START_TIMEOUT_S)
             if outcome != "ready":
                 self.stop()
-                said = _last_line(log_file, written_before)
+                # this run's last "error: ..." line (a setting it refused, a stable release that could not
+                # start, followed by the server's traceback), else its last line
+                said = last_log_line(log_file, written_before, prefer="error: ")
                 raise DependencyUnavailable(
                     f"the controller on {self.url} did not start ({outcome}): {said} (log: {log_file})"
                 )
@@ -186,19 +195,3 @@ def _end(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def _last_line(path: Path, offset: int = 0) -> str:
-    """This run's last ``error: ...`` line (a setting it refused, a stable release that could not
-    start, followed by the server's traceback), else its last line, for the one-line error: what
-    the log holds from ``offset`` on (earlier runs wrote the rest), the end of a long line kept."""
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return "no log"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    said = [line for line in lines if line.startswith("error: ")]
-    last = (said or lines or ["no output"])[-1]
-    return last if len(last) <= 600 else f"{last[:200]} ... {last[-400:]}"

@@ -5,6 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+REASON_CHARS = 600  # a reason shown in one line: its first third and its last two thirds kept
+
+
+def one_line(text: str, limit: int = REASON_CHARS) -> str:
+    """``text`` on one line (its whitespace runs made one space), at most ``limit`` characters: a
+    longer one keeps its start and, longer, its end (where a traceback says what went wrong)."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    head = limit // 3
+    return f"{line[:head]} ... {line[-(limit - head) :]}"
+
 
 @dataclass(frozen=True)
 class Instance:

@@ -27,6 +27,7 @@ import httpx
 
 from canary.catalog import Launch
 from canary.catalog.settings import shipped_catalog
+from canary.platforms.base import one_line
 from core.errors import DependencyUnavailable
 from core.settings import Settings
 
@@ -252,3 +253,18 @@ def wait_ready_url(url: str, popen: subprocess.Popen[bytes], timeout_s: float = 
         raise DependencyUnavailable(f"process exited at start ({popen.args!r})")
     if outcome == "timeout":
         raise DependencyUnavailable(f"{url} not ready after {timeout_s:.0f}s")
+
+
+def last_log_line(path: Path, offset: int = 0, prefer: str = "") -> str:
+    """The last line of what the log holds from ``offset`` on (earlier runs wrote the rest; only its
+    last 64 KiB are read), or of its lines that start with ``prefer``, if any; one line, its end kept
+    if long (``one_line``)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(offset, f.seek(0, os.SEEK_END) - 65536))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return "no log"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = [line for line in lines if prefer and line.startswith(prefer)]
+    return one_line((said or lines or ["no output"])[-1])
