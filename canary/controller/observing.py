@@ -53,7 +53,7 @@ class Observer:
         s = r.spec
         not_ready = ""
         if not ready and r.phase == machine.PENDING:
-            not_ready = starting or await self.platform.not_ready_reason(s.service, s.canary)
+            not_ready = starting or (await self.platform.not_ready(s.service, s.canary)).reason
         verdicts: dict[str, machine.Judgement] = {}
         mirror = change = None
         unavailable: list[str] = []

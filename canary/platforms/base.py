@@ -27,6 +27,24 @@ class Instance:
     restarts: int = 0
 
 
+@dataclass(frozen=True)
+class NotReady:
+    """Why a release is not ready yet, in the platform's words, as it last heard them: what its ready
+    path answered, that nothing listens on its port, that its process exited and its log's last line,
+    a Deployment's conditions.  ``reason`` is one line (``one_line``: bounded, its end kept) whatever
+    the platform said.  A platform that waits for the release itself (a local start polls the ready
+    path up to the entry's ``ready_timeout_s``) says for how long it has waited and when it gives up
+    (``deadline_s``: the start fails then); one that does not count (a Deployment waits forever) says
+    None, and the controller's own ready deadline is the one that ends the wait."""
+
+    reason: str
+    waited_s: float | None = None
+    deadline_s: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", one_line(self.reason))
+
+
 class Platform(Protocol):
     # after a promotion, keep the old release running through the watch window (a rollback then
     # only moves traffic); the Kubernetes platform rolls stable back by a rolling update instead
@@ -50,8 +68,9 @@ class Platform(Protocol):
         """The releases of ``service`` this platform can run, or None when it cannot tell (an image
         registry it does not list): ``canary release`` refuses an unknown one at once."""
 
-    async def not_ready_reason(self, service: str, release: str) -> str:
-        """Why a release is not ready, in the platform's words (for the rollout's reason)."""
+    async def not_ready(self, service: str, release: str) -> NotReady:
+        """Why a release is not ready (also while its start goes on), in the platform's words: for
+        the pending rollout's summary and, at its deadline, its reason."""
 
     async def close(self) -> None:
         """The controller is stopping: stop what this platform runs only for it (local processes)."""

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from canary.catalog import Catalog, KubeRun
-from canary.platforms.base import Instance
+from canary.platforms.base import Instance, NotReady
 from canary.platforms.cluster import ClusterApi, ClusterError, Conflict, Forbidden, NotFound, Transient
 from canary.platforms.deployments import canary_from, release_of, replicas_of, rolled_out
 
@@ -100,8 +100,9 @@ class KubernetesPlatform:
             return None
         return None if releases is None else list(releases)
 
-    async def not_ready_reason(self, service: str, release: str) -> str:
-        """Why the Deployment running ``release`` is not ready, in Kubernetes's words (its conditions)."""
+    async def not_ready(self, service: str, release: str) -> NotReady:
+        """Why the Deployment running ``release`` is not ready, in Kubernetes's words (its conditions); a
+        Deployment waits for its pods without a deadline of its own: the controller's ends the wait."""
         async for track, d in self._tracks(service):
             if self._release(service, d) == release:
                 status = d.get("status", {}) or {}
@@ -112,11 +113,11 @@ class KubernetesPlatform:
                 ]
                 name = self._deployment(service, track)
                 if not replicas_of(d):
-                    return f"{name} runs {release} at zero replicas"
+                    return NotReady(f"{name} runs {release} at zero replicas")
                 available = status.get("availableReplicas", 0) or 0
                 ready = f"{name} runs {release}: {available} of {replicas_of(d)} replicas available"
-                return "; ".join([ready, *words])
-        return f"no Deployment runs {service} {release}"
+                return NotReady("; ".join([ready, *words]))
+        return NotReady(f"no Deployment runs {service} {release}")
 
     async def stop(self, service: str, release: str) -> None:
         d = await self._get(self._deployment(service, "canary"))

@@ -5,7 +5,9 @@ name); this module knows no service.  Ports are allocated once per release and k
 restarts (the router's table stays right); logs go to ``STATE/logs``;
 a supervisor task restarts a process that died without being asked to;
 ``close`` stops everything, newest first.  Starting a release that already runs is a no-op, so the
-controller can apply its desired state again after a crash.
+controller can apply its desired state again after a crash.  While a start waits for the release's
+ready path (up to its entry's ``ready_timeout_s``), ``not_ready`` says what that path answered last
+(``503``, nothing listening on its port), for how long it has been waited for, and its deadline.
 
 Releases outlive the controller: each runs in its own session, so a controller killed outright
 (SIGKILL, a crash) leaves them serving.  Every process is recorded in ``STATE/platform.json``
@@ -35,10 +37,12 @@ from typing import Any
 import httpx
 
 from canary.catalog import Catalog, Launch
-from canary.platforms.base import Instance
+from canary.platforms.base import Instance, NotReady
 from canary.platforms.processes import (
     ServiceProcess,
+    exited_words,
     free_port,
+    probe,
     runs_argv,
     start_launch,
     start_ticks,
@@ -111,6 +115,8 @@ class LocalPlatform:
         # at most one launch of a release at a time: start() and the supervisor both relaunch a
         # release that died, and two launches on its port left one copy running untracked
         self._launching: dict[tuple[str, str], asyncio.Future[ServiceProcess]] = {}
+        # the launches waiting for their ready path (set and cleared by the launching thread)
+        self._waited_for: dict[tuple[str, str], ServiceProcess] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self.record = state_dir / "platform.json"
         self.adopted: list[Instance] = []  # what a previous controller left running, taken over
@@ -252,11 +258,15 @@ class LocalPlatform:
         if launch is None:
             raise DependencyUnavailable(f"{service} {release}: the catalog cannot run it here (no local command)")
         proc = start_launch(service, release, launch, port=port, state_dir=self.state_dir, env=self.env)
+        self._waited_for[(service, release)] = proc
         try:
             wait_ready(proc)
         except DependencyUnavailable:
             proc.stop(grace_s=2.0)  # a release that never answered is not left running
             raise
+        finally:
+            if self._waited_for.get((service, release)) is proc:
+                del self._waited_for[(service, release)]
         return proc
 
     async def healthy(self, service: str, release: str) -> bool:
@@ -290,12 +300,26 @@ class LocalPlatform:
             return None
         return None if releases is None else list(releases)
 
-    async def not_ready_reason(self, service: str, release: str) -> str:
+    async def not_ready(self, service: str, release: str) -> NotReady:
+        """While its start waits: what its ready path answered last, how long it has waited and its
+        ``ready_timeout_s``; else what that path answers now, or that its process exited (and its
+        log's last line)."""
+        waited = self._waited_for.get((service, release))
+        if waited is not None:
+            said = waited.not_ready or f"started, {waited.ready_path} not asked yet"
+            return NotReady(
+                f"{service} {release}: {said} (log {waited.log_path})",
+                waited_s=time.monotonic() - waited.started_at,
+                deadline_s=waited.ready_timeout_s,
+            )
         entry = self.entries.get((service, release))
         if entry is None:
-            return f"{service} {release} is not running"
-        state = "running" if entry.proc.alive() else "exited"
-        return f"{service} {release} does not answer {entry.proc.ready_path} ({state}; log {entry.proc.log_path})"
+            return NotReady(f"{service} {release} is not running")
+        if not entry.proc.alive():
+            said = exited_words(entry.proc)
+        else:
+            said = await asyncio.to_thread(probe, f"{entry.proc.url}{entry.proc.ready_path}", 2.0)
+        return NotReady(f"{service} {release}: {said or 'ready now'} (log {entry.proc.log_path})")
 
     async def running(self) -> list[Instance]:
         await self._take_over_leftovers()

@@ -3,7 +3,8 @@
 The building block of the local platform: a process per release, started from its catalog entry's
 :class:`~canary.catalog.Launch` (argv, environment, working directory), its output in a log file in
 the state directory, readiness by polling the entry's ready path, and a stop that sends SIGTERM,
-waits, then kills.
+waits, then kills.  While a release is waited for, what its ready path answered last is kept
+(``ServiceProcess.not_ready``, in words: ``probe``), for the controller to show while it waits.
 Each runs in its own session, so it outlives a controller killed outright; a process adopted from
 such a controller is known by its pid only, and is checked to still be ours (its command line)
 before it is ever signalled.
@@ -53,6 +54,7 @@ class ServiceProcess:
     started_at: float = field(default_factory=time.monotonic)
     ready_path: str = "/readyz"
     ready_timeout_s: float = 30.0
+    not_ready: str = ""  # what its ready path answered last while it was waited for (``wait_ready``)
 
     def __post_init__(self) -> None:
         if self.popen is not None:
@@ -219,30 +221,57 @@ def start_service(
     )
 
 
-def wait_until_answers(url: str, alive: Callable[[], bool], timeout_s: float) -> str:
-    """Poll ``url`` until it answers 200 (``ready``), the process exits (``exited``) or time runs out."""
+def probe(url: str, timeout_s: float = 1.0) -> str:
+    """Empty when ``url`` (a ready path) answers 200; else what happened instead, in one line."""
+    where = httpx.URL(url)
+    try:
+        answer = httpx.get(url, timeout=timeout_s)
+    except httpx.ConnectError as exc:
+        if "refused" in str(exc).lower():
+            return f"connection refused on port {where.port}"
+        return f"no connection to port {where.port}: {exc}"
+    except httpx.TimeoutException:
+        return f"ready path {where.path} did not answer within {timeout_s:g} s"
+    except httpx.HTTPError as exc:
+        return f"ready path {where.path}: {type(exc).__name__}: {exc}"
+    if answer.status_code == 200:
+        return ""
+    said = one_line(answer.text, 200)
+    return f"ready path {where.path} answered {answer.status_code}" + (f": {said}" if said else "")
+
+
+def wait_until_answers(
+    url: str, alive: Callable[[], bool], timeout_s: float, heard: Callable[[str], None] | None = None
+) -> str:
+    """Poll ``url`` until it answers 200 (``ready``), the process exits (``exited``) or time runs out;
+    ``heard`` is told what each probe that did not answer 200 got instead (``probe``'s words)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not alive():
             return "exited"
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return "ready"
-        except httpx.HTTPError:
-            pass
+        said = probe(url)
+        if not said:
+            return "ready"
+        if heard is not None:
+            heard(said)
         time.sleep(0.05)
     return "timeout"
 
 
 def wait_ready(proc: ServiceProcess, timeout_s: float | None = None) -> None:
     timeout_s = proc.ready_timeout_s if timeout_s is None else timeout_s
-    outcome = wait_until_answers(f"{proc.url}{proc.ready_path}", proc.alive, timeout_s)
+
+    def heard(said: str) -> None:
+        proc.not_ready = said
+
+    outcome = wait_until_answers(f"{proc.url}{proc.ready_path}", proc.alive, timeout_s, heard)
     if outcome == "exited":
         tail = proc.log_path.read_text(errors="replace")[-2000:]
         raise DependencyUnavailable(f"{proc.name} {proc.release} exited at start; its log ends:\n{tail}")
     if outcome == "timeout":
+        said = f": {proc.not_ready}" if proc.not_ready else ""
         raise DependencyUnavailable(
-            f"{proc.name} {proc.release} not ready after {timeout_s:.0f}s (log: {proc.log_path})"
+            f"{proc.name} {proc.release} not ready after {timeout_s:.0f}s{said} (log: {proc.log_path})"
         )
 
 
@@ -253,6 +282,12 @@ def wait_ready_url(url: str, popen: subprocess.Popen[bytes], timeout_s: float = 
         raise DependencyUnavailable(f"process exited at start ({popen.args!r})")
     if outcome == "timeout":
         raise DependencyUnavailable(f"{url} not ready after {timeout_s:.0f}s")
+
+
+def exited_words(proc: ServiceProcess) -> str:
+    """A release's process that exited, in one line: its exit code (if ours) and its log's last line."""
+    code = f" with code {proc.returncode}" if proc.returncode is not None else ""
+    return f"process exited{code}: {last_log_line(proc.log_path)}"
 
 
 def last_log_line(path: Path, offset: int = 0, prefer: str = "") -> str:

@@ -13,7 +13,7 @@ from canary.controller import machine as m
 from canary.controller.bootstrap import bootstrap
 from canary.controller.engine import Controller
 from canary.controller.store import Store, metadata
-from canary.platforms.base import Instance
+from canary.platforms.base import Instance, NotReady
 from canary.providers.base import Counts, MetricQuery, ProviderUnavailable, TrackCounts
 from core.db import create_schema, make_engine
 from core.errors import DependencyUnavailable, ServiceUnavailable
@@ -25,7 +25,8 @@ RELEASES = {"importer": ["1.0", "1.1", "1.2"], "resizer": ["1.0", "2.0", "2.1"]}
 class FakePlatform:
     """Releases 'run' as entries; ``broken`` releases refuse to start, as a missing one would;
     ``hanging`` ones never finish starting (a process that never answers its ready path) until
-    the start is cancelled, which ``cancelled`` records."""
+    the start is cancelled, which ``cancelled`` records; ``said`` is what it says of a release
+    that is not ready (by default nothing)."""
 
     warm_old_release = True
 
@@ -34,6 +35,7 @@ class FakePlatform:
         self.broken: set[str] = set()
         self.hanging: set[str] = set()
         self.cancelled: list[tuple[str, str]] = []
+        self.said: dict[tuple[str, str], NotReady] = {}
         self.starts = 0
 
     async def start(self, service: str, release: str, track: str) -> Instance:
@@ -68,8 +70,8 @@ class FakePlatform:
     async def known_releases(self, service: str) -> list[str] | None:
         return RELEASES.get(service)
 
-    async def not_ready_reason(self, service: str, release: str) -> str:
-        return ""
+    async def not_ready(self, service: str, release: str) -> NotReady:
+        return self.said.get((service, release), NotReady(""))
 
     async def close(self) -> None:
         pass

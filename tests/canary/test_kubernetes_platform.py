@@ -65,7 +65,7 @@ def test_promotion_is_a_rolling_update_of_stable_and_a_canary_that_never_comes_u
     run(p.start("importer", "1.1", "canary"))
     for _ in range(3):
         assert not run(p.healthy("importer", "1.1"))
-    why = run(p.not_ready_reason("importer", "1.1"))
+    why = run(p.not_ready("importer", "1.1")).reason
     assert why.startswith("importer-canary runs 1.1: 0 of 1 replicas available") and "MinimumReplicasUnavailable" in why
 
 

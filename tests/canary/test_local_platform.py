@@ -1,15 +1,21 @@
-"""The local platform with real processes on 127.0.0.1: start, health, supervision, stop."""
+"""The local platform with real processes on 127.0.0.1: start, health, supervision, stop, and what it
+says of a release that is not ready yet."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from canary.catalog import load_catalog
 from canary.catalog.settings import shipped_catalog
+from canary.platforms.base import NotReady
 from canary.platforms.local import LocalPlatform
 
 pytestmark = pytest.mark.anyio
@@ -197,5 +203,88 @@ async def test_a_release_is_not_relaunched_on_a_port_another_program_listens_on(
             with pytest.raises(DependencyUnavailable, match=f"port {entry.proc.port} is taken by another process"):
                 await platform.start("resizer", "2.0", "canary")
         assert (await platform.start("resizer", "2.0", "canary")).url == first.url  # free again: relaunched
+    finally:
+        await platform.close()
+
+
+HELLO = """apiVersion: releasewarden/v1
+kind: Service
+name: hello
+stable: "1"
+releases: ["1", "2"]
+local:
+  command: [python, "{catalog_dir}/app.py", --release, "{release}", --port, "{port}",
+            --ready-when, "{catalog_dir}/ready-{release}"]
+  health_path: /healthz
+  ready_timeout_s: 60
+"""
+MUTE = """apiVersion: releasewarden/v1
+kind: Service
+name: mute
+stable: "1"
+releases: ["1"]
+local:
+  command: [python, -c, "import time; time.sleep(600)", "{port}"]
+  health_path: /healthz
+  ready_timeout_s: 3
+"""
+
+
+def slow_catalog(tmp_path: Path) -> Path:
+    """A catalog directory whose hello (tests/canary/catalog/plain_service.py) answers 503 on
+    /healthz until the file ``ready-RELEASE`` exists in it."""
+    where = tmp_path / "catalog"
+    where.mkdir()
+    shutil.copy(Path(__file__).parent / "catalog" / "plain_service.py", where / "app.py")
+    (where / "hello.yaml").write_text(HELLO)
+    return where
+
+
+async def said_until(platform: LocalPlatform, service: str, release: str, words: str, seconds: float = 30) -> NotReady:
+    deadline = time.monotonic() + seconds
+    while True:
+        said = await platform.not_ready(service, release)
+        if words in said.reason:
+            return said
+        assert time.monotonic() < deadline, f"{service} {release}: never said {words!r}, last {said}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_release_waited_for_says_what_its_ready_path_answers_meanwhile(tmp_path, monkeypatch):
+    """While a start waits for the ready path, the platform says what that path answers (and for
+    how long, and until when); once ready, what it answers now; a process that died, its exit code
+    and its log's last line; nothing listening, the port; a start that gives up, its last words."""
+    from canary.platforms import local
+    from core.errors import DependencyUnavailable
+
+    monkeypatch.setattr(local, "SUPERVISE_S", 3600.0)  # a release that dies stays dead: its words are read
+    catalog = slow_catalog(tmp_path)
+    (catalog / "mute.yaml").write_text(MUTE)  # never listens on its port
+    platform = LocalPlatform(tmp_path / "state", load_catalog([catalog]))
+    try:
+        start = asyncio.ensure_future(platform.start("hello", "2", "canary"))
+        said = await said_until(platform, "hello", "2", "ready path /healthz answered 503: warming up until")
+        assert said.reason.startswith("hello 2: ") and "/logs/hello-2-" in said.reason  # where to look
+        assert said.deadline_s == 60 and said.waited_s is not None and 0 < said.waited_s < 60
+        assert not start.done()
+        (tmp_path / "catalog" / "ready-2").touch()
+        await asyncio.wait_for(start, 30)
+        assert (await platform.not_ready("hello", "2")).reason.startswith("hello 2: ready now (log ")
+        proc = platform.entries[("hello", "2")].proc
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.popen is not None
+        proc.popen.wait(10)
+        said = await platform.not_ready("hello", "2")
+        assert said.reason.startswith("hello 2: process exited with code -9: release 2 serves on port")
+        assert (said.waited_s, said.deadline_s) == (None, None)  # the platform waits for nothing here
+
+        start = asyncio.ensure_future(platform.start("mute", "1", "canary"))
+        said = await said_until(platform, "mute", "1", "connection refused on port ")
+        port = platform._waited_for[("mute", "1")].port
+        assert f"mute 1: connection refused on port {port} (log " in said.reason and said.deadline_s == 3
+        with pytest.raises(
+            DependencyUnavailable, match=f"mute 1 not ready after 3s: connection refused on port {port}"
+        ):
+            await start  # the start's own deadline: its failure says what was heard last
     finally:
         await platform.close()

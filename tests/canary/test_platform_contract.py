@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from canary.platforms import make_platform
-from canary.platforms.base import Platform
+from canary.platforms.base import REASON_CHARS, NotReady, Platform
 from canary.platforms.kubernetes import KubernetesPlatform
 from core.settings import Settings
 from tests.canary.fake_cluster import FakeCluster
@@ -60,7 +60,7 @@ async def test_a_canary_runs_beside_stable_and_stops_on_rollback(kind, tmp_path)
         await p.stop("importer", "1.1")  # rolled back (the controller moved the weight to 0 first)
         assert not await p.healthy("importer", "1.1")
         assert await running(p) == {("importer", "1.0", "stable")}
-        assert "1.1" in await p.not_ready_reason("importer", "1.1")
+        assert "1.1" in (await p.not_ready("importer", "1.1")).reason
 
 
 @pytest.mark.parametrize("kind", ["local", "kubernetes"])
@@ -110,3 +110,15 @@ async def test_a_restarted_controller_finds_what_runs_and_starting_it_again_chan
             assert adopted == {("1.0", stable.url), ("1.2", canary.url)}
     finally:
         await second.close()
+
+
+async def test_what_a_platform_says_of_a_release_not_ready_is_one_bounded_line_its_end_kept():
+    frames = "".join(f'  File "app.py", line {n}, in load\n    step({n})\n' for n in range(200))
+    said = NotReady(
+        f"importer 1.1: process exited with code 1: Traceback (most recent call last):\n{frames}"
+        "ModuleNotFoundError: No module named 'pillow'"
+    )
+    assert "\n" not in said.reason and len(said.reason) <= REASON_CHARS + len(" ... ")
+    assert said.reason.startswith("importer 1.1: process exited with code 1: Traceback")
+    assert said.reason.endswith("ModuleNotFoundError: No module named 'pillow'")  # what went wrong, kept
+    assert NotReady(" ready path /readyz\n answered  503 ").reason == "ready path /readyz answered 503"
