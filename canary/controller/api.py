@@ -7,7 +7,11 @@ releases and phases, no consumer's data, and the dashboard's page, which holds n
   also when the catalog lists the service's releases and the canary is not one of them (naming
   them, ``unknown_release``); 409 if the service already has an active rollout
 - ``GET /api/rollouts``, ``GET /api/rollouts/{id}`` (with its decisions and their evidence, the
-  judge's latest words and numbers, kept across restarts, and the table's readers)
+  judge's latest words and numbers, kept across restarts, and the table's readers); a pending
+  rollout whose canary is not ready yet has ``not_ready``: the platform's latest words on why
+  (``reason``, one line), the seconds it has waited (``waited_s``) and the seconds after which it
+  fails if still not ready (``deadline_s``, set by ``deadline_by``: ``platform`` when the start
+  gives up first, a local release's ``ready_timeout_s``, else ``controller``); null otherwise
 - ``POST /api/rollouts/{id}/pause|resume|promote|abort`` -> 202 (applied at the next tick); 409
   ``not_now`` where the phase cannot take it (a pause only while mirroring or stepping, a resume
   only while paused), 400 ``rollout_ended`` once it has ended
@@ -33,6 +37,7 @@ from starlette.routing import Route
 
 from canary.controller import alerts, machine
 from canary.controller.engine import Controller
+from canary.controller.observing import Waiting
 from canary.controller.routing import parse_reader
 from canary.controller.spec import SpecError, check
 from core.app import read_body, require_token
@@ -62,7 +67,9 @@ def _auth(request: Request) -> None:
     require_token(request, request.app.state.settings.admin_token)
 
 
-def summary(r: machine.Rollout) -> dict[str, Any]:
+def summary(r: machine.Rollout, not_ready: Waiting | None = None, now: float = 0.0) -> dict[str, Any]:
+    """``not_ready``: why a pending rollout's canary is not ready yet (``Controller.not_ready``),
+    its seconds waited as of ``now``."""
     d = machine.desired(r)
     return {
         "id": r.id,
@@ -79,6 +86,7 @@ def summary(r: machine.Rollout) -> dict[str, Any]:
         "decided_by": r.decided_by,
         "phase_since": r.phase_since,
         "revision": r.revision,
+        "not_ready": not_ready.to_dict(now) if not_ready is not None else None,
     }
 
 
@@ -100,8 +108,10 @@ async def create_rollout(request: Request) -> Response:
 
 async def list_rollouts(request: Request) -> Response:
     _auth(request)
-    items = await request.app.state.controller.rollouts()
-    return JSONResponse({"rollouts": [summary(r) for r in items]})
+    controller: Controller = request.app.state.controller
+    items = await controller.rollouts()
+    now = controller.clock()
+    return JSONResponse({"rollouts": [summary(r, controller.not_ready(r), now) for r in items]})
 
 
 async def show_rollout(request: Request) -> Response:
@@ -114,7 +124,7 @@ async def show_rollout(request: Request) -> Response:
     latest, watch = _judgements(judged.last), _judgements(judged.last_watch)
     mirror = _judgements({"mirror": judged.last_mirror} if judged.last_mirror else {})
     detail = {
-        **summary(r),
+        **summary(r, controller.not_ready(r), controller.clock()),
         "decisions": [vars(d) for d in made],
         "judge": latest,
         "watch": watch,

@@ -14,7 +14,9 @@ rolls it back) with the platform's words; any other error holds it for the tick,
 line; the other rollouts go on, and commands (``abort``) still take.  A release slow to start is
 waited for at most ``START_WAIT_S`` per tick and goes on starting in the background
 (``canary.controller.starts``); until it has, its rollout waits as for a canary not ready yet, and
-a rollout that ends meanwhile cancels the start.  A metric
+a rollout that ends meanwhile cancels the start.  Meanwhile what the platform says about the canary
+(what its ready path answered, that its process exited) is the pending rollout's ``not_ready``,
+kept in memory (``canary.controller.observing.Waiting``).  A metric
 provider that fails holds the rollout (no verdict, its step's clock stops); it never rolls back.
 """
 
@@ -32,13 +34,13 @@ from canary.catalog import Catalog, Moment, OnFailure
 from canary.controller import judging as jg
 from canary.controller import machine
 from canary.controller.group_engine import GroupRunner
-from canary.controller.observing import Observer
+from canary.controller.observing import Observer, Waiting
 from canary.controller.reprocess import failure, handed_back, run_moment
 from canary.controller.routing import Confirmation, Readers, route_for
 from canary.controller.spec import load_spec
 from canary.controller.starts import Starts
 from canary.controller.store import Store
-from canary.platforms.base import Instance, Platform
+from canary.platforms.base import Instance, NotReady, Platform
 from canary.providers.base import MetricProvider
 from core.errors import DependencyUnavailable, ReleaseWardenError, ServiceUnavailable, Unprocessable
 from core.routes import RouteTable, ServiceRoute
@@ -135,6 +137,11 @@ class Controller:
 
     async def known_releases(self, service: str) -> list[str] | None:
         return await self.platform.known_releases(service)
+
+    def not_ready(self, r: machine.Rollout) -> Waiting | None:
+        """Why the pending rollout's canary is not ready yet, as heard at the last tick (in memory:
+        None until this controller has looked, and once the rollout is no longer pending)."""
+        return self.observer.waiting.get(r.id) if r.phase == machine.PENDING else None
 
     async def create_rollout(self, spec_text: str) -> machine.Rollout:
         """A new rollout; refused at once when the platform knows the service's releases and the
@@ -273,13 +280,17 @@ class Controller:
         if failed.on_failure is OnFailure.ROLLBACK:
             return machine.Observation(platform_error=failed.reason)
         log.warning("%s (%s): held before traffic: %s", r.spec.name, r.id[:8], failed.reason)
-        return machine.Observation(not_ready=f"{failed.reason} (on_failure: hold, tried again each tick)")
+        held = NotReady(f"{failed.reason} (on_failure: hold, tried again each tick)")
+        self.observer.heard(r, held)
+        return machine.Observation(not_ready=held.reason)
 
     async def _after(self, new: machine.Rollout) -> None:
         if new.phase == machine.ROLLED_BACK:
             await self._reprocess(new)
         await self._apply(new)  # at once, not at the next tick: a rollback's weight goes to zero now
         await self._publish()
+        if new.phase != machine.PENDING:
+            self.observer.waiting.pop(new.id, None)
         if new.phase in machine.TERMINAL:
             self.judging.pop(new.id, None)
             self.platform_errors.pop(new.id, None)
@@ -321,7 +332,8 @@ class Controller:
         """Start the service's release (and its consumers'): False while it goes on behind."""
         return await self.starts.run(self._names(service), release, track, until_started)
 
-    def _still_starting(self, service: str, release: str) -> bool:
+    def _still_starting(self, service: str, release: str) -> tuple[str, ...]:
+        """The service's names (it, its consumers) whose start of ``release`` goes on behind."""
         return self.starts.going_on(self._names(service), release)
 
     async def _apply(self, r: machine.Rollout) -> None:
@@ -340,7 +352,7 @@ class Controller:
             await self._run(s.service, s.stable, "canary" if d.holdback else "stable")
         self.stable[s.service] = d.stable_release
         running_canary = d.canary_running and (
-            (s.service, s.canary) in self.upstreams or (starting and self._still_starting(s.service, s.canary))
+            (s.service, s.canary) in self.upstreams or (starting and bool(self._still_starting(s.service, s.canary)))
         )
         keep = {d.stable_release} | ({s.canary} if running_canary else set()) | ({s.stable} if warm else set())
         if r.phase == machine.ROLLING_BACK:
@@ -392,5 +404,5 @@ class Controller:
             route=self.table.services.get(s.service),
             confirmation=self.confirmation(s.service),
             platform_error=self.platform_errors.get(r.id, ""),
-            starting=f"{s.service} {s.canary} is still starting (waiting for it to answer)" if starting else "",
+            starting=starting,
         )

@@ -10,24 +10,69 @@ the store after a restart so that the e-process goes on where it was.  A bin is 
 step whose weight the data plane confirms (the one before until every reader confirms it).  A
 metric the provider cannot give is named in the observation (the rollout holds); it is never a
 verdict.
+
+While a rollout is pending and its canary not ready, the Observer keeps what the platform says about
+it (:class:`Waiting`: its words, how long the rollout has waited, the deadline it fails at) for the
+rollout's summary (``canary status``, the API, the dashboard).  That is kept in memory only, never
+stored: it is heard again at every tick (a restarted controller knows it after its first), and
+the listeners (the dashboard's stream) are told only when the words change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 from canary.controller import judging as jg
 from canary.controller import machine
 from canary.controller.routing import Confirmation
 from canary.controller.spec import Metric
 from canary.controller.store import Store
-from canary.platforms.base import Platform
+from canary.platforms.base import NotReady, Platform
 from canary.providers.base import MetricProvider, MetricQuery, ProviderUnavailable, TrackCounts
 from core.routes import ServiceRoute
 
 JUDGED = (machine.PROGRESSING, machine.PAUSED, machine.MIRRORING)
+
+
+class DeadlineBy(StrEnum):
+    PLATFORM = "platform"  # the platform gives up on the start first (a local release's ready_timeout_s)
+    CONTROLLER = "controller"  # the rollout's own ready deadline (machine.READY_DEADLINE_S)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why a pending rollout's canary is not ready yet, as heard at the last tick (``reason``: the
+    platform's words, or a before_traffic hook's that holds it, one line), since when the rollout
+    waits (its ``phase_since``, on the controller's clock) and how many seconds after that it fails
+    if the canary is still not ready: at the controller's ready deadline, or sooner where the
+    platform gives up on the start first."""
+
+    reason: str
+    since: float
+    deadline_s: float
+    deadline_by: DeadlineBy
+
+    @classmethod
+    def heard(cls, r: machine.Rollout, said: NotReady, now: float) -> Waiting:
+        deadline, by = machine.READY_DEADLINE_S, DeadlineBy.CONTROLLER
+        if said.deadline_s is not None:  # the platform's own wait, counted from its start
+            platform_ends = now - r.phase_since + said.deadline_s - (said.waited_s or 0.0)
+            if platform_ends < deadline:
+                deadline, by = platform_ends, DeadlineBy.PLATFORM
+        return cls(said.reason, r.phase_since, max(deadline, 0.0), by)
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "waited_s": round(max(now - self.since, 0.0), 1),
+            "deadline_s": round(self.deadline_s, 1),
+            "deadline_by": self.deadline_by.value,
+        }
 
 
 @dataclass
@@ -37,6 +82,8 @@ class Observer:
     store: Store
     clock: Callable[[], float]
     judging: dict[str, jg.RolloutJudging] = field(default_factory=dict)  # rollout id -> its judge's state
+    waiting: dict[str, Waiting] = field(default_factory=dict)  # pending rollout id -> why its canary is not ready
+    listeners: list[Callable[[str], None]] = field(default_factory=list)  # told the id whose words changed
 
     async def observe(
         self,
@@ -46,14 +93,22 @@ class Observer:
         route: ServiceRoute | None,
         confirmation: Confirmation,
         platform_error: str = "",
-        starting: str = "",
+        starting: tuple[str, ...] = (),
     ) -> machine.Observation:
         """``route``: the service's route as published; ``confirmation``: whether every reader of
-        the table serves it; ``starting``: why the canary is not ready yet when its start goes on."""
+        the table serves it; ``starting``: the service or consumers whose start of the canary goes
+        on (the platform is asked about the first, else about the service)."""
         s = r.spec
-        not_ready = ""
+        said = None
         if not ready and r.phase == machine.PENDING:
-            not_ready = starting or (await self.platform.not_ready(s.service, s.canary)).reason
+            name = starting[0] if starting else s.service
+            said = await self.platform.not_ready(name, s.canary)
+            if starting and not said.reason:  # a platform without words for a start that goes on
+                said = dataclasses.replace(
+                    said, reason=f"{name} {s.canary} is still starting (waiting for it to answer)"
+                )
+        self.heard(r, said)
+        not_ready = said.reason if said is not None else ""
         verdicts: dict[str, machine.Judgement] = {}
         mirror = change = None
         unavailable: list[str] = []
@@ -89,6 +144,15 @@ class Observer:
             platform_error=platform_error,
             history_wait=history_wait,
         )
+
+    def heard(self, r: machine.Rollout, said: NotReady | None) -> None:
+        """What the pending rollout ``r`` waits for now (None: nothing, its canary is ready)."""
+        before = self.waiting.pop(r.id, None)
+        if said is not None:
+            self.waiting[r.id] = Waiting.heard(r, said, self.clock())
+        if (before.reason if before else None) != (said.reason if said else None):
+            for tell in self.listeners:
+                tell(r.id)
 
     async def judging_of(self, r: machine.Rollout) -> jg.RolloutJudging:
         j = self.judging.get(r.id)

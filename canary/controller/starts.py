@@ -42,9 +42,9 @@ class Starts:
                 self.urls[(key[0], release)] = task.result().url
         return all(task.done() for task in tasks.values())
 
-    def going_on(self, names: tuple[str, ...], release: str) -> bool:
-        """Whether a start of ``release`` of any of ``names`` goes on in the background."""
-        return any(k[0] in names and k[1] == release for k in self.going)
+    def going_on(self, names: tuple[str, ...], release: str) -> tuple[str, ...]:
+        """Those of ``names`` whose start of ``release`` goes on in the background (in their order)."""
+        return tuple(name for name in names if any(k[:2] == (name, release) for k in self.going))
 
     def cancel(self, name: str, release: str) -> None:
         for key in [k for k in self.going if k[:2] == (name, release)]:

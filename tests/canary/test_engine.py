@@ -15,7 +15,9 @@ import pytest
 
 from canary.controller import machine as m
 from canary.controller.engine import LEASE_TTL_S
+from canary.controller.observing import Waiting
 from canary.controller.store import Store
+from canary.platforms.base import NotReady
 from core.errors import ServiceUnavailable, Unprocessable
 from core.routes import parse_table
 from tests.canary.engine_world import SPEC, FakePlatform, World, drive
@@ -293,6 +295,63 @@ def test_a_release_slow_to_start_holds_only_its_own_rollout_and_its_start_ends_w
         w.controller.command(again.id, "abort")  # a person's abort takes while the start goes on
         await ticks(3)
         assert w.get(again).phase == m.ROLLED_BACK and await cancelled(2)
+
+    asyncio.run(scenario())
+
+
+def test_a_pending_rollout_says_what_the_platform_says_of_its_canary_kept_in_memory_not_stored(tmp_path):
+    from canary.controller.api import summary
+    from canary.controller.observing import DeadlineBy
+
+    w = World(tmp_path)
+    w.controller.starts.wait_s = 0.05
+    w.platform.hanging.add("1.1")  # its start goes on, as a local release waiting for its ready path
+    told: list[str] = []
+    w.controller.observer.listeners.append(told.append)
+    r = w.release("importer", "1.1")
+
+    async def ticks(n: int, seconds: float = 1.0) -> m.Rollout:
+        for _ in range(n):
+            w.now += seconds
+            with contextlib.suppress(ServiceUnavailable):
+                w.controller.poll_table(("router/a", w.controller.table.version))
+            await w.controller.tick()
+        return w.get(r)
+
+    async def scenario() -> None:
+        pending = await ticks(2)
+        assert w.controller.not_ready(pending) == Waiting(  # a platform without words: the controller's
+            "importer 1.1 is still starting (waiting for it to answer)", r.phase_since, 120.0, DeadlineBy.CONTROLLER
+        )
+        words = "importer 1.1: ready path /readyz answered 503:\n" + "x" * 3000 + "\ndatabase not reachable"
+        w.platform.said[("importer", "1.1")] = NotReady(words, waited_s=4.0, deadline_s=30.0)
+        pending = await ticks(5)
+        waiting = w.controller.not_ready(pending)
+        assert waiting is not None and waiting.reason.startswith("importer 1.1: ready path /readyz answered 503: x")
+        assert waiting.reason.endswith("x database not reachable") and len(waiting.reason) <= 605  # one line
+        # the platform gives up 26 s after the last look: sooner than the controller's 120 s
+        assert summary(pending, waiting, w.now)["not_ready"] == {
+            "reason": waiting.reason,
+            "waited_s": 7.0,
+            "deadline_s": 33.0,
+            "deadline_by": "platform",
+        }
+        assert summary(pending)["not_ready"] is None
+        # heard at every tick, stored at none: the rollout was not written, and the page told once per change
+        assert (pending.revision, w.store.decisions(r.id)) == (r.revision, [])
+        assert told == [r.id, r.id]
+        w.platform.said[("importer", "1.1")] = NotReady("importer 1.1: connection refused on port 9")
+        pending = await ticks(1)
+        assert told == [r.id] * 3
+        assert w.controller.not_ready(pending) == Waiting(
+            "importer 1.1: connection refused on port 9", r.phase_since, 120.0, DeadlineBy.CONTROLLER
+        )
+        failed = await ticks(1, seconds=120)
+        assert (failed.phase, failed.reason) == (
+            m.FAILED,
+            "canary not ready after 120 s: importer 1.1: connection refused on port 9",  # the same words
+        )
+        assert w.controller.not_ready(failed) is None and r.id not in w.controller.observer.waiting
 
     asyncio.run(scenario())
 
