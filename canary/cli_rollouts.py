@@ -114,6 +114,8 @@ def _status_lines(args: argparse.Namespace) -> list[str]:
     for r in active:
         lines.append(_one_line(r) + f"  ({time.time() - r['phase_since']:.0f} s in phase)")
         detail = _call(args, "GET", f"/api/rollouts/{r['id']}")
+        if detail.get("not_ready"):
+            lines.append(f"    {not_ready_words(detail['not_ready'])}")
         judged = detail["watch"] if r["phase"] == "watching" else detail["judge"]
         if r["phase"] == "mirroring" and detail.get("mirror"):
             judged = {"mirror": detail["mirror"]}
@@ -142,6 +144,16 @@ def evidence_words(ev: dict[str, Any]) -> str:
         f"canary {c['bad']}/{c['requests']} bad ({c['rate']:.2%})  "
         f"stable {s['bad']}/{s['requests']} ({s['rate']:.2%})  e-value {_num(reg['e_value'])} of {reg['threshold']:g}"
     )
+
+
+DEADLINES = {"platform": "the platform's start deadline", "controller": "the rollout's ready deadline"}
+
+
+def not_ready_words(n: dict[str, Any]) -> str:
+    """A pending canary not ready yet (the summary's ``not_ready``): how long it has been waited
+    for, until when, and why, in the platform's words."""
+    by = DEADLINES.get(n["deadline_by"], n["deadline_by"])
+    return f"not ready after {n['waited_s']:.0f} s of {n['deadline_s']:.0f} s ({by}): {n['reason']}"
 
 
 def _one_line(r: dict[str, Any]) -> str:
@@ -205,6 +217,8 @@ def why(args: argparse.Namespace) -> int:
             words = evidence_words(ev) if isinstance(ev, dict) else ""
             if words:
                 print(f"      {metric}: {words}")
+    if r.get("not_ready"):
+        print(f"  now, {not_ready_words(r['not_ready'])}")
     judged = {**r["judge"], **({"mirror": r["mirror"]} if r.get("mirror") else {})}
     for metric, j in {**judged, **{f"{m} (watch)": j for m, j in r.get("watch", {}).items()}}.items():
         print(f"  now, {metric}: {j['verdict']}: {j['reason']}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from canary.controller.dashboard.groups import GroupReader, watch_groups
-from canary.controller.dashboard.live import Live
+from canary.controller.dashboard.live import Change, Live
 from canary.controller.dashboard.series import Series
 from canary.controller.dashboard.views import routes
 from canary.controller.engine import Controller
@@ -27,4 +27,6 @@ def attach(controller: Controller) -> Live:
     live = Live(controller, Series(engine), asyncio.get_running_loop(), GroupReader(engine))
     controller.store.hooks.append(live)
     watch_groups(controller, live.group_saved)
+    # a pending rollout's not-ready words are kept in memory, not stored: the observer says when they change
+    controller.observer.listeners.append(lambda rollout_id: live.publish(Change(rollout_id, "waiting")))
     return live

@@ -3,7 +3,8 @@
 Sits on the store as a :class:`~canary.controller.store.SaveHook`: after a save commits (a decision,
 or the judge's state after a bin), ``committed`` hands the rollout id to the event loop, which adds
 the bin's point to the chart series and then tells every subscriber ``{"rollout": id, "what": ...}``
-(a group's save, ``{"group": id, "what": "group"}``).
+(a group's save, ``{"group": id, "what": "group"}``; a pending rollout's not-ready words changing,
+which the controller keeps in memory and does not store, ``{"rollout": id, "what": "waiting"}``).
 The page re-reads what changed.  Idle, a stream costs nothing: each subscriber waits on its own
 queue.  Every stream ends when the controller's server begins to stop (``core.serve``'s shutdown
 signal: uvicorn waits for open responses to finish before the app hears of it), and in any case
@@ -40,7 +41,9 @@ QUEUE = 256
 @dataclass(frozen=True)
 class Change:
     about: str  # the rollout's id, or the group's for "group"
-    what: str  # "created", "decision", "judged" (a new chart point), "group" (a group saved) or "resync"
+    # "created", "decision", "judged" (a new chart point), "group" (a group saved), "waiting" (a
+    # pending rollout's not-ready words changed: kept in memory, not stored) or "resync"
+    what: str
     number: int = 0  # changes published so far, this one included
 
     def sse(self) -> str:

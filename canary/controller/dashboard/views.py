@@ -3,11 +3,13 @@
 - ``GET /dashboard``: the page (one self-contained HTML file, no network beyond this controller)
 - ``GET /api/dashboard/state``: active rollouts (phase, step, weight asked and as the table's
   readers confirm it, counts per track, the judge's latest words, decisions with evidence, the
-  chart series), the recent history, the active groups (state, members with their rollouts'
-  phases, decisions) and those settled lately, the route table and its readers
+  chart series; pending, why the canary is not ready yet: ``not_ready``), the recent history, the
+  active groups (state, members with their rollouts' phases, decisions) and those settled lately,
+  the route table and its readers
 - ``GET /api/dashboard/rollouts/{id}``: one rollout in the same shape (a history row opened)
 - ``GET /api/dashboard/groups/{id}``: one group in the same shape, with its decisions
-- ``GET /api/events``: server-sent events, one per stored decision, new chart point or group save
+- ``GET /api/events``: server-sent events, one per stored decision, new chart point or group save,
+  and per change of a pending rollout's not-ready words (``waiting``)
 
 Reading needs ``settings.read_token`` or the admin token (a bearer header, or ``?token=`` for the
 event stream only: a browser's EventSource sends no headers); with no read token set, reading is
@@ -111,7 +113,7 @@ async def detail(request: Request, r: machine.Rollout) -> dict[str, Any]:
     if judged.last_mirror is not None:
         words["mirror"] = judged.last_mirror
     return {
-        **summary(r),
+        **summary(r, controller.not_ready(r), controller.clock()),
         "weight_published": None if route is None else route.weight,
         "weight_confirmed": confirmation.confirmed,
         "waiting_for": confirmation.waiting_for,
