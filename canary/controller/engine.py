@@ -289,8 +289,9 @@ class Controller:
             await self._reprocess(new)
         await self._apply(new)  # at once, not at the next tick: a rollback's weight goes to zero now
         await self._publish()
-        if new.phase != machine.PENDING:
-            self.observer.waiting.pop(new.id, None)
+        waiting = self.observer.waiting.get(new.id)
+        if waiting is not None and (new.phase != machine.PENDING or waiting.since != new.phase_since):
+            del self.observer.waiting[new.id]  # ready, or waiting afresh: heard again at its next tick
         if new.phase in machine.TERMINAL:
             self.judging.pop(new.id, None)
             self.platform_errors.pop(new.id, None)
