@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.db import create_schema, engine_for, ping
-from core.errors import HTTPError, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from core.errors import BadRequest, HeadersTooLarge, HTTPError, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from core.metrics import AppMetrics, RequestMetricsMiddleware
 from core.settings import Settings
 
@@ -168,6 +168,25 @@ def require_token(request: Request, *accepted: str) -> None:
         raise Unauthorized("a valid bearer token is required", code="token_required")
 
 
+MAX_HEADER_BYTES = 64 << 10  # a request's header names and values together (431 beyond)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_json(raw: bytes | str, expected: str) -> Any:
+    """A request body as JSON, or a 400 that says what was ``expected``: also for what the json
+    module refuses past its syntax (nesting deeper than the interpreter's recursion limit, an integer
+    of more than 4,300 digits, text that is not UTF-8) and for ``NaN`` and ``Infinity``, which are not
+    JSON and no handler could use."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(":")[0]
+        raise BadRequest(f"body must be {expected} ({reason})") from None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """Read a request body, refusing (413) as soon as it grows past ``limit`` bytes."""
     declared = request.headers.get("content-length")
@@ -184,7 +203,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class BodySizeLimitMiddleware:
-    """Refuses bodies over ``limit`` bytes, by Content-Length up front or while they stream in.
+    """Refuses bodies over ``limit`` bytes, by Content-Length up front or while they stream in, and
+    requests whose headers hold over ``MAX_HEADER_BYTES`` (431).
 
     When the app answers (or fails) before reading the whole body, the rest is read and dropped
     first, up to ``limit`` more bytes and ``DRAIN_TIMEOUT_S``: a client still uploading then gets the
@@ -202,6 +222,12 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+            refused = HeadersTooLarge(
+                f"request headers over {MAX_HEADER_BYTES} bytes", detail={"limit": MAX_HEADER_BYTES}
+            )
+            await _send_json(send, 431, refused.body())
+            return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _send_json(send, 413, PayloadTooLarge(f"request body over {limit} bytes").body())

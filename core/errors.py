@@ -87,6 +87,11 @@ class PayloadTooLarge(HTTPError):
     code = "payload_too_large"
 
 
+class HeadersTooLarge(HTTPError):
+    status = 431
+    code = "headers_too_large"
+
+
 class UnsupportedMedia(HTTPError):
     status = 415
     code = "unsupported_media_type"

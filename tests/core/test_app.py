@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from core.app import create_app
-from core.errors import Unprocessable
+from core.app import MAX_HEADER_BYTES, create_app, parse_json
+from core.errors import BadRequest, Unprocessable
 from core.serve import serve_in_thread
 from core.settings import Settings
 
@@ -74,3 +74,29 @@ def test_an_idle_keep_alive_connection_outlives_the_clients_pool_expiry():
             time.sleep(6)  # longer than httpx's expiry and uvicorn's default keep-alive (5 s)
             s.sendall(request)
             assert s.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_headers_over_the_limit_are_431_on_a_real_server():
+    with serve_in_thread(_app()) as url, httpx.Client(timeout=30) as client:
+        big = client.post(f"{url}/upload/read-all", content=b"x", headers={"X-Big": "y" * (MAX_HEADER_BYTES + 1)})
+        assert big.status_code == 431 and big.json()["error"]["code"] == "headers_too_large"
+        fine = client.post(f"{url}/upload/read-all", content=b"x", headers={"X-Big": "y" * 1000})
+        assert fine.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "Expecting property name enclosed in double quotes"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"n": ' + b"9" * 5000 + b"}", "Exceeds the limit (4300 digits) for integer string conversion"),
+        (b'{"n": Infinity}', "Infinity is not a number JSON allows"),
+        (b"\xff{", "'utf-8' codec can't decode byte 0xff in position 0"),
+    ],
+)
+def test_a_body_json_cannot_parse_is_a_400_saying_why(raw, reason):
+    with pytest.raises(BadRequest) as refused:
+        parse_json(raw, "a JSON object")
+    assert refused.value.message.startswith("body must be a JSON object (")
+    assert reason in refused.value.message
+    assert parse_json(b'{"n": 1}', "a JSON object") == {"n": 1}
