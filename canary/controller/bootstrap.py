@@ -20,7 +20,7 @@ from collections.abc import Callable
 from canary.catalog import Catalog
 from canary.catalog.settings import catalog_for
 from canary.controller.engine import Controller
-from canary.controller.notifying import Notifications, make_notifications
+from canary.controller.notifying import Notifications, make_notifications, read_webhooks
 from canary.controller.store import Store, metadata
 from canary.platforms import make_platform
 from canary.platforms.base import Platform
@@ -28,6 +28,15 @@ from canary.providers import make_provider
 from canary.providers.base import MetricProvider
 from core.db import create_schema, engine_for
 from core.settings import Settings
+
+
+def controller_secrets(settings: Settings) -> frozenset[str]:
+    """What no release may inherit from the controller's environment, whatever the variable's name:
+    its tokens (but the service and table tokens, which entries hand to releases), its database URL
+    and its webhooks' secrets."""
+    held = {settings.admin_token, settings.alert_token, settings.read_token, settings.db_url}
+    held |= {w.secret for w in read_webhooks(settings) if w.secret}
+    return frozenset(v for v in held if v)
 
 
 def bootstrap(
@@ -56,7 +65,8 @@ def bootstrap(
     if notifications is not None:
         store.hooks.append(notifications)
     catalog = catalog if catalog is not None else catalog_for(settings)  # CatalogError: file, field, line
-    platform = platform if platform is not None else make_platform(settings, public_url, catalog)
+    if platform is None:
+        platform = make_platform(settings, public_url, catalog, withheld=controller_secrets(settings))
     controller: Controller
 
     def consumer_url(consumer: str, release: str) -> str | None:

@@ -3,6 +3,7 @@ Deployments; :func:`make_platform` picks one from the settings."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from canary.catalog import Catalog
@@ -12,7 +13,10 @@ from core.errors import ConfigError
 from core.settings import Settings
 
 
-def make_platform(settings: Settings, public_url: str, catalog: Catalog | None = None) -> Platform:
+def make_platform(
+    settings: Settings, public_url: str, catalog: Catalog | None = None, withheld: Collection[str] = ()
+) -> Platform:
+    """``withheld``: values no local release may inherit (``LocalPlatform``)."""
     if settings.platform == "kubernetes":
         from canary.platforms.kubernetes import KubeApi, KubernetesPlatform  # its client only here
 
@@ -29,5 +33,9 @@ def make_platform(settings: Settings, public_url: str, catalog: Catalog | None =
     from canary.platforms.local import LocalPlatform
 
     return LocalPlatform(
-        Path(settings.state_dir), catalog or catalog_for(settings), settings, route_table=f"{public_url}/api/routes"
+        Path(settings.state_dir),
+        catalog or catalog_for(settings),
+        settings,
+        route_table=f"{public_url}/api/routes",
+        withheld=withheld,
     )

@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,12 +106,16 @@ class LocalPlatform:
         *,
         route_table: str = "",
         env: dict[str, str] | None = None,
+        withheld: Collection[str] = (),
     ) -> None:
+        """``withheld``: values no release may inherit from the controller's environment whatever
+        the variable's name (its tokens, its database URL, its webhooks' secrets)."""
         self.state_dir = state_dir
         self.catalog = catalog
         self.settings = settings or Settings()
         self.route_table = route_table  # the controller's /api/routes, for the {route_table} placeholder
         self.env = env or {}
+        self.withheld = frozenset(withheld)
         self.entries: dict[tuple[str, str], _Entry] = {}
         # at most one launch of a release at a time: start() and the supervisor both relaunch a
         # release that died, and two launches on its port left one copy running untracked
@@ -257,7 +262,9 @@ class LocalPlatform:
         launch = self._launch_of(service, release, track, port)
         if launch is None:
             raise DependencyUnavailable(f"{service} {release}: the catalog cannot run it here (no local command)")
-        proc = start_launch(service, release, launch, port=port, state_dir=self.state_dir, env=self.env)
+        proc = start_launch(
+            service, release, launch, port=port, state_dir=self.state_dir, env=self.env, withheld=self.withheld
+        )
         self._waited_for[(service, release)] = proc
         try:
             wait_ready(proc)

@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,10 +166,28 @@ def stop_group(pid: int, grace_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+SETTINGS_PREFIX = "CANARY_"  # core.settings reads its settings from variables named so
+
+
+def inherited_environment(withheld: Collection[str] = ()) -> dict[str, str]:
+    """What a release takes from this process's environment: neither the framework's own settings
+    (``CANARY_*``: the controller's tokens and database among them; a release's entry names what it
+    gets) nor any variable whose value is one of ``withheld`` (a webhook's secret, whatever its name)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIX) and not (v and v in withheld)}
+
+
 def start_launch(
-    name: str, release: str, launch: Launch, *, port: int, state_dir: Path, env: dict[str, str] | None = None
+    name: str,
+    release: str,
+    launch: Launch,
+    *,
+    port: int,
+    state_dir: Path,
+    env: dict[str, str] | None = None,
+    withheld: Collection[str] = (),
 ) -> ServiceProcess:
-    """Start ``launch`` (rendered for ``port``): ``env`` is added to ours, the entry's environment last."""
+    """Start ``launch`` (rendered for ``port``): ``env`` is added to what it inherits
+    (:func:`inherited_environment`), the entry's environment last."""
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{name}-{release}-{port}.log"
@@ -179,7 +197,7 @@ def start_launch(
                 list(launch.argv),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {}), **launch.environment},
+                env={**inherited_environment(withheld), **(env or {}), **launch.environment},
                 cwd=launch.working_dir,
                 start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop children in order
             )

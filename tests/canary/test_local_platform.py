@@ -288,3 +288,46 @@ async def test_a_release_waited_for_says_what_its_ready_path_answers_meanwhile(t
             await start  # the start's own deadline: its failure says what was heard last
     finally:
         await platform.close()
+
+
+async def test_a_release_inherits_none_of_the_controllers_secrets(tmp_path, monkeypatch):
+    """A release under judgment must not hold what commands the controller: neither the framework's
+    own settings from the controller's environment (its tokens, its database URL) nor a webhook's
+    secret, whatever the variable holding it is called; the rest of the environment it inherits."""
+    from canary.controller.bootstrap import bootstrap
+    from core.settings import Settings
+
+    secrets = {
+        "CANARY_ADMIN_TOKEN": "admin-secret-value",
+        "CANARY_ALERT_TOKEN": "alert-secret-value",
+        "CANARY_READ_TOKEN": "read-secret-value",
+        "RELEASE_HOOK_SECRET": "webhook-secret-value-0123456789",
+    }
+    for name, value in {**secrets, "KEEP_ME": "kept"}.items():
+        monkeypatch.setenv(name, value)
+    webhooks = tmp_path / "webhooks.yaml"
+    webhooks.write_text("webhooks:\n  - {url: 'http://127.0.0.1:9/hook', secret_env: RELEASE_HOOK_SECRET}\n")
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'c.db'}",
+        state_dir=str(tmp_path),
+        admin_token=secrets["CANARY_ADMIN_TOKEN"],
+        alert_token=secrets["CANARY_ALERT_TOKEN"],
+        read_token=secrets["CANARY_READ_TOKEN"],
+        service_token="service-token-value",
+        webhooks=str(webhooks),
+    )
+    controller = bootstrap(settings, public_url="http://127.0.0.1:9", router_url="http://127.0.0.1:9")
+    try:
+        started = await controller.platform.start("resizer", "1.0", "canary")
+        pid = controller.platform.entries[("resizer", "1.0")].proc.pid  # type: ignore[attr-defined]
+        environ = dict(
+            item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item
+        )
+        assert httpx.get(f"{started.url}/healthz").status_code == 200
+        held = {name: value for name, value in environ.items() if value in secrets.values()}
+        assert held == {}
+        assert settings.db_url not in environ.values()
+        assert environ["CANARY_ADMIN_TOKEN"] == "service-token-value"  # its own, from its entry
+        assert environ["KEEP_ME"] == "kept"
+    finally:
+        await controller.platform.close()
