@@ -3,8 +3,8 @@ embedded default (SQLite files and local processes in the state directory), in t
 
 The admin token is ``CANARY_ADMIN_TOKEN`` or one generated and kept in ``STATE/admin-token``
 (mode 0600), where the other ``canary`` commands find it.  It is the controller's and the router's
-alone: routers and queue consumers read the route table with the table token (``STATE/table-token``,
-or ``CANARY_TABLE_TOKEN``), and every release, canaries included, gets the service token
+alone: queue consumers read the route table with the table token (``STATE/table-token``, or
+``CANARY_TABLE_TOKEN``), and every release, canaries included, gets the service token
 (``STATE/service-token``, or ``CANARY_SERVICE_TOKEN``) for its own admin endpoints, so that a
 release under judgment holds no token that commands the controller (:class:`StackTokens`).
 Ctrl-C (or SIGTERM) stops everything it started. A crash is not a stop: the controller, the router
@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,10 @@ def service_token(state_dir: Path) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class StackTokens:
-    """One token per role: ``admin`` commands the controller (and the router's admin endpoints),
-    ``table`` only reads the route table (routers, queue consumers), ``service`` is the services'
-    own (their admin endpoints; the controller's hooks present it to them)."""
+    """One token per role: ``admin`` commands the controller (and the router's admin endpoints; a
+    router reads the route table with it, since its confirmations hold every rollout), ``table``
+    only reads the route table, for queue consumers, ``service`` is the services' own (their admin
+    endpoints; the controller's hooks present it to them)."""
 
     admin: str
     table: str
@@ -112,7 +113,7 @@ def local_stack(
         else:
             from canary.router.app import create_router  # here only: `canary up` restarts faster without it
 
-            router = create_router(Settings(admin_token=token), table_source=table_url, table_token=tokens.table)
+            router = create_router(Settings(admin_token=token), table_source=table_url, table_token=token)
             router_port = free_port()
             router.tables.configure(address=f"127.0.0.1:{router_port}")  # who confirms the table it serves
             router_url = stack.enter_context(serve_in_thread(router, port=router_port))
@@ -140,7 +141,7 @@ def router_process(state_dir: Path, table_url: str, tokens: StackTokens, port: i
     """``python -m canary.router`` on ``port``, reading its table from ``table_url``, supervised
     (restarted when it dies) while this runs; one a killed run left on that port is adopted, not
     replaced (``canary.platforms.local_router``).  Leaving stops it."""
-    router = LocalRouter(state_dir, table_url, port, admin_token=tokens.admin, table_token=tokens.table)
+    router = LocalRouter(state_dir, table_url, port, admin_token=tokens.admin)
     url = router.start()
     try:
         yield url
@@ -227,7 +228,7 @@ def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: boo
         controllers.start()
         first = next(iter(stable), "SERVICE")
         print(f"controller  {controller_url}  (token in {state_dir / TOKEN_FILE})")
-        reading = "the read token reads it" if settings.read_token else "open to read from this machine"
+        reading = dashboard_reading(settings, os.environ)
         print(f"dashboard   {controller_url}/dashboard  ({reading}; commands ask for the admin token)")
         print(f"router      {router_url}/<service>/...  e.g. {router_url}/{first}{_health_path(catalog, first)}")
         running = ", ".join(f"{name} {release}" for name, release in stable.items()) or "none (empty catalog)"
@@ -240,6 +241,13 @@ def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: boo
         finally:
             print("stopped")
     return 0
+
+
+def dashboard_reading(settings: Settings, environ: Mapping[str, str]) -> str:
+    """Who may read the dashboard of controllers started with ``settings`` in ``environ`` (they
+    inherit it: a ``CANARY_READ_TOKEN`` there is theirs)."""
+    read_token = settings.read_token or environ.get("CANARY_READ_TOKEN", "")
+    return "the read token reads it" if read_token else "open to read from this machine"
 
 
 def controller_environment(settings: Settings) -> dict[str, str]:

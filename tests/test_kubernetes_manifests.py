@@ -122,7 +122,10 @@ def test_no_release_holds_a_token_that_commands_the_controller(overlay):
         assert not {"admin-token", "alert-token"} & set(secret_keys(d).values()), d["metadata"]["name"]
     consumer = secret_keys(find(docs, "Deployment", "opens-processor-canary"))
     assert consumer["CANARY_TABLE_TOKEN"] == "table-token" and consumer["CANARY_ADMIN_TOKEN"] == "service-token"
-    assert secret_keys(find(docs, "Deployment", "router"))["CANARY_TABLE_TOKEN"] == "table-token"
+    # a router's confirmations hold every rollout: it reads the table with the admin token
+    assert secret_keys(find(docs, "Deployment", "router"))["CANARY_TABLE_TOKEN"] == "admin-token"
+    for app in ("importer", "resizer", "opens"):  # they read no table
+        assert "CANARY_TABLE_TOKEN" not in secret_keys(find(docs, "Deployment", f"{app}-canary"))
     controller = secret_keys(find(docs, "Deployment", "controller"))
     assert controller["CANARY_TABLE_TOKEN"] == "table-token" and controller["CANARY_SERVICE_TOKEN"] == "service-token"
     secrets = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "releasewarden"]

@@ -174,12 +174,11 @@ def _hook(hook: dict[str, Any], moment: str, at: tuple[Any, ...], catalog_dir: P
         setting = http.get("token_setting")
         if setting is not None and setting not in templates.SETTINGS:
             yield (*at, "http", "token_setting"), f"unknown setting {setting!r}"
-        if {"stable_url", "canary_url"} & set(_names(http["url"])):  # the hook calls a release
-            if setting in templates.CONTROLLER_SECRETS:
-                yield (*at, "http", "token_setting"), _handed_to_release(setting)
-            for name, value in http.get("headers", {}).items():
-                for secret in templates.controller_secrets(value):
-                    yield (*at, "http", "headers", name), _handed_to_release(secret)
+        if setting in templates.CONTROLLER_SECRETS:  # a hook's URL may be a release's by any name
+            yield (*at, "http", "token_setting"), _handed_to_release(setting)
+        for name, value in http.get("headers", {}).items():
+            for secret in templates.controller_secrets(value):
+                yield (*at, "http", "headers", name), _handed_to_release(secret)
     if "command" in hook:
         for i, arg in enumerate(hook["command"]):
             yield from _template(arg, (*at, "command", i), templates.HOOK)
@@ -192,8 +191,8 @@ def _hook(hook: dict[str, Any], moment: str, at: tuple[Any, ...], catalog_dir: P
 
 def _handed_to_release(secret: str) -> str:
     return (
-        f"{{settings.{secret}}} would hand a controller token to the releases, canaries included (one under "
-        "judgment could command the controller): give them {settings.service_token} for their own admin "
+        f"{{settings.{secret}}} would hand the controller's own secret to the releases, canaries included (one "
+        "under judgment could command the controller): give them {settings.service_token} for their own admin "
         "endpoints, {settings.table_token} to read the route table"
     )
 

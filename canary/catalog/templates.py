@@ -29,8 +29,9 @@ KUBE_CONSUMER_NAME = frozenset({"service", "consumer", "track"})
 KUBE_TAG = frozenset({"release"})
 # Hooks: the rollout at the moment the hook runs
 HOOK = frozenset({"service", "stable", "canary", "stable_url", "canary_url", "rollout_id", "moment", "catalog_dir"})
-# Settings that command the controller: never handed to a release (a canary could promote itself)
-CONTROLLER_SECRETS = frozenset({"admin_token", "alert_token"})
+# The controller's own secrets: never handed to a release (with the admin token a canary could
+# promote itself, with the database URL write its own rollout's phase), nor sent by a hook
+CONTROLLER_SECRETS = frozenset({"admin_token", "alert_token", "read_token", "db_url"})
 
 
 class TemplateError(ValueError):

@@ -19,7 +19,9 @@ releases and phases, no consumer's data, and the dashboard's page, which holds n
   (the controller runs them by itself; this is the by-hand retry)
 - ``GET /api/routes``: the route table routers and queue consumers poll, with headers
   ``X-Table-Reader: router/<id>`` (or ``consumer/<id>``) and ``X-Table-Version: <version served>``:
-  the controller acts on a new weight only once every reader confirms it (``canary.controller.routing``)
+  the controller acts on a new weight only once every reader confirms it (``canary.controller.routing``).
+  The table token reads it, and may speak for a queue consumer (which confirms its own service's
+  route only); a router (it confirms every service's) polls with the admin token
 - ``GET /api/readers``: every reader of the table, the version it serves, seconds since its last poll
 - ``/api/groups...``: release groups (``group_api``)
 - ``POST /api/alerts``: the Alertmanager webhook, ``GET /api/targets``: Prometheus's service
@@ -167,8 +169,13 @@ async def command(request: Request) -> Response:
 
 async def route_table(request: Request) -> Response:
     settings = request.app.state.settings
-    require_token(request, settings.table_token, settings.admin_token)  # the table token reads, never commands
     reader = parse_reader(request.headers.get("x-table-reader"), request.headers.get("x-table-version"))
+    if reader is not None and not reader[0].startswith("consumer/"):
+        # a router's confirmations hold every service's rollouts: the table token (a queue
+        # consumer's, canaries' among them) may not speak for one
+        require_token(request, settings.admin_token)
+    else:
+        require_token(request, settings.table_token, settings.admin_token)  # it reads, never commands
     return JSONResponse(request.app.state.controller.poll_table(reader))
 
 

@@ -53,11 +53,12 @@ class RouterRecord:
 
 
 class LocalRouter:
-    def __init__(self, state_dir: Path, table_url: str, port: int, *, admin_token: str, table_token: str) -> None:
-        """``table_token`` reads the route table; ``admin_token`` guards the router's own admin endpoints."""
+    def __init__(self, state_dir: Path, table_url: str, port: int, *, admin_token: str) -> None:
+        """``admin_token`` guards the router's own admin endpoints and reads the route table (a
+        router's confirmations hold every rollout: the table token may not speak for one)."""
         self.state_dir = state_dir
         self.table_url, self.port = table_url, port
-        self.admin_token, self.table_token = admin_token, table_token
+        self.admin_token = admin_token
         self.url = f"http://127.0.0.1:{port}"
         self.pid = 0
         self.adopted = False  # this run took over a router a killed `canary up` left running
@@ -125,7 +126,7 @@ class LocalRouter:
         with (logs / "router.log").open("ab") as out:
             return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
                 [sys.executable, "-m", module, *self._argv()],
-                env={**os.environ, "CANARY_TABLE_TOKEN": self.table_token, "CANARY_ADMIN_TOKEN": self.admin_token},
+                env={**os.environ, "CANARY_TABLE_TOKEN": self.admin_token, "CANARY_ADMIN_TOKEN": self.admin_token},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives a `canary up` killed outright

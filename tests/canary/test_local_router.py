@@ -48,7 +48,7 @@ def wait_for(condition, seconds: float = 30.0) -> None:  # type: ignore[no-untyp
 def test_a_dead_router_is_restarted_and_serves_the_table_it_kept_while_the_source_is_gone(tmp_path, upstream):
     table = tmp_path / "routes.json"
     table.write_text(json.dumps({"version": 3, "services": {"svc": {"upstreams": {"stable": upstream}}}}))
-    router = LocalRouter(tmp_path, str(table), free_port(), admin_token="tok", table_token="tok")
+    router = LocalRouter(tmp_path, str(table), free_port(), admin_token="tok")
     router.start()
     try:
         assert answers(f"{router.url}/svc/x") == 200
@@ -68,10 +68,10 @@ def test_a_router_left_by_a_killed_run_is_adopted_and_a_stop_stops_it(tmp_path, 
     table = tmp_path / "routes.json"
     table.write_text(json.dumps({"version": 1, "services": {"svc": {"upstreams": {"stable": upstream}}}}))
     port = free_port()
-    first = LocalRouter(tmp_path, str(table), port, admin_token="tok", table_token="tok")
+    first = LocalRouter(tmp_path, str(table), port, admin_token="tok")
     first.start()
     first._stopping.set()  # the run that started it dies: its supervisor is gone, the router is not
-    second = LocalRouter(tmp_path, str(table), port, admin_token="tok", table_token="tok")
+    second = LocalRouter(tmp_path, str(table), port, admin_token="tok")
     try:
         second.start()
         assert second.adopted and second.pid == first.pid  # the same process: consumers saw nothing
@@ -80,9 +80,7 @@ def test_a_router_left_by_a_killed_run_is_adopted_and_a_stop_stops_it(tmp_path, 
     finally:
         second.stop()
     assert not pid_alive(first.pid) and not pid_alive(second.pid)
-    other = LocalRouter(
-        tmp_path, str(table), free_port(), admin_token="tok", table_token="tok"
-    )  # a stale record: another port
+    other = LocalRouter(tmp_path, str(table), free_port(), admin_token="tok")  # a stale record: another port
     other.start()
     try:
         assert not other.adopted and answers(f"{other.url}/svc/x") == 200
@@ -93,7 +91,7 @@ def test_a_router_left_by_a_killed_run_is_adopted_and_a_stop_stops_it(tmp_path, 
 def test_a_spare_router_waits_ready_and_exits_when_whoever_started_it_is_gone(tmp_path, upstream):
     table = tmp_path / "routes.json"
     table.write_text(json.dumps({"version": 1, "services": {"svc": {"upstreams": {"stable": upstream}}}}))
-    router = LocalRouter(tmp_path, str(table), free_port(), admin_token="tok", table_token="tok")
+    router = LocalRouter(tmp_path, str(table), free_port(), admin_token="tok")
     router.start()
     try:
         wait_for(lambda: router._spare is not None)

@@ -75,11 +75,19 @@ def test_a_good_entry_loads(tmp_path):
         ),
         (
             ('"{settings.service_token}"', '"{settings.admin_token}"'),
-            "x.yaml:9: local.environment.TOKEN: {settings.admin_token} would hand a controller token to the releases",
+            "x.yaml:9: local.environment.TOKEN: {settings.admin_token} would hand the controller's own secret",
         ),
         (
             ('url: "{canary_url}/healthz"}', 'url: "{canary_url}/healthz", token_setting: alert_token}'),
-            "x.yaml:16: hooks.before_traffic[0].http.token_setting: {settings.alert_token} would hand a controller",
+            "x.yaml:16: hooks.before_traffic[0].http.token_setting: {settings.alert_token} would hand the controller",
+        ),
+        (
+            ('"{settings.service_token}"', '"{settings.db_url}"'),
+            "x.yaml:9: local.environment.TOKEN: {settings.db_url} would hand the controller's own secret",
+        ),
+        (
+            ('url: "{canary_url}/healthz"}', 'url: "http://shop:80/x", headers: {A: "Bearer {settings.read_token}"}}'),
+            "x.yaml:16: hooks.before_traffic[0].http.headers.A: {settings.read_token} would hand the controller",
         ),
         (('--port, "{port}"', '--db, "{db_url}"'), "x.yaml:7: local.command[5]: {db_url} needs local.database"),
         (('stable: "1"', 'stable: "3"'), "x.yaml:4: stable: '3' is not among releases (1, 2)"),

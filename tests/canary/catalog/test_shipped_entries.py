@@ -60,10 +60,8 @@ def test_local_command_is_the_one_the_platform_runs(catalog, name, tmp_path):
     )  # fmt: skip
     assert launch.environment == {
         "CANARY_TRACK": "canary",
-        "CANARY_ROUTE_TABLE": "http://127.0.0.1:8700/api/routes",
         "CANARY_ADMIN_TOKEN": "svc",  # its own admin endpoints: never the controller's admin token
-        "CANARY_TABLE_TOKEN": "tbl",
-    }
+    }  # and no table token: only a queue consumer reads the route table
     assert (launch.health_path, launch.ready_path, launch.ready_timeout_s) == ("/healthz", "/readyz", 30.0)
     assert catalog[name].local is not None and catalog[name].local.process.metrics_path == "/metrics"
 
