@@ -22,7 +22,7 @@ import jsonschema
 import yaml
 
 from canary.controller import spec as rollout_spec
-from canary.controller.spec import Problem, SpecError, _line_of, _lines, _message, _path
+from canary.controller.spec import Problem, SpecError, _line_of, _message, _path, parse
 
 if TYPE_CHECKING:
     from canary.catalog import Catalog
@@ -153,7 +153,9 @@ def _rollout_body(
         return None, "", ""
     path = base / ref
     text = path.read_text(encoding="utf-8")
-    doc = yaml.safe_load(text)
+    _, doc, _, refused = parse(text)
+    if refused:
+        raise SpecError(str(path), refused)
     body = dict(doc.get("spec") or {}) if isinstance(doc, dict) else {}
     return body, text, str(path)
 
@@ -164,14 +166,9 @@ def check(
     """Parse and validate a group; with ``base`` (the group file's folder) member spec files are
     read from there, and with ``catalog`` a member without ``rollout`` takes its entry's defaults
     (without either, as the API takes groups, every member's rollout must be inline)."""
-    try:
-        node, data = yaml.compose(text), yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return None, [
-            Problem("(document)", f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)
-        ]
-    lines = _lines(node)
+    _, data, lines, refused = parse(text)
+    if refused:
+        return None, refused
     problems = []
     for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(data):
         at = tuple(e.absolute_path)
@@ -228,6 +225,12 @@ def _build(
             continue
         except LookupError as exc:
             problem((*at, "service"), f"{exc.args[0]}: give the member a rollout, or the catalog an entry")
+            continue
+        except SpecError as exc:  # its spec file is not YAML, or too big or deep once read
+            for p in exc.problems:
+                problems.append(
+                    Problem(f"{exc.source}:{p.line or ''} {p.path}", p.message, _line_of(lines, (*at, "rollout")))
+                )
             continue
         if body is None:
             problem(

@@ -4,6 +4,10 @@ Validation is the JSON schema of ``spec_schema`` (also published for editors) pl
 schema cannot say (steps' weights rise; stable and canary differ; a latency metric has a threshold;
 a query metric has both queries).  Each error reads ``FILE:LINE: spec.steps[2].weight: must be
 between 0 and 100``.  Bad specs never reach the state machine: ``load_spec`` raises ``SpecError``.
+
+:func:`parse` is how every spec and group is read (the API, ``canary lint``): a document that
+expands past ``MAX_NODES`` values through its aliases (a few hundred bytes of nested aliases are
+billions), or nests deeper than ``MAX_DEPTH``, is refused before anything walks it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import yaml
 
 from canary.controller.spec_schema import DEFAULT_STICKY, SCHEMA
 from core.errors import ConfigError
+
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed: 10x faster
+MAX_DEPTH = 32  # levels of mappings and lists: a spec needs 5, a group 7
 
 
 @dataclass(frozen=True)
@@ -149,19 +156,50 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 
 def _lines(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
-    """Each path in the YAML document -> the line (1-based) where its value starts."""
+    """Each path in the YAML document -> the line (1-based) where its value starts (a mapping's
+    value: where its key starts).  It walks aliases as the expanded tree: bound its size first."""
     out: dict[tuple[Any, ...], int] = {}
     if node is None:
         return out
-    out[prefix] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            out[(*prefix, key.value)] = key.start_mark.line + 1
-            out.update({k: v for k, v in _lines(value, (*prefix, key.value)).items() if k != (*prefix, key.value)})
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out.update(_lines(item, (*prefix, i)))
+    stack: list[tuple[tuple[Any, ...], yaml.Node, int]] = [(prefix, node, node.start_mark.line + 1)]
+    while stack:  # depth first, in document order: of two equal keys the later one's lines stay
+        at, n, line = stack.pop()
+        out[at] = line
+        if isinstance(n, yaml.MappingNode):
+            stack.extend(((*at, k.value), v, k.start_mark.line + 1) for k, v in reversed(n.value))
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(((*at, i), v, v.start_mark.line + 1) for i, v in reversed(list(enumerate(n.value))))
     return out
+
+
+def parse(text: str) -> tuple[yaml.Node | None, Any, dict[tuple[Any, ...], int], list[Problem]]:
+    """(node, data, lines, problems): one YAML document read once, or the problem that refuses it
+    (not YAML; more than ``MAX_NODES`` values once its aliases are expanded, counted before they
+    are; nested deeper than ``MAX_DEPTH``).  Problems name the document's line where they can."""
+    from canary.catalog.loader import MAX_NODES, _expanded_size  # the catalog's guard (it imports this module)
+
+    loader = LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, MAX_NODES) > MAX_NODES:
+            message = f"more than {MAX_NODES} values once YAML aliases are expanded"
+            return None, None, {}, [Problem("(document)", message)]
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        last = max(1, len(text.rstrip().splitlines()))  # libyaml marks an unclosed bracket past the end
+        line = min(mark.line + 1, last) if mark else None
+        return None, None, {}, [Problem("(document)", f"not valid YAML: {getattr(exc, 'problem', exc)}", line)]
+    except RecursionError:  # the pure-Python parser (no libyaml) recurses per level
+        return None, None, {}, [Problem("(document)", f"nested deeper than {MAX_DEPTH} levels", None)]
+    finally:
+        loader.dispose()
+    lines = _lines(node)
+    deepest = max(lines, key=len, default=())
+    if len(deepest) > MAX_DEPTH:
+        at = deepest[: MAX_DEPTH + 1]
+        return None, None, {}, [Problem(_path(at), f"nested deeper than {MAX_DEPTH} levels", lines.get(at))]
+    return node, data, lines, []
 
 
 def _line_of(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | None:
@@ -210,15 +248,9 @@ def check(
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
     """Parse and validate; (document, problems) with problems sorted by line.  With ``alerts``
     (from :func:`rule_alerts`), every alert the spec names must be one that rolls back."""
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return None, [
-            Problem("(document)", f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)
-        ]
-    lines = _lines(node)
+    _, data, lines, refused = parse(text)
+    if refused:
+        return None, refused
     validator = jsonschema.Draft202012Validator(SCHEMA)
     problems = []
     for e in (leaf for top in validator.iter_errors(data) for leaf in _within_branch(top)):

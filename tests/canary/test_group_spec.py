@@ -91,3 +91,29 @@ def test_the_readme_group_example_is_valid():
     g, problems = check(example, "README", ROOT / "manifests/groups", shipped_catalog())
     assert problems == [] and g is not None
     assert [(a.member, a.step) for m in g.members for a in m.after] == [("importer", 1), ("opens", None)]
+
+
+def test_aliases_share_members_rollouts_but_cannot_expand_past_the_limit(tmp_path):
+    shared = group(
+        f"""    - {{service: importer, release: "1.1", rollout: &same {ROLLOUT}}}
+    - {{service: opens, release: "1.1", rollout: *same}}"""
+    )
+    g, problems = check(shared, "g.yaml")
+    assert problems == [] and g is not None
+    assert load_group(inline(g)) == g  # what the CLI sends (its anchors too) reads back the same
+    levels = "  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 5)
+    )  # in the metadata, whose fields the schema leaves free: a4 alone is 111,111 values
+    _, problems = check(shared.replace("metadata: {name: g}\n", "metadata:\n  name: g\n" + levels), "g.yaml")
+    assert [p.render("g.yaml") for p in problems] == [
+        "g.yaml: (document): more than 100000 values once YAML aliases are expanded"
+    ]
+
+
+def test_a_member_spec_file_nested_too_deeply_is_a_problem_of_that_member_not_a_recursion_error(tmp_path):
+    (tmp_path / "deep.yaml").write_text("spec: " + "[" * 50_000)
+    text = group('    - {service: importer, release: "1.1", rollout: deep.yaml}')
+    _, problems = check(text, "g.yaml", tmp_path)
+    assert [p.render("g.yaml") for p in problems] == [
+        f"g.yaml:8: {tmp_path / 'deep.yaml'}:1 (document): not valid YAML: exceeded maximum nesting depth"
+    ]

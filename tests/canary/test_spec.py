@@ -166,3 +166,45 @@ def test_a_service_name_longer_than_the_store_keeps_is_refused_by_the_spec_and_t
 
     pattern = re.compile(CATALOG["properties"]["name"]["pattern"])
     assert pattern.match(longest) and not pattern.match(over)
+
+
+def aliases(levels: int, name: str = "a") -> str:
+    """Lines of ``metadata`` (whose fields the schema leaves free) with aliases ten to a level: the
+    last one stands for 10**levels values, in a few hundred bytes."""
+    out = f"  {name}0: &{name}0 [x, x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, levels):
+        out += f"  {name}{i}: &{name}{i} [{', '.join([f'*{name}{i - 1}'] * 10)}]\n"
+    return out
+
+
+def with_metadata(spec: str, fields: str) -> str:
+    return spec.replace("metadata:\n", "metadata:\n" + fields, 1)
+
+
+def test_aliases_share_values_but_cannot_expand_past_the_limit():
+    shared = load_spec(with_metadata(GOOD, "  steps: &s [1, 2]\n  again: *s\n"))  # a few aliases are fine
+    assert shared.service == "resizer"
+    for fields in (
+        aliases(5),  # 111,110 values, counted before anything walks them (the audit's 9 levels: in
+        # test_cli_spec_limits, in a process of bounded memory)
+        "  a0: &a0 {x: 1, y: 2}\n"  # merge keys count as the aliases they name
+        + "".join(f"  a{i}: &a{i} {{<<: [{', '.join([f'*a{i - 1}'] * 10)}]}}\n" for i in range(1, 6)),
+        "  loop: &loop [*loop]\n",  # an alias inside its own anchor: endless
+    ):
+        _, problems = check(with_metadata(GOOD, fields), "r.yaml")
+        assert [p.render("r.yaml") for p in problems] == [
+            "r.yaml: (document): more than 100000 values once YAML aliases are expanded"
+        ]
+
+
+def test_a_spec_nested_too_deeply_is_refused_naming_where_not_with_a_recursion_error():
+    for deep, line in (("[" * 50_000, 5), ("{a: " * 20_000, 5), ("\n    " + "- " * 5_000 + "x", 6)):
+        _, problems = check(with_metadata(GOOD, f"  deep: {deep}\n"), "r.yaml")
+        assert [p.render("r.yaml") for p in problems] == [
+            f"r.yaml:{line}: (document): not valid YAML: exceeded maximum nesting depth"
+        ]
+    _, problems = check(with_metadata(GOOD, "  deep: " + "[" * 40 + "]" * 40 + "\n"), "r.yaml")
+    assert [p.render("r.yaml") for p in problems] == [
+        f"r.yaml:5: metadata.deep{'[0]' * 31}: nested deeper than 32 levels"
+    ]
+    assert check(with_metadata(GOOD, "  deep: " + "[" * 30 + "]" * 30 + "\n"), "r.yaml")[1] == []
