@@ -3,9 +3,11 @@ takes the table token, ``POST /api/alerts`` the alert token; open are only the a
 factory's ``/healthz``, ``/readyz`` and ``/metrics``, for Prometheus's scrape: rollout ids, services,
 releases and phases, no consumer's data, and the dashboard's page, which holds none).
 
-- ``POST /api/rollouts`` (body: a rollout spec in YAML) -> 201; 422 with every problem (field, line),
-  also when the catalog lists the service's releases and the canary is not one of them (naming
-  them, ``unknown_release``); 409 if the service already has an active rollout
+- ``POST /api/rollouts`` (body: a rollout spec in YAML, at most 256 KiB) -> 201; 422 with every
+  problem (field, line), also when the catalog lists the service's releases and the canary is not
+  one of them (naming them, ``unknown_release``), and for a document of more than 100,000 values
+  once its YAML aliases are expanded or nested deeper than 32 levels (refused before anything walks
+  it: ``spec.parse``); 409 if the service already has an active rollout
 - ``GET /api/rollouts``, ``GET /api/rollouts/{id}`` (with its decisions and their evidence, the
   judge's latest words and numbers, kept across restarts, and the table's readers); a pending
   rollout whose canary is not ready yet has ``not_ready``: the platform's latest words on why
@@ -33,6 +35,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -95,7 +98,7 @@ def summary(r: machine.Rollout, not_ready: Waiting | None = None, now: float = 0
 async def create_rollout(request: Request) -> Response:
     _auth(request)
     text = (await read_body(request, 256 * 1024)).decode("utf-8", errors="replace")
-    _, problems = check(text, "spec")
+    _, problems = await run_in_threadpool(check, text, "spec")  # a big spec must not hold the loop's ticks
     if problems:
         raise Unprocessable(
             "the rollout spec is not valid", code="bad_spec", detail=[p.render("spec") for p in problems]

@@ -1,9 +1,10 @@
 """The controller's HTTP API for groups (bearer token, as every endpoint; mounted by ``api.routes``).
 
-- ``POST /api/groups`` (body: a group in YAML, members' rollouts inline: ``canary release --group``
-  sends it so) -> 201; 422 with every problem (field, line), an unknown service or release, a
-  member whose release is its service's stable already (``bad_member``); 409 if a group of that
-  name is under way, or a member that starts at once finds its service busy (``rollout_active``)
+- ``POST /api/groups`` (body: a group in YAML, at most 512 KiB, members' rollouts inline: ``canary
+  release --group`` sends it so) -> 201; 422 with every problem (field, line; aliases and nesting
+  bounded as in a rollout spec), an unknown service or release, a member whose release is its
+  service's stable already (``bad_member``); 409 if a group of that name is under way, or a member
+  that starts at once finds its service busy (``rollout_active``)
 - ``GET /api/groups``, ``GET /api/groups/{id}`` (its members with their rollouts, and its decisions)
 - ``POST /api/groups/{id}/pause|resume|abort`` -> 202: for every member (applied at the next tick);
   an aborted group's members not started yet never start
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -90,7 +92,7 @@ async def group_summary(runner: GroupRunner, g: Group) -> dict[str, Any]:
 async def create_group(request: Request) -> Response:
     runner = _runner(request)
     text = (await read_body(request, 512 * 1024)).decode("utf-8", errors="replace")
-    _, problems = check(text, "group")
+    _, problems = await run_in_threadpool(check, text, "group")  # a big group must not hold the loop's ticks
     if problems:
         raise Unprocessable("the group is not valid", code="bad_group", detail=[p.render("group") for p in problems])
     g = await runner.create(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 import time
 
 import pytest
@@ -262,3 +263,60 @@ async def test_a_spec_that_lists_its_alerts_is_rolled_back_by_those_only(db_url,
         payload = {"alerts": [alert("CanaryErrorRatioAboveStable", service="importer", release="1.2")]}
         r = await c.post("/api/alerts", json={"status": "firing", **payload}, headers=AUTH)
         assert [x["action"] for x in r.json()["results"]] == ["rolling back"]
+
+
+def aliases(levels: int) -> str:
+    """``metadata`` (whose fields a spec leaves free) with aliases ten to a level: 10**levels values."""
+    out = "metadata:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+    return out + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, levels))
+
+
+async def test_a_spec_whose_aliases_expand_past_the_limit_or_that_nests_too_deeply_is_refused(db_url, tmp_path):
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        r = await c.post(
+            "/api/rollouts", content=SPEC.replace("kind: Rollout\n", "kind: Rollout\n" + aliases(5)), headers=AUTH
+        )
+        assert (r.status_code, r.json()["error"]["detail"]) == (
+            422,
+            ["spec: (document): more than 100000 values once YAML aliases are expanded"],
+        )
+        for deep in ("[" * 50_000, "{a: " * 20_000):  # the pure-Python parser's RecursionError was a 500
+            r = await c.post("/api/rollouts", content=deep, headers=AUTH)
+            assert (r.status_code, r.json()["error"]["detail"]) == (
+                422,
+                ["spec:1: (document): not valid YAML: exceeded maximum nesting depth"],
+            )
+        assert (await c.get("/api/rollouts", headers=AUTH)).json() == {"rollouts": []}
+
+
+async def checked_while_healthz_answers(c, monkeypatch, module, path: str, body: str) -> list[bool]:
+    """Post ``body`` to ``path`` while ``module.check`` holds it until ``/healthz`` has answered
+    meanwhile: [True] when the check ran off the event loop (on it, nothing else can answer)."""
+    started, answered, released = threading.Event(), threading.Event(), []
+    real = module.check
+
+    def held_check(*args):
+        started.set()
+        released.append(answered.wait(20))  # on the event loop this waits the 20 s out, then goes on
+        return real(*args)
+
+    monkeypatch.setattr(module, "check", held_check)
+
+    async def meanwhile():
+        deadline = time.monotonic() + 20
+        while not started.is_set():
+            assert time.monotonic() < deadline, "the check never started"
+            await asyncio.sleep(0.01)
+        assert (await c.get("/healthz")).status_code == 200
+        answered.set()
+
+    posted, _ = await asyncio.gather(c.post(path, content=body, headers=AUTH), meanwhile())
+    assert posted.status_code < 500, posted.text
+    return released
+
+
+async def test_a_spec_is_checked_off_the_event_loop(db_url, tmp_path, monkeypatch):
+    from canary.controller import api
+
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        assert await checked_while_healthz_answers(c, monkeypatch, api, "/api/rollouts", SPEC) == [True]
