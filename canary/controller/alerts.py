@@ -16,7 +16,6 @@ controller itself.  On Kubernetes, Prometheus discovers pods instead (manifests/
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from canary.controller import machine
 from canary.controller.engine import Controller
-from core.app import read_body, require_token
+from core.app import parse_json, read_body, require_token
 from core.errors import BadRequest, NotFound
 
 MAX_PAYLOAD = 1 << 20
@@ -38,10 +37,7 @@ def _auth_alert_sender(request: Request) -> None:
 
 async def webhook(request: Request) -> Response:
     _auth_alert_sender(request)
-    try:
-        payload = json.loads(await read_body(request, MAX_PAYLOAD))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("body must be an Alertmanager webhook payload (JSON)") from None
+    payload = parse_json(await read_body(request, MAX_PAYLOAD), "an Alertmanager webhook payload (JSON)")
     if not isinstance(payload, dict) or not isinstance(payload.get("alerts", []), list):
         raise BadRequest("body must be an Alertmanager webhook payload: an object with a list of alerts")
     controller = request.app.state.controller

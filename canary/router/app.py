@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from canary.router.source import TableHolder
 from canary.router.stats import RouterStats
 from canary.router.upstream import UpstreamPool
 from canary.router.wire import BodyError, ClientSide, RequestBody, RequestHead, json_error, read_all
-from core.app import create_app, read_body, require_token
+from core.app import create_app, parse_json, read_body, require_token
 from core.errors import BadRequest, ConfigError
 from core.routes import TableError, parse_table
 from core.settings import Settings
@@ -136,10 +135,9 @@ class Router:
 
     async def _put_table(self, request: Request) -> Response:
         require_token(request, self.settings.admin_token)
+        raw = parse_json(await read_body(request, 1 << 20), "a route table (JSON)")
         try:
-            table = parse_table(json.loads(await read_body(request, 1 << 20)))
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"route table is not valid JSON: {exc.msg}") from None
+            table = parse_table(raw)
         except TableError as exc:
             raise BadRequest(str(exc), code="bad_route_table") from None
         self.tables.set(table)

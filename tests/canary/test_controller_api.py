@@ -320,3 +320,15 @@ async def test_a_spec_is_checked_off_the_event_loop(db_url, tmp_path, monkeypatc
 
     async with asgi_client(app(db_url, tmp_path)) as c:
         assert await checked_while_healthz_answers(c, monkeypatch, api, "/api/rollouts", SPEC) == [True]
+
+
+async def test_an_alert_payload_the_json_module_refuses_is_a_400_not_a_500(db_url, tmp_path):
+    async with asgi_client(app(db_url, tmp_path)) as c:
+        for bad in (
+            "[" * 100_000 + "]" * 100_000,  # deeper than the interpreter's recursion limit
+            '{"alerts": [], "x": ' + "1" * 5000 + "}",  # more digits than int() converts
+            '{"alerts": [], "x": NaN}',
+        ):
+            r = await c.post("/api/alerts", content=bad, headers=AUTH)
+            assert r.status_code == 400, (bad[:30], r.text)
+            assert r.json()["error"]["message"].startswith("body must be an Alertmanager webhook payload (JSON) (")

@@ -182,6 +182,19 @@ async def test_admin_endpoints_need_the_token_and_refuse_bad_tables(upstreams):
         assert "router_requests_total" in metrics
 
 
+async def test_a_table_the_json_module_refuses_is_a_400_and_the_table_served_stays(upstreams):
+    async with router_with(table(upstreams)) as (c, _):
+        for bad in (
+            "[" * 100_000 + "]" * 100_000,  # deeper than the interpreter's recursion limit
+            '{"version": ' + "1" * 5000 + ', "services": {}}',  # more digits than int() converts
+            b'{"version": 2, "services": {"\xff": {}}}',  # not UTF-8
+        ):
+            r = await c.put("/_router/table", content=bad, headers=AUTH)
+            assert r.status_code == 400, (bad[:30], r.text)
+            assert r.json()["error"]["message"].startswith("body must be a route table (JSON) (")
+        assert (await c.get("/_router/table", headers=AUTH)).json()["version"] == 1
+
+
 async def test_file_table_changes_apply_without_a_restart_and_bad_files_are_ignored(upstreams, tmp_path):
     path = tmp_path / "routes.json"
     path.write_text(json.dumps(table(upstreams, weight=0)))
