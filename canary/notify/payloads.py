@@ -73,7 +73,12 @@ def headers(event: RolloutEvent, hook: Webhook, data: bytes, now: float) -> dict
 
 
 def verify(secret: str, timestamp: str, data: bytes, signed: str, now: float, tolerance_s: float = 300) -> bool:
-    """For receivers: the signature is right and the timestamp within ``tolerance_s`` of ``now``."""
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance_s:
+    """For receivers: the signature is right and the timestamp within ``tolerance_s`` of ``now``.
+    Whatever a sender put in the two headers, the answer is True or False, never an exception
+    (``"²".isdigit()`` is true, a timestamp is ASCII digits only)."""
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 20:
         return False
-    return hmac.compare_digest(signature(secret, int(timestamp), data), signed)
+    if abs(now - int(timestamp)) > tolerance_s:
+        return False
+    expected = signature(secret, int(timestamp), data).encode()
+    return hmac.compare_digest(expected, signed.encode("utf-8", "replace"))  # str compare refuses non-ASCII

@@ -8,7 +8,7 @@ Sits at the edge of the notify package: the controller's settings (or a catalog 
 webhooks:
   - url: https://hooks.example.com/releases
     kind: generic                # JSON body signed with HMAC-SHA256 (needs a secret)
-    secret_env: RELEASE_HOOK_SECRET   # or secret: "..." (not in a file you commit)
+    secret_env: RELEASE_HOOK_SECRET   # or secret: "..." (not in a file you commit); 16 characters or more
     events: [rolled_back, promoted, held]
   - url: https://hooks.slack.com/services/T000/B000/XXXX
     kind: slack                  # a Slack-compatible message
@@ -35,6 +35,7 @@ from core.yaml_lines import line_map, line_of
 
 FIELDS = frozenset({"url", "kind", "secret", "secret_env", "events"})
 MAX_URL = 2000
+MIN_SECRET = 16  # characters of a signing secret, once leading and trailing spaces are left out
 MAX_WEBHOOKS = 50
 
 
@@ -164,12 +165,34 @@ def _secret(item: Mapping[str, Any], at: tuple[Any, ...], env: Mapping[str, str]
         if not isinstance(name, str) or not env.get(name):
             problem((*at, "secret_env"), f"environment variable {name!r} is not set")
             return None
-        return env[name]
-    secret = item.get("secret")
-    if "secret" in item and (not isinstance(secret, str) or not secret):  # `secret:` alone is null
-        problem((*at, "secret"), "must be a non-empty string")
+        field, secret, said = "secret_env", env[name], f"environment variable {name!r} holds"
+    elif "secret" in item:
+        given = item["secret"]
+        if not isinstance(given, str) or not given:  # `secret:` alone is null
+            problem((*at, "secret"), "must be a non-empty string")
+            return None
+        field, secret, said = "secret", given, "it has"
+    else:
+        return None
+    size = len(secret.strip())
+    if size < MIN_SECRET:  # a blank or short one is guessed: anyone could sign the controller's events
+        problem(
+            (*at, field),
+            f"the secret of the webhook to {_host(item.get('url'))} is too short: {said} {size} "
+            f"character(s), leaving out spaces; give it at least {MIN_SECRET}",
+        )
         return None
     return secret
+
+
+def _host(url: Any) -> str:
+    """A webhook named by its host (the rest of a Slack URL is a secret)."""
+    if not isinstance(url, str):
+        return "(no url)"
+    try:
+        return urlsplit(url).hostname or "(no host)"  # no user:password@ nor port
+    except ValueError:
+        return "(an unusable url)"
 
 
 def _events(raw: Any, at: tuple[Any, ...], problem: Any) -> frozenset[EventKind] | None:

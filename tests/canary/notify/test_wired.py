@@ -20,7 +20,7 @@ from core.settings import Settings
 from tests.canary.dashboard.realstack import ENDED, create, load, stack, until, wait_phase
 from tests.canary.notify.receiver import Receiver
 
-SECRET = "receiver-secret"
+SECRET = "receiver-secret-of-this-test"
 
 
 def test_a_rollback_notifies_each_event_once_signed_across_a_down_receiver_and_a_restart(tmp_path):
@@ -64,6 +64,11 @@ def test_a_bad_webhooks_file_stops_the_controller_before_it_serves_naming_field_
     with pytest.raises(ConfigError) as bad:
         create_controller_app(settings, stable={}, router_url="", public_url="")
     assert str(bad.value) == f"{hooks}:3: webhooks[0].kind: 'carrier-pigeon' is not one of generic, slack"
+    hooks.write_text("webhooks:\n  - url: http://127.0.0.1:9/hook\n    secret_env: HOOK_SECRET\n")
+    with pytest.raises(ConfigError) as bad, pytest.MonkeyPatch.context() as env:
+        env.setenv("HOOK_SECRET", "   ")  # set, and blank: anyone could sign the controller's events
+        create_controller_app(settings, stable={}, router_url="", public_url="")
+    assert str(bad.value).startswith(f"{hooks}:3: webhooks[0].secret_env: the secret of the webhook to 127.0.0.1")
     settings = settings.with_overrides(webhooks=str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="cannot read"):
         create_controller_app(settings, stable={}, router_url="", public_url="")
