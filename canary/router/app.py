@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,10 @@ class Router:
         except BodyError:
             await client.answer(*json_error(413, "payload_too_large", f"admin request over {ADMIN_BODY_MAX} bytes"))
             return
+        # Header values as an ASGI server hands them to an app: without trailing spaces and tabs,
+        # which are not part of a value (RFC 9110 5.5); httptools keeps them, uvicorn drops them.
+        # So ``Authorization: Bearer TOKEN `` reads as on the controller: the exact token.
+        head = dataclasses.replace(head, headers=[(k, v.rstrip(b" \t")) for k, v in head.headers])
         await client.answer(*await call_asgi(self.admin, head, data))
 
     # -- admin ------------------------------------------------------------------------------------

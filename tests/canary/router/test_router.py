@@ -295,3 +295,39 @@ async def test_operational_endpoints_are_never_mirrored(upstreams):
             await _sleep(0.02)
         compared = (await c.get("/_router/stats")).json()["mirror"]
     assert [(m["route"], m["compared"]) for m in compared] == [("/data", 1)]
+
+
+def status_of(url: str, path: str, authorization: bytes) -> int:
+    """The status a real server answers a GET whose Authorization header is exactly these bytes (an
+    HTTP client would refuse to send some of them)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: " + authorization + b"\r\n")
+        s.sendall(b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_the_router_and_the_controller_read_an_authorization_header_alike_the_exact_token(tmp_path):
+    from canary.controller.app import create_controller_app
+
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'c.db'}", state_dir=str(tmp_path), admin_token=TOKEN)
+    controller = create_controller_app(settings, stable={}, router_url="", public_url="", tick_s=3600)
+    sent = {
+        b"Bearer " + TOKEN.encode(): 200,
+        b"bearer " + TOKEN.encode(): 200,  # the scheme is a word of any case (RFC 9110 11.1)
+        b"Bearer " + TOKEN.encode() + b" ": 200,  # spaces after a value are not part of it (RFC 9110 5.5)
+        b"Bearer " + TOKEN.encode() + b"\t": 200,
+        b"Bearer  " + TOKEN.encode(): 401,  # within the value: the token would be " router-admin"
+        b"Bearer " + TOKEN.encode() + b" x": 401,
+        b"Bearer " + TOKEN.encode()[:-1]: 401,
+        b"Bearer " + TOKEN.encode() + b"x": 401,
+        b"Basic " + TOKEN.encode(): 401,
+    }
+    with serve_router_in_thread(create_router(Settings(admin_token=TOKEN))) as router_url:
+        at_router = {header: status_of(router_url, "/_router/table", header) for header in sent}
+    with serve_in_thread(controller) as controller_url:
+        at_controller = {header: status_of(controller_url, "/api/readers", header) for header in sent}
+    assert at_router == at_controller == sent
