@@ -14,15 +14,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.app import create_app, read_body
+from core.app import create_app, parse_json, read_body
 from core.errors import BadRequest, NotFound, Unprocessable, UnsupportedMedia
 from core.settings import Settings
+from services import MAX_INT32, path_id, query_int
 from services.importer import csvfile, store
 from services.importer.releases import SUPPRESSED_POLICY
 from services.importer.schema import contacts, metadata, suppressions
 
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained")
 MAX_IDEMPOTENCY_KEY = 128
+# Address book and contact ids are INTEGER columns: at most 2**31-1 on PostgreSQL (SQLite holds more;
+# both backends take the same ids)
+MAX_ROW_ID = MAX_INT32
 
 
 def create_importer_app(settings: Settings) -> Starlette:
@@ -31,9 +35,9 @@ def create_importer_app(settings: Settings) -> Starlette:
     app = create_app(
         settings,
         [
-            Route("/address-books/{book_id:int}/imports", create_import, methods=["POST"]),
+            Route("/address-books/{book_id}/imports", create_import, methods=["POST"]),
             Route("/imports/{import_id}", get_import, methods=["GET"]),
-            Route("/address-books/{book_id:int}/contacts", list_contacts, methods=["GET"]),
+            Route("/address-books/{book_id}/contacts", list_contacts, methods=["GET"]),
             Route("/suppressions", list_suppressions, methods=["GET"]),
             Route("/suppressions/{email}", put_suppression, methods=["PUT"]),
             Route("/suppressions/{email}", delete_suppression, methods=["DELETE"]),
@@ -49,7 +53,7 @@ def create_importer_app(settings: Settings) -> Starlette:
 async def create_import(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     engine: Engine = request.app.state.engine
-    book_id: int = request.path_params["book_id"]
+    book_id = path_id(request, "book_id", "address book", MAX_ROW_ID)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
@@ -98,23 +102,14 @@ async def get_import(request: Request) -> Response:
     return JSONResponse(result)
 
 
-def _page_args(request: Request) -> tuple[int, str]:
-    try:
-        limit = int(request.query_params.get("limit", "100"))
-    except ValueError:
-        raise BadRequest("limit must be an integer") from None
-    if not 1 <= limit <= 1000:
-        raise BadRequest("limit must be between 1 and 1000")
-    return limit, request.query_params.get("after", "")
+def _limit(request: Request) -> int:
+    return query_int(request, "limit", 1, 1000, default=100)
 
 
 async def list_contacts(request: Request) -> Response:
-    limit, after = _page_args(request)
-    try:
-        after_id = int(after or 0)
-    except ValueError:
-        raise BadRequest("after must be a contact id") from None
-    book_id = request.path_params["book_id"]
+    book_id = path_id(request, "book_id", "address book", MAX_ROW_ID)
+    limit = _limit(request)
+    after_id = query_int(request, "after", 0, MAX_ROW_ID, default=0)
     query = (
         select(contacts)
         .where(contacts.c.address_book_id == book_id, contacts.c.id > after_id)
@@ -142,7 +137,7 @@ async def list_contacts(request: Request) -> Response:
 
 
 async def list_suppressions(request: Request) -> Response:
-    limit, after = _page_args(request)
+    limit, after = _limit(request), request.query_params.get("after", "")
     query = select(suppressions).where(suppressions.c.email > after).order_by(suppressions.c.email).limit(limit)
 
     def fetch() -> list[dict[str, Any]]:
@@ -158,10 +153,7 @@ async def put_suppression(request: Request) -> Response:
     email = request.path_params["email"].strip().lower()
     if not csvfile.EMAIL_RE.match(email) or len(email) > csvfile.MAX_EMAIL:
         raise Unprocessable(f"{email[:80]!r} is not a valid address")
-    try:
-        body = json.loads(await read_body(request, 4096) or b"{}")
-    except json.JSONDecodeError:
-        raise BadRequest('body must be JSON like {"reason": "unsubscribed"}') from None
+    body = parse_json(await read_body(request, 4096) or b"{}", 'JSON like {"reason": "unsubscribed"}')
     reason = body.get("reason") if isinstance(body, dict) else None
     if reason not in SUPPRESSION_REASONS:
         raise Unprocessable(f"reason must be one of {', '.join(SUPPRESSION_REASONS)}")

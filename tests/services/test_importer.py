@@ -193,7 +193,7 @@ async def test_health_ready_and_metrics(db_url, release):
         await upload(c, csv_bytes([["ann@example.com", "Ann", "", ""]]))
         metrics = (await c.get("/metrics")).text
         assert (
-            f'http_requests_total{{method="POST",release="{release}",route="/address-books/{{book_id:int}}/imports",'
+            f'http_requests_total{{method="POST",release="{release}",route="/address-books/{{book_id}}/imports",'
             'service="importer",status="201"} 1.0' in metrics
         )
         assert f'importer_rows_total{{outcome="created",release="{release}",service="importer"}} 1.0' in metrics
@@ -254,3 +254,57 @@ async def test_release_1_2_result_equals_1_0_except_for_the_intended_change(tmp_
     assert results["1.0"]["suppressed_skipped"] == results["1.2"]["suppressed_updated"] == 1
     for key in ("created", "updated", "rejected", "rejections"):
         assert results["1.0"][key] == results["1.2"][key]
+
+
+HUGE = "9" * 25  # past SQLite's and PostgreSQL's int64: the driver raised OverflowError (a 500)
+INT32 = 2**31 - 1  # address book and contact ids are INTEGER columns: PostgreSQL's hold no more
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "status"),
+    [
+        ("GET", f"/address-books/{HUGE}/contacts", {}, 404),
+        ("GET", f"/address-books/{'9' * 5000}/contacts", {}, 404),  # int() itself refused the path: a 500
+        ("POST", f"/address-books/{HUGE}/imports", {}, 404),
+        ("POST", f"/address-books/{INT32 + 1}/imports", {}, 404),  # PostgreSQL: integer out of range, a 500
+        ("GET", f"/address-books/{INT32 + 1}/contacts", {}, 404),
+        ("GET", "/address-books/1/contacts", {"after": str(INT32 + 1)}, 400),
+        ("GET", "/address-books/1/contacts", {"after": HUGE}, 400),
+        ("GET", "/address-books/1/contacts", {"after": "9" * 5000}, 400),
+        ("GET", "/address-books/1/contacts", {"after": "²"}, 400),
+        ("GET", "/address-books/1/contacts", {"after": "-1"}, 400),
+        ("GET", "/address-books/1/contacts", {"limit": "²"}, 400),
+        ("GET", "/address-books/1/contacts", {"limit": "9" * 5000}, 400),
+        ("GET", "/suppressions", {"limit": HUGE}, 400),
+    ],
+)
+async def test_ids_and_numbers_past_what_their_columns_hold_are_a_clear_4xx(db_url, method, path, params, status):
+    async with asgi_client(app_for(db_url)) as c:
+        if method == "POST":
+            files = {"file": ("c.csv", csv_bytes([["ann@example.com", "Ann", "", ""]]), "text/csv")}
+            r = await c.post(path, files=files, data={"mapping": MAPPING})
+        else:
+            r = await c.get(path, params=params)
+        assert r.status_code == status, r.text
+        error = r.json()["error"]
+        name = next(iter(params), "")
+        assert (name in error["message"]) if name else ("ids are integers" in error["message"])
+        assert len(error["message"]) < 200  # the 5,000 digits are not echoed back
+        assert await contacts_of(c) == {}
+
+
+async def test_listing_reads_the_largest_id_and_a_zero_padded_one(db_url):
+    async with asgi_client(app_for(db_url)) as c:
+        await upload(c, csv_bytes([["ann@example.com", "Ann", "", ""]]), book=INT32)
+        assert set(await contacts_of(c, book=INT32)) == {"ann@example.com"}
+        r = await c.get(f"/address-books/{'0' * 30}{INT32}/contacts", params={"after": "000"})
+        assert [x["email"] for x in r.json()["contacts"]] == ["ann@example.com"]
+
+
+@pytest.mark.parametrize("body", [b"[" * 4000, b'{"reason": NaN}', b"Infinity"])
+async def test_suppression_bodies_json_refuses_are_a_400(db_url, body):
+    async with asgi_client(app_for(db_url)) as c:
+        r = await c.put("/suppressions/ann@example.com", content=body)
+        assert r.status_code == 400, r.text
+        assert "reason" in r.json()["error"]["message"]
+        assert (await c.get("/suppressions")).json()["suppressions"] == []
