@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.app import create_app, read_body, require_token
-from core.errors import BadRequest, Conflict, Unprocessable
+from core.app import create_app, parse_json, read_body, require_token
+from core.errors import Conflict, Unprocessable
 from core.hashing import bucket
 from core.settings import Settings
+from services import decimal, path_id
 from services.opens import tokens
 from services.opens.intake import EventWriter
 from services.opens.schema import metadata, opens, raw_events
@@ -33,6 +33,10 @@ NO_CACHE = {
     "Expires": "0",
 }
 MAX_MINT = 10_000
+# 10,000 sends with ids of 19 digits are about 1 MiB of JSON: over the app-wide default body limit,
+# so the app takes bodies this large and every other endpoint reads its own smaller limit.
+MINT_MAX_BYTES = 2 << 20
+REPROCESS_MAX_BYTES = 4096
 
 
 def create_opens_app(settings: Settings) -> Starlette:
@@ -54,13 +58,14 @@ def create_opens_app(settings: Settings) -> Starlette:
         settings,
         [
             Route("/o/{token}.gif", pixel, methods=["GET", "HEAD"]),
-            Route("/campaigns/{campaign_id:int}/opens", campaign_report, methods=["GET"]),
+            Route("/campaigns/{campaign_id}/opens", campaign_report, methods=["GET"]),
             Route("/admin/tokens", mint_tokens, methods=["POST"]),
             Route("/admin/reprocess", reprocess, methods=["POST"]),
             Route("/stats", stats, methods=["GET"]),
         ],
         lifespan=lifespan,
         metadata=metadata,
+        max_body_bytes=max(settings.max_body_bytes, MINT_MAX_BYTES),
     )
     m = app.state.metrics
     app.state.pixel_hits = m.counter("opens_pixel_hits_total", "Pixel hits by outcome.", ["outcome"])
@@ -93,7 +98,7 @@ async def pixel(request: Request) -> Response:
 
 
 async def campaign_report(request: Request) -> Response:
-    campaign_id = request.path_params["campaign_id"]
+    campaign_id = path_id(request, "campaign_id", "campaign", tokens.MAX_ID)
     engine: Engine = request.app.state.engine
 
     def fetch() -> dict[str, Any]:
@@ -127,22 +132,40 @@ async def campaign_report(request: Request) -> Response:
 
 async def mint_tokens(request: Request) -> Response:
     require_token(request, request.app.state.settings.admin_token)
-    try:
-        body = json.loads(await read_body(request, 2 << 20))
-    except json.JSONDecodeError:
-        raise BadRequest('body must be JSON: {"sends": [{"campaign_id", "contact_id", "send_id"}]}') from None
+    raw = await read_body(request, MINT_MAX_BYTES)
+    body = parse_json(raw, 'JSON: {"sends": [{"campaign_id", "contact_id", "send_id"}]}')
     sends = body.get("sends") if isinstance(body, dict) else None
     if not isinstance(sends, list) or not 0 < len(sends) <= MAX_MINT:
         raise Unprocessable(f"'sends' must be a list of 1 to {MAX_MINT} sends")
     out = []
     for i, item in enumerate(sends):
-        try:
-            send = tokens.Send(int(item["campaign_id"]), int(item["contact_id"]), int(item["send_id"]))
-            token = tokens.mint(request.app.state.secret, send)
-        except (KeyError, TypeError, ValueError):
-            raise Unprocessable(f"sends[{i}]: campaign_id, contact_id and send_id must be ids >= 0") from None
+        send = _send(item)
+        if send is None:
+            raise Unprocessable(
+                f"sends[{i}]: campaign_id, contact_id and send_id must be ids from 0 to {tokens.MAX_ID}"
+            )
+        token = tokens.mint(request.app.state.secret, send)
         out.append({**item, "token": token, "url": f"/o/{token}.gif"})
     return JSONResponse({"tokens": out})
+
+
+def _send(item: object) -> tokens.Send | None:
+    if not isinstance(item, dict):
+        return None
+    campaign, contact, send = (_id(item.get(name)) for name in ("campaign_id", "contact_id", "send_id"))
+    if campaign is None or contact is None or send is None:
+        return None
+    return tokens.Send(campaign, contact, send)
+
+
+def _id(value: object) -> int | None:
+    """A send's id: a JSON integer (never a bool, nor a float, which int() truncated or overflowed
+    on) or a string of ASCII digits, from 0 to ``tokens.MAX_ID``; else None."""
+    if isinstance(value, str):
+        return decimal(value, 0, tokens.MAX_ID)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= tokens.MAX_ID:
+        return value
+    return None
 
 
 async def reprocess(request: Request) -> Response:
@@ -152,10 +175,7 @@ async def reprocess(request: Request) -> Response:
     acknowledged without recording are recorded now.
     """
     require_token(request, request.app.state.settings.admin_token)
-    try:
-        body = json.loads(await read_body(request, 4096) or b"{}")
-    except json.JSONDecodeError:
-        raise BadRequest('body must be JSON like {"release": "1.1"}') from None
+    body = parse_json(await read_body(request, REPROCESS_MAX_BYTES) or b"{}", 'JSON like {"release": "1.1"}')
     release = body.get("release") if isinstance(body, dict) else None
     if not isinstance(release, str) or not release:
         raise Unprocessable("'release' is required: the release whose events to process again")
