@@ -18,6 +18,7 @@ from starlette.routing import Route
 from core.app import create_app, read_body
 from core.errors import BadRequest, NotFound, Unprocessable
 from core.settings import Settings
+from services import query_int
 from services.resizer import imaging
 from services.resizer.releases import CODE
 from services.resizer.schema import metadata
@@ -75,15 +76,6 @@ async def upload_image(request: Request) -> Response:
     return JSONResponse({**row, "url": f"/images/{image_id}"}, status_code=201)
 
 
-def _int_param(request: Request, name: str, lo: int, hi: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise BadRequest(f"{name} must be an integer between {lo} and {hi}")
-    return int(raw)
-
-
 def parse_spec(request: Request, max_side: int) -> imaging.VariantSpec:
     fit = request.query_params.get("fit", "contain")
     if fit not in ("contain", "cover"):
@@ -91,13 +83,12 @@ def parse_spec(request: Request, max_side: int) -> imaging.VariantSpec:
     output = request.query_params.get("format") or None
     if output is not None and output not in imaging.OUTPUTS:
         raise BadRequest(f"format must be one of {', '.join(imaging.OUTPUTS)}")
-    quality = _int_param(request, "q", 1, 95)
     return imaging.VariantSpec(
-        width=_int_param(request, "w", 1, max_side),
-        height=_int_param(request, "h", 1, max_side),
+        width=query_int(request, "w", 1, max_side),
+        height=query_int(request, "h", 1, max_side),
         fit=fit,
         output=output,
-        quality=85 if quality is None else quality,
+        quality=query_int(request, "q", 1, 95, default=85),
     )
 
 

@@ -195,3 +195,25 @@ async def test_releases_sharing_a_database_never_answer_with_each_others_cached_
         upright = decode((await stable.get(f"/images/{image_id}", params={"w": 300})).content)
         sideways = decode((await canary.get(f"/images/{image_id}", params={"w": 300})).content)
     assert upright.size == (300, 200) and sideways.size == (300, 450)  # 2.0's own (wrong) rendering
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"w": "9" * 5000},  # isdigit() passed, int() refused: a 500
+        {"w": "²"},  # isdigit() passed, int() refused: a 500
+        {"h": "\u0661\u0662"},  # Arabic-Indic digits: isdigit() passed and int() read 12
+        {"q": "9" * 25},
+        {"w": "-1"},
+        {"w": "1_0"},
+    ],
+)
+async def test_numbers_in_the_query_are_ascii_digits_in_range_or_a_400(db_url, params):
+    async with asgi_client(app_for(db_url)) as c:
+        image_id = await upload(c, images.jpeg(100, 100))
+        r = await c.get(f"/images/{image_id}", params=params)
+        assert r.status_code == 400, r.text
+        name = next(iter(params))
+        assert r.json()["error"]["message"].startswith(f"{name} must be an integer")
+        padded = await c.get(f"/images/{image_id}", params={"w": "0050", "q": "080"})
+        assert padded.status_code == 200 and decode(padded.content).size == (50, 50)
