@@ -64,9 +64,10 @@ async def create_import(request: Request) -> Response:
         if not isinstance(upload, UploadFile):
             raise Unprocessable("a 'file' field with the CSV is required", code="file_missing")
         raw_mapping = form.get("mapping")
-        mapping = csvfile.Mapping.parse(raw_mapping if isinstance(raw_mapping, str) else None)
         upload.file.seek(0)
-        result, replayed = await run_in_threadpool(_import_file, engine, book_id, upload, mapping, settings, key)
+        result, replayed = await run_in_threadpool(
+            _import_file, engine, book_id, upload, raw_mapping if isinstance(raw_mapping, str) else None, settings, key
+        )
     if not replayed:
         rows = request.app.state.import_rows
         s, r = settings.service, settings.release
@@ -80,10 +81,11 @@ def _import_file(
     engine: Engine,
     book_id: int,
     upload: UploadFile,
-    mapping: csvfile.Mapping,
+    raw_mapping: str | None,
     settings: Settings,
     key: str | None,
 ) -> tuple[dict[str, Any], bool]:
+    mapping = csvfile.Mapping.parse(raw_mapping)  # here, in a worker thread: parsing up to 1 MB of JSON is CPU
     items = csvfile.read_rows(upload.file, mapping, settings.import_max_rows)
     return store.run_import(
         engine,

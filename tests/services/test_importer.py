@@ -6,12 +6,15 @@ pin 1.1's bug (suppressed contacts with empty mapped cells fail the whole import
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 
 import pytest
 
 from core.settings import Settings
-from services.importer import RELEASES
+from services.importer import RELEASES, csvfile
 from services.importer.app import create_importer_app
 from tests.conftest import asgi_client
 
@@ -308,3 +311,73 @@ async def test_suppression_bodies_json_refuses_are_a_400(db_url, body):
         assert r.status_code == 400, r.text
         assert "reason" in r.json()["error"]["message"]
         assert (await c.get("/suppressions")).json()["suppressions"] == []
+
+
+async def test_a_mapping_of_more_columns_than_a_file_may_have_is_refused_at_once(db_url):
+    # 40,000 columns (about 1 MB): the duplicate check counted each target in the whole list, and
+    # blocked the event loop for the whole importer for seconds on end before its answer
+    columns = {"Email": "email", **{f"c{i}": f"data.c{i}" for i in range(40_000)}}
+    async with asgi_client(app_for(db_url)) as c:
+        r = await upload(c, csv_bytes([["ann@example.com", "Ann", "", ""]]), mapping=json.dumps(columns))
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "bad_mapping"
+        assert "40001 columns" in error["message"] and "at most 200" in error["message"]
+        assert await contacts_of(c) == {}
+        widest = {"Email": "email", **{f"c{i}": f"data.c{i}" for i in range(199)}}
+        header = ",".join(widest)
+        row = ",".join(["ann@example.com", *("x" * 199)])
+        ok = await upload(c, f"{header}\n{row}\n".encode(), mapping=json.dumps(widest))
+        assert ok.status_code == 201, ok.text
+        assert len((await contacts_of(c))["ann@example.com"]["data"]) == 199
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        "[" * 100_000,
+        '{"Email": "email", "First": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"Email": "email", "First": ' + "9" * 5000 + "}",
+        '{"Email": "email", "First": NaN}',
+    ],
+)
+async def test_a_mapping_json_refuses_is_a_422_not_a_500(db_url, mapping):
+    async with asgi_client(app_for(db_url)) as c:
+        r = await upload(c, csv_bytes([["ann@example.com", "Ann", "", ""]]), mapping=mapping)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "bad_mapping" and error["message"].startswith("mapping")
+        assert len(error["message"]) < 300
+        assert await contacts_of(c) == {}
+
+
+async def test_a_bad_mapping_target_is_named_in_a_short_message(db_url):
+    async with asgi_client(app_for(db_url)) as c:
+        mapping = json.dumps({"Email": "email", "C" * 50_000: ["x" * 50_000]})
+        r = await upload(c, csv_bytes([["ann@example.com", "Ann", "", ""]]), mapping=mapping)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "bad_mapping"
+        assert len(r.json()["error"]["message"]) < 300
+
+
+async def test_the_mapping_is_parsed_off_the_event_loop(tmp_path, monkeypatch):
+    entered, healthy = threading.Event(), threading.Event()
+    answered_while_parsing: list[bool] = []
+    parse = csvfile.Mapping.parse
+
+    def parse_once_healthz_answered(raw: str | None) -> csvfile.Mapping:
+        entered.set()
+        # the event loop answers /healthz meanwhile, unless the parse holds it (then nothing answers)
+        answered_while_parsing.append(healthy.wait(10))
+        return parse(raw)
+
+    monkeypatch.setattr(csvfile.Mapping, "parse", staticmethod(parse_once_healthz_answered))
+    async with asgi_client(app_for(f"sqlite:///{tmp_path / 'i.db'}")) as c:
+        importing = asyncio.create_task(upload(c, csv_bytes([["ann@example.com", "Ann", "", ""]])))
+        deadline = time.monotonic() + 10
+        while not entered.is_set():
+            assert time.monotonic() < deadline, "the import never parsed its mapping"
+            await asyncio.sleep(0.01)
+        assert (await c.get("/healthz")).status_code == 200
+        healthy.set()
+        assert (await importing).status_code == 201
+    assert answered_while_parsing == [True]
