@@ -16,10 +16,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.app import create_app, read_body
-from core.errors import BadRequest, NotFound, Unprocessable
+from core.errors import BadRequest, NotFound, ServiceUnavailable, Unprocessable
 from core.settings import Settings
 from services import query_int
 from services.resizer import imaging
+from services.resizer.decoding import RETRY_AFTER_S, DecodeSlots, decode_slots
 from services.resizer.releases import CODE
 from services.resizer.schema import metadata
 from services.resizer.store import ImageStore
@@ -37,6 +38,8 @@ def create_resizer_app(settings: Settings) -> Starlette:
         # Rendering is CPU-bound: more renders at once than cores only adds GIL contention, which
         # starves the short database queries of the other requests.  The rest wait their turn.
         app.state.render_slots = asyncio.Semaphore(os.cpu_count() or 2)
+        # Checking an upload decodes all its pixels: memory bounds how many run at once (decoding.py).
+        app.state.decode_slots = DecodeSlots(decode_slots(settings))
         yield
 
     app = create_app(
@@ -51,6 +54,15 @@ def create_resizer_app(settings: Settings) -> Starlette:
         max_body_bytes=settings.image_max_bytes,
     )
     app.state.render = code.render
+    app.state.inspect = imaging.inspect
+    app.state.decode_slots = None
+    m = app.state.metrics
+    m.gauge("resizer_uploads_decoding", "Uploads being decoded right now.").set_function(
+        lambda: app.state.decode_slots.decoding if app.state.decode_slots else 0
+    )
+    m.gauge("resizer_uploads_waiting", "Uploads waiting for a decode slot right now.").set_function(
+        lambda: app.state.decode_slots.waiting if app.state.decode_slots else 0
+    )
     app.state.variant_outcomes = app.state.metrics.counter(
         "resizer_variants_total", "Variants answered, by cache outcome.", ["cache"]
     )
@@ -62,7 +74,17 @@ async def upload_image(request: Request) -> Response:
     data = await read_body(request, settings.image_max_bytes)
     if not data:
         raise Unprocessable("empty body: send the image bytes as the request body", code="empty_body")
-    info = await run_in_threadpool(imaging.inspect, data, settings.image_max_pixels)
+    slots: DecodeSlots = request.app.state.decode_slots
+    if not await slots.acquire():
+        busy = ServiceUnavailable(
+            f"{slots.size} uploads are being decoded and others wait: retry in {RETRY_AFTER_S} s",
+            code="uploads_busy",
+        )
+        return JSONResponse(busy.body(), status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    try:
+        info = await run_in_threadpool(request.app.state.inspect, data, settings.image_max_pixels)
+    finally:
+        slots.release()
     image_id = uuid.uuid4().hex
     row = {
         "id": image_id,

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import threading
+import time
 
 import pytest
 from PIL import Image
@@ -17,6 +20,7 @@ from canary.traffic import images
 from core.settings import Settings
 from services.resizer import RELEASES
 from services.resizer.app import create_resizer_app
+from services.resizer.decoding import decode_slots
 from tests.conftest import asgi_client
 
 pytestmark = pytest.mark.anyio
@@ -217,3 +221,85 @@ async def test_numbers_in_the_query_are_ascii_digits_in_range_or_a_400(db_url, p
         assert r.json()["error"]["message"].startswith(f"{name} must be an integer")
         padded = await c.get(f"/images/{image_id}", params={"w": "0050", "q": "080"})
         assert padded.status_code == 200 and decode(padded.content).size == (50, 50)
+
+
+def rgba_png(width: int, height: int) -> bytes:
+    """Small on the wire, large decoded: every pixel of it is 4 bytes in memory."""
+    buf = io.BytesIO()
+    Image.new("RGBA", (width, height), (10, 20, 30, 255)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class CountedDecodes:
+    """The app's own decode (``app.state.inspect``), counting how many run at once.  Each holds until
+    every upload has either reached a decode or is waiting for a slot, so that uploads do overlap."""
+
+    def __init__(self, app, uploads: int) -> None:
+        self.app, self.uploads, self.inspect = app, uploads, app.state.inspect
+        self.lock = threading.Lock()
+        self.active = self.peak = 0
+        self.go = threading.Event()
+        app.state.inspect = self
+
+    def __call__(self, data: bytes, max_pixels: int):
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            deadline = time.monotonic() + 30
+            while not self.go.is_set():
+                if self.active + self.app.state.decode_slots.waiting >= self.uploads:
+                    self.go.set()  # all in: from now on every decode runs at once
+                assert time.monotonic() < deadline, "the uploads never all arrived"
+                self.go.wait(0.01)
+            return self.inspect(data, max_pixels)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+async def test_concurrent_big_uploads_all_succeed_and_at_most_the_slots_decode_at_once(tmp_path):
+    app = app_for(f"sqlite:///{tmp_path / 'r.db'}")
+    big = rgba_png(5000, 5000)  # 25 MP, 100 MB decoded
+    async with asgi_client(app) as c:
+        slots = app.state.decode_slots.size
+        assert slots >= 1
+        uploads = 3 * slots + 1
+        decodes = CountedDecodes(app, uploads)
+        responses = await asyncio.gather(*(c.post("/images", content=big) for _ in range(uploads)))
+        # each waits its turn (or, on a machine so slow that it waited DECODE_WAIT_S, is told to retry)
+        for r in responses:
+            assert r.status_code == 201 or (r.status_code == 503 and r.headers["retry-after"]), r.text
+        assert sum(r.status_code == 201 for r in responses) >= slots
+        assert decodes.peak == slots  # they overlapped, and no more than the slots decoded at once
+        metrics = (await c.get("/metrics")).text
+        assert 'resizer_uploads_decoding{release="1.0",service="resizer"} 0.0' in metrics
+        assert 'resizer_uploads_waiting{release="1.0",service="resizer"} 0.0' in metrics
+
+
+def test_decode_slots_come_from_the_pixel_limit():
+    cores = os.cpu_count() or 2
+    assert decode_slots(Settings()) == min(cores, 2)  # 50 MP of 4 bytes: two in 512 MiB
+    assert decode_slots(Settings(image_max_pixels=10**9)) == 1  # never none
+    assert decode_slots(Settings(image_max_pixels=1_000_000)) == cores  # never more than the cores
+
+
+async def test_an_upload_that_waits_too_long_for_a_slot_is_a_503_with_retry_after(tmp_path):
+    app = app_for(f"sqlite:///{tmp_path / 'r.db'}")
+    async with asgi_client(app) as c:
+        slots = app.state.decode_slots
+        decodes = CountedDecodes(app, uploads=10**6)  # held until released below
+        held = [asyncio.create_task(c.post("/images", content=images.jpeg(64, 64))) for _ in range(slots.size)]
+        deadline = time.monotonic() + 30
+        while decodes.active < slots.size:
+            assert time.monotonic() < deadline, "the first uploads never started decoding"
+            await asyncio.sleep(0.01)
+        slots.wait_s = 0.05
+        refused = await c.post("/images", content=images.jpeg(64, 64))
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "2"
+        assert refused.json()["error"]["code"] == "uploads_busy"
+        decodes.go.set()
+        assert [r.status_code for r in await asyncio.gather(*held)] == [201] * slots.size
+        slots.wait_s = 10.0
+        assert (await c.post("/images", content=images.jpeg(64, 64))).status_code == 201  # the retry is taken
