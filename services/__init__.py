@@ -1,9 +1,11 @@
 """The three services of the incident, each with its releases.
 
-What every service reads the same way lives here: integers from a path or a query string.  A
-request's digits are checked before ``int()`` sees them, so that no input reaches the database as
-an integer it cannot hold (SQLite raised ``OverflowError``, a 500) nor makes ``int()`` itself fail
-(over 4,300 digits) or read what is not ASCII (``str.isdigit`` takes ``²`` and other Unicode digits).
+What every service reads the same way lives here: integers from a path or a query string, and
+text a database can hold.  A request's digits are checked before ``int()`` sees them, so that no
+input reaches the database as an integer it cannot hold (SQLite raised ``OverflowError``, a 500) nor
+makes ``int()`` itself fail (over 4,300 digits) or read what is not ASCII (``str.isdigit`` takes
+``²`` and other Unicode digits).  Text with NUL never reaches PostgreSQL, whose text types refuse
+it (a ``DataError``, a 500).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from core.errors import BadRequest, NotFound
 
 MAX_ID = 2**63 - 1  # the largest integer SQLite's INTEGER and PostgreSQL's BIGINT hold
 MAX_INT32 = 2**31 - 1  # the largest PostgreSQL's INTEGER holds (SQLAlchemy's Integer)
+
+
+def storable(text: str) -> bool:
+    """Whether every database the services run on holds ``text`` (PostgreSQL's text refuses NUL)."""
+    return "\x00" not in text
 
 
 def decimal(raw: str, lo: int, hi: int) -> int | None:

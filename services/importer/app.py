@@ -17,7 +17,7 @@ from starlette.routing import Route
 from core.app import create_app, parse_json, read_body
 from core.errors import BadRequest, NotFound, Unprocessable, UnsupportedMedia
 from core.settings import Settings
-from services import MAX_INT32, path_id, query_int
+from services import MAX_INT32, path_id, query_int, storable
 from services.importer import csvfile, store
 from services.importer.releases import SUPPRESSED_POLICY
 from services.importer.schema import contacts, metadata, suppressions
@@ -98,7 +98,10 @@ def _import_file(
 
 
 async def get_import(request: Request) -> Response:
-    result = await run_in_threadpool(store.get_import, request.app.state.engine, request.path_params["import_id"])
+    import_id = request.path_params["import_id"]
+    result = (
+        await run_in_threadpool(store.get_import, request.app.state.engine, import_id) if storable(import_id) else None
+    )
     if result is None:
         raise NotFound("no such import")
     return JSONResponse(result)
@@ -140,6 +143,8 @@ async def list_contacts(request: Request) -> Response:
 
 async def list_suppressions(request: Request) -> Response:
     limit, after = _limit(request), request.query_params.get("after", "")
+    if not storable(after):
+        raise BadRequest("after must be an address from the previous page", code="bad_parameter")
     query = select(suppressions).where(suppressions.c.email > after).order_by(suppressions.c.email).limit(limit)
 
     def fetch() -> list[dict[str, Any]]:
@@ -171,6 +176,8 @@ async def put_suppression(request: Request) -> Response:
 
 async def delete_suppression(request: Request) -> Response:
     email = request.path_params["email"].strip().lower()
+    if not storable(email):
+        raise NotFound(f"{email[:80]!r} is not suppressed")
 
     def remove() -> int:
         with request.app.state.engine.begin() as conn:

@@ -26,8 +26,8 @@ MAX_NAME = 255
 MAX_DATA_VALUE = 1000
 MAX_COLUMNS = 200
 DELIMITERS = (",", ";", "\t", "|")
-EMAIL_RE = re.compile(
-    r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+EMAIL_RE = re.compile(  # no control characters either: PostgreSQL refuses NUL in text
+    r"^[^@\s\"(),:;<>\[\]\\\x00-\x1f\x7f]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
 )
 
 csv.field_size_limit(64 * 1024)
@@ -165,6 +165,9 @@ def read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[Co
             last = raw[last_at].strip() if last_at is not None else ""
             if len(first) > MAX_NAME or len(last) > MAX_NAME:
                 yield line, f"name longer than {MAX_NAME} characters"
+                continue
+            if "\x00" in first or "\x00" in last:  # data values are stored as JSON, which escapes it
+                yield line, "name contains a NUL character"
                 continue
             data: dict[str, str] = {}
             too_long = ""

@@ -20,7 +20,7 @@ from core.app import create_app, parse_json, read_body, require_token
 from core.errors import Conflict, Unprocessable
 from core.hashing import bucket
 from core.settings import Settings
-from services import decimal, path_id
+from services import decimal, path_id, storable
 from services.opens import tokens
 from services.opens.intake import EventWriter
 from services.opens.schema import metadata, opens, raw_events
@@ -177,7 +177,7 @@ async def reprocess(request: Request) -> Response:
     require_token(request, request.app.state.settings.admin_token)
     body = parse_json(await read_body(request, REPROCESS_MAX_BYTES) or b"{}", 'JSON like {"release": "1.1"}')
     release = body.get("release") if isinstance(body, dict) else None
-    if not isinstance(release, str) or not release:
+    if not isinstance(release, str) or not release or not storable(release):
         raise Unprocessable("'release' is required: the release whose events to process again")
     if release == request.app.state.settings.release:  # the hook asks stable for the canary's
         raise Conflict(

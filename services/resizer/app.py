@@ -18,7 +18,7 @@ from starlette.routing import Route
 from core.app import create_app, read_body
 from core.errors import BadRequest, NotFound, ServiceUnavailable, Unprocessable
 from core.settings import Settings
-from services import query_int
+from services import query_int, storable
 from services.resizer import imaging
 from services.resizer.decoding import RETRY_AFTER_S, DecodeSlots, decode_slots
 from services.resizer.releases import CODE
@@ -122,9 +122,9 @@ async def get_variant(request: Request) -> Response:
     # Keyed by release too: a release that renders differently must never answer with another's variants
     # (they share the database while side by side, and a shared cache would hide the new code's output).
     key = f"{settings.release}/{spec.key()}"
-    found = await run_in_threadpool(store.load, image_id, key, settings.variant_cache)
+    found = await run_in_threadpool(store.load, image_id, key, settings.variant_cache) if storable(image_id) else None
     if found is None:
-        raise NotFound(f"no image {image_id}")
+        raise NotFound(f"no image {image_id[:80]!r}")
     sha, cached = found
     hit = isinstance(cached, tuple)
     etag = '"' + hashlib.sha256(f"{sha}/{key}".encode()).hexdigest()[:32] + '"'
@@ -145,7 +145,8 @@ async def get_variant(request: Request) -> Response:
 
 
 async def get_info(request: Request) -> Response:
-    info = await run_in_threadpool(request.app.state.store.info, request.path_params["image_id"])
+    image_id = request.path_params["image_id"]
+    info = await run_in_threadpool(request.app.state.store.info, image_id) if storable(image_id) else None
     if info is None:
-        raise NotFound(f"no image {request.path_params['image_id']}")
+        raise NotFound(f"no image {image_id[:80]!r}")
     return JSONResponse(info)

@@ -381,3 +381,25 @@ async def test_the_mapping_is_parsed_off_the_event_loop(tmp_path, monkeypatch):
         healthy.set()
         assert (await importing).status_code == 201
     assert answered_while_parsing == [True]
+
+
+async def test_text_with_nul_which_postgresql_cannot_hold_is_a_clear_4xx(db_url):
+    # PostgreSQL's text refuses NUL: each of these was a DataError, a 500 (SQLite took them)
+    async with asgi_client(app_for(db_url)) as c:
+        assert (await c.get("/imports/a%00b")).status_code == 404
+        assert (await c.delete("/suppressions/a%00b@example.com")).status_code == 404
+        r = await c.put("/suppressions/a%00b@example.com", json={"reason": "bounced"})
+        assert r.status_code == 422 and "not a valid address" in r.json()["error"]["message"]
+        r = await c.get("/suppressions", params={"after": "a\x00"})
+        assert r.status_code == 400 and "after" in r.json()["error"]["message"]
+        rows = [
+            ["a\x00b@example.com", "A", "", ""],
+            ["ann@example.com", "An\x00n", "", ""],
+            ["bo@example.com", "Bo", "", "x\x00"],
+        ]
+        r = await upload(c, csv_bytes(rows))
+        assert r.status_code == 201, r.text
+        reasons = {x["line"]: x["reason"] for x in r.json()["rejections"]}
+        assert "not a valid address" in reasons[2] and "NUL" in reasons[3] and set(reasons) == {2, 3}
+        stored = await contacts_of(c)
+        assert set(stored) == {"bo@example.com"} and stored["bo@example.com"]["data"] == {"city": "x\x00"}

@@ -400,3 +400,10 @@ async def test_mint_takes_its_stated_2_mib_of_sends_past_the_apps_1_mib_default(
         assert f"over {MINT_MAX_BYTES} bytes" in too_big.json()["error"]["message"]
         # the other endpoints keep their own small limits
         assert (await c.post("/admin/reprocess", content=b" " * 5000, headers=ADMIN)).status_code == 413
+
+
+async def test_a_release_with_nul_which_postgresql_cannot_hold_is_a_422(db_url, tmp_path):
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
+        r = await c.post("/admin/reprocess", json={"release": "1.1\x00"}, headers=ADMIN)
+        assert r.status_code == 422, r.text
+        assert "release" in r.json()["error"]["message"]

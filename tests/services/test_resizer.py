@@ -303,3 +303,10 @@ async def test_an_upload_that_waits_too_long_for_a_slot_is_a_503_with_retry_afte
         assert [r.status_code for r in await asyncio.gather(*held)] == [201] * slots.size
         slots.wait_s = 10.0
         assert (await c.post("/images", content=images.jpeg(64, 64))).status_code == 201  # the retry is taken
+
+
+async def test_an_image_id_with_nul_which_postgresql_cannot_hold_is_a_404(db_url):
+    async with asgi_client(app_for(db_url)) as c:
+        for path in ("/images/a%00b", "/images/a%00b/info"):
+            r = await c.get(path, params={"w": 10})
+            assert r.status_code == 404, r.text
