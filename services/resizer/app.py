@@ -54,7 +54,7 @@ def create_resizer_app(settings: Settings) -> Starlette:
         max_body_bytes=settings.image_max_bytes,
     )
     app.state.render = code.render
-    app.state.inspect = imaging.inspect
+    app.state.inspect = imaging.inspect  # the upload check, held like render (tests count decodes through it)
     app.state.decode_slots = None
     m = app.state.metrics
     m.gauge("resizer_uploads_decoding", "Uploads being decoded right now.").set_function(
