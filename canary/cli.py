@@ -37,10 +37,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_yaml(file: Path) -> object:
+    """A scenario or the spec it names: one YAML document, or a UsageError in words (not YAML, an
+    alias bomb, nesting too deep: ``canary.controller.spec.parse``)."""
+    from canary.controller.spec import parse
+
+    _node, data, _lines, refused = parse(file.read_text(encoding="utf-8"))
+    if refused:
+        raise UsageError(refused[0].render(str(file)))
+    return data
+
+
 def _simulate(args: argparse.Namespace) -> int:
     import json
-
-    import yaml
 
     from canary.analysis import simulate
     from canary.analysis.scenario import Scenario, ScenarioError
@@ -51,18 +60,17 @@ def _simulate(args: argparse.Namespace) -> int:
     results = []
     for path in args.scenario:
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            data = _read_yaml(Path(path))
 
             def read_spec(name: str, base: Path = Path(path).parent) -> object:
                 # a rollout spec named by a scenario: relative to the working directory, else to the scenario
-                file = Path(name) if Path(name).exists() else base / name
-                return yaml.safe_load(file.read_text(encoding="utf-8"))
+                return _read_yaml(Path(name) if Path(name).exists() else base / name)
 
             scenario = Scenario.from_dict(data, read_spec)
         except OSError as exc:
             raise UsageError(f"cannot read scenario {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{path}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not UTF-8 text") from None
         except ScenarioError as exc:
             raise UsageError(f"{path}: {exc}") from None
         try:

@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from canary.catalog import Catalog, CatalogError, load_catalog
 from canary.catalog.settings import catalog_paths
 from canary.controller import spec as rollout_spec
@@ -95,12 +93,12 @@ def lint(text: str, path: str, alerts: dict[str, bool], catalog: Sequence[str] =
     """``canary lint``: a group (``kind: Group``, its members' spec files read beside it, the others'
     rollouts from the catalog at ``catalog``, by default ``CANARY_CATALOG`` or the shipped one) or a
     rollout spec."""
-    try:
-        doc = yaml.safe_load(text) or {}
-        spec = doc.get("spec")
-        kind, members = doc.get("kind"), isinstance(spec, dict) and "members" in spec
-    except (yaml.YAMLError, AttributeError, TypeError):
-        kind, members = None, False
+    _node, doc, _lines, refused = rollout_spec.parse(text)  # an alias bomb or deep nesting: in words
+    if refused:
+        return refused
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    members = isinstance(spec, dict) and "members" in spec
     if members and kind != "Group":  # a group whose kind is misspelt: not a rollout's many errors
         return [Problem("kind", f"must be 'Group' (a document with spec.members is a group), not {kind!r}", None)]
     if kind == "Group":

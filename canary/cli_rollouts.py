@@ -19,6 +19,7 @@ import yaml
 from canary import cli_groups
 from canary.catalog import CatalogError, load_catalog
 from canary.catalog.settings import catalog_paths
+from canary.controller.spec import parse
 from canary.stack import admin_token
 from core.errors import ReleaseWardenError
 
@@ -68,11 +69,13 @@ def release(args: argparse.Namespace) -> int:
     given: dict[str, Any] = {}
     if args.spec:
         try:
-            given = yaml.safe_load(Path(args.spec).read_text(encoding="utf-8"))
+            _node, given, _lines, refused = parse(Path(args.spec).read_text(encoding="utf-8"))
         except OSError as exc:
             raise CommandError(f"cannot read spec {args.spec}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise CommandError(f"{args.spec}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"{args.spec}: not UTF-8 text") from None
+        if refused:
+            raise CommandError(refused[0].render(args.spec))
         if not isinstance(given, dict) or not isinstance(given.get("spec") or {}, dict):
             raise CommandError(f"{args.spec}: a rollout spec is a mapping (apiVersion, kind, spec: a mapping)")
         doc = {**doc, **{k: v for k, v in given.items() if k != "spec"}}

@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -175,13 +176,40 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is too large a number")
+    return value
+
+
+def _utf8_strings(value: Any) -> None:
+    """A ``\\ud800`` escape decodes to a lone surrogate, which no database nor answer can encode."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone surrogate escape") from None
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
 def parse_json(raw: bytes | str, expected: str) -> Any:
     """A request body as JSON, or a 400 that says what was ``expected``: also for what the json
     module refuses past its syntax (nesting deeper than the interpreter's recursion limit, an integer
     of more than 4,300 digits, text that is not UTF-8) and for ``NaN`` and ``Infinity``, which are not
-    JSON and no handler could use."""
+    JSON and no handler could use, for numbers past a float's range (``1e400``) and for strings
+    holding a lone surrogate escape."""
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        _utf8_strings(value)
+        return value
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(":")[0]
         raise BadRequest(f"body must be {expected} ({reason})") from None

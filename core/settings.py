@@ -115,7 +115,11 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
             return int(raw)
         if kind in (float, "float"):
             return float(raw)
-        return str(raw)
+        text = str(raw)
+        if field.name.endswith(("_token", "_secret")) and text != text.strip():
+            # HTTP servers drop a header value's surrounding spaces: such a token would match no request
+            raise ConfigError(f"{source}: {field.name} begins or ends with a space (a token never does)")
+        return text
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {field.name} must be {kind!s}, got {raw!r}") from None
 

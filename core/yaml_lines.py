@@ -1,7 +1,7 @@
 """Where each value of a YAML document starts, so that an error can name its field and line.
 
-Shared by the parts that read YAML written by people (webhook settings today; the rollout spec's
-``canary/controller/spec.py`` has its own copy that can move here).
+Shared by the parts that read YAML written by people (webhook settings, catalog entries, rollout
+and group specs), with the guard they all need first: :func:`expanded_size` against alias bombs.
 """
 
 from __future__ import annotations
@@ -11,6 +11,21 @@ from typing import Any
 import yaml
 
 Path = tuple[Any, ...]
+MAX_NODES = 100_000  # values a document may hold once its aliases are expanded
+
+
+def expanded_size(node: yaml.Node, budget: int) -> int:
+    """How many nodes the document has with aliases expanded, counting no further than ``budget``
+    (a few lines of nested aliases expand to billions: whatever walks the document walks them all)."""
+    count, stack = 0, [node]
+    while stack and count <= budget:
+        n = stack.pop()
+        count += 1
+        if isinstance(n, yaml.MappingNode):
+            stack.extend(v for pair in n.value for v in pair)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+    return count
 
 
 def line_map(node: yaml.Node | None, prefix: Path = ()) -> dict[Path, int]:

@@ -25,9 +25,9 @@ from canary.catalog.schema import SCHEMA
 from canary.controller.spec import Metric, Step, _line_of, _lines, _message, _path, sticky_fields
 from canary.providers.base import ConservationCounters
 from core.errors import ConfigError
+from core.yaml_lines import MAX_NODES, expanded_size
 
 MAX_FILE_BYTES = 1 << 20
-MAX_NODES = 100_000
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed: 10x faster
 SUFFIXES = (".yaml", ".yml")
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -120,7 +120,7 @@ def check_file(path: Path) -> tuple[ServiceEntry | None, list[Problem]]:
         mark = getattr(exc, "problem_mark", None)
         message = f"not valid YAML: {getattr(exc, 'problem', None) or exc}"
         return None, [Problem(source, "(document)", message, mark.line + 1 if mark else None)]
-    if _expanded_size(nodes[0], MAX_NODES) > MAX_NODES:
+    if expanded_size(nodes[0], MAX_NODES) > MAX_NODES:
         return None, [Problem(source, "(document)", f"more than {MAX_NODES} values once YAML aliases are expanded")]
     lines = _lines(nodes[0])
     found = [Problem(source, _path(p), m, _line_of(lines, p)) for p, m in _duplicate_keys(nodes[0], ())]
@@ -131,20 +131,6 @@ def check_file(path: Path) -> tuple[ServiceEntry | None, list[Problem]]:
     if found:
         return None, sorted(found, key=lambda p: (p.line or 0, p.field))
     return build_entry(data, path), []
-
-
-def _expanded_size(node: yaml.Node, budget: int) -> int:
-    """How many nodes the document has with aliases expanded, counting no further than ``budget``
-    (a few lines of nested aliases expand to billions: the checks below walk the expanded tree)."""
-    count, stack = 0, [node]
-    while stack and count <= budget:
-        n = stack.pop()
-        count += 1
-        if isinstance(n, yaml.MappingNode):
-            stack.extend(v for pair in n.value for v in pair)
-        elif isinstance(n, yaml.SequenceNode):
-            stack.extend(n.value)
-    return count
 
 
 def _duplicate_keys(node: yaml.Node, at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:

@@ -22,6 +22,7 @@ import yaml
 
 from canary.controller.spec_schema import DEFAULT_STICKY, SCHEMA
 from core.errors import ConfigError
+from core.yaml_lines import MAX_NODES, expanded_size
 
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed: 10x faster
 MAX_DEPTH = 32  # levels of mappings and lists: a spec needs 5, a group 7
@@ -176,12 +177,10 @@ def parse(text: str) -> tuple[yaml.Node | None, Any, dict[tuple[Any, ...], int],
     """(node, data, lines, problems): one YAML document read once, or the problem that refuses it
     (not YAML; more than ``MAX_NODES`` values once its aliases are expanded, counted before they
     are; nested deeper than ``MAX_DEPTH``).  Problems name the document's line where they can."""
-    from canary.catalog.loader import MAX_NODES, _expanded_size  # the catalog's guard (it imports this module)
-
     loader = LOADER(text)
     try:
         node = loader.get_single_node()
-        if node is not None and _expanded_size(node, MAX_NODES) > MAX_NODES:
+        if node is not None and expanded_size(node, MAX_NODES) > MAX_NODES:
             message = f"more than {MAX_NODES} values once YAML aliases are expanded"
             return None, None, {}, [Problem("(document)", message)]
         data = loader.construct_document(node) if node is not None else None

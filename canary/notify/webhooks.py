@@ -31,7 +31,7 @@ import yaml
 
 from canary.notify.events import EventKind
 from core.errors import ConfigError
-from core.yaml_lines import line_map, line_of
+from core.yaml_lines import MAX_NODES, expanded_size, line_map, line_of
 
 FIELDS = frozenset({"url", "kind", "secret", "secret_env", "events"})
 MAX_URL = 2000
@@ -77,8 +77,10 @@ def load_webhooks(text: str, source: str = "<settings>") -> tuple[Webhook, ...]:
     """A YAML document with a top-level ``webhooks:`` list (or ``notifications: {webhooks: ...}``)."""
     try:
         node = yaml.compose(text)
+        if node is not None and expanded_size(node, MAX_NODES) > MAX_NODES:
+            raise WebhookConfigError([f"{source}: more than {MAX_NODES} values once YAML aliases are expanded"])
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         raise WebhookConfigError([f"{source}: not valid YAML: {exc}"]) from None
     lines = line_map(node)
     prefix: tuple[Any, ...] = ()

@@ -5,7 +5,6 @@ controller, which refuses it before anything walks it."""
 
 from __future__ import annotations
 
-import re
 import resource
 import shutil
 import subprocess
@@ -51,19 +50,28 @@ def test_canary_lint_refuses_the_alias_bomb_in_words(tmp_path):
     assert (out.returncode, out.stdout.strip(), out.stderr) == (1, f"{bomb}: {REFUSED}", "")
 
 
-def test_canary_release_with_such_a_spec_is_refused_by_the_controller_in_words(tmp_path, capsys):
+def test_canary_release_and_simulate_refuse_such_a_spec_and_deep_nesting_in_words(tmp_path, capsys):
+    """Refused by the command itself, before anything reaches the controller (which refuses them
+    too: tests/canary/test_controller_api.py)."""
     shutil.copy(HERE / "catalog" / "plain_service.py", tmp_path / "app.py")
     catalog = tmp_path / "hello.yaml"
     catalog.write_text(PLAIN)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(with_aliases("apiVersion: releasewarden/v1\nkind: Rollout\nmetadata:\n  name: hello-2\n", 5))
     state = tmp_path / "state"
     token = admin_token(state)
+    bomb = with_aliases("apiVersion: releasewarden/v1\nkind: Rollout\nmetadata:\n  name: hello-2\n", 6)
+    deep = "spec: " + "[" * 50_000 + "]" * 50_000 + "\n"
     with local_stack(state, None, token, catalog=str(catalog)) as (controller, _router, _app):
-        argv = ["release", "hello", "--to", "2", "--spec", str(spec), "--catalog", str(catalog)]
-        assert cli.main([*argv, "--controller", controller, "--state-dir", str(state)]) == 1
-        said = capsys.readouterr().err
-        assert "the rollout spec is not valid" in said and f"spec: {REFUSED}" in said, said
+        expanded = REFUSED.removeprefix("(document): ")
+        for name, text, words in (("bomb", bomb, expanded), ("deep", deep, "not valid YAML")):
+            spec = tmp_path / f"{name}.yaml"
+            spec.write_text(text)
+            argv = ["release", "hello", "--to", "2", "--spec", str(spec), "--catalog", str(catalog)]
+            assert cli.main([*argv, "--controller", controller, "--state-dir", str(state)]) == 1
+            said = capsys.readouterr().err
+            assert said.startswith(f"error: {spec}") and f"(document): {words}" in said, said
+            assert cli.main(["lint", str(spec)]) == 1
+            assert words in capsys.readouterr().out
+            assert cli.main(["simulate", "--scenario", str(spec)]) == 2
+            assert f"(document): {words}" in capsys.readouterr().err
         listed = httpx.get(f"{controller}/api/rollouts", headers={"Authorization": f"Bearer {token}"}).json()
         assert listed == {"rollouts": []}
-        assert not re.search(r"Traceback", said)

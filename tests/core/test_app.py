@@ -92,6 +92,8 @@ def test_headers_over_the_limit_are_431_on_a_real_server():
         (b'{"n": ' + b"9" * 5000 + b"}", "Exceeds the limit (4300 digits) for integer string conversion"),
         (b'{"n": Infinity}', "Infinity is not a number JSON allows"),
         (b"\xff{", "'utf-8' codec can't decode byte 0xff in position 0"),
+        (b'{"n": 1e400}', "1e400 is too large a number"),
+        (b'{"s": ["ok", {"k\\ud800": 1}]}', "a string holds a lone surrogate escape"),
     ],
 )
 def test_a_body_json_cannot_parse_is_a_400_saying_why(raw, reason):

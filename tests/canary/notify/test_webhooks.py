@@ -78,6 +78,15 @@ def test_a_file_without_webhooks_or_not_yaml_is_refused():
         load_webhooks("webhooks: [\n", "x.yaml")
 
 
+def test_an_alias_bomb_in_the_webhooks_file_is_refused_before_it_expands():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    with pytest.raises(WebhookConfigError, match="more than 100000 values once YAML aliases are expanded"):
+        load_webhooks(bomb + "webhooks: *i\n", "x.yaml")
+
+
 @pytest.mark.parametrize(
     ("url", "words"),
     [
