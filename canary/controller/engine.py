@@ -146,7 +146,7 @@ class Controller:
     async def create_rollout(self, spec_text: str) -> machine.Rollout:
         """A new rollout; refused at once when the platform knows the service's releases and the
         canary is not one of them (a typo must not reach the loop)."""
-        spec = load_spec(spec_text, "spec")
+        spec = await asyncio.to_thread(load_spec, spec_text, "spec")  # a big spec must not hold the loop
         known = await self.known_releases(spec.service)
         if known is not None and spec.canary not in known:
             raise Unprocessable(

@@ -34,7 +34,7 @@ class GroupRunner:
         self.refused: dict[str, dict[str, str]] = {}  # group id -> member -> why its rollout was refused
 
     async def create(self, text: str) -> Group:
-        spec = load_group(text, "group")
+        spec = await asyncio.to_thread(load_group, text, "group")  # a big group must not hold the loop
         c = self.controller
         busy = {r.spec.service: r for r in await c.rollouts(active_only=True)}
         for m in spec.members:
@@ -53,7 +53,8 @@ class GroupRunner:
                 )
             # as a rollout of its own would be refused: its spec now (a release that is its
             # service's stable already), its service busy with another rollout
-            _, problems = check_spec(m.rollout_text(spec.name, c.stable[m.service]), "member")
+            member_text = m.rollout_text(spec.name, c.stable[m.service])
+            _, problems = await asyncio.to_thread(check_spec, member_text, "member")
             if problems:
                 raise Unprocessable(f"member {m.name}: {_said(problems)}", code="bad_member")
             if m.service in busy and not m.after:  # it would start now; one that waits may wait for this too
