@@ -15,9 +15,12 @@ from canary.platforms.processes import start_service, wait_ready
 
 
 @contextlib.contextmanager
-def service_process(name: str, db_url: str, state_dir: Path, release: str = "1.0") -> Iterator[str]:
-    """The service as its own process (as users run it), so the benchmark client has its own GIL."""
-    proc = start_service(name, release, db_url=db_url, state_dir=state_dir)
+def service_process(
+    name: str, db_url: str, state_dir: Path, release: str = "1.0", env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """The service as its own process (as users run it), so the benchmark client has its own GIL;
+    ``env``: its settings (``CANARY_*``: it inherits none of ours)."""
+    proc = start_service(name, release, db_url=db_url, state_dir=state_dir, env=env)
     try:
         wait_ready(proc)
         yield proc.url

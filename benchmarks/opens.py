@@ -8,7 +8,6 @@ number of raw events (the ceiling of the database).
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +32,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         db_url = f"sqlite:///{tmp / 'opens.db'}"
-        os.environ["CANARY_ADMIN_TOKEN"] = ADMIN  # inherited by the service process
-        with service_process("opens", db_url, tmp) as url:
+        with service_process("opens", db_url, tmp, env={"CANARY_ADMIN_TOKEN": ADMIN}) as url:
             sends = [{"campaign_id": 1, "contact_id": i, "send_id": i} for i in range(1000)]
             minted = httpx.post(
                 f"{url}/admin/tokens", json={"sends": sends}, headers={"Authorization": f"Bearer {ADMIN}"}

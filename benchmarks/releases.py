@@ -8,7 +8,6 @@ fields compare each run's consumer-visible error rate with the stable reference'
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,6 @@ RATE, DURATION, ADMIN = 60.0, 30.0, "bench-admin"
 def one_run(releases: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        os.environ["CANARY_ADMIN_TOKEN"] = ADMIN
         procs = {}
         for name, release in [
             ("importer", releases["importer"]),
@@ -40,7 +38,9 @@ def one_run(releases: dict[str, str]) -> dict[str, Any]:
             ("resizer", releases["resizer"]),
         ]:
             db = "opens" if name.startswith("opens") else name
-            procs[name] = start_service(name, release, db_url=f"sqlite:///{tmp / db}.db", state_dir=tmp)
+            procs[name] = start_service(
+                name, release, db_url=f"sqlite:///{tmp / db}.db", state_dir=tmp, env={"CANARY_ADMIN_TOKEN": ADMIN}
+            )
         try:
             for p in procs.values():
                 wait_ready(p)

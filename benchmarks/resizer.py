@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import tempfile
 from pathlib import Path
 
@@ -40,8 +39,8 @@ def main() -> None:
     render_s = best_of(3, lambda: [render(data, spec) for _ in range(N)]) / N
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        os.environ["CANARY_VARIANT_CACHE"] = "false"  # every request renders; the service inherits it
-        with service_process("resizer", f"sqlite:///{tmp / 'r.db'}", tmp) as url:
+        uncached = {"CANARY_VARIANT_CACHE": "false"}  # every request renders
+        with service_process("resizer", f"sqlite:///{tmp / 'r.db'}", tmp, env=uncached) as url:
             image_id = httpx.post(f"{url}/images", content=data, timeout=60).json()["id"]
             paths = [f"/images/{image_id}?w=300"] * HTTP_REQUESTS
             asyncio.run(run_gets(url, paths[:10], 2))

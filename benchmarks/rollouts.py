@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import report, wait_until_ended
-from canary.stack import local_stack
+from canary.stack import local_stack, service_token
 from canary.traffic.load import LoadConfig, run
 
 TOKEN = "bench-token"
@@ -45,7 +45,7 @@ CASES: dict[str, dict[str, Any]] = {
     "opens": {
         "canary": "1.1",
         "metrics": "    - {name: lost-opens, kind: conservation}",
-        "load": {"rate": 100, "mix": {"opens": 1.0}, "accounts": 100, "pool": 50, "admin_token": TOKEN},
+        "load": {"rate": 100, "mix": {"opens": 1.0}, "accounts": 100, "pool": 50},
     },
     "resizer": {
         "canary": "2.0",
@@ -60,7 +60,14 @@ def one(service: str, case: dict[str, Any]) -> dict[str, Any]:
         reports: list[dict[str, Any]] = []
         load = threading.Thread(
             target=lambda: reports.append(
-                run(LoadConfig(**{service: f"{router}/{service}"}, duration=60, **case["load"]))
+                run(
+                    LoadConfig(
+                        **{service: f"{router}/{service}"},
+                        duration=60,
+                        admin_token=service_token(Path(d)),  # what mints the opens' tracking tokens
+                        **case["load"],
+                    )
+                )
             )
         )
         load.start()

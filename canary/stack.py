@@ -74,6 +74,17 @@ class StackTokens:
         table = os.environ.get("CANARY_TABLE_TOKEN", "") or secret_in_file(state_dir / TABLE_TOKEN_FILE)
         return cls(admin, table, service_token(state_dir))
 
+    @staticmethod
+    def filled_in(settings: Settings) -> Settings:
+        """``settings`` whose empty table and service tokens are taken from the state directory's
+        files (made once): a controller started alone hands its releases tokens, never empty ones."""
+        state = Path(settings.state_dir)
+        return dataclasses.replace(
+            settings,
+            table_token=settings.table_token or secret_in_file(state / TABLE_TOKEN_FILE),
+            service_token=settings.service_token or secret_in_file(state / SERVICE_TOKEN_FILE),
+        )
+
     def given_to(self, settings: Settings) -> Settings:
         """The controller's ``settings`` with them."""
         return dataclasses.replace(settings, admin_token=self.admin, table_token=self.table, service_token=self.service)

@@ -116,7 +116,7 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
         if kind in (float, "float"):
             return float(raw)
         text = str(raw)
-        if field.name.endswith(("_token", "_secret")) and text != text.strip():
+        if field.name.endswith("_token") and text != text.strip():
             # HTTP servers drop a header value's surrounding spaces: such a token would match no request
             raise ConfigError(f"{source}: {field.name} begins or ends with a space (a token never does)")
         return text

@@ -1,7 +1,8 @@
 """Where each value of a YAML document starts, so that an error can name its field and line.
 
-Shared by the parts that read YAML written by people (webhook settings, catalog entries, rollout
-and group specs), with the guard they all need first: :func:`expanded_size` against alias bombs.
+The guard every part that reads YAML written by people needs first (webhook settings, catalog
+entries, rollout and group specs): :func:`expanded_size` against alias bombs; and
+:func:`line_map` for the webhook settings (the spec and catalog loaders keep their own walk).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import pytest
 
 from canary.local_monitoring import MANIFESTS, prometheus_server
 from canary.platforms.processes import free_port
-from canary.stack import local_stack
+from canary.stack import local_stack, service_token
 from canary.traffic.load import LoadConfig
 from tests.conftest import load_in_background, need_monitoring
 
@@ -114,7 +114,8 @@ def scraped_stack(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         yield url, router, prometheus.url
 
 
-def load(router_url: str) -> contextlib.AbstractContextManager[None]:
+def load(router_url: str, opens_token: str) -> contextlib.AbstractContextManager[None]:
+    """Traffic through the router; ``opens_token`` is the stack's service token (it mints tracking tokens)."""
     config = LoadConfig(
         importer=f"{router_url}/importer",
         opens=f"{router_url}/opens",
@@ -122,7 +123,7 @@ def load(router_url: str) -> contextlib.AbstractContextManager[None]:
         duration=600,
         mix={"importer": 0.4, "opens": 0.6},
         accounts=20,
-        admin_token=TOKEN,
+        admin_token=opens_token,
     )
     return load_in_background(config)
 
@@ -134,7 +135,10 @@ def query(prometheus_url: str, expr: str) -> dict[str, Any]:
 @pytest.mark.timeout(600)
 def test_every_panel_query_runs_against_prometheus_and_returns_data(tmp_path):
     board = dashboard()
-    with scraped_stack(tmp_path) as (controller_url, router_url, prometheus_url), load(router_url):
+    with (
+        scraped_stack(tmp_path) as (controller_url, router_url, prometheus_url),
+        load(router_url, service_token(tmp_path)),
+    ):
         created = httpx.post(f"{controller_url}/api/rollouts", content=SPEC, headers=AUTH)
         assert created.status_code == 201, created.text
         want = {(title, substitute(expr, s)) for title, expr in queries(board) for s in (".*", "importer")}

@@ -56,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     holder: LeaseHolder | None = None
     try:
-        settings = load_settings(port=args.port, host=args.host)
+        from canary.stack import StackTokens  # here only: a standby imports it while it waits
+
+        settings = StackTokens.filled_in(load_settings(port=args.port, host=args.host))
         if args.standby:
             warm_up(settings)  # everything that can be done before acting is done while waiting
             holder = wait_to_act(settings.state_dir)

@@ -1,5 +1,6 @@
-"""The controller's HTTP API (every ``/api`` endpoint needs the admin token, ``GET /api/routes`` also
-takes the table token, ``POST /api/alerts`` the alert token; open are only the app
+"""The controller's HTTP API (every ``/api`` endpoint here needs the admin token, ``GET /api/routes``
+also takes the table token, ``POST /api/alerts`` the alert token, the dashboard's reads the read
+token: ``canary.controller.dashboard.views``; open are only the app
 factory's ``/healthz``, ``/readyz`` and ``/metrics``, for Prometheus's scrape: rollout ids, services,
 releases and phases, no consumer's data, and the dashboard's page, which holds none).
 
@@ -22,8 +23,8 @@ releases and phases, no consumer's data, and the dashboard's page, which holds n
 - ``GET /api/routes``: the route table routers and queue consumers poll, with headers
   ``X-Table-Reader: router/<id>`` (or ``consumer/<id>``) and ``X-Table-Version: <version served>``:
   the controller acts on a new weight only once every reader confirms it (``canary.controller.routing``).
-  The table token reads it, and may speak for a queue consumer (which confirms its own service's
-  route only); a router (it confirms every service's) polls with the admin token
+  The table token reads it, and may speak for a queue consumer the catalog names (it confirms its
+  own service's route only); a router (it confirms every service's) polls with the admin token
 - ``GET /api/readers``: every reader of the table, the version it serves, seconds since its last poll
 - ``/api/groups...``: release groups (``group_api``)
 - ``POST /api/alerts``: the Alertmanager webhook, ``GET /api/targets``: Prometheus's service
@@ -173,13 +174,20 @@ async def command(request: Request) -> Response:
 async def route_table(request: Request) -> Response:
     settings = request.app.state.settings
     reader = parse_reader(request.headers.get("x-table-reader"), request.headers.get("x-table-version"))
-    if reader is not None and not reader[0].startswith("consumer/"):
+    if reader is not None and not _a_known_consumer(request.app.state.controller, reader[0]):
         # a router's confirmations hold every service's rollouts: the table token (a queue
-        # consumer's, canaries' among them) may not speak for one
+        # consumer's, canaries' among them) may not speak for one, nor for a consumer of a service
+        # that has none (its confirmations would hold that service's rollouts)
         require_token(request, settings.admin_token)
     else:
         require_token(request, settings.table_token, settings.admin_token)  # it reads, never commands
     return JSONResponse(request.app.state.controller.poll_table(reader))
+
+
+def _a_known_consumer(controller: Controller, reader: str) -> bool:
+    """``consumer/<name>@<release>`` naming a queue consumer of the catalog."""
+    kind, _, ident = reader.partition("/")
+    return kind == "consumer" and controller.catalog.owner(ident.rpartition("@")[0] or ident) is not None
 
 
 async def readers(request: Request) -> Response:

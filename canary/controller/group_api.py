@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from canary.controller import api, machine
+from canary.controller.engine import Controller
 from canary.controller.group_engine import GROUP_COMMANDS, GroupRunner
 from canary.controller.group_machine import Group, GroupDecision
 from canary.controller.group_spec import check
@@ -43,9 +44,13 @@ def _runner(request: Request) -> GroupRunner:
     return runner
 
 
-def group_view(g: Group, rollouts: dict[str, machine.Rollout], made: list[GroupDecision] | None) -> dict[str, Any]:
+def group_view(
+    g: Group, rollouts: dict[str, machine.Rollout], made: list[GroupDecision] | None, controller: Controller
+) -> dict[str, Any]:
     """A group as the page draws it (the keys of ``GET /api/groups/{id}``): each member's state is its
-    rollout's phase, or ``waiting`` (for its ``after:``), ``starting`` or ``cancelled``."""
+    rollout's phase, or ``waiting`` (for its ``after:``), ``starting`` or ``cancelled``; a pending
+    member's rollout says why its canary is not ready yet, as the rollout's own summary does."""
+    now = controller.clock()
     members = []
     for m in g.spec.members:
         link = g.link(m.name)
@@ -59,7 +64,7 @@ def group_view(g: Group, rollouts: dict[str, machine.Rollout], made: list[GroupD
                 "after": [a.member if a.step is None else f"{a.member} step {a.step}" for a in m.after],
                 "state": state,
                 "why": link.cancelled or link.aborted,
-                "rollout": api.summary(r) if r else None,
+                "rollout": api.summary(r, controller.not_ready(r), now) if r else None,
             }
         )
     view: dict[str, Any] = {
@@ -86,7 +91,7 @@ async def group_summary(runner: GroupRunner, g: Group) -> dict[str, Any]:
         if rid:
             with contextlib.suppress(NotFound):  # not stored yet: the member shows as starting
                 rollouts[rid] = await runner.controller.rollout(rid)
-    return group_view(g, rollouts, None)
+    return group_view(g, rollouts, None, runner.controller)
 
 
 async def create_group(request: Request) -> Response:

@@ -166,14 +166,29 @@ def stop_group(pid: int, grace_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-SETTINGS_PREFIX = "CANARY_"  # core.settings reads its settings from variables named so
+# the controller's own settings (core.settings reads CANARY_<NAME>): its tokens, its database, the
+# files that may hold either; a release's entry names the tokens it gets ({settings.service_token})
+CONTROLLER_ONLY = frozenset(
+    f"CANARY_{name.upper()}"
+    for name in (
+        "admin_token",
+        "alert_token",
+        "read_token",
+        "table_token",
+        "service_token",
+        "db_url",
+        "config",
+        "webhooks",
+    )
+)
 
 
 def inherited_environment(withheld: Collection[str] = ()) -> dict[str, str]:
-    """What a release takes from this process's environment: neither the framework's own settings
-    (``CANARY_*``: the controller's tokens and database among them; a release's entry names what it
-    gets) nor any variable whose value is one of ``withheld`` (a webhook's secret, whatever its name)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIX) and not (v and v in withheld)}
+    """What a release takes from this process's environment: all but the controller's own settings
+    (:data:`CONTROLLER_ONLY`; the services' settings, ``CANARY_TOKEN_SECRET`` or
+    ``CANARY_LOG_LEVEL``, pass) and any variable whose value is one of ``withheld`` (a webhook's
+    secret, whatever its name)."""
+    return {k: v for k, v in os.environ.items() if k not in CONTROLLER_ONLY and not (v and v in withheld)}
 
 
 def start_launch(

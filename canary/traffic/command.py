@@ -47,14 +47,20 @@ def _load(args: argparse.Namespace) -> int:
         duration=args.duration,
         accounts=args.accounts,
         seed=args.seed,
-        admin_token=args.admin_token or os.environ.get("CANARY_ADMIN_TOKEN", ""),
+        # the opens service's own token: under `canary up` the service token, the controller's
+        # admin token being another
+        admin_token=args.admin_token
+        or os.environ.get("CANARY_SERVICE_TOKEN", "")
+        or os.environ.get("CANARY_ADMIN_TOKEN", ""),
     )
     if args.mix:
         config.mix = args.mix
     if not config.targets():
         raise LoadUsageError("give at least one of --importer, --opens, --resizer (with a share above 0 in --mix)")
     if config.opens and not config.admin_token:
-        raise LoadUsageError("--opens needs --admin-token (or CANARY_ADMIN_TOKEN) to mint tracking tokens")
+        raise LoadUsageError(
+            "--opens needs --admin-token (or CANARY_SERVICE_TOKEN, or CANARY_ADMIN_TOKEN) to mint tracking tokens"
+        )
     try:
         report = run(config, progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True))
     except PermissionError as exc:
@@ -83,8 +89,8 @@ def add_load_command(sub: Any, _positive_float: Callable[[str], float], _positiv
     load.add_argument("--seed", type=int, default=1)
     load.add_argument(
         "--admin-token",
-        help="the opens service's admin token, to mint tracking tokens (or CANARY_ADMIN_TOKEN; "
-        "under `canary up`: STATE/service-token)",
+        help="the opens service's admin token, to mint tracking tokens (or CANARY_SERVICE_TOKEN, "
+        "or CANARY_ADMIN_TOKEN; under `canary up`: STATE/service-token)",
     )
     load.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     load.set_defaults(func=_load)

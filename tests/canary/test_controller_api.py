@@ -179,15 +179,18 @@ async def test_the_table_token_reads_the_route_table_and_commands_nothing(db_url
             assert (await c.get("/api/rollouts", headers=auth)).status_code == 401
             assert (await c.post("/api/alerts", json={"alerts": []}, headers=auth)).status_code == 401
         assert (await c.get("/api/routes", headers={"Authorization": "Bearer svc"})).status_code == 401
-        # it may speak for a queue consumer, not for a router, whose confirmations hold every rollout
+        # it may speak for a queue consumer, not for a router, whose confirmations hold every rollout,
         table = {"Authorization": "Bearer table-only", "X-Table-Version": "1"}
-        consumer = await c.get("/api/routes", headers={**table, "X-Table-Reader": "consumer/worker@1.0"})
+        consumer = await c.get("/api/routes", headers={**table, "X-Table-Reader": "consumer/opens-processor@1.1"})
         assert consumer.status_code == 200
+        # nor for a consumer the catalog does not name (the importer has none: it would hold its rollouts)
+        posing = await c.get("/api/routes", headers={**table, "X-Table-Reader": "consumer/importer@x"})
+        assert posing.status_code == 401
         assert (await c.get("/api/routes", headers={**table, "X-Table-Reader": "router/fake:1"})).status_code == 401
         router = await c.get("/api/routes", headers={**AUTH, "X-Table-Reader": "router/real:1"})
         assert router.status_code == 200
         readers = (await c.get("/api/readers", headers=AUTH)).json()["readers"]
-        assert [r["reader"] for r in readers] == ["consumer/worker@1.0", "router/real:1"]
+        assert [r["reader"] for r in readers] == ["consumer/opens-processor@1.1", "router/real:1"]
 
 
 async def test_prometheus_finds_the_controller_and_router_to_scrape(db_url, tmp_path):

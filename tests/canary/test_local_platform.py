@@ -291,9 +291,9 @@ async def test_a_release_waited_for_says_what_its_ready_path_answers_meanwhile(t
 
 
 async def test_a_release_inherits_none_of_the_controllers_secrets(tmp_path, monkeypatch):
-    """A release under judgment must not hold what commands the controller: neither the framework's
-    own settings from the controller's environment (its tokens, its database URL) nor a webhook's
-    secret, whatever the variable holding it is called; the rest of the environment it inherits."""
+    """A release under judgment must not hold what commands the controller: neither the controller's
+    own settings from its environment (its tokens, its database URL, its config file) nor a
+    webhook's secret, whatever the variable holding it is called; the rest it inherits."""
     from canary.controller.bootstrap import bootstrap
     from core.settings import Settings
 
@@ -303,7 +303,8 @@ async def test_a_release_inherits_none_of_the_controllers_secrets(tmp_path, monk
         "CANARY_READ_TOKEN": "read-secret-value",
         "RELEASE_HOOK_SECRET": "webhook-secret-value-0123456789",
     }
-    for name, value in {**secrets, "KEEP_ME": "kept"}.items():
+    kept = {"KEEP_ME": "kept", "CANARY_LOG_LEVEL": "info"}  # a service's own setting passes
+    for name, value in {**secrets, **kept, "CANARY_CONFIG": "/etc/controller.yaml"}.items():
         monkeypatch.setenv(name, value)
     webhooks = tmp_path / "webhooks.yaml"
     webhooks.write_text("webhooks:\n  - {url: 'http://127.0.0.1:9/hook', secret_env: RELEASE_HOOK_SECRET}\n")
@@ -328,6 +329,7 @@ async def test_a_release_inherits_none_of_the_controllers_secrets(tmp_path, monk
         assert held == {}
         assert settings.db_url not in environ.values()
         assert environ["CANARY_ADMIN_TOKEN"] == "service-token-value"  # its own, from its entry
-        assert environ["KEEP_ME"] == "kept"
+        assert {name: environ.get(name) for name in kept} == kept
+        assert "CANARY_CONFIG" not in environ
     finally:
         await controller.platform.close()

@@ -78,3 +78,34 @@ def test_canary_status_the_api_and_the_dashboard_say_why_a_pending_canary_is_not
         assert cli.main(["abort", rid[:8], *where]) == 0
         wait_for_rollout(controller, rid, lambda r: r["phase"] == "rolled_back", auth, 60)
     reader.join(30)
+
+
+def test_a_group_member_waiting_for_its_canary_says_why_in_the_groups_view(tmp_path, capsys):
+    catalog = slow_catalog(tmp_path)
+    (catalog / "ready-1").touch()
+    group = tmp_path / "group.yaml"
+    group.write_text(
+        "apiVersion: releasewarden/v1\nkind: Group\nmetadata: {name: slow}\n"
+        'spec:\n  members:\n    - {service: hello, release: "2"}\n'
+    )
+    state = tmp_path / "state"
+    token = admin_token(state)
+    auth = {"Authorization": f"Bearer {token}"}
+    with local_stack(state, None, token, catalog=str(catalog)) as (controller, _, _app):
+        where = ["--controller", controller, "--state-dir", str(state)]
+        assert cli.main(["release", "--group", str(group), "--catalog", str(catalog), *where]) == 0
+        deadline = time.monotonic() + 60
+        while True:
+            (shown,) = httpx.get(f"{controller}/api/groups", headers=auth).json()["groups"]
+            member = shown["members"][0]["rollout"] or {}
+            if member.get("not_ready"):
+                break
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.2)
+        assert member["phase"] == "pending"
+        assert member["not_ready"]["reason"].startswith("hello 2: ready path /healthz answered 503")
+        page = httpx.get(f"{controller}/api/dashboard/state", headers=auth).json()
+        drawn = page["groups"][0]["members"][0]["rollout"]["not_ready"]
+        assert (drawn["reason"], drawn["deadline_by"]) == (member["not_ready"]["reason"], "platform")
+        assert cli.main(["abort", member["id"][:8], *where]) == 0
+        wait_for_rollout(controller, member["id"], lambda r: r["phase"] == "rolled_back", auth, 60)

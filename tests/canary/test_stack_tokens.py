@@ -27,6 +27,13 @@ def test_each_role_has_its_own_token_kept_0600_and_the_environment_may_give_them
     assert StackTokens.of(tmp_path, "the-admin-token").service == "given-service-token"
 
 
+def test_a_controller_started_alone_fills_in_the_tokens_it_hands_releases(tmp_path):
+    alone = StackTokens.filled_in(Settings(state_dir=str(tmp_path), table_token="given"))
+    assert alone.table_token == "given"  # a token set is kept
+    assert alone.service_token and alone.service_token == (tmp_path / "service-token").read_text().strip()
+    assert StackTokens.filled_in(Settings(state_dir=str(tmp_path))).service_token == alone.service_token
+
+
 def test_canary_up_says_who_reads_the_dashboard_also_when_the_environment_sets_the_read_token():
     assert dashboard_reading(Settings(), {}) == "open to read from this machine"
     assert dashboard_reading(Settings(), {"CANARY_READ_TOKEN": "r"}) == "the read token reads it"

@@ -137,8 +137,8 @@ async def state(request: Request) -> Response:
         "now": controller.clock(),
         "active": [await detail(request, r) for r in active],
         "history": [summary(r) for r in reversed(everything[-HISTORY:])],
-        "groups": [group_view(g, by_id, made) for g, made in now.active],
-        "group_history": [group_view(g, by_id, None) for g in now.settled],
+        "groups": [group_view(g, by_id, made, controller) for g, made in now.active],
+        "group_history": [group_view(g, by_id, None, controller) for g in now.settled],
         "table": controller.table.to_dict(),
         "readers": controller.reader_status(),
     }
@@ -161,7 +161,7 @@ async def one_group(request: Request) -> Response:
         if link.rollout_id:
             with contextlib.suppress(NotFound):  # linked, not created yet
                 rollouts[link.rollout_id] = await request.app.state.controller.rollout(link.rollout_id)
-    return JSONResponse(finite(group_view(g, rollouts, made)))
+    return JSONResponse(finite(group_view(g, rollouts, made, request.app.state.controller)))
 
 
 async def events(request: Request) -> Response:
