@@ -283,6 +283,8 @@ async def test_a_webhook_whose_delivery_raises_anything_fails_alone_and_the_send
         outbox.enqueue(ONE_OF_EACH[1])
         sender.wake()
         await wait_until(lambda: len(receiver.events()) == 2, seconds=5)
+        # the receiver answers before the sender stores the delivery: wait for the outbox to say so
+        await wait_until(lambda: [s.webhook for s in outbox.status()] == [broken.key], seconds=5)
 
         def attempts() -> int:
             with engine.connect() as conn:
