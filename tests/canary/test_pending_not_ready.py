@@ -1,8 +1,9 @@
 """A rollout whose canary is not ready yet, on the local platform with real processes, seen from
 outside while it waits: ``canary status``, ``canary why``, the API's rollout summary and the
-dashboard's state say what the canary's ready path answers, how long the rollout has waited and its
-deadline (the entry's ready_timeout_s here, sooner than the controller's 120 s); the dashboard's
-stream tells an open page when those words change; once the canary is ready, nothing of it is left."""
+dashboard's state (a group member's rollout too) say what the canary's ready path answers, how long
+the rollout has waited and its deadline (the entry's ready_timeout_s here, sooner than the
+controller's 120 s); the dashboard's stream tells an open page when those words change; once the
+canary is ready, nothing of it is left."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import httpx
 
 from canary import cli
 from canary.stack import admin_token, local_stack
-from tests.canary.catalog.test_onboarding import release
 from tests.canary.test_local_platform import slow_catalog
 from tests.conftest import wait_for_rollout
 
@@ -36,6 +36,18 @@ def said(argv: list[str], capsys, words: str, seconds: float = 60) -> str:
         time.sleep(0.2)
 
 
+def member_rollout(controller: str, auth: dict[str, str], seconds: float = 60) -> str:
+    """The rollout id of the one group's one member, once the group has started it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        groups = httpx.get(f"{controller}/api/groups", headers=auth).json()["groups"]
+        rollout = groups[0]["members"][0]["rollout"] if groups else None
+        if rollout:
+            return str(rollout["id"])
+        assert time.monotonic() < deadline, groups
+        time.sleep(0.2)
+
+
 def test_canary_status_the_api_and_the_dashboard_say_why_a_pending_canary_is_not_ready(tmp_path, capsys):
     catalog = slow_catalog(tmp_path)
     (catalog / "ready-1").touch()  # stable is ready at once; hello 2 answers 503 until ready-2 exists
@@ -52,7 +64,14 @@ def test_canary_status_the_api_and_the_dashboard_say_why_a_pending_canary_is_not
 
         reader = threading.Thread(target=read_events, name="dashboard-events", daemon=True)
         reader.start()
-        rid = release(catalog, state, controller, "hello", "2", capsys)
+        group = tmp_path / "group.yaml"  # released as a group's member: its view says so too
+        group.write_text(
+            "apiVersion: releasewarden/v1\nkind: Group\nmetadata: {name: slow}\n"
+            'spec:\n  members:\n    - {service: hello, release: "2"}\n'
+        )
+        assert cli.main(["release", "--group", str(group), "--catalog", str(catalog), *where]) == 0
+        capsys.readouterr()
+        rid = member_rollout(controller, auth)
 
         status = said(["status", *where], capsys, "answered 503")
         assert any(NOT_READY.fullmatch(line) for line in status.splitlines()), status
@@ -70,6 +89,10 @@ def test_canary_status_the_api_and_the_dashboard_say_why_a_pending_canary_is_not
         page = httpx.get(f"{controller}/api/dashboard/state", headers=auth).json()
         assert [r["not_ready"]["reason"] for r in page["active"]] == [waiting["reason"]]
         assert f'data: {{"rollout": "{rid}", "what": "waiting"}}' in events, events
+        (member,) = httpx.get(f"{controller}/api/groups", headers=auth).json()["groups"][0]["members"]
+        assert member["rollout"]["not_ready"]["reason"] == waiting["reason"]
+        drawn = page["groups"][0]["members"][0]["rollout"]["not_ready"]
+        assert (drawn["reason"], drawn["deadline_by"]) == (waiting["reason"], "platform")
 
         (catalog / "ready-2").touch()
         going = wait_for_rollout(controller, rid, lambda r: r["phase"] != "pending", auth, 60)
@@ -78,34 +101,3 @@ def test_canary_status_the_api_and_the_dashboard_say_why_a_pending_canary_is_not
         assert cli.main(["abort", rid[:8], *where]) == 0
         wait_for_rollout(controller, rid, lambda r: r["phase"] == "rolled_back", auth, 60)
     reader.join(30)
-
-
-def test_a_group_member_waiting_for_its_canary_says_why_in_the_groups_view(tmp_path, capsys):
-    catalog = slow_catalog(tmp_path)
-    (catalog / "ready-1").touch()
-    group = tmp_path / "group.yaml"
-    group.write_text(
-        "apiVersion: releasewarden/v1\nkind: Group\nmetadata: {name: slow}\n"
-        'spec:\n  members:\n    - {service: hello, release: "2"}\n'
-    )
-    state = tmp_path / "state"
-    token = admin_token(state)
-    auth = {"Authorization": f"Bearer {token}"}
-    with local_stack(state, None, token, catalog=str(catalog)) as (controller, _, _app):
-        where = ["--controller", controller, "--state-dir", str(state)]
-        assert cli.main(["release", "--group", str(group), "--catalog", str(catalog), *where]) == 0
-        deadline = time.monotonic() + 60
-        while True:
-            (shown,) = httpx.get(f"{controller}/api/groups", headers=auth).json()["groups"]
-            member = shown["members"][0]["rollout"] or {}
-            if member.get("not_ready"):
-                break
-            assert time.monotonic() < deadline, shown
-            time.sleep(0.2)
-        assert member["phase"] == "pending"
-        assert member["not_ready"]["reason"].startswith("hello 2: ready path /healthz answered 503")
-        page = httpx.get(f"{controller}/api/dashboard/state", headers=auth).json()
-        drawn = page["groups"][0]["members"][0]["rollout"]["not_ready"]
-        assert (drawn["reason"], drawn["deadline_by"]) == (member["not_ready"]["reason"], "platform")
-        assert cli.main(["abort", member["id"][:8], *where]) == 0
-        wait_for_rollout(controller, member["id"], lambda r: r["phase"] == "rolled_back", auth, 60)
