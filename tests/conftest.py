@@ -6,9 +6,11 @@ CI they are skipped without it; in CI (``CI=true``) a missing server is an error
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -73,6 +75,19 @@ async def asgi_client(app: Starlette, **kwargs: object) -> AsyncIterator[httpx.A
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", **kwargs) as client:  # type: ignore[arg-type]
             yield client
+
+
+async def healthz_answers_while_held(
+    c: httpx.AsyncClient, entered: threading.Event, answered: threading.Event, what: str, seconds: float
+) -> None:
+    """Once ``entered`` is set (a worker holds its work until ``answered``), ``/healthz`` must answer
+    meanwhile; then ``answered`` lets the work go on.  Held on the event loop, nothing would answer."""
+    deadline = time.monotonic() + seconds
+    while not entered.is_set():
+        assert time.monotonic() < deadline, f"{what} never started"
+        await asyncio.sleep(0.01)
+    assert (await c.get("/healthz")).status_code == 200
+    answered.set()
 
 
 def need_monitoring() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from canary.controller.app import create_controller_app
 from core.settings import Settings
-from tests.conftest import asgi_client
+from tests.conftest import asgi_client, healthz_answers_while_held
 
 pytestmark = pytest.mark.anyio
 TOKEN = "api-token"
@@ -305,15 +305,8 @@ async def checked_while_healthz_answers(c, monkeypatch, module, path: str, body:
 
     monkeypatch.setattr(module, "check", held_check)
 
-    async def meanwhile():
-        deadline = time.monotonic() + 20
-        while not started.is_set():
-            assert time.monotonic() < deadline, "the check never started"
-            await asyncio.sleep(0.01)
-        assert (await c.get("/healthz")).status_code == 200
-        answered.set()
-
-    posted, _ = await asyncio.gather(c.post(path, content=body, headers=AUTH), meanwhile())
+    meanwhile = healthz_answers_while_held(c, started, answered, "the check", 20)
+    posted, _ = await asyncio.gather(c.post(path, content=body, headers=AUTH), meanwhile)
     assert posted.status_code < 500, posted.text
     return released
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 
 import pytest
 
 from core.settings import Settings
 from services.importer import RELEASES, csvfile
 from services.importer.app import create_importer_app
-from tests.conftest import asgi_client
+from tests.conftest import asgi_client, healthz_answers_while_held
 
 pytestmark = pytest.mark.anyio
 
@@ -373,12 +372,7 @@ async def test_the_mapping_is_parsed_off_the_event_loop(tmp_path, monkeypatch):
     monkeypatch.setattr(csvfile.Mapping, "parse", staticmethod(parse_once_healthz_answered))
     async with asgi_client(app_for(f"sqlite:///{tmp_path / 'i.db'}")) as c:
         importing = asyncio.create_task(upload(c, csv_bytes([["ann@example.com", "Ann", "", ""]])))
-        deadline = time.monotonic() + 10
-        while not entered.is_set():
-            assert time.monotonic() < deadline, "the import never parsed its mapping"
-            await asyncio.sleep(0.01)
-        assert (await c.get("/healthz")).status_code == 200
-        healthy.set()
+        await healthz_answers_while_held(c, entered, healthy, "the import's mapping parse", 10)
         assert (await importing).status_code == 201
     assert answered_while_parsing == [True]
 
