@@ -6,7 +6,8 @@ the canary when the shared rate may change at any moment.  Under "canary no wors
 is on the canary with the canary's share of traffic.  The best such test knows the canary's ratio
 (the headline's 50x) and tests that one ratio by its likelihood ratio (an SPRT on the events'
 tracks).  This module draws the headline's traffic (100 req/s, 5% canary, 0.1% -> 5%) and measures
-that test in two forms, as a lower bound on what the judge can reach:
+that test in two forms, as a lower bound on what the judge can reach (each reads a bin's bad events one
+by one in a random order, as the judge does):
 
 - ``known_ratio``: rolls back at ``1/alpha``, Ville's threshold, as the judge does;
 - ``known_ratio_exact``: rolls back at the lower threshold whose exact chance of ever being reached
@@ -77,12 +78,33 @@ def exact_threshold(stat: Statistic, w: float, alpha: float, events: int = 1000)
     return hi
 
 
+def first_crossing(
+    stat: Statistic, cb: np.ndarray, sb: np.ndarray, log_c: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Per run, the first bin (1-based; 0: never) in which ``stat`` reaches ``log_c`` after any of
+    the bin's bad events, read one by one in a random order, as the judge reads them
+    (``canary.analysis.eprocess.peak_within_bin``)."""
+    runs, bins = cb.shape
+    x, k = np.zeros(runs), np.zeros(runs)
+    at = np.zeros(runs, dtype=np.int64)
+    for t in range(bins):
+        xc, total = cb[:, t].astype(np.float64), (cb[:, t] + sb[:, t]).astype(np.float64)
+        seen = np.zeros(runs)
+        for j in range(1, int(total.max(initial=0)) + 1):
+            p = np.where(total >= j, (xc - seen) / np.maximum(total - j + 1, 1.0), 0.0)
+            seen = seen + (rng.random(runs) < p)
+            hit = (total >= j) & (stat(x + seen, k + j) >= log_c) & (at == 0)
+            at = np.where(hit, t + 1, at)
+        x, k = x + xc, k + total
+    return at
+
+
 def measure(runs: int = 4000, seconds: int = 300, seed: int = 11) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     total = rng.poisson(RATE, (runs, seconds))
     cn = rng.binomial(total, SHARE)
-    cb = rng.binomial(cn, CANARY).cumsum(axis=1)
-    k = cb + rng.binomial(total - cn, STABLE).cumsum(axis=1)
+    cb = rng.binomial(cn, CANARY)
+    sb = rng.binomial(total - cn, STABLE)
     ratio = CANARY / STABLE
 
     def known(x: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -98,11 +120,11 @@ def measure(runs: int = 4000, seconds: int = 300, seed: int = 11) -> dict[str, f
         ("known_ratio_exact", known, exact),
         ("mixture_exact", mixture, mixed),
     )
+    served = cb.cumsum(axis=1)
     for name, stat, log_c in tests:
-        hit = stat(cb, k) >= log_c
-        caught = hit.any(axis=1)
-        at = np.argmax(hit, axis=1) + 1
-        failed = cb[np.arange(runs), at - 1]
+        at = first_crossing(stat, cb, sb, log_c, rng)
+        caught = at > 0
+        failed = served[np.arange(runs), np.maximum(at, 1) - 1]
         out[f"{name}_ttr_median_s"] = float(np.median(at[caught]))
         out[f"{name}_ttr_p90_s"] = float(np.quantile(at[caught], 0.9))
         out[f"{name}_failed_mean"] = round(float(failed[caught].mean()), 2)

@@ -20,6 +20,18 @@ requests) instead of all the healthy drift; one from the start costs ``log(1/0.9
 nat (the headline's two bad canary requests must suffice).  The recursion is
 ``S_t = LR_t * (S_{t-1} + w_b [b starts now])``, so the state stays one number per ratio.
 Unstarted change points contribute their weight times 1 (their martingales have not moved).
+
+Within a bin (``peak_within_bin``)
+----------------------------------
+The router counts per bin, so a bin's bad events arrive together; the e-process is still a test
+martingale event by event, in any order chosen without looking at the events' tracks.  Under
+"no worse" every ordering of a bin's events that is drawn uniformly at random (here: pseudo-random,
+seeded by what the null fixes, never by the tracks) gives a sequence of independent events, each
+on the canary with the null share, so Ville's inequality holds for the process read after every
+event, not only at the bins' ends.  Reading it there rolls a total break back in the bin where
+its evidence first suffices, not one where stable's bad events that came after have pulled it
+back down (the headline's median falls from 10 s to 9 s).  At most ``PREFIX_CHECKS`` events of a
+bin are read one by one (reading fewer times keeps the guarantee); the bin's end is always read.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ Array = npt.NDArray[np.float64]
 BLOCK_SECONDS = 10.0
 START_WEIGHT = 0.9  # of the change point at the start; the rest is spread over later ones
 NEG_INF = -math.inf
+PREFIX_CHECKS = 64  # events of one bin read one by one; the rest only at the bin's end
 
 
 def block_weight(b: npt.NDArray[np.int64]) -> Array:
@@ -65,6 +78,13 @@ class ChangePointProcess:
 
     def update(self, log_lr: Array, seconds: Array) -> None:
         """Add one bin: ``log_lr`` (runs, columns), ``seconds`` (runs,) the bin's length."""
+        self.open_due()
+        self.log_m0 = self.log_m0 + log_lr
+        self.log_s = self.log_s + log_lr
+        self.seconds = self.seconds + seconds
+
+    def open_due(self) -> None:
+        """Start the change points whose time has come (before the next bin's ratios)."""
         while True:
             due = self.next_block * BLOCK_SECONDS <= self.seconds
             if not due.any():
@@ -73,20 +93,23 @@ class ChangePointProcess:
             self.log_s = np.where(due[:, None], np.logaddexp(self.log_s, np.log(w)[:, None]), self.log_s)
             self.started = np.where(due, self.started + w, self.started)
             self.next_block = np.where(due, self.next_block + 1, self.next_block)
-        self.log_m0 = self.log_m0 + log_lr
-        self.log_s = self.log_s + log_lr
-        self.seconds = self.seconds + seconds
 
-    def log_e_columns(self) -> Array:
-        """log E_t per column (runs, columns)."""
+    def rows(self, index: npt.NDArray[np.int64]) -> ChangePointProcess:
+        """A copy of some runs only."""
+        return ChangePointProcess(
+            self.log_m0[index], self.log_s[index], self.started[index], self.next_block[index], self.seconds[index]
+        )
+
+    def log_e_columns(self, extra: Array | float = 0.0) -> Array:
+        """log E_t per column (runs, columns); ``extra``: log ratios not yet added (a bin's first events)."""
         rest = np.log(np.maximum(1.0 - self.started, 1e-300))[:, None]
-        later = np.logaddexp(self.log_s, rest) + math.log(1 - START_WEIGHT)
-        out: Array = np.logaddexp(self.log_m0 + math.log(START_WEIGHT), later)
+        later = np.logaddexp(self.log_s + extra, rest) + math.log(1 - START_WEIGHT)
+        out: Array = np.logaddexp(self.log_m0 + extra + math.log(START_WEIGHT), later)
         return out
 
-    def log_e(self, weights: Array | None = None) -> Array:
+    def log_e(self, weights: Array | None = None, extra: Array | float = 0.0) -> Array:
         """log of the mixture over the columns (fixed weights summing to 1; equal by default), (runs,)."""
-        cols = self.log_e_columns()
+        cols = self.log_e_columns(extra)
         if weights is None:
             out: Array = np.logaddexp.reduce(cols, axis=1) - math.log(cols.shape[1])
             return out
@@ -126,6 +149,56 @@ def share_log_lr(canary_bad: Array, stable_bad: Array, share: Array, ratios: Arr
     usable = (pi > 0) & (pi < 1)
     out: Array = np.where(usable, xc * np.log(ratios) - k * np.log1p((ratios - 1.0) * pi), 0.0)
     return out
+
+
+def peak_within_bin(
+    process: ChangePointProcess,
+    canary_bad: Array,
+    stable_bad: Array,
+    share: Array,
+    ratios: Array,
+    weights: Array,
+    seed: list[int],
+    floor: float,
+) -> Array:
+    """The largest log E the process reaches after any of the bin's first events, in a random order
+    (module docstring), before the bin is added: (runs,), ``-inf`` where no event can take it past
+    ``floor`` (the lowest level a verdict compares it with), or the bin's order cannot matter.
+
+    Call it after ``open_due`` and before ``update`` with the same bin.
+    """
+    xc, xs = canary_bad, stable_bad
+    peak = np.full(len(xc), NEG_INF)
+    per_event = np.log1p((ratios[None, :] - 1.0) * np.clip(share, 1e-12, 1.0)[:, None])
+    # the best order puts the canary's events first: where even that stays under the floor, or
+    # one track has no event (the extremes are the bin's ends, read anyway), nothing to read
+    rows = np.flatnonzero((share > 0) & (share < 1) & (xc > 0) & (xs > 0))
+    if not len(rows):
+        return peak
+    sub = process.rows(rows)
+    best = sub.log_e(weights, xc[rows, None] * (np.log(ratios)[None, :] - per_event[rows]))
+    rows, sub = rows[best >= floor], sub.rows(np.flatnonzero(best >= floor))
+    if not len(rows):
+        return peak
+    xc, k, per_event = xc[rows], xc[rows] + xs[rows], per_event[rows]
+    rng = np.random.default_rng(seed)
+    seen = np.zeros(len(rows))
+    top = np.full(len(rows), NEG_INF)
+    for j in range(1, int(min(k.max(), PREFIX_CHECKS)) + 1):
+        # the j-th event is on the canary with the share of canary events among those left
+        left = k - (j - 1)
+        p = np.where(left > 0, (xc - seen) / np.maximum(left, 1.0), 0.0)
+        seen = seen + (rng.random(len(rows)) < p)
+        now = sub.log_e(weights, seen[:, None] * np.log(ratios)[None, :] - j * per_event)
+        top = np.where(j <= k, np.maximum(top, now), top)
+    peak[rows] = top
+    return peak
+
+
+def bin_order_seed(*levels: Array) -> list[int]:
+    """The seed of a bin's event order, from counts the null fixes (requests, all bad events):
+    never from which track the bad events fell on, so the order is independent of them."""
+    return [int(v.sum()) % (2**63) if np.isfinite(v).all() else 0 for v in levels]
 
 
 def _floats(a: Array) -> list[Any]:

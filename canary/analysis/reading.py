@@ -28,6 +28,7 @@ import numpy.typing as npt
 from canary.analysis.customers import customers_log_e, group_widths
 from canary.analysis.rollout import (
     CONTINUE,
+    EARLIER_STEP_SHARE,
     FAIL,
     INCONCLUSIVE,
     PASS,
@@ -41,10 +42,6 @@ from canary.analysis.rollout import (
 )
 from canary.analysis.spec import JudgeSpec, MetricRule
 
-# a step before the last moves on unless the evidence against the canary is past this share of the
-# failing threshold (in logs): moving on is no verdict (the last step's pass test is), and more
-# exposure shows a real regression sooner
-EARLIER_STEP_SHARE = 0.5
 TOLERANCE_Z = 3.0
 SRM_ALPHA = 1e-3  # a healthy split is held for a mismatch at most this often
 
@@ -71,13 +68,14 @@ class MetricReading:
 def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: Array) -> MetricReading:
     """``tests``: per run, how many tests share alpha (``step_tests``)."""
     threshold = np.log(tests / spec.alpha)
-    log_e = plain = ms.regression.log_e(RATIO_WEIGHTS)
+    # the regression tests as read at every event of the last bin (``MetricState.peak``)
+    log_e = plain = ms.peak if ms.peak is not None else ms.regression.log_e(RATIO_WEIGHTS)
     log_clear = ms.clear
     hold = plain  # evidence that keeps a step from passing (a hold is no rollback)
     if by_customer(spec, rule):
         # a run whose first group had no history before the canary is judged per request, by the
         # test that allows its customers to differ (sticky_fallback); the plain test still holds
-        fallback = ms.spread.log_e(RATIO_WEIGHTS) if ms.spread is not None else plain
+        fallback = ms.spread_peak if ms.spread_peak is not None else plain
         log_e, hold = fallback, np.maximum(fallback, plain)
     if ms.groups is not None and ms.groups.seen:
         per_group = ms.groups.log_e().max(axis=1)

@@ -5,7 +5,8 @@ The live judge (``canary.analysis.facade.RolloutJudge``) is this with one run; t
 
 Per metric the tests are: the regression test (per request: the change-point mixture of
 ``canary.analysis.eprocess`` on the canary's share of bad events, at the design weight when the
-router routes per request and says what weight it applied, else the bin's realised split; sticky:
+router routes per request and says what weight it applied, else the bin's realised split, read
+after each of a bin's events in a random order, ``eprocess.peak_within_bin``; sticky:
 one test per bucket group, ``canary.analysis.sticky``); the objective test when the metric has
 one (the canary alone against its objective, never when stable misses it too); for latency, a
 test on the whole histogram (the mixture over every bucket boundary of the regression test on
@@ -21,13 +22,21 @@ inconclusive or continue.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from canary.analysis.eprocess import ChangePointProcess, array, floats, share_log_lr
+from canary.analysis.eprocess import (
+    ChangePointProcess,
+    array,
+    bin_order_seed,
+    floats,
+    peak_within_bin,
+    share_log_lr,
+)
 from canary.analysis.sequential import DEFAULT_RATIOS, objective_log_lr
 from canary.analysis.spec import JudgeSpec, MetricRule
 from canary.analysis.sticky import StickyGroups
@@ -42,6 +51,10 @@ RATIOS = np.asarray(DEFAULT_RATIOS)
 RATIO_WEIGHTS = np.asarray((0.06, 0.06, 0.06, 0.06, 0.10, 0.15, 0.20, 0.18, 0.13))
 # latency on the whole histogram: a slower distribution raises "slower than b" by small factors
 LATENCY_RATIOS = np.asarray((1.25, 1.5, 2.0, 3.0, 5.0))
+# a step before the last moves on unless the evidence against the canary is past this share of the
+# failing threshold (in logs): moving on is no verdict (the last step's pass test is), and more
+# exposure shows a real regression sooner (``canary.analysis.reading``)
+EARLIER_STEP_SHARE = 0.5
 
 
 class Verdict(enum.Enum):
@@ -129,6 +142,17 @@ class MetricState:
     latency: ChangePointProcess | None = None
     # sticky: the request-level test that allows the canary's customers to differ (sticky_fallback)
     spread: ChangePointProcess | None = None
+    # the largest log e of ``regression`` (and ``spread``) at any event of the last bin, its end
+    # included (``eprocess.peak_within_bin``): what the failing test reads
+    peak: Array | None = None
+    spread_peak: Array | None = None
+
+    def __post_init__(self) -> None:
+        # stored before the fields existed: the bin's end, as then
+        if self.peak is None:
+            self.peak = self.regression.log_e(RATIO_WEIGHTS)
+        if self.spread_peak is None and self.spread is not None:
+            self.spread_peak = self.spread.log_e(RATIO_WEIGHTS)
 
     @classmethod
     def new(cls, runs: int, spec: JudgeSpec, rule: MetricRule, boundaries: int) -> MetricState:
@@ -151,7 +175,17 @@ class MetricState:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"regression": self.regression.to_dict()}
-        for k in ("clear", "canary_n", "canary_bad", "stable_n", "stable_bad", "objective", "stable_objective"):
+        for k in (
+            "clear",
+            "canary_n",
+            "canary_bad",
+            "stable_n",
+            "stable_bad",
+            "objective",
+            "stable_objective",
+            "peak",
+            "spread_peak",
+        ):
             v = getattr(self, k)
             out[k] = None if v is None else floats(v)
         out["groups"] = None if self.groups is None else self.groups.to_dict()
@@ -176,6 +210,8 @@ class MetricState:
             stable_objective=opt("stable_objective"),
             latency=None if data.get("latency") is None else ChangePointProcess.from_dict(data["latency"]),
             spread=None if data.get("spread") is None else ChangePointProcess.from_dict(data["spread"]),
+            peak=opt("peak"),
+            spread_peak=opt("spread_peak"),
         )
 
 
@@ -277,10 +313,16 @@ def update(
             (b.canary_n > 0) & (b.stable_n > 0), b.canary_n / np.maximum(b.canary_n + b.stable_n, 1), 0.0
         )
         share = np.where(known, w, realised) if not spec.sticky else realised
-        lr = share_log_lr(b.canary_bad, b.stable_bad, share, RATIOS)
-        ms.regression.update(lr, seconds)
+        seed = bin_order_seed(
+            ms.canary_n + ms.stable_n,
+            ms.canary_bad + ms.stable_bad,
+            b.canary_n + b.stable_n,
+            b.canary_bad + b.stable_bad,
+        )
+        floor = EARLIER_STEP_SHARE * math.log(1 / spec.alpha)  # the lowest level a verdict reads
+        ms.peak = _judged(ms.regression, b, share, seconds, seed, floor)
         if ms.spread is not None:
-            ms.spread.update(share_log_lr(b.canary_bad, b.stable_bad, null_share(share), RATIOS), seconds)
+            ms.spread_peak = _judged(ms.spread, b, null_share(share), seconds, seed, floor)
         ms.clear -= share_log_lr(b.canary_bad, b.stable_bad, share, np.asarray([rule.min_regression]))[:, 0]
         if ms.groups is not None and b.group_n is not None and b.group_bad is not None:
             ms.groups.update(b.group_n, b.group_bad, canary_groups(step, ms.groups.groups + 1)[:, :-1])
@@ -300,6 +342,17 @@ def update(
         ms.canary_bad += b.canary_bad
         ms.stable_n += b.stable_n
         ms.stable_bad += b.stable_bad
+
+
+def _judged(
+    process: ChangePointProcess, b: BinArrays, share: Array, seconds: Array, seed: list[int], floor: float
+) -> Array:
+    """Add the bin to a regression test; its largest log e at any of the bin's events (or its end)."""
+    process.open_due()
+    peak = peak_within_bin(process, b.canary_bad, b.stable_bad, share, RATIOS, RATIO_WEIGHTS, seed, floor)
+    process.update(share_log_lr(b.canary_bad, b.stable_bad, share, RATIOS), seconds)
+    out: Array = np.maximum(peak, process.log_e(RATIO_WEIGHTS))
+    return out
 
 
 def canary_groups(step: IntArray, groups: int) -> npt.NDArray[np.bool_]:

@@ -1,7 +1,8 @@
 """The regression test's guarantee, checked by simulation (fixed seeds), not by the formula.
 
 Under "canary no worse", the chance of ever crossing 1/alpha must stay below alpha however the
-split moves, whatever the base rate, with or without shared bursts, looking after every bin.
+split moves, whatever the base rate, with or without shared bursts, looking after every bin (the
+judge itself: after every event of a bin, in a random order).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 
 from canary.analysis.intervals import wilson
 from canary.analysis.sequential import mixture_log_e, regression_log_lr
+from canary.analysis.spec import JudgeSpec
 
 ALPHA = 0.05  # larger than the default so that a broken test would show in a few thousand runs
 
@@ -89,3 +91,53 @@ def test_the_change_point_mixture_keeps_alpha_under_a_moving_split_and_a_shared_
         process.update(share_log_lr(cb * 1.0, sb * 1.0, np.full(runs, share[t]), RATIOS), np.ones(runs))
         crossed |= process.log_e(RATIO_WEIGHTS) >= np.log(1 / ALPHA)
     assert crossed.mean() <= ALPHA
+
+
+def _judge_large_bins(rng, runs, bins, canary_rate, stable_rate, alpha):
+    """The judge itself (``rollout.update`` and ``reading.verdicts``) on 10-second bins at 100 req/s
+    with 5% on the canary: many bad events per bin, so the order it reads them in matters.  Per
+    run, the first bin it fails in (``bins`` if never), and the first in which the bins' ends alone
+    would have reached the threshold."""
+    from canary.analysis import reading, rollout
+    from canary.analysis.rollout import FAIL, RATIO_WEIGHTS, BinArrays, JudgeState
+
+    spec = JudgeSpec.from_mapping(
+        {"steps": [{"weight": 5, "min_seconds": 10**6, "max_seconds": 10**6}], "alpha": alpha}
+    )
+    state = JudgeState.new(runs, spec)
+    first, first_end = np.full(runs, bins), np.full(runs, bins)
+    step, weight = np.zeros(runs, dtype=np.int64), np.full(runs, 0.05)
+    for t in range(bins):
+        total = rng.poisson(1000, runs)
+        cn = rng.binomial(total, 0.05)
+        sn = total - cn
+        b = BinArrays(
+            *(
+                np.asarray(v, dtype=np.float64)
+                for v in (cn, rng.binomial(cn, canary_rate[t]), sn, rng.binomial(sn, stable_rate[t]))
+            )
+        )
+        rollout.update(state, spec, [b], np.full(runs, 10.0), step, weight)
+        failed = reading.verdicts(state, spec) == FAIL
+        first = np.where(failed & (first == bins), t, first)
+        at_end = state.metrics[0].regression.log_e(RATIO_WEIGHTS) >= np.log(1 / alpha)
+        first_end = np.where(at_end & (first_end == bins), t, first_end)
+    return first, first_end
+
+
+def test_reading_a_bin_event_by_event_keeps_alpha_with_many_events_per_bin_and_a_shared_burst():
+    # ~10 bad events per bin, then a shared dependency fails both tracks (30% of requests)
+    rate = np.full(60, 0.01)
+    rate[20:30] = 0.3
+    first, _ = _judge_large_bins(np.random.default_rng(8), 3000, 60, rate, rate, ALPHA)
+    crossed = first < 60
+    low, _ = wilson(crossed.sum(), len(crossed))
+    assert low < ALPHA and crossed.mean() <= ALPHA, f"false rollbacks {crossed.mean():.3%}"
+
+
+def test_reading_a_bin_event_by_event_rolls_a_break_back_in_an_earlier_bin():
+    # 0.1% -> 3%: the first bin holds ~1.5 bad canary events and ~1 bad stable one; read at its
+    # end, stable's events (in whatever place they came) always count against the canary
+    first, first_end = _judge_large_bins(np.random.default_rng(9), 2000, 6, np.full(6, 0.03), np.full(6, 0.001), 0.01)
+    assert np.all(first <= first_end)  # never later than the bins' ends alone
+    assert (first < first_end).mean() >= 0.05
