@@ -64,7 +64,7 @@ def one(service: str, case: dict[str, Any]) -> dict[str, Any]:
                     LoadConfig(
                         **{service: f"{router}/{service}"},
                         duration=60,
-                        admin_token=service_token(Path(d)),  # what mints the opens' tracking tokens
+                        admin_token=service_token(Path(d), "opens"),  # what mints the opens' tracking tokens
                         **case["load"],
                     )
                 )

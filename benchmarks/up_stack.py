@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from canary.platforms.processes import free_port
+from canary.stack import service_token
 from canary.traffic.load import LoadConfig, run
 from core.routes import RouteTable, ServiceRoute, parse_table
 
@@ -40,9 +41,9 @@ class Stack:
     def token(self) -> str:
         return (self.state / "admin-token").read_text().strip()
 
-    def service_token(self) -> str:
-        """What the releases take for their own admin endpoints (the opens' token minting)."""
-        return (self.state / "service-token").read_text().strip()
+    def opens_token(self) -> str:
+        """What the opens releases take for their own admin endpoints (its token minting)."""
+        return service_token(self.state, "opens")
 
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token()}"}
@@ -168,7 +169,7 @@ def load_through(router_url: str, token: str, rate: float = RATE) -> LoadConfig:
 
 class Load:
     def __init__(self, stack: Stack) -> None:
-        config = load_through(stack.router, stack.service_token())
+        config = load_through(stack.router, stack.opens_token())
         self.stack = stack
         self.before = self.pixels()
         self.stop_event = threading.Event()

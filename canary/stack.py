@@ -6,7 +6,8 @@ The admin token is ``CANARY_ADMIN_TOKEN`` or one generated and kept in ``STATE/a
 alone: queue consumers read the route table with the table token (``STATE/table-token``, or
 ``CANARY_TABLE_TOKEN``), and every release, canaries included, gets the service token
 (``STATE/service-token``, or ``CANARY_SERVICE_TOKEN``) for its own admin endpoints, so that a
-release under judgment holds no token that commands the controller (:class:`StackTokens`).
+release under judgment holds no token that commands the controller (:class:`StackTokens`); each
+service's releases get their own service's tokens, derived from those two (``core.scoped_tokens``).
 Ctrl-C (or SIGTERM) stops everything it started. A crash is not a stop: the controller, the router
 and the releases run in sessions of their own and keep serving when ``canary up`` is killed
 outright, and the next ``canary up`` on the same state directory adopts what still runs and answers
@@ -37,6 +38,7 @@ from canary.controller.local_controllers import LocalControllers
 from canary.platforms.local_router import LocalRouter
 from canary.platforms.processes import free_port
 from core.errors import DependencyUnavailable
+from core.scoped_tokens import scoped_token
 from core.secret_files import secret_in_file
 from core.serve import serve_in_thread
 from core.settings import Settings
@@ -52,9 +54,14 @@ def admin_token(state_dir: Path) -> str:
     return os.environ.get("CANARY_ADMIN_TOKEN", "") or secret_in_file(state_dir / TOKEN_FILE)
 
 
-def service_token(state_dir: Path) -> str:
-    """The token every release of every service takes for its own admin endpoints (``canary load``
-    presents it to the services it drives)."""
+def service_token(state_dir: Path, service: str) -> str:
+    """The token the releases of ``service`` take for their own admin endpoints (what ``canary
+    load`` presents to a service it asks for tokens): derived from the stack's service token
+    (``core.scoped_tokens``)."""
+    return scoped_token(_service_secret(state_dir), "service_token", service)
+
+
+def _service_secret(state_dir: Path) -> str:
     return os.environ.get("CANARY_SERVICE_TOKEN", "") or secret_in_file(state_dir / SERVICE_TOKEN_FILE)
 
 
@@ -63,7 +70,9 @@ class StackTokens:
     """One token per role: ``admin`` commands the controller (and the router's admin endpoints; a
     router reads the route table with it, since its confirmations hold every rollout), ``table``
     only reads the route table, for queue consumers, ``service`` is the services' own (their admin
-    endpoints; the controller's hooks present it to them)."""
+    endpoints; the controller's hooks present it to them).  The table and service tokens are the
+    controller's secrets: each service's releases get their own derived from them
+    (``core.scoped_tokens``)."""
 
     admin: str
     table: str
@@ -72,7 +81,7 @@ class StackTokens:
     @classmethod
     def of(cls, state_dir: Path, admin: str) -> StackTokens:
         table = os.environ.get("CANARY_TABLE_TOKEN", "") or secret_in_file(state_dir / TABLE_TOKEN_FILE)
-        return cls(admin, table, service_token(state_dir))
+        return cls(admin, table, _service_secret(state_dir))
 
     @staticmethod
     def filled_in(settings: Settings) -> Settings:
@@ -84,6 +93,10 @@ class StackTokens:
             table_token=settings.table_token or secret_in_file(state / TABLE_TOKEN_FILE),
             service_token=settings.service_token or secret_in_file(state / SERVICE_TOKEN_FILE),
         )
+
+    def of_service(self, service: str) -> str:
+        """The service token ``service``'s releases take (each service its own, derived)."""
+        return scoped_token(self.service, "service_token", service)
 
     def given_to(self, settings: Settings) -> Settings:
         """The controller's ``settings`` with them."""

@@ -13,6 +13,8 @@ import pytest
 
 from benchmarks.up_stack import until
 from canary.platforms.processes import start_service, wait_ready
+from canary.stack import service_token
+from core.scoped_tokens import scoped_token
 from tests.canary_up import controllers, run_cli, spawn_canary_up, stop_up
 
 
@@ -61,13 +63,21 @@ def test_canary_up_and_the_release_engineers_commands(tmp_path):
         releases = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
         pids = releases.stdout.split()
         assert len(pids) >= 4  # importer, opens, its processor, resizer
-        for pid in pids:
+        for pid in pids:  # each service's releases their own token, derived from the stack's
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            assert not any(admin.encode() in item for item in environ), pid
-            assert f"CANARY_ADMIN_TOKEN={service}".encode() in environ, pid
+            assert not any(admin.encode() in item or service.encode() in item for item in environ), pid
+            module = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[2].decode()  # services.<name>[...]
+            own = scoped_token(service, "service_token", module.split(".")[1])
+            assert f"CANARY_ADMIN_TOKEN={own}".encode() in environ, pid
         mint = f"http://127.0.0.1:{rport}/opens/admin/tokens"
         sends = {"sends": [{"campaign_id": 1, "contact_id": 2, "send_id": 3}]}
-        for token, status in ((admin, 401), (service, 200)):
+        importer_token = scoped_token(service, "service_token", "importer")
+        for token, status in (
+            (admin, 401),
+            (service, 401),
+            (importer_token, 401),
+            (service_token(tmp_path, "opens"), 200),
+        ):
             minted = httpx.post(mint, json=sends, headers={"Authorization": f"Bearer {token}"})
             assert minted.status_code == status, minted.text
         # a spec file written for another service or release is refused, not half applied

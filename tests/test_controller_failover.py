@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from benchmarks.up_stack import load_through
+from canary.stack import service_token
 from tests.canary_up import controllers, run_cli, spawn_canary_up, stop_up
 
 SLOW_STEP = "  steps:\n    - {weight: 50, min_requests: 100000, min_seconds: 3600, max_seconds: 7200}\n"
@@ -180,7 +181,7 @@ def test_a_controller_killed_in_any_phase_resumes_without_acting_twice_and_consu
         wait_until(world_matches_the_stored_phase, lambda: f"the world never matched {phase}")
         before = decisions(rid)
         running = services() - {str(first.pid)}  # the releases it started
-        load = BackgroundLoad(f"http://127.0.0.1:{rport}", (tmp_path / "service-token").read_text().strip())
+        load = BackgroundLoad(f"http://127.0.0.1:{rport}", service_token(tmp_path, "opens"))
         pixels = opens_requests()
         wait_until(lambda: opens_requests() > pixels + 20, lambda: "the load never reached the router")
         acting = lock_holder_pid(tmp_path)

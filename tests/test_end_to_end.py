@@ -135,7 +135,7 @@ def test_opens_1_1_loses_events_is_rolled_back_and_stable_recovers_every_open(tm
             mix={"opens": 1.0},
             accounts=10,
             pool=50,
-            admin_token=service_token(tmp_path),
+            admin_token=service_token(tmp_path, "opens"),
         )
         with load_in_background(load) as reports:  # until the rollout has ended
             poll_until(router_saw(router_url, "opens", 20), 30, "the load reaches the router")

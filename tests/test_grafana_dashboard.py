@@ -137,7 +137,7 @@ def test_every_panel_query_runs_against_prometheus_and_returns_data(tmp_path):
     board = dashboard()
     with (
         scraped_stack(tmp_path) as (controller_url, router_url, prometheus_url),
-        load(router_url, service_token(tmp_path)),
+        load(router_url, service_token(tmp_path, "opens")),
     ):
         created = httpx.post(f"{controller_url}/api/rollouts", content=SPEC, headers=AUTH)
         assert created.status_code == 201, created.text

@@ -78,7 +78,7 @@ def test_a_group_of_three_one_fails_alone_after_order_holds_and_a_killed_control
             duration=600,
             mix={"importer": 0.5, "opens": 0.45, "resizer": 0.05},
             accounts=40,
-            admin_token=stack.service_token(),
+            admin_token=stack.opens_token(),
         )
         load = threading.Thread(target=run, args=(cfg, None, stop), daemon=True)
         load.start()

@@ -6,6 +6,7 @@ called ``app``, probes, the Role's exact rights, the image the controller sets).
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib.util
 import json
@@ -18,6 +19,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from core.scoped_tokens import scoped_token
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBE = ROOT / "manifests/kubernetes"
@@ -119,9 +122,17 @@ def test_no_release_holds_a_token_that_commands_the_controller(overlay):
     releases = [d for d in deployments if "track" in d["spec"]["selector"]["matchLabels"]]
     assert len(releases) >= 2 * len(APPS)
     for d in releases:  # canaries included: one under judgment could promote itself
-        assert not {"admin-token", "alert-token"} & set(secret_keys(d).values()), d["metadata"]["name"]
+        keys = set(secret_keys(d).values())
+        # nor the roles' secrets, from which every service's own token is derived
+        assert not {"admin-token", "alert-token", "table-token", "service-token"} & keys, d["metadata"]["name"]
+        service = d["metadata"]["labels"].get("app", d["metadata"]["name"]).split("-")[0]
+        assert {k for k in keys if k.endswith(("-service-token", "-table-token"))} <= {
+            f"{service}-service-token",
+            f"{service}-table-token",
+        }, d["metadata"]["name"]
     consumer = secret_keys(find(docs, "Deployment", "opens-processor-canary"))
-    assert consumer["CANARY_TABLE_TOKEN"] == "table-token" and consumer["CANARY_ADMIN_TOKEN"] == "service-token"
+    assert consumer["CANARY_TABLE_TOKEN"] == "opens-table-token"
+    assert consumer["CANARY_ADMIN_TOKEN"] == "opens-service-token"
     # a router's confirmations hold every rollout: it reads the table with the admin token
     assert secret_keys(find(docs, "Deployment", "router"))["CANARY_TABLE_TOKEN"] == "admin-token"
     for app in ("importer", "resizer", "opens"):  # they read no table
@@ -130,8 +141,13 @@ def test_no_release_holds_a_token_that_commands_the_controller(overlay):
     assert controller["CANARY_TABLE_TOKEN"] == "table-token" and controller["CANARY_SERVICE_TOKEN"] == "service-token"
     secrets = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "releasewarden"]
     if secrets:  # the local overlay makes it: every key a pod names is there
+        data = {k: base64.b64decode(v).decode() for k, v in secrets[0]["data"].items()}
         named = {key for d in deployments for key in secret_keys(d).values()}
-        assert named <= set(secrets[0]["data"]), named - set(secrets[0]["data"])
+        assert named <= set(data), named - set(data)
+        for key in (k for k in data if k.endswith(("-service-token", "-table-token"))):
+            service, _, role = key.partition("-")  # each service's own: derived as the controller derives it
+            setting = role.replace("-", "_")
+            assert data[key] == scoped_token(data[role], setting, service), key
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -143,7 +143,7 @@ def test_a_burst_on_the_shared_database_is_noted_and_rolls_no_member_back(tmp_pa
             mix={"importer": 0.7, "resizer": 0.3},
             accounts=200,
             pool=10,
-            admin_token=service_token(state),
+            admin_token=service_token(state, "opens"),
         )
         load = threading.Thread(
             target=run, args=(config, lambda line: prepared.set() if line.startswith("prepared") else None, stop)

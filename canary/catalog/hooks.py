@@ -23,6 +23,7 @@ import httpx
 
 from canary.catalog import templates
 from canary.catalog.model import PYTHON_NAMES, CommandCall, Hook, HttpCall, Moment, OnFailure
+from core.scoped_tokens import setting_value
 from core.settings import Settings
 
 MAX_OUTPUT = 64 << 10
@@ -101,7 +102,7 @@ async def _http(call: HttpCall, context: HookContext, limit: float) -> tuple[int
     values = context.values()
     headers = {k: templates.render(v, values, context.settings) for k, v in call.headers.items()}
     if call.token_setting:
-        headers["Authorization"] = f"Bearer {getattr(context.settings, call.token_setting)}"
+        headers["Authorization"] = f"Bearer {setting_value(context.settings, call.token_setting, context.service)}"
     body = _fill(call.json, values) if call.json is not None else None
     async with (
         httpx.AsyncClient(timeout=limit) as client,

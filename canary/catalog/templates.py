@@ -4,9 +4,9 @@ A template is a string with placeholders in braces (``{port}``, ``{settings.admi
 and ``}}`` stand for literal braces.  Which placeholders a field may name depends on where it is
 used (:data:`LOCAL`, :data:`KUBE_NAME`, :data:`HOOK`, ...): the loader refuses an unknown one at
 load, so a typo (``{prot}``) never reaches a running rollout.  ``{settings.NAME}`` is a setting of
-the process that fills the template (the controller's admin token, for example); it is allowed only
-where it stays out of a command line (environment values, HTTP headers), since a command line is
-visible to every user of the machine.
+the process that fills the template; it is allowed only where it stays out of a command line
+(environment values, HTTP headers), since a command line is visible to every user of the machine.
+The service and table tokens fill in as the entry's own service's (``core.scoped_tokens``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
+from core.scoped_tokens import setting_value
 from core.settings import Settings
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -94,7 +95,10 @@ def render(template: str, values: Mapping[str, str], settings: Settings | None =
             return "}"
         name = (m.group(1) or "").strip()
         if name.startswith(SETTING_PREFIX) and settings is not None:
-            return str(getattr(settings, name[len(SETTING_PREFIX) :]))
+            try:
+                return setting_value(settings, name[len(SETTING_PREFIX) :], values.get("service", ""))
+            except ValueError as exc:
+                raise TemplateError(f"{exc} in {template!r}") from None
         if m.group(1) is None or name not in values:
             raise TemplateError(f"no value for {token!r} in {template!r}")
         return values[name]

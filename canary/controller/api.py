@@ -48,6 +48,7 @@ from canary.controller.routing import parse_reader
 from canary.controller.spec import SpecError, check
 from core.app import read_body, require_token
 from core.errors import BadRequest, Conflict, DependencyUnavailable, NotFound, ServiceUnavailable, Unprocessable
+from core.scoped_tokens import scoped_token
 
 COMMANDS = ("pause", "resume", "promote", "abort")
 
@@ -173,21 +174,26 @@ async def command(request: Request) -> Response:
 
 async def route_table(request: Request) -> Response:
     settings = request.app.state.settings
+    controller: Controller = request.app.state.controller
     reader = parse_reader(request.headers.get("x-table-reader"), request.headers.get("x-table-version"))
-    if reader is not None and not _a_known_consumer(request.app.state.controller, reader[0]):
-        # a router's confirmations hold every service's rollouts: the table token (a queue
-        # consumer's, canaries' among them) may not speak for one, nor for a consumer of a service
-        # that has none (its confirmations would hold that service's rollouts)
-        require_token(request, settings.admin_token)
+    if reader is None:  # it reads, never commands: any service's table token
+        services = controller.catalog.names
     else:
-        require_token(request, settings.table_token, settings.admin_token)  # it reads, never commands
-    return JSONResponse(request.app.state.controller.poll_table(reader))
+        # a router's confirmations hold every service's rollouts: a table token (a queue
+        # consumer's, canaries' among them) may not speak for one, and a consumer speaks only with
+        # its own service's (its confirmations hold that service's rollouts alone)
+        owner = _consumer_owner(controller, reader[0])
+        services = () if owner is None else (owner,)
+    tokens = (scoped_token(settings.table_token, "table_token", s) for s in services)
+    require_token(request, settings.admin_token, *tokens)
+    return JSONResponse(controller.poll_table(reader))
 
 
-def _a_known_consumer(controller: Controller, reader: str) -> bool:
-    """``consumer/<name>@<release>`` naming a queue consumer of the catalog."""
+def _consumer_owner(controller: Controller, reader: str) -> str | None:
+    """The service of ``consumer/<name>@<release>`` when it names a queue consumer of the catalog."""
     kind, _, ident = reader.partition("/")
-    return kind == "consumer" and controller.catalog.owner(ident.rpartition("@")[0] or ident) is not None
+    found = controller.catalog.owner(ident.rpartition("@")[0] or ident) if kind == "consumer" else None
+    return None if found is None else found[0].name
 
 
 async def readers(request: Request) -> Response:

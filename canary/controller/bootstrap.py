@@ -32,9 +32,10 @@ from core.settings import Settings
 
 def controller_secrets(settings: Settings) -> frozenset[str]:
     """What no release may inherit from the controller's environment, whatever the variable's name:
-    its tokens (but the service and table tokens, which entries hand to releases), its database URL
-    and its webhooks' secrets."""
+    its tokens (entries hand releases their own service's service and table tokens, derived from
+    the controller's: ``core.scoped_tokens``), its database URL and its webhooks' secrets."""
     held = {settings.admin_token, settings.alert_token, settings.read_token, settings.db_url}
+    held |= {settings.service_token, settings.table_token}
     held |= {w.secret for w in read_webhooks(settings) if w.secret}
     return frozenset(v for v in held if v)
 

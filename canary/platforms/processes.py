@@ -248,7 +248,9 @@ def start_service(
         route_table=env.get("CANARY_ROUTE_TABLE", ""),
         db_url=db_url,
     )
-    launch_env = {k: v for k, v in launch.environment.items() if v or k not in env}
+    # the caller's settings win (the entry derives each service's own tokens from the controller's:
+    # here the caller gives the service its token itself)
+    launch_env = {k: v for k, v in launch.environment.items() if k not in env}
     return start_launch(
         name, release, dataclasses.replace(launch, environment=launch_env), port=port, state_dir=state_dir, env=env
     )

@@ -101,7 +101,7 @@ def _play(
 
     def load() -> None:
         try:
-            r.load_report = run_load(load_config(router, tokens.service, pace, r.seed), progress, stop)
+            r.load_report = run_load(load_config(router, tokens.of_service("opens"), pace, r.seed), progress, stop)
         finally:
             driving.set()
 

@@ -38,6 +38,7 @@ def _load(args: argparse.Namespace) -> int:
     import os
 
     from canary.traffic.load import LoadConfig, run
+    from core.scoped_tokens import scoped_token
 
     config = LoadConfig(
         importer=args.importer,
@@ -47,10 +48,10 @@ def _load(args: argparse.Namespace) -> int:
         duration=args.duration,
         accounts=args.accounts,
         seed=args.seed,
-        # the opens service's own token: under `canary up` the service token, the controller's
-        # admin token being another
+        # the opens service's own token: under `canary up` derived from the service token (each
+        # service has its own), the controller's admin token being another
         admin_token=args.admin_token
-        or os.environ.get("CANARY_SERVICE_TOKEN", "")
+        or scoped_token(os.environ.get("CANARY_SERVICE_TOKEN", ""), "service_token", "opens")
         or os.environ.get("CANARY_ADMIN_TOKEN", ""),
     )
     if args.mix:
@@ -89,8 +90,9 @@ def add_load_command(sub: Any, _positive_float: Callable[[str], float], _positiv
     load.add_argument("--seed", type=int, default=1)
     load.add_argument(
         "--admin-token",
-        help="the opens service's admin token, to mint tracking tokens (or CANARY_SERVICE_TOKEN, "
-        "or CANARY_ADMIN_TOKEN; under `canary up`: STATE/service-token)",
+        help="the opens service's admin token, to mint tracking tokens (or one derived from "
+        "CANARY_SERVICE_TOKEN, the stack's service token, STATE/service-token under `canary up`; "
+        "or CANARY_ADMIN_TOKEN)",
     )
     load.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     load.set_defaults(func=_load)

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from canary.controller.app import create_controller_app
+from core.scoped_tokens import scoped_token
 from core.settings import Settings
 from tests.conftest import asgi_client, healthz_answers_while_held
 
@@ -164,25 +165,33 @@ async def test_the_webhook_takes_its_own_token_which_opens_nothing_else(db_url, 
 
 
 async def test_the_table_token_reads_the_route_table_and_commands_nothing(db_url, tmp_path):
-    """What routers and queue consumers (a canary's among them) hold: it reads, never commands."""
+    """What queue consumers (a canary's among them) hold: their own service's table token, derived
+    from the controller's (``core.scoped_tokens``). It reads, never commands."""
+    opens, importer = (scoped_token("table-only", "table_token", s) for s in ("opens", "importer"))
     async with asgi_client(app(db_url, tmp_path, table_token="table-only", service_token="svc")) as c:
-        for token in ("table-only", TOKEN):
+        for token in (opens, importer, TOKEN):
             r = await read_table(c, {"Authorization": f"Bearer {token}"})
             assert r.status_code == 200 and "importer" in r.json()["services"], token
         created = await c.post("/api/rollouts", content=SPEC, headers=AUTH)
         assert created.status_code == 201
         rid = created.json()["id"]
-        for token in ("table-only", "svc"):
+        for token in (opens, "table-only", "svc"):
             auth = {"Authorization": f"Bearer {token}"}
             assert (await c.post(f"/api/rollouts/{rid}/promote", headers=auth)).status_code == 401
             assert (await c.post("/api/rollouts", content=SPEC, headers=auth)).status_code == 401
             assert (await c.get("/api/rollouts", headers=auth)).status_code == 401
             assert (await c.post("/api/alerts", json={"alerts": []}, headers=auth)).status_code == 401
-        assert (await c.get("/api/routes", headers={"Authorization": "Bearer svc"})).status_code == 401
-        # it may speak for a queue consumer, not for a router, whose confirmations hold every rollout,
-        table = {"Authorization": "Bearer table-only", "X-Table-Version": "1"}
-        consumer = await c.get("/api/routes", headers={**table, "X-Table-Reader": "consumer/opens-processor@1.1"})
+        # the controller's own secrets are no table token: no release holds them
+        for token in ("svc", "table-only"):
+            assert (await c.get("/api/routes", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+        # a consumer speaks with its own service's token, never for a router, whose confirmations
+        # hold every rollout, nor with another service's (it would hold the opens rollouts)
+        version = {"X-Table-Version": "1", "X-Table-Reader": "consumer/opens-processor@1.1"}
+        consumer = await c.get("/api/routes", headers={**version, "Authorization": f"Bearer {opens}"})
         assert consumer.status_code == 200
+        other = await c.get("/api/routes", headers={**version, "Authorization": f"Bearer {importer}"})
+        assert other.status_code == 401
+        table = {"Authorization": f"Bearer {opens}", "X-Table-Version": "1"}
         # nor for a consumer the catalog does not name (the importer has none: it would hold its rollouts)
         posing = await c.get("/api/routes", headers={**table, "X-Table-Reader": "consumer/importer@x"})
         assert posing.status_code == 401

@@ -295,6 +295,7 @@ async def test_a_release_inherits_none_of_the_controllers_secrets(tmp_path, monk
     own settings from its environment (its tokens, its database URL, its config file) nor a
     webhook's secret, whatever the variable holding it is called; the rest it inherits."""
     from canary.controller.bootstrap import bootstrap
+    from core.scoped_tokens import scoped_token
     from core.settings import Settings
 
     secrets = {
@@ -328,7 +329,9 @@ async def test_a_release_inherits_none_of_the_controllers_secrets(tmp_path, monk
         held = {name: value for name, value in environ.items() if value in secrets.values()}
         assert held == {}
         assert settings.db_url not in environ.values()
-        assert environ["CANARY_ADMIN_TOKEN"] == "service-token-value"  # its own, from its entry
+        # its own, from its entry: its service's, derived from the controller's service token
+        assert environ["CANARY_ADMIN_TOKEN"] == scoped_token("service-token-value", "service_token", "resizer")
+        assert "service-token-value" not in environ.values()
         assert {name: environ.get(name) for name in kept} == kept
         assert "CANARY_CONFIG" not in environ
     finally:

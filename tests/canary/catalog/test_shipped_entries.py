@@ -18,6 +18,7 @@ from canary.catalog import HookContext, Moment, OnFailure, load_catalog, run_hoo
 from canary.catalog.schema import SCHEMA
 from canary.controller.spec import load_spec
 from canary.providers.base import ConservationCounters
+from core.scoped_tokens import scoped_token
 from core.settings import Settings
 from tests.canary.catalog.running import free_port, running
 
@@ -60,8 +61,11 @@ def test_local_command_is_the_one_the_platform_runs(catalog, name, tmp_path):
     )  # fmt: skip
     assert launch.environment == {
         "CANARY_TRACK": "canary",
-        "CANARY_ADMIN_TOKEN": "svc",  # its own admin endpoints: never the controller's admin token
+        # its own admin endpoints: never the controller's admin token, nor its service token, from
+        # which each service's own is derived (an importer's could not mint the opens' tokens)
+        "CANARY_ADMIN_TOKEN": scoped_token("svc", "service_token", name),
     }  # and no table token: only a queue consumer reads the route table
+    assert launch.environment["CANARY_ADMIN_TOKEN"] not in ("svc", scoped_token("svc", "service_token", "other"))
     assert (launch.health_path, launch.ready_path, launch.ready_timeout_s) == ("/healthz", "/readyz", 30.0)
     assert catalog[name].local is not None and catalog[name].local.process.metrics_path == "/metrics"
 
