@@ -63,28 +63,39 @@ def create_resizer_app(settings: Settings) -> Starlette:
     m.gauge("resizer_uploads_waiting", "Uploads waiting for a decode slot right now.").set_function(
         lambda: app.state.decode_slots.waiting if app.state.decode_slots else 0
     )
+    m.gauge("resizer_upload_body_bytes", "Bytes reserved for uploads' bodies right now.").set_function(
+        lambda: app.state.decode_slots.held_bytes if app.state.decode_slots else 0
+    )
     app.state.variant_outcomes = app.state.metrics.counter(
         "resizer_variants_total", "Variants answered, by cache outcome.", ["cache"]
     )
     return app
 
 
+def _busy(why: str) -> Response:
+    busy = ServiceUnavailable(f"{why}: retry in {RETRY_AFTER_S} s", code="uploads_busy")
+    return JSONResponse(busy.body(), status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 async def upload_image(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    data = await read_body(request, settings.image_max_bytes)
-    if not data:
-        raise Unprocessable("empty body: send the image bytes as the request body", code="empty_body")
     slots: DecodeSlots = request.app.state.decode_slots
-    if not await slots.acquire():
-        busy = ServiceUnavailable(
-            f"{slots.size} uploads are being decoded and others wait: retry in {RETRY_AFTER_S} s",
-            code="uploads_busy",
-        )
-        return JSONResponse(busy.body(), status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    declared = request.headers.get("content-length", "")
+    reserved = min(int(declared), settings.image_max_bytes) if declared.isdigit() else settings.image_max_bytes
+    if not slots.admit(reserved):  # its body is not read: the bodies held are bounded (decoding.py)
+        return _busy(f"uploads hold {slots.held_bytes >> 20} MB of bodies")
     try:
-        info = await run_in_threadpool(request.app.state.inspect, data, settings.image_max_pixels)
+        data = await read_body(request, settings.image_max_bytes)
+        if not data:
+            raise Unprocessable("empty body: send the image bytes as the request body", code="empty_body")
+        if not await slots.acquire():
+            return _busy(f"{slots.size} uploads are being decoded and others wait")
+        try:
+            info = await run_in_threadpool(request.app.state.inspect, data, settings.image_max_pixels)
+        finally:
+            slots.release()
     finally:
-        slots.release()
+        slots.leave(reserved)
     image_id = uuid.uuid4().hex
     row = {
         "id": image_id,
