@@ -62,9 +62,10 @@ class LocalServer:
 
 
 def prometheus_config(
-    controller_url: str, token_file: Path, alertmanager_url: str | None, interval_s: float
+    controller_url: str, token_file: Path | None, alertmanager_url: str | None, interval_s: float
 ) -> dict[str, Any]:
-    """The shipped prometheus.yml, pointed at this controller and Alertmanager, at this interval."""
+    """The shipped prometheus.yml, pointed at this controller and Alertmanager, at this interval;
+    ``token_file`` holds the controller's read token (None: it has none, and answers loopback)."""
     base = MANIFESTS / "prometheus"
     config: dict[str, Any] = yaml.safe_load((base / "prometheus.yml").read_text())
     interval = f"{interval_s:g}s"
@@ -77,7 +78,10 @@ def prometheus_config(
     sd = config["scrape_configs"][0]["http_sd_configs"][0]
     sd["url"] = f"{controller_url}/api/targets"
     sd["refresh_interval"] = interval
-    sd["authorization"]["credentials_file"] = str(token_file)
+    if token_file is None:
+        del sd["authorization"]
+    else:
+        sd["authorization"]["credentials_file"] = str(token_file)
     return config
 
 
@@ -115,7 +119,7 @@ def prometheus_server(
     workdir: Path,
     *,
     controller_url: str,
-    token_file: Path,
+    token_file: Path | None,
     alertmanager_url: str | None = None,
     interval_s: float = 1.0,
 ) -> contextlib.AbstractContextManager[LocalServer]:

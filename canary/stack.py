@@ -181,13 +181,17 @@ def secret_file(path: Path, value: str = "") -> Path:
 
 
 @contextlib.contextmanager
-def local_monitoring(state_dir: Path, controller_url: str, token: str) -> Iterator[dict[str, Any]]:
+def local_monitoring(state_dir: Path, controller_url: str, read_token: str) -> Iterator[dict[str, Any]]:
     """Prometheus and Alertmanager for ``canary up --prometheus``, from manifests/; yields the
-    controller settings that make it judge from Prometheus and take Alertmanager's webhook."""
+    controller settings that make it judge from Prometheus and take Alertmanager's webhook.
+    Prometheus lists its targets with the controller's read token (none set: as a reader on
+    loopback), never with the admin token."""
     from canary.local_monitoring import alertmanager_server, prometheus_server
 
-    token_file = secret_file(state_dir / "prometheus" / "admin-token", token)
-    token_file.write_text(token)  # CANARY_ADMIN_TOKEN may have changed since
+    (state_dir / "prometheus" / "admin-token").unlink(missing_ok=True)  # where an older one kept it
+    token_file = secret_file(state_dir / "prometheus" / "read-token", read_token) if read_token else None
+    if token_file is not None:
+        token_file.write_text(read_token)  # CANARY_READ_TOKEN may have changed since
     alert_token = secret_file(state_dir / ALERT_TOKEN_FILE)
     with (
         alertmanager_server(
@@ -232,7 +236,8 @@ def _up(state_dir: Path, controller_port: int, router_port: int, prometheus: boo
     controller_url = f"http://127.0.0.1:{controller_port}"
     with contextlib.ExitStack() as stack:
         router_url = stack.enter_context(router_process(state_dir, f"{controller_url}/api/routes", tokens, router_port))
-        monitoring = stack.enter_context(local_monitoring(state_dir, controller_url, token)) if prometheus else {}
+        read_token = os.environ.get("CANARY_READ_TOKEN", "")  # the controllers inherit it
+        monitoring = stack.enter_context(local_monitoring(state_dir, controller_url, read_token)) if prometheus else {}
         settings = tokens.given_to(
             Settings(
                 db_url=f"sqlite:///{state_dir / 'controller.db'}",

@@ -46,6 +46,7 @@ spec:
   sticky: {{header: X-Account-Id}}
   watch: {{seconds: 2}}
 """
+READ_TOKEN = "prometheus-reads-with-this"
 ERRORS = "{name: errors, kind: errors, rate_floor: 0.2}"  # coarse: a clean step passes within seconds
 # 1.1's broken customers fail some 10% of requests: below twice a 0.2 floor, a pass by the
 # documented rule; at 0.02 it can only be rolled back
@@ -56,7 +57,8 @@ LATENCY_ONLY = "{name: slow, kind: latency, threshold_ms: 10000, rate_floor: 0.2
 @contextlib.contextmanager
 def monitored_stack(tmp_path: Path) -> Iterator[tuple[str, str, LocalServer, LocalServer]]:
     need_monitoring()
-    (tmp_path / "admin-token").write_text(TOKEN)
+    # Prometheus lists its targets with the controller's read token, never its admin token
+    (tmp_path / "read-token").write_text(READ_TOKEN)
     (tmp_path / "alert-token").write_text(ALERT_TOKEN)
     port = free_port()
     controller_url = f"http://127.0.0.1:{port}"
@@ -67,7 +69,7 @@ def monitored_stack(tmp_path: Path) -> Iterator[tuple[str, str, LocalServer, Loc
         prometheus_server(
             tmp_path / "prometheus",
             controller_url=controller_url,
-            token_file=tmp_path / "admin-token",
+            token_file=tmp_path / "read-token",
             alertmanager_url=alertmanager.url,
             interval_s=1.0,
         ) as prometheus,
@@ -79,6 +81,7 @@ def monitored_stack(tmp_path: Path) -> Iterator[tuple[str, str, LocalServer, Loc
             prometheus_url=prometheus.url,
             prometheus_scrape_interval_s=1.0,
             alert_token=ALERT_TOKEN,
+            read_token=READ_TOKEN,
         ) as (url, router_url, _app),
     ):
         yield url, router_url, prometheus, alertmanager

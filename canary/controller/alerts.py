@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from canary.controller import machine
 from canary.controller.engine import Controller
+from canary.controller.read_access import require_read
 from core.app import parse_json, read_body, require_token
 from core.errors import BadRequest, NotFound
 
@@ -116,7 +117,7 @@ def _action(
 
 
 async def targets(request: Request) -> Response:
-    require_token(request, request.app.state.settings.admin_token)
+    require_read(request)  # a list of addresses: Prometheus reads it with the read token, never the admin's
     controller = request.app.state.controller
     groups: list[dict[str, Any]] = [
         {"targets": [_hostport(controller.public_url)], "labels": {"component": "controller"}},

@@ -28,7 +28,7 @@ releases and phases, no consumer's data, and the dashboard's page, which holds n
 - ``GET /api/readers``: every reader of the table, the version it serves, seconds since its last poll
 - ``/api/groups...``: release groups (``group_api``)
 - ``POST /api/alerts``: the Alertmanager webhook, ``GET /api/targets``: Prometheus's service
-  discovery (both in ``alerts``)
+  discovery, read as the dashboard is (``read_access``: the read token) (both in ``alerts``)
 """
 
 from __future__ import annotations

@@ -203,13 +203,16 @@ async def test_the_table_token_reads_the_route_table_and_commands_nothing(db_url
 
 
 async def test_prometheus_finds_the_controller_and_router_to_scrape(db_url, tmp_path):
-    async with asgi_client(app(db_url, tmp_path, stable={})) as c:
+    """With the read token (or the admin's): a list of addresses is read as the dashboard is."""
+    async with asgi_client(app(db_url, tmp_path, stable={}, read_token="reader")) as c:
         assert (await c.get("/api/targets")).status_code == 401
-        groups = (await c.get("/api/targets", headers=AUTH)).json()
-        assert {g["labels"]["component"]: g["targets"] for g in groups} == {
-            "controller": ["127.0.0.1:9"],
-            "router": ["127.0.0.1:9"],
-        }
+        assert (await c.get("/api/targets", headers={"Authorization": "Bearer table"})).status_code == 401
+        for token in ("reader", TOKEN):
+            groups = (await c.get("/api/targets", headers={"Authorization": f"Bearer {token}"})).json()
+            assert {g["labels"]["component"]: g["targets"] for g in groups} == {
+                "controller": ["127.0.0.1:9"],
+                "router": ["127.0.0.1:9"],
+            }
 
 
 async def read_table(c, headers):

@@ -13,8 +13,8 @@
 
 Reading needs ``settings.read_token`` or the admin token (a bearer header, or ``?token=`` for the
 event stream only: a browser's EventSource sends no headers); with no read token set, reading is
-open to clients on loopback that ask for a loopback name (``localhost``, ``127.0.0.1``), not for
-a name pointed at it (DNS rebinding).  Commands go to the API's ``POST /api/rollouts/{id}/{command}`` (and
+open to clients on loopback that ask for a loopback name, not for a name pointed at it (DNS
+rebinding): ``canary.controller.read_access``.  Commands go to the API's ``POST /api/rollouts/{id}/{command}`` (and
 ``POST /api/groups/{id}/{command}``) with the admin token, which the page asks for.
 """
 
@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
-import ipaddress
 from importlib import resources
 from typing import Any
 
@@ -37,7 +35,8 @@ from canary.controller.api import finite, summary
 from canary.controller.dashboard.groups import GroupsNow
 from canary.controller.dashboard.live import Live
 from canary.controller.group_api import group_view
-from core.errors import NotFound, Unauthorized
+from canary.controller.read_access import require_read
+from core.errors import NotFound
 from core.serve import shutdown_signal
 
 HISTORY = 200
@@ -69,37 +68,6 @@ async def page(request: Request) -> Response:
         media_type="text/html; charset=utf-8",
         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
     )
-
-
-def require_read(request: Request, *, in_query: bool = False) -> None:
-    """The read token (or the admin token) as a bearer header, or, ``in_query`` (the event stream
-    only: a browser's EventSource sends no headers), as ``?token=``; elsewhere a token in the
-    address is not taken (addresses end up in logs)."""
-    settings = request.app.state.settings
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        token = request.query_params.get("token", "") if in_query else ""
-    for expected in (settings.read_token, settings.admin_token):
-        if expected and token and hmac.compare_digest(token.encode(), expected.encode()):
-            return
-    if not settings.read_token and _loopback(request):
-        return
-    raise Unauthorized("reading the dashboard needs the read token (or the admin token)", code="token_required")
-
-
-def _loopback(request: Request) -> bool:
-    """A client on loopback that asked for a loopback name: a page elsewhere whose name an attacker
-    points at 127.0.0.1 (DNS rebinding) sends its own name as Host, and reads nothing."""
-    client = request.client.host if request.client else ""
-    asked = request.url.hostname or ""
-    return _loopback_address(client) and (asked == "localhost" or _loopback_address(asked.strip("[]")))
-
-
-def _loopback_address(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def detail(request: Request, r: machine.Rollout) -> dict[str, Any]:
