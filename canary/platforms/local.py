@@ -2,8 +2,8 @@
 
 What runs is the catalog's business (``Catalog.launch``: a service or a queue consumer by its own
 name); this module knows no service.  Ports are allocated once per release and kept across
-restarts (the router's table stays right); logs go to ``STATE/logs``;
-a supervisor task restarts a process that died without being asked to;
+restarts (the router's table stays right; ``ports``: only while no other program took one); logs go
+to ``STATE/logs``; a supervisor task restarts a process that died without being asked to;
 ``close`` stops everything, newest first.  Starting a release that already runs is a no-op, so the
 controller can apply its desired state again after a crash.  While a start waits for the release's
 ready path (up to its entry's ``ready_timeout_s``), ``not_ready`` says what that path answered last
@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ import httpx
 
 from canary.catalog import Catalog, Launch
 from canary.platforms.base import Instance, NotReady
+from canary.platforms.ports import bindable, if_free
 from canary.platforms.processes import (
     ServiceProcess,
     exited_words,
@@ -222,7 +222,7 @@ class LocalPlatform:
         await self._take_over_leftovers()
         entry = self.entries.get((service, release))
         if entry is None or not entry.proc.alive():
-            port = entry.proc.port if entry else _if_free(self.ports.pop((service, release), None))
+            port = entry.proc.port if entry else if_free(self.ports.pop((service, release), None))
             launching = self._launch_once(service, release, track, port)
             try:
                 proc = await asyncio.shield(launching)
@@ -256,7 +256,7 @@ class LocalPlatform:
         return going
 
     def _launch(self, service: str, release: str, track: str, port: int | None) -> ServiceProcess:
-        if port and not _bindable(port, reuse_address=True):  # a ready answer there would be another program's
+        if port and not bindable(port, reuse_address=True):  # a ready answer there would be another program's
             raise DependencyUnavailable(f"{service} {release}: port {port} is taken by another process")
         port = port or free_port()
         launch = self._launch_of(service, release, track, port)
@@ -394,24 +394,6 @@ def _answers_as(record: ProcessRecord, health_path: str, client: httpx.Client) -
     if not isinstance(health, dict) or "service" not in health:
         return True
     return (health.get("service"), str(health.get("release"))) == (record.service, record.release)
-
-
-def _bindable(port: int, reuse_address: bool = False) -> bool:
-    """``port`` on 127.0.0.1 can be bound now; with ``reuse_address``, as a server binds it (the
-    last one's connections in TIME_WAIT do not count): nothing listens there."""
-    with socket.socket() as s:
-        if reuse_address:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _if_free(port: int | None) -> int | None:
-    """``port`` if no other program took it meanwhile, else None."""
-    return port if port is not None and _bindable(port) else None
 
 
 def _same_process(record: ProcessRecord, launch: Launch) -> bool:
