@@ -9,49 +9,38 @@ controller can apply its desired state again after a crash.  While a start waits
 ready path (up to its entry's ``ready_timeout_s``), ``not_ready`` says what that path answered last
 (``503``, nothing listening on its port), for how long it has been waited for, and its deadline.
 
-Releases outlive the controller: each runs in its own session, so a controller killed outright
-(SIGKILL, a crash) leaves them serving.  Every process is recorded in ``STATE/platform.json``
-(service, release, track, port, pid); the next controller ADOPTS each recorded process that still
-runs the command its catalog entry gives for that release and port and answers the entry's health
-path (and, if it says which service and release it is, says so), instead of restarting it.
-A stale record (the pid is gone, or the port answers as something else) is cleaned up, and the
-release is started afresh when the controller asks for it.  An adopted process the new controller
-never asks for within ``ADOPT_CLAIM_S`` (a canary whose rollout ended meanwhile) is stopped.
+Releases outlive the controller (``local_records``: each process recorded in ``STATE/platform.json``;
+the next controller adopts what still runs and answers as itself, and cleans up stale records).  An
+adopted process the new controller never asks for within ``ADOPT_CLAIM_S`` (a canary whose rollout
+ended meanwhile) is stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import signal
 import time
 from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from canary.catalog import Catalog, Launch
 from canary.platforms.base import Instance, NotReady
+from canary.platforms.local_records import ProcessRecord, ProcessRecords, check_leftovers
 from canary.platforms.ports import bindable, if_free
 from canary.platforms.processes import (
     ServiceProcess,
     exited_words,
     free_port,
     probe,
-    runs_argv,
     start_launch,
-    start_ticks,
-    stop_group,
     wait_ready,
 )
 from core.errors import DependencyUnavailable
-from core.http_client import LoopClient, tls_context
+from core.http_client import LoopClient
 from core.settings import Settings
 
 log = logging.getLogger("releasewarden.platform.local")
@@ -66,33 +55,6 @@ class _Entry:
     restarts: int = 0
     claimed: bool = True  # False: adopted, and this controller has not asked for it yet
     adopted_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class ProcessRecord:
-    """One line of ``platform.json``: enough to find a release's process again after a crash."""
-
-    service: str
-    release: str
-    track: str
-    port: int
-    pid: int
-    log: str
-    started: int = 0  # the process's start (start_ticks); 0 in records written before it was kept
-
-    @classmethod
-    def parse(cls, raw: Any) -> ProcessRecord:
-        if not isinstance(raw, dict):
-            raise ValueError("not a mapping")
-        return cls(
-            service=str(raw["service"]),
-            release=str(raw["release"]),
-            track=str(raw["track"]),
-            port=int(raw["port"]),
-            pid=int(raw["pid"]),
-            log=str(raw["log"]),
-            started=int(raw.get("started", 0)),
-        )
 
 
 class LocalPlatform:
@@ -123,7 +85,7 @@ class LocalPlatform:
         # the launches waiting for their ready path (set and cleared by the launching thread)
         self._waited_for: dict[tuple[str, str], ServiceProcess] = {}
         self._supervisor: asyncio.Task[None] | None = None
-        self.record = state_dir / "platform.json"
+        self.records = ProcessRecords(state_dir / "platform.json")
         self.adopted: list[Instance] = []  # what a previous controller left running, taken over
         self.cleaned = 0  # stale records of a previous controller, cleaned up
         self.ports: dict[tuple[str, str], int] = {}  # the ports of stale records
@@ -139,22 +101,13 @@ class LocalPlatform:
                 self._looked_for_leftovers = True
 
     def _adopt_or_clean(self) -> None:
-        records = self._read_records()
-        # every record checked at once, on one client: a restarted controller acts again after the
-        # slowest health check, not after their sum
-        with httpx.Client(timeout=2, verify=tls_context()) as client, ThreadPoolExecutor(max_workers=8) as pool:
-            checked = list(pool.map(lambda record: self._check(record, client), records))
-        for record, (proc, ours, answers) in zip(records, checked, strict=True):
-            if ours and answers:
-                self.entries[(record.service, record.release)] = _Entry(proc, record.track, claimed=False)
-                self.adopted.append(
-                    self._instance(record.service, record.release, self.entries[(record.service, record.release)])
-                )
-                continue
-            if ours:  # running but not answering as itself: stop it, it is started afresh when asked for
-                stop_group(record.pid, grace_s=5.0)
+        found = check_leftovers(self.records.read(), self._launch_of)
+        for record, proc in found.adopted:
+            entry = self.entries[(record.service, record.release)] = _Entry(proc, record.track, claimed=False)
+            self.adopted.append(self._instance(record.service, record.release, entry))
+        for record in found.stale:
             self.ports[(record.service, record.release)] = record.port  # again, if still free: tables stay right
-            self.cleaned += 1
+        self.cleaned += len(found.stale)
         if self.adopted or self.cleaned:
             log.warning(
                 "adopted %d running releases left by a previous controller (%s); cleaned %d stale records",
@@ -164,44 +117,8 @@ class LocalPlatform:
             )
         self._save()
 
-    def _check(self, record: ProcessRecord, client: httpx.Client) -> tuple[ServiceProcess, bool, bool]:
-        """The record's process; whether it runs what the catalog gives for it; whether it answers as it."""
-        proc = ServiceProcess(record.service, record.release, record.port, Path(record.log), None, pid=record.pid)
-        launch = self._launch_of(record.service, record.release, record.track, record.port)
-        ours = launch is not None and proc.alive() and _same_process(record, launch)
-        return proc, ours, ours and launch is not None and _answers_as(record, launch.health_path, client)
-
-    def _read_records(self) -> list[ProcessRecord]:
-        try:
-            previous = json.loads(self.record.read_text())
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            log.warning("%s unreadable (%s): no release adopted", self.record, exc)
-            return []
-        if isinstance(previous, dict) and "pids" in previous:  # the format before adoption: stop them
-            for pid in previous.get("pids", []):
-                with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
-                    os.killpg(int(pid), signal.SIGTERM)
-            return []
-        records = []
-        for i, raw in enumerate(previous.get("releases", []) if isinstance(previous, dict) else []):
-            try:
-                records.append(ProcessRecord.parse(raw))
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("%s: releases[%d] skipped (%s)", self.record, i, exc)
-        return records
-
     def _save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        records = [
-            asdict(ProcessRecord(s, r, e.track, e.proc.port, e.proc.pid, str(e.proc.log_path), start_ticks(e.proc.pid)))
-            for (s, r), e in self.entries.items()
-            if e.proc.alive()
-        ]
-        tmp = self.record.with_name(f".{self.record.name}.tmp")
-        tmp.write_text(json.dumps({"releases": records}, indent=1))
-        os.replace(tmp, self.record)  # a controller killed mid-write leaves a whole record
+        self.records.save(ProcessRecord.of(e.proc, e.track) for e in self.entries.values() if e.proc.alive())
 
     def _launch_of(self, service: str, release: str, track: str, port: int) -> Launch | None:
         """What the catalog starts for ``service`` at ``release`` on ``port`` (None: not in it)."""
@@ -376,30 +293,3 @@ class LocalPlatform:
             self._supervisor = None
         for key in reversed(list(self.entries)):
             await self.stop(*key)
-
-
-def _answers_as(record: ProcessRecord, health_path: str, client: httpx.Client) -> bool:
-    """The health path answers 200; a body that says which service and release it is must say ours
-    (any HTTP service will do: one that says nothing is known by its command line alone)."""
-    try:
-        answer = client.get(f"http://127.0.0.1:{record.port}{health_path}")
-    except httpx.HTTPError:
-        return False
-    if answer.status_code != 200:
-        return False
-    try:
-        health = answer.json()
-    except ValueError:
-        return True
-    if not isinstance(health, dict) or "service" not in health:
-        return True
-    return (health.get("service"), str(health.get("release"))) == (record.service, record.release)
-
-
-def _same_process(record: ProcessRecord, launch: Launch) -> bool:
-    """Is the recorded pid still the process we started?  By its start time where the record keeps
-    it (a command that execs, like ``sh -c '... exec nginx'``, no longer shows its argv), else by
-    its command line; a pid reused by another program is never taken (nor signalled)."""
-    if record.started:
-        return start_ticks(record.pid) == record.started
-    return runs_argv(record.pid, launch.argv)
