@@ -7,7 +7,8 @@ to ``STATE/logs``; a supervisor task restarts a process that died without being 
 ``close`` stops everything, newest first.  Starting a release that already runs is a no-op, so the
 controller can apply its desired state again after a crash.  While a start waits for the release's
 ready path (up to its entry's ``ready_timeout_s``), ``not_ready`` says what that path answered last
-(``503``, nothing listening on its port), for how long it has been waited for, and its deadline.
+(``503``, nothing listening on its port), for how long it has been waited for, and its deadline;
+once started, what it answered when ``healthy`` asked it (``ready_answers``: once a tick).
 
 Releases outlive the controller (``local_records``: each process recorded in ``STATE/platform.json``;
 the next controller adopts what still runs and answers as itself, and cleans up stale records).  An
@@ -25,8 +26,6 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from canary.catalog import Catalog, Launch
 from canary.platforms.base import Instance, NotReady
 from canary.platforms.local_records import ProcessRecord, ProcessRecords, check_leftovers
@@ -35,10 +34,10 @@ from canary.platforms.processes import (
     ServiceProcess,
     exited_words,
     free_port,
-    probe,
     start_launch,
     wait_ready,
 )
+from canary.platforms.ready_answers import ReadyAnswer, ask_ready, worded
 from core.errors import DependencyUnavailable
 from core.http_client import LoopClient
 from core.settings import Settings
@@ -55,6 +54,7 @@ class _Entry:
     restarts: int = 0
     claimed: bool = True  # False: adopted, and this controller has not asked for it yet
     adopted_at: float = field(default_factory=time.monotonic)
+    heard: ReadyAnswer | None = None  # what its ready path answered when last asked
 
 
 class LocalPlatform:
@@ -194,15 +194,13 @@ class LocalPlatform:
         return proc
 
     async def healthy(self, service: str, release: str) -> bool:
+        """Its ready path answers 200, asked once (``ready_answers``: ``not_ready`` reuses the answer)."""
         await self._take_over_leftovers()
         entry = self.entries.get((service, release))
         if entry is None or not entry.proc.alive():
             return False
-        try:
-            answer = await self.http.get().get(f"{entry.proc.url}{entry.proc.ready_path}", timeout=2)
-            return answer.status_code == 200
-        except httpx.HTTPError:
-            return False
+        entry.heard = await ask_ready(entry.proc, entry.heard, self.http.get())
+        return entry.heard.ready
 
     async def stop(self, service: str, release: str) -> None:
         entry = self.entries.pop((service, release), None)
@@ -226,8 +224,9 @@ class LocalPlatform:
 
     async def not_ready(self, service: str, release: str) -> NotReady:
         """While its start waits: what its ready path answered last, how long it has waited and its
-        ``ready_timeout_s``; else what that path answers now, or that its process exited (and its
-        log's last line)."""
+        ``ready_timeout_s``; else what that path answered when last asked (by ``healthy``, earlier
+        in the same tick; asked again only for words the last ask did not have), or that its process
+        exited (and its log's last line)."""
         waited = self._waited_for.get((service, release))
         if waited is not None:
             said = waited.not_ready or f"started, {waited.ready_path} not asked yet"
@@ -242,7 +241,8 @@ class LocalPlatform:
         if not entry.proc.alive():
             said = exited_words(entry.proc)
         else:
-            said = await asyncio.to_thread(probe, f"{entry.proc.url}{entry.proc.ready_path}", 2.0)
+            entry.heard = await worded(entry.proc, entry.heard)
+            said = entry.heard.words
         return NotReady(f"{service} {release}: {said or 'ready now'} (log {entry.proc.log_path})")
 
     async def running(self) -> list[Instance]:
