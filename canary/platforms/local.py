@@ -199,7 +199,7 @@ class LocalPlatform:
         entry = self.entries.get((service, release))
         if entry is None or not entry.proc.alive():
             return False
-        entry.heard = await ask_ready(entry.proc, entry.heard, self.http.get())
+        entry.heard = await ask_ready(entry.proc, self.http.get())
         return entry.heard.ready
 
     async def stop(self, service: str, release: str) -> None:
@@ -225,7 +225,7 @@ class LocalPlatform:
     async def not_ready(self, service: str, release: str) -> NotReady:
         """While its start waits: what its ready path answered last, how long it has waited and its
         ``ready_timeout_s``; else what that path answered when last asked (by ``healthy``, earlier
-        in the same tick; asked again only for words the last ask did not have), or that its process
+        in the same tick; asked here only if it has not asked this process), or that its process
         exited (and its log's last line)."""
         waited = self._waited_for.get((service, release))
         if waited is not None:
@@ -241,7 +241,7 @@ class LocalPlatform:
         if not entry.proc.alive():
             said = exited_words(entry.proc)
         else:
-            entry.heard = await worded(entry.proc, entry.heard)
+            entry.heard = await worded(entry.proc, entry.heard, self.http.get())
             said = entry.heard.words
         return NotReady(f"{service} {release}: {said or 'ready now'} (log {entry.proc.log_path})")
 

@@ -258,21 +258,41 @@ def start_service(
 
 def probe(url: str, timeout_s: float = 1.0) -> str:
     """Empty when ``url`` (a ready path) answers 200; else what happened instead, in one line."""
-    where = httpx.URL(url)
     try:
         answer = httpx.get(url, timeout=timeout_s)
-    except httpx.ConnectError as exc:
-        if "refused" in str(exc).lower():
+    except httpx.HTTPError as exc:
+        return failure_words(url, exc, timeout_s)
+    return answer_words(url, answer)
+
+
+def failure_words(url: str, exc: httpx.HTTPError, timeout_s: float) -> str:
+    """What asking ``url`` (a ready path) met instead of an answer, in one line."""
+    where = httpx.URL(url)
+    if isinstance(exc, httpx.ConnectError):
+        if _refused(exc):
             return f"connection refused on port {where.port}"
         return f"no connection to port {where.port}: {exc}"
-    except httpx.TimeoutException:
+    if isinstance(exc, httpx.TimeoutException):
         return f"ready path {where.path} did not answer within {timeout_s:g} s"
-    except httpx.HTTPError as exc:
-        return f"ready path {where.path}: {type(exc).__name__}: {exc}"
+    return f"ready path {where.path}: {type(exc).__name__}: {exc}"
+
+
+def _refused(exc: BaseException) -> bool:
+    """Nothing listens: the refusal itself, or an async client's "all attempts failed" caused by it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def answer_words(url: str, answer: httpx.Response) -> str:
+    """Empty for a 200 from ``url`` (a ready path); else what it answered, in one line."""
     if answer.status_code == 200:
         return ""
     said = one_line(answer.text, 200)
-    return f"ready path {where.path} answered {answer.status_code}" + (f": {said}" if said else "")
+    return f"ready path {httpx.URL(url).path} answered {answer.status_code}" + (f": {said}" if said else "")
 
 
 def wait_until_answers(

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 
 from canary.catalog import load_catalog
 from canary.platforms.base import NotReady
 from canary.platforms.local import LocalPlatform
+from canary.platforms.processes import failure_words, free_port, probe
 
 pytestmark = pytest.mark.anyio
 
@@ -61,8 +63,7 @@ async def test_a_tick_asks_a_canary_that_is_not_ready_once_and_says_what_it_answ
             return log.read_text().count('"GET /ready ')
 
         (catalog / "ready").unlink()  # it answered ready at its start, and stops answering so
-        await ticked_until(platform, lambda said: said is not None and "answered 404" in said.reason)
-        for _ in range(3):
+        for _ in range(4):  # the tick it stops answering too
             before = asked()
             said = await tick(platform)
             assert asked() == before + 1  # the words are those of the probe that found it not ready
@@ -79,3 +80,13 @@ async def test_a_tick_asks_a_canary_that_is_not_ready_once_and_says_what_it_answ
             assert await tick(platform) is None and asked() == before + 1
     finally:
         await platform.close()
+
+
+async def test_the_kept_alive_ask_says_nothing_listens_as_a_probe_does():
+    # an async client's refusal reads "all connection attempts failed": the words say what it was
+    port = free_port()
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError) as refused:
+            await client.get(f"http://127.0.0.1:{port}/readyz")
+    assert failure_words(f"http://127.0.0.1:{port}/readyz", refused.value, 2.0) == f"connection refused on port {port}"
+    assert probe(f"http://127.0.0.1:{port}/readyz") == f"connection refused on port {port}"
