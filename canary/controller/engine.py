@@ -1,7 +1,8 @@
 """The controller's loop: observe, judge, decide, store, then make the world match.
 
 Each tick, for every active rollout: the platform is made to match ``machine.desired`` (releases
-started or stopped), the typed route table that routers and queue consumers poll is published, an
+started or stopped), the typed route table that routers and queue consumers poll is published
+(``canary.controller.publishing``: the table, its readers and what they confirm), an
 observation is made (canary ready? its before_traffic hooks passed? then, by
 ``canary.controller.observing``: the judge's answers from the provider's bins, the weight every
 reader of the table confirms) and ``machine.advance`` decides.  The new state, its decisions (with
@@ -35,15 +36,16 @@ from canary.controller import judging as jg
 from canary.controller import machine
 from canary.controller.group_engine import GroupRunner
 from canary.controller.observing import Observer, Waiting
+from canary.controller.publishing import TablePublisher
 from canary.controller.reprocess import failure, handed_back, run_moment
-from canary.controller.routing import Confirmation, Readers, route_for
+from canary.controller.routing import Confirmation, Readers
 from canary.controller.spec import load_spec
 from canary.controller.starts import Starts
 from canary.controller.store import Store
 from canary.platforms.base import Instance, NotReady, Platform
 from canary.providers.base import MetricProvider
-from core.errors import DependencyUnavailable, ReleaseWardenError, ServiceUnavailable, Unprocessable
-from core.routes import RouteTable, ServiceRoute
+from core.errors import DependencyUnavailable, ReleaseWardenError, Unprocessable
+from core.routes import RouteTable
 from core.settings import Settings
 
 log = logging.getLogger("releasewarden.controller")
@@ -74,9 +76,7 @@ class Controller:
         self.catalog = catalog if catalog is not None else Catalog({})  # consumers, hooks, releases
         self.settings = settings or Settings(admin_token=admin_token)  # what hooks' templates may name
         self.cleared_for_traffic: set[str] = set()  # rollouts whose before_traffic hooks passed
-        self.table = RouteTable(0, {})
-        self.published: dict[str, tuple[int, float]] = {}  # service -> (version, when) its route last changed
-        self.readers = Readers(started_at=clock())
+        self.publisher = TablePublisher(platform, clock)  # the route table, its readers, their confirmations
         self.commands: dict[str, str] = {}
         self.alerts: dict[str, str] = {}
         self.observer = Observer(platform, provider, store, clock)  # what a tick sees, and the judge's state
@@ -86,9 +86,6 @@ class Controller:
         self.starts = Starts(platform, self.upstreams)  # releases starting, waited for a second a tick
         self.active: list[machine.Rollout] = []  # as of the last tick (for /metrics)
         self.last_tick = 0.0
-        # the table is served only once a tick holding the lease has built it from the stored
-        # rollouts: before, it would name stable releases only (a 50% canary would get no traffic)
-        self.table_ready = False
         self.owed_paid = False  # no after_rollback hooks owed (from before this controller, or failed)
         self.owed_due = 0.0  # when the owed ones are tried again
         self.public_url = ""  # where routers and Prometheus reach the controller
@@ -111,21 +108,26 @@ class Controller:
 
     def poll_table(self, reader: tuple[str, int] | None) -> dict[str, Any]:
         """A router's or consumer's poll: remember what it serves, answer the table."""
-        if reader is not None:  # known even when refused: it serves a table, and must confirm the next
-            self.readers.seen(reader[0], reader[1], self.clock())
-        if not self.table_ready:  # routers keep the table they have on a 503
-            raise ServiceUnavailable(
-                "the route table is not built yet: this controller has not yet run a tick holding the lease",
-                code="table_not_ready",
-            )
-        return self.table.to_dict()
+        return self.publisher.poll(reader)
 
     def reader_status(self) -> list[dict[str, Any]]:
-        now = self.clock()
-        return [
-            {"reader": r.name, "version": r.version, "seconds_since_poll": round(now - r.last_seen, 3)}
-            for r in self.readers.current(now)
-        ]
+        return self.publisher.reader_status()
+
+    def confirmation(self, service: str) -> Confirmation:
+        return self.publisher.confirmation(service, self.catalog.consumers_of(service))
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table as last published (the publisher's, read here by the API and dashboard)."""
+        return self.publisher.table
+
+    @property
+    def readers(self) -> Readers:
+        return self.publisher.readers
+
+    @property
+    def table_ready(self) -> bool:
+        return self.publisher.ready
 
     async def latest_judgements(self, rollout_id: str) -> jg.RolloutJudging:
         """The judge's latest answers (steps, mirror, watch), from memory or, after a restart, the store."""
@@ -199,7 +201,7 @@ class Controller:
         for rollout in active:
             await self._guarded(rollout, self._apply(rollout), "making the world match")
         await self._publish()
-        self.table_ready = True
+        self.publisher.ready = True
         still_active = []
         for rollout in active:
             new = await self._guarded(rollout, self._step(rollout), "deciding")
@@ -363,33 +365,11 @@ class Controller:
                 self.starts.cancel(name, release)
                 await self.platform.stop(name, release)
                 self.upstreams.pop((name, release), None)
-                self.readers.forget(f"consumer/{name}@{release}")
+                self.publisher.readers.forget(f"consumer/{name}@{release}")
 
     async def _publish(self) -> None:
-        active = {r.spec.service: r for r in await asyncio.to_thread(self.store.list_rollouts, True)}
-        services: dict[str, ServiceRoute] = {}
-        for service, release in self.stable.items():
-            urls = {rel: url for (name, rel), url in self.upstreams.items() if name == service}
-            route = route_for(service, release, urls, active.get(service))
-            if route is not None:
-                services[service] = route
-        if services == self.table.services:
-            return
-        before = self.table.services
-        now = self.clock()
-        # versions are milliseconds of the clock (and rise by at least one): a restarted controller's
-        # table is newer than any a router kept from before, so "version >= N" still means "has it"
-        self.table = RouteTable(max(self.table.version + 1, int(now * 1000)), services)
-        for service, route in services.items():
-            if before.get(service) != route:
-                self.published[service] = (self.table.version, now)
-            old = before.get(service)
-            if route.weight != (old.weight if old else 0.0):
-                await self.platform.set_weight(service, route.weight)
-
-    def confirmation(self, service: str) -> Confirmation:
-        version, since = self.published.get(service, (self.table.version, 0.0))
-        return self.readers.confirm(service, version, since, self.clock(), self.catalog.consumers_of(service))
+        active = await asyncio.to_thread(self.store.list_rollouts, True)
+        await self.publisher.publish(self.stable, self.upstreams, active)
 
     async def _observe(self, r: machine.Rollout) -> machine.Observation:
         s = r.spec
@@ -402,7 +382,7 @@ class Controller:
         return await self.observer.observe(
             r,
             ready=ready,
-            route=self.table.services.get(s.service),
+            route=self.publisher.table.services.get(s.service),
             confirmation=self.confirmation(s.service),
             platform_error=self.platform_errors.get(r.id, ""),
             starting=starting,
