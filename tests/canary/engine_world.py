@@ -1,7 +1,8 @@
 """The engine's test world: a real SQLite store, an injected clock, and in-process fakes at the
 project's own Protocols (a platform that runs nothing, a provider whose counters the test drives);
 the table's readers are simulated by polling with their headers.  Used by the engine's tests
-(test_engine: the loop; test_observing: what a tick sees and judges) and the hooks' and groups'."""
+(test_engine: the loop; test_engine_table: the route table and its readers; test_observing:
+what a tick sees and judges) and the hooks' and groups'."""
 
 from __future__ import annotations
 
