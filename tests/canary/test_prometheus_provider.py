@@ -1,111 +1,29 @@
-"""The Prometheus provider against a real Prometheus (Debian's package) on 127.0.0.1.
-
-Prometheus scrapes, every second, a real HTTP server that exposes the router's own counters
-(``RouterStats``: the same collector the router registers) and lists itself as the scrape target,
-as the controller does.  The test sets the counts, so it knows what the judge must see.
-"""
+"""The Prometheus provider against a real Prometheus (Debian's package) on 127.0.0.1: the counts the
+judge reads through it are the router's own (the same bins as from the builtin provider, mirror
+comparisons, sticky groups, the latency histogram, customers over several routers, a router's
+restart), a consumer's conservation counters and a query metric's own templates.  The world is
+tests.canary.prometheus_world; when the provider cannot read, test_prometheus_unavailable."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from prometheus_client import Counter
 
 from canary.catalog import load_catalog
-from canary.local_monitoring import prometheus_server
 from canary.providers.base import Bin, BinMaker, Counts, MetricQuery, ProviderUnavailable, TrackCounts
 from canary.providers.builtin import BuiltinProvider
 from canary.providers.prometheus import PrometheusProvider
 from canary.router.stats import BUCKETS, RouterStats
 from core.routes import Sticky
 from core.serve import serve_in_thread
+from tests.canary.prometheus_world import ERRORS, NOTHING, Exporter, scraped, settle, settle_bin
 from tests.canary.router.upstreams import echo_app
 from tests.canary.test_builtin_provider import router_in_front_of
-from tests.conftest import need_monitoring
-
-ERRORS = MetricQuery("importer", "errors", "1.1", "1.0")
-NOTHING = TrackCounts(Counts(), Counts())
-
-
-class Exporter:
-    """A real server with the router's counters at /metrics and /_router/stats, and the target list."""
-
-    def __init__(self) -> None:
-        self.stats = RouterStats()
-        self.registry = CollectorRegistry()  # a consumer's own counters, beside the router's
-        self.url = ""
-        self.targets: list[str] = []  # more to scrape (host:port): a real router, say
-
-    def app(self) -> Starlette:
-        async def metrics(request: Request) -> Response:
-            registry = CollectorRegistry()
-            registry.register(self.stats)
-            body = generate_latest(registry) + generate_latest(self.registry)
-            return Response(body, media_type="text/plain; version=0.0.4")
-
-        async def snapshot(request: Request) -> Response:
-            return JSONResponse(self.stats.snapshot())
-
-        async def targets(request: Request) -> Response:
-            assert request.headers["authorization"] == "Bearer t0ken"
-            hosts = [self.url.split("//")[1], *self.targets]
-            return JSONResponse([{"targets": hosts, "labels": {"component": "router"}}])
-
-        return Starlette(
-            routes=[Route("/metrics", metrics), Route("/_router/stats", snapshot), Route("/api/targets", targets)]
-        )
-
-    def serve(self, track: str, release: str, requests: int, errors: int) -> None:
-        for i in range(requests):
-            self.stats.record(("importer", track, release, "/imports"), i < errors, 0.01)
-
-
-@pytest.fixture
-def exporter(tmp_path: Path):
-    need_monitoring()
-    exp = Exporter()
-    with serve_in_thread(exp.app()) as url:
-        exp.url = url
-        token = tmp_path / "token"
-        token.write_text("t0ken")
-        with prometheus_server(tmp_path / "prometheus", controller_url=url, token_file=token) as prom:
-            yield exp, prom
-
-
-def scraped(provider: PrometheusProvider, promql: str, value: float, seconds: float = 60) -> None:
-    """Wait until Prometheus shows ``value`` for ``promql`` at the provider's evaluation time."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        got = asyncio.run(provider._query(promql, time.time() - provider.delay_s))
-        if list(got.values()) == [value]:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"Prometheus never showed {promql} = {value}")
-
-
-def settle(
-    provider: PrometheusProvider, query: MetricQuery, expected: TrackCounts, seconds: float = 60
-) -> TrackCounts | None:
-    """Read until Prometheus has what the test served (scrape, then the provider's delay)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            reading = asyncio.run(provider.cumulative(query))
-        except ProviderUnavailable:
-            reading = None
-        if reading == expected or time.monotonic() > deadline:
-            return reading
-        time.sleep(0.5)
 
 
 def test_the_judge_sees_the_same_counts_as_from_the_builtin_provider(exporter):
@@ -126,19 +44,6 @@ def test_the_judge_sees_the_same_counts_as_from_the_builtin_provider(exporter):
     assert reading is not None
     from_prometheus = prom_bins.next_bin(reading, 1.0)
     assert from_prometheus == from_builtin == Bin(Counts(40, 7), Counts(300, 2), 1.0)  # exact, not extrapolated
-
-
-def settle_bin(
-    provider: PrometheusProvider, query: MetricQuery, bins: BinMaker, expected: Bin, seconds: float = 60
-) -> Bin:
-    """The bin Prometheus gives after ``bins``' last reading, once it has what the test served."""
-    deadline = time.monotonic() + seconds
-    while True:
-        trial = BinMaker.from_dict(bins.to_dict())  # each try from the same last reading
-        got = trial.next_bin(asyncio.run(provider.cumulative(query)), expected.seconds)
-        if got == expected or time.monotonic() > deadline:
-            return got
-        time.sleep(0.5)
 
 
 def test_mirror_comparisons_the_canarys_and_a_baselines_are_read_as_the_router_counts_them(exporter):
@@ -268,30 +173,6 @@ def test_conservation_reads_the_counters_its_consumer_s_catalog_entry_names(expo
         asyncio.run(provider.cumulative(dataclasses.replace(lost, service="other")))
 
 
-def test_a_latency_histogram_that_is_not_the_router_s_holds_naming_the_missing_bucket(exporter):
-    exp, prom = exporter
-    other = Histogram(
-        "router_request_duration_seconds", "not the router's", ["service", "track", "release"],
-        buckets=(0.1, 1.0), registry=exp.registry,
-    )  # fmt: skip
-    other.labels("importer", "canary", "1.1").observe(0.05)
-    other.labels("importer", "stable", "1.0").observe(0.05)
-    provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
-    latency = MetricQuery("importer", "latency", "1.1", "1.0", threshold_ms=250)
-    scraped(provider, "count(router_request_duration_seconds_count)", 2)
-    asyncio.run(provider.cumulative(latency))  # the first reading: the baseline
-    other.labels("importer", "canary", "1.1").observe(0.05)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            asyncio.run(provider.cumulative(latency))
-        except ProviderUnavailable as exc:
-            assert "has no bucket le=0.005: not the router's latency histogram" in str(exc)
-            break
-        assert time.monotonic() < deadline, "took a foreign histogram for the router's"
-        time.sleep(0.3)
-
-
 def test_a_restarted_router_counts_from_zero_and_nothing_is_lost_or_doubled(exporter):
     exp, prom = exporter
     provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
@@ -334,75 +215,3 @@ def test_a_query_metric_brings_its_own_templates_counter_or_increase(exporter):
     # increase() extrapolates at a window's edges: close to the truth, not exact (hence the default)
     got = asyncio.run(provider.cumulative(increase))
     assert 0.6 * 300 <= got.canary.events <= 1.4 * 300 and got.stable.bad == 0
-
-
-def test_a_bad_query_is_reported_with_the_query_and_prometheus_s_words(exporter):
-    _exp, prom = exporter
-    provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
-    bad = MetricQuery("importer", "query", "1.1", "1.0", events_query="sum(rate(x[", bad_query="y")
-    with pytest.raises(ProviderUnavailable) as caught:
-        asyncio.run(provider.cumulative(bad))
-    assert "sum(rate(x[" in str(caught.value) and "bad_data" in str(caught.value)
-
-
-def test_no_series_holds_with_the_query_named_once_the_grace_is_over(exporter):
-    _exp, prom = exporter
-    provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
-    provider.no_series_grace_s = 1.0
-    missing = MetricQuery("importer", "query", "1.1", "1.0", events_query="no_such_metric_total", bad_query="x")
-    # not yet: a new canary's first requests may not have been scraped
-    assert asyncio.run(provider.cumulative(missing)) == NOTHING
-    deadline = time.monotonic() + 30
-    while True:  # past the grace (by the provider's own clock), it says so, with the query
-        try:
-            asyncio.run(provider.cumulative(missing))
-        except ProviderUnavailable as exc:
-            assert "no series for no_such_metric_total" in str(exc)
-            break
-        assert time.monotonic() < deadline, "never reported the missing series"
-        time.sleep(0.2)
-
-
-def test_during_a_watch_with_no_old_release_kept_warm_its_empty_track_counts_as_nothing_served(exporter):
-    """The watch after a promotion on a platform that keeps no warm copy of the old release: the
-    canary track (the old release) has no series, and that is no outage; stable's is still needed."""
-    exp, prom = exporter
-    provider = PrometheusProvider(prom.url, scrape_interval_s=1.0)
-    provider.no_series_grace_s = 0.0
-    exp.serve("stable", "1.1", 50, 1)  # the promoted release serves on stable
-    scraped(provider, 'sum(router_requests_total{track="stable",release="1.1"})', 50)
-    watch = MetricQuery("importer", "errors", "1.0", "1.1", canary_optional=True)
-    for _ in range(3):  # the first readings mark where the bins start; then past the grace
-        got = asyncio.run(provider.cumulative(watch))
-        time.sleep(0.6)
-    assert got.canary == Counts()
-    with pytest.raises(ProviderUnavailable):  # the same query with the track required is an outage
-        asyncio.run(provider.cumulative(dataclasses.replace(watch, canary_optional=False)))
-
-
-def test_prometheus_down_is_unavailable_never_zero(exporter):
-    _exp, prom = exporter
-    provider = PrometheusProvider(prom.url, scrape_interval_s=1.0, timeout_s=2.0)
-    prom.stop()
-    with pytest.raises(ProviderUnavailable, match=r"did not answer \(connection refused\)$"):
-        asyncio.run(provider.cumulative(ERRORS))
-    prom.start()
-
-
-def test_a_slow_prometheus_holds_instead_of_blocking_the_controller():
-    """A server on 127.0.0.1 that answers the query API only once the test has its verdict (no
-    Prometheus needed for this): the provider must give up at its own timeout."""
-    answered = threading.Event()
-
-    async def slow(request: Request) -> Response:
-        await asyncio.to_thread(answered.wait, 30)
-        return JSONResponse({"status": "success", "data": {"resultType": "vector", "result": []}})
-
-    with serve_in_thread(Starlette(routes=[Route("/api/v1/query", slow)])) as url:
-        provider = PrometheusProvider(url, scrape_interval_s=1.0, timeout_s=0.5)
-        try:
-            with pytest.raises(ProviderUnavailable, match=r"did not answer within 0.5 s$"):
-                asyncio.run(provider.cumulative(ERRORS))
-            assert not answered.is_set()  # it gave up before any answer came, not after one
-        finally:
-            answered.set()
