@@ -1,24 +1,22 @@
 """The open tracker's contract: signed tokens, durable pixel events, processing and reports.
 
 Tests taking ``release`` hold for every release; the release-specific tests pin 1.1's silent loss
-(events with a blank user agent acknowledged, never recorded) and 1.2's fix.
+(events with a blank user agent acknowledged, never recorded) and 1.2's fix.  What the tracker
+refuses at its edges is in test_opens_request_limits; the helpers are in tests.services.opens_world.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from core.db import make_engine
-from core.settings import Settings
 from services.opens import RELEASES, tokens
 from services.opens.app import PIXEL, create_opens_app, event_stats
 from services.opens.processing import process_batch
@@ -28,9 +26,9 @@ from services.opens.spool import Spool
 from services.opens.useragent import classify
 from tests.conftest import asgi_client
 from tests.file_modes import modes_before_chmod, permissive_umask
+from tests.services.opens_world import ADMIN, mint, process_all, settings
 
 pytestmark = pytest.mark.anyio
-ADMIN = {"Authorization": "Bearer admin-secret"}
 OUTLOOK = "Mozilla/4.0 (compatible; ms-office; MSOffice 16) Microsoft Outlook 16.0"
 IPHONE_MAIL = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
@@ -41,31 +39,6 @@ GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com
 @pytest.fixture(params=RELEASES)
 def release(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def settings(db_url: str, tmp_path: Path, release: str = "1.0", **kw: object) -> Settings:
-    return Settings(
-        db_url=db_url,
-        state_dir=str(tmp_path),
-        admin_token="admin-secret",
-        release=release,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-async def mint(client, sends):
-    r = await client.post("/admin/tokens", json={"sends": sends}, headers=ADMIN)
-    assert r.status_code == 200, r.text
-    return [t["url"] for t in r.json()["tokens"]]
-
-
-def process_all(db_url: str, release: str = "1.0") -> int:
-    engine = make_engine(db_url)
-    total = 0
-    while n := process_batch(engine, release, HANDLERS[release], limit=50).claimed:
-        total += n
-    engine.dispose()
-    return total
 
 
 @pytest.mark.parametrize(
@@ -330,80 +303,3 @@ async def test_release_1_1_loss_shows_in_its_processor_metrics(db_url, tmp_path)
     assert 'opens_events_acknowledged_total{release="1.1",service="opens-processor"} 16.0' in metrics
     assert 'opens_recorded_total{release="1.1",service="opens-processor"} 10.0' in metrics
     assert 'opens_events_filtered_total{reason="automation",release="1.1",service="opens-processor"} 2.0' in metrics
-
-
-HUGE = "9" * 25  # past BIGINT: SQLite's driver raised OverflowError (a 500)
-MINT_MAX_BYTES = 2 << 20  # what mint_tokens states it reads
-
-
-@pytest.mark.parametrize("campaign", [HUGE, "9" * 5000, str(tokens.MAX_ID + 1)])
-async def test_a_campaign_id_no_column_holds_is_a_404(db_url, tmp_path, campaign):
-    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
-        r = await c.get(f"/campaigns/{campaign}/opens")
-        assert r.status_code == 404, r.text
-        assert "ids are integers" in r.json()["error"]["message"]
-        assert len(r.json()["error"]["message"]) < 200
-        largest = await c.get(f"/campaigns/{tokens.MAX_ID}/opens")
-        assert largest.status_code == 200 and largest.json()["total"] == 0
-
-
-@pytest.mark.parametrize(
-    ("body", "status"),
-    [
-        (b'{"sends": Infinity}', 400),
-        (b'{"sends": [{"campaign_id": NaN, "contact_id": 1, "send_id": 1}]}', 400),
-        (b'{"sends": [{"campaign_id": ' + b"9" * 5000 + b', "contact_id": 1, "send_id": 1}]}', 400),
-        (b'{"sends": ' + b"[" * 4000 + b"]" * 4000 + b"}", 400),
-        (b'{"sends": [{"campaign_id": 1e400, "contact_id": 1, "send_id": 1}]}', 400),  # past a float: parse_json
-        (b'{"sends": [{"campaign_id": "9999999999999999999999", "contact_id": 1, "send_id": 1}]}', 422),
-        (b'{"sends": [{"campaign_id": "\xc2\xb2", "contact_id": 1, "send_id": 1}]}', 422),
-        (b'{"sends": [{"campaign_id": 1.5, "contact_id": 1, "send_id": 1}]}', 422),  # was silently 1
-        (b'{"sends": [{"campaign_id": true, "contact_id": 1, "send_id": 1}]}', 422),
-        (b'{"sends": [7]}', 422),
-    ],
-)
-async def test_mint_bodies_that_json_or_the_ids_refuse_are_a_clear_4xx(db_url, tmp_path, body, status):
-    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
-        r = await c.post("/admin/tokens", content=body, headers=ADMIN)
-        assert r.status_code == status, r.text
-        assert "sends" in r.json()["error"]["message"]
-        # ids given as digits (in JSON numbers or strings) are still minted
-        ok = await c.post(
-            "/admin/tokens", json={"sends": [{"campaign_id": "5", "contact_id": 0, "send_id": 7}]}, headers=ADMIN
-        )
-        assert ok.status_code == 200 and ok.json()["tokens"][0]["url"].startswith("/o/5.0.7.")
-
-
-@pytest.mark.parametrize("body", [b"[" * 4000, b'{"release": NaN}', b"Infinity"])
-async def test_reprocess_bodies_json_refuses_are_a_400(db_url, tmp_path, body):
-    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
-        r = await c.post("/admin/reprocess", content=body, headers=ADMIN)
-        assert r.status_code == 400, r.text
-        assert "release" in r.json()["error"]["message"]
-
-
-async def test_mint_takes_its_stated_2_mib_of_sends_past_the_apps_1_mib_default(db_url, tmp_path):
-    big = tokens.MAX_ID
-    sends = [{"campaign_id": big, "contact_id": big - k, "send_id": big - k, "list": "spring"} for k in range(10_000)]
-    body = json.dumps({"sends": sends}).encode()
-    assert Settings().max_body_bytes < len(body) < MINT_MAX_BYTES
-    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
-        r = await c.post("/admin/tokens", content=body, headers=ADMIN)
-        assert r.status_code == 200, r.text[:300]
-        minted = r.json()["tokens"]
-        assert len(minted) == 10_000 and minted[-1]["list"] == "spring"
-        assert tokens.verify(tokens.load_or_create_secret("", str(tmp_path)), minted[-1]["token"]) == tokens.Send(
-            big, big - 9_999, big - 9_999
-        )
-        too_big = await c.post("/admin/tokens", content=body + b" " * MINT_MAX_BYTES, headers=ADMIN)
-        assert too_big.status_code == 413
-        assert f"over {MINT_MAX_BYTES} bytes" in too_big.json()["error"]["message"]
-        # the other endpoints keep their own small limits
-        assert (await c.post("/admin/reprocess", content=b" " * 5000, headers=ADMIN)).status_code == 413
-
-
-async def test_a_release_with_nul_which_postgresql_cannot_hold_is_a_422(db_url, tmp_path):
-    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
-        r = await c.post("/admin/reprocess", json={"release": "1.1\x00"}, headers=ADMIN)
-        assert r.status_code == 422, r.text
-        assert "release" in r.json()["error"]["message"]
