@@ -25,6 +25,22 @@ from core.serve import serve_in_thread
 from tests.canary.prometheus_world import ERRORS, NOTHING, scraped
 
 
+def refusal(
+    provider: PrometheusProvider, query: MetricQuery, seconds: float, pause_s: float
+) -> ProviderUnavailable | None:
+    """Read ``query`` every ``pause_s`` until the provider refuses it: its refusal, or None if it
+    still answered after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            asyncio.run(provider.cumulative(query))
+        except ProviderUnavailable as exc:
+            return exc
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(pause_s)
+
+
 def test_a_latency_histogram_that_is_not_the_router_s_holds_naming_the_missing_bucket(exporter):
     exp, prom = exporter
     other = Histogram(
@@ -38,15 +54,9 @@ def test_a_latency_histogram_that_is_not_the_router_s_holds_naming_the_missing_b
     scraped(provider, "count(router_request_duration_seconds_count)", 2)
     asyncio.run(provider.cumulative(latency))  # the first reading: the baseline
     other.labels("importer", "canary", "1.1").observe(0.05)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            asyncio.run(provider.cumulative(latency))
-        except ProviderUnavailable as exc:
-            assert "has no bucket le=0.005: not the router's latency histogram" in str(exc)
-            break
-        assert time.monotonic() < deadline, "took a foreign histogram for the router's"
-        time.sleep(0.3)
+    refused = refusal(provider, latency, seconds=30, pause_s=0.3)
+    assert refused is not None, "took a foreign histogram for the router's"
+    assert "has no bucket le=0.005: not the router's latency histogram" in str(refused)
 
 
 def test_a_bad_query_is_reported_with_the_query_and_prometheus_s_words(exporter):
@@ -65,15 +75,10 @@ def test_no_series_holds_with_the_query_named_once_the_grace_is_over(exporter):
     missing = MetricQuery("importer", "query", "1.1", "1.0", events_query="no_such_metric_total", bad_query="x")
     # not yet: a new canary's first requests may not have been scraped
     assert asyncio.run(provider.cumulative(missing)) == NOTHING
-    deadline = time.monotonic() + 30
-    while True:  # past the grace (by the provider's own clock), it says so, with the query
-        try:
-            asyncio.run(provider.cumulative(missing))
-        except ProviderUnavailable as exc:
-            assert "no series for no_such_metric_total" in str(exc)
-            break
-        assert time.monotonic() < deadline, "never reported the missing series"
-        time.sleep(0.2)
+    # past the grace (by the provider's own clock), it says so, with the query
+    refused = refusal(provider, missing, seconds=30, pause_s=0.2)
+    assert refused is not None, "never reported the missing series"
+    assert "no series for no_such_metric_total" in str(refused)
 
 
 def test_during_a_watch_with_no_old_release_kept_warm_its_empty_track_counts_as_nothing_served(exporter):
