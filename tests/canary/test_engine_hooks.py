@@ -12,7 +12,7 @@ from canary.controller import machine as m
 from canary.controller.bootstrap import bootstrap
 from canary.controller.engine import OWED_RETRY_S, Controller
 from core.settings import Settings
-from tests.canary.test_engine import World, drive
+from tests.canary.engine_world import World, drive
 
 ENTRY = """apiVersion: releasewarden/v1
 kind: Service

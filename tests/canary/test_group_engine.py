@@ -12,7 +12,7 @@ import pytest
 from canary.controller import machine as m
 from canary.controller.group_machine import GroupPhase
 from core.errors import NotFound
-from tests.canary.test_engine import World
+from tests.canary.engine_world import World
 
 ROLLOUT = (
     "{steps: [{weight: 10, min_requests: 20, min_seconds: 2, max_seconds: 600},"

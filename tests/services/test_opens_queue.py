@@ -1,6 +1,6 @@
 """The open-event queue among its consumers: stable's and the canary's processors split it by the
 route table, a promoted canary takes it whole, and a rolled-back release's events are handed back
-to stable, counted once (test_opens holds the tracker's own contract and its helpers)."""
+to stable, counted once (test_opens holds the tracker's own contract, opens_world the helpers both use)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from services.opens.processing import process_batch
 from services.opens.processor import create_processor_app
 from services.opens.releases import HANDLERS
 from tests.conftest import asgi_client
-from tests.services.test_opens import ADMIN, BLANK_AGENT_MIX, OUTLOOK, _hits, mint, process_all, settings
+from tests.services.opens_world import ADMIN, mint, process_all, settings
+from tests.services.test_opens import BLANK_AGENT_MIX, OUTLOOK, _hits
 
 pytestmark = pytest.mark.anyio
 
