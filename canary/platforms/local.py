@@ -28,7 +28,7 @@ from pathlib import Path
 
 from canary.catalog import Catalog, Launch
 from canary.platforms.base import Instance, NotReady
-from canary.platforms.local_records import ProcessRecord, ProcessRecords, check_leftovers
+from canary.platforms.local_records import ProcessRecord, ProcessRecords, check_leftovers, environment_digest
 from canary.platforms.ports import bindable, if_free
 from canary.platforms.processes import (
     ServiceProcess,
@@ -101,7 +101,7 @@ class LocalPlatform:
                 self._looked_for_leftovers = True
 
     def _adopt_or_clean(self) -> None:
-        found = check_leftovers(self.records.read(), self._launch_of)
+        found = check_leftovers(self.records.read(), self._launch_of, self._given)
         for record, proc in found.adopted:
             entry = self.entries[(record.service, record.release)] = _Entry(proc, record.track, claimed=False)
             self.adopted.append(self._instance(record.service, record.release, entry))
@@ -118,7 +118,16 @@ class LocalPlatform:
         self._save()
 
     def _save(self) -> None:
-        self.records.save(ProcessRecord.of(e.proc, e.track) for e in self.entries.values() if e.proc.alive())
+        records = []
+        for (service, release), e in self.entries.items():
+            if e.proc.alive():
+                launch = self._launch_of(service, release, e.track, e.proc.port)
+                records.append(ProcessRecord.of(e.proc, e.track, "" if launch is None else self._given(launch)))
+        self.records.save(records)
+
+    def _given(self, launch: Launch) -> str:
+        """The digest of the environment this platform gives ``launch`` beyond what it inherits."""
+        return environment_digest({**self.env, **launch.environment})
 
     def _launch_of(self, service: str, release: str, track: str, port: int) -> Launch | None:
         """What the catalog starts for ``service`` at ``release`` on ``port`` (None: not in it)."""

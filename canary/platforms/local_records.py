@@ -4,7 +4,10 @@ controller left running, for the next one to take over.
 Releases outlive the controller: each runs in its own session, so a controller killed outright
 (SIGKILL, a crash) leaves them serving.  Every process is recorded in ``STATE/platform.json``
 (service, release, track, port, pid); the next controller ADOPTS each recorded process that still
-runs the command its catalog entry gives for that release and port and answers the entry's health
+runs the command its catalog entry gives for that release and port, with the environment the
+platform would give it now (a digest of it is recorded: tokens rotated or derived anew, an entry's
+``environment`` changed, a record from before digests: the process is stopped and started afresh,
+so that no release keeps settings the controller no longer gives), and answers the entry's health
 path (and, if it says which service and release it is, says so), instead of restarting it.
 A stale record (the pid is gone, or the port answers as something else) is cleaned up, and the
 release is started afresh when the controller asks for it.  Which adopted process is claimed, and
@@ -14,11 +17,12 @@ when one nobody claims is stopped, is the platform's business (``canary.platform
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +38,8 @@ log = logging.getLogger("releasewarden.platform.local")
 
 # what the catalog starts for a service at a release on a track and port (None: not in it)
 LaunchOf = Callable[[str, str, str, int], Launch | None]
+# the digest of the environment the platform gives that launch now
+GivenEnvironment = Callable[[Launch], str]
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class ProcessRecord:
     pid: int
     log: str
     started: int = 0  # the process's start (start_ticks); 0 in records written before it was kept
+    environment: str = ""  # environment_digest of what the platform gave it; "" before it was kept
 
     @classmethod
     def parse(cls, raw: Any) -> ProcessRecord:
@@ -60,12 +67,19 @@ class ProcessRecord:
             pid=int(raw["pid"]),
             log=str(raw["log"]),
             started=int(raw.get("started", 0)),
+            environment=str(raw.get("environment", "")),
         )
 
     @classmethod
-    def of(cls, proc: ServiceProcess, track: str) -> ProcessRecord:
-        """The record of a running ``proc`` (its service is its name)."""
-        return cls(proc.name, proc.release, track, proc.port, proc.pid, str(proc.log_path), start_ticks(proc.pid))
+    def of(cls, proc: ServiceProcess, track: str, environment: str) -> ProcessRecord:
+        """The record of a running ``proc`` (its service is its name), given ``environment``'s digest."""
+        log_path = str(proc.log_path)
+        return cls(proc.name, proc.release, track, proc.port, proc.pid, log_path, start_ticks(proc.pid), environment)
+
+
+def environment_digest(environment: Mapping[str, str]) -> str:
+    """What a record keeps of the environment a release was given (a digest: it holds tokens)."""
+    return hashlib.sha256(json.dumps(sorted(environment.items())).encode()).hexdigest()
 
 
 class ProcessRecords:
@@ -110,13 +124,14 @@ class Leftovers:
     stale: list[ProcessRecord]  # gone, someone else's, or not answering as itself (then stopped)
 
 
-def check_leftovers(records: list[ProcessRecord], launch_of: LaunchOf) -> Leftovers:
-    """Which of ``records`` still run what ``launch_of`` gives for them and answer as themselves; a
-    process that is ours but does not answer as itself is stopped (it is started afresh when asked for)."""
+def check_leftovers(records: list[ProcessRecord], launch_of: LaunchOf, given: GivenEnvironment) -> Leftovers:
+    """Which of ``records`` still run what ``launch_of`` gives for them, with the environment
+    ``given`` says, and answer as themselves; a process that is ours but runs with another
+    environment or does not answer as itself is stopped (it is started afresh when asked for)."""
     # every record checked at once, on one client: a restarted controller acts again after the
     # slowest health check, not after their sum
     with httpx.Client(timeout=2, verify=tls_context()) as client, ThreadPoolExecutor(max_workers=8) as pool:
-        checked = list(pool.map(lambda record: _check(record, launch_of, client), records))
+        checked = list(pool.map(lambda record: _check(record, launch_of, given, client), records))
     adopted, stale = [], []
     for record, (proc, ours, answers) in zip(records, checked, strict=True):
         if ours and answers:
@@ -128,12 +143,16 @@ def check_leftovers(records: list[ProcessRecord], launch_of: LaunchOf) -> Leftov
     return Leftovers(adopted, stale)
 
 
-def _check(record: ProcessRecord, launch_of: LaunchOf, client: httpx.Client) -> tuple[ServiceProcess, bool, bool]:
-    """The record's process; whether it runs what the catalog gives for it; whether it answers as it."""
+def _check(
+    record: ProcessRecord, launch_of: LaunchOf, given: GivenEnvironment, client: httpx.Client
+) -> tuple[ServiceProcess, bool, bool]:
+    """The record's process; whether it runs what the catalog gives for it; whether it runs with
+    the environment it would be given now and answers as it."""
     proc = ServiceProcess(record.service, record.release, record.port, Path(record.log), None, pid=record.pid)
     launch = launch_of(record.service, record.release, record.track, record.port)
     ours = launch is not None and proc.alive() and _same_process(record, launch)
-    return proc, ours, ours and launch is not None and _answers_as(record, launch.health_path, client)
+    current = ours and launch is not None and record.environment == given(launch)
+    return proc, ours, current and launch is not None and _answers_as(record, launch.health_path, client)
 
 
 def _answers_as(record: ProcessRecord, health_path: str, client: httpx.Client) -> bool:

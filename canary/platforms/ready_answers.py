@@ -9,13 +9,15 @@ The controller asks every canary every tick, so the ask goes on the platform's k
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import httpx
 
 from canary.platforms.processes import ServiceProcess, answer_words, failure_words
 
 ASK_TIMEOUT_S = 2.0
+FRESH_S = 2.0  # an answer this recent is the tick's (a tick is 0.5-1 s); an older one is asked again
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,11 @@ class ReadyAnswer:
     proc: ServiceProcess  # the process asked (a restarted release's new process has not been)
     ready: bool  # it answered 200
     words: str = ""  # what it answered instead of a 200, in ``probe``'s words
+    at: float = field(default_factory=time.monotonic)
 
     def about(self, proc: ServiceProcess) -> bool:
-        return self.proc is proc
+        """It is what ``proc`` answered, lately (not a tick ago that asked nothing)."""
+        return self.proc is proc and time.monotonic() - self.at <= FRESH_S
 
 
 async def ask_ready(proc: ServiceProcess, client: httpx.AsyncClient) -> ReadyAnswer:
@@ -41,7 +45,7 @@ async def ask_ready(proc: ServiceProcess, client: httpx.AsyncClient) -> ReadyAns
 
 
 async def worded(proc: ServiceProcess, last: ReadyAnswer | None, client: httpx.AsyncClient) -> ReadyAnswer:
-    """``last`` if it is about ``proc``, else a new ask of it."""
+    """``last`` if it is ``proc``'s latest answer, else a new ask of it."""
     if last is not None and last.about(proc):
         return last
     return await ask_ready(proc, client)

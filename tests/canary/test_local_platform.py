@@ -17,6 +17,7 @@ from canary.catalog import load_catalog
 from canary.catalog.settings import shipped_catalog
 from canary.platforms.base import NotReady
 from canary.platforms.local import LocalPlatform
+from core.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -83,6 +84,39 @@ async def test_a_new_controller_adopts_healthy_releases_and_cleans_stale_records
         stranger.kill()
         stranger.wait()
     assert not pid_alive(pids["1.0"])  # a stop is a stop: adopted processes end too
+
+
+async def test_a_release_running_with_tokens_the_controller_no_longer_gives_is_restarted_not_adopted(tmp_path):
+    """A controller whose service token changed (rotated, or derived per service since) does not
+    take over a release that holds the old one: it stops it and starts it with what it gives now."""
+    import json
+
+    from canary.platforms.processes import pid_alive
+
+    dbs = shipped_catalog()
+    first = LocalPlatform(tmp_path, dbs, Settings(service_token="the-old-service-token"))
+    old = await first.start("resizer", "1.0", "stable")
+    old_pid = first.entries[("resizer", "1.0")].proc.pid
+    first._supervisor.cancel()  # the controller dies, its release runs on
+    second = LocalPlatform(tmp_path, dbs, Settings(service_token="the-new-service-token"))
+    try:
+        again = await second.start("resizer", "1.0", "stable")
+        assert second.adopted == [] and second.cleaned == 1 and not pid_alive(old_pid)
+        assert again.url == old.url and await second.healthy("resizer", "1.0")  # same port: tables stay right
+        record = json.loads((tmp_path / "platform.json").read_text())["releases"][0]
+        assert record["environment"] and "the-new-service-token" not in json.dumps(record)  # a digest
+        del record["environment"]  # a record written before digests: restarted too
+        (tmp_path / "platform.json").write_text(json.dumps({"releases": [record]}))
+        pid = second.entries[("resizer", "1.0")].proc.pid
+        second._supervisor.cancel()
+        third = LocalPlatform(tmp_path, dbs, Settings(service_token="the-new-service-token"))
+        try:
+            await third.start("resizer", "1.0", "stable")
+            assert third.adopted == [] and not pid_alive(pid)
+        finally:
+            await third.close()
+    finally:
+        await second.close()
 
 
 async def test_an_adopted_release_nobody_asks_for_is_stopped(tmp_path, monkeypatch):
@@ -296,7 +330,6 @@ async def test_a_release_inherits_none_of_the_controllers_secrets(tmp_path, monk
     webhook's secret, whatever the variable holding it is called; the rest it inherits."""
     from canary.controller.bootstrap import bootstrap
     from core.scoped_tokens import scoped_token
-    from core.settings import Settings
 
     secrets = {
         "CANARY_ADMIN_TOKEN": "admin-secret-value",
