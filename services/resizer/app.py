@@ -84,18 +84,23 @@ async def upload_image(request: Request) -> Response:
     reserved = min(int(declared), settings.image_max_bytes) if declared.isdigit() else settings.image_max_bytes
     if not slots.admit(reserved):  # its body is not read: the bodies held are bounded (decoding.py)
         return _busy(f"uploads hold {slots.held_bytes >> 20} MB of bodies")
-    try:
-        data = await read_body(request, settings.image_max_bytes)
-        if not data:
-            raise Unprocessable("empty body: send the image bytes as the request body", code="empty_body")
-        if not await slots.acquire():
-            return _busy(f"{slots.size} uploads are being decoded and others wait")
-        try:
-            info = await run_in_threadpool(request.app.state.inspect, data, settings.image_max_pixels)
-        finally:
-            slots.release()
+    try:  # held until it is stored
+        return await _store_upload(request, slots, reserved)
     finally:
         slots.leave(reserved)
+
+
+async def _store_upload(request: Request, slots: DecodeSlots, reserved: int) -> Response:
+    settings: Settings = request.app.state.settings
+    data = await read_body(request, reserved)  # never more than it reserved, whatever it declared
+    if not data:
+        raise Unprocessable("empty body: send the image bytes as the request body", code="empty_body")
+    if not await slots.acquire():
+        return _busy(f"{slots.size} uploads are being decoded and others wait")
+    try:
+        info = await run_in_threadpool(request.app.state.inspect, data, settings.image_max_pixels)
+    finally:
+        slots.release()
     image_id = uuid.uuid4().hex
     row = {
         "id": image_id,

@@ -8,8 +8,9 @@ is CPU-bound, like rendering).  With the default 50 MP, two at once.  Other uplo
 (holding their body, not its pixels) for up to ``DECODE_WAIT_S``; past that they are refused with a
 503 and ``Retry-After`` instead of waiting without end.
 
-The bodies held meanwhile (read, waiting, decoding) are bounded too: an upload reserves its declared
-size (the largest allowed when it declares none) before its body is read, within
+The bodies held meanwhile (read, waiting, decoding, stored) are bounded too: an upload reserves its
+declared size (the largest allowed when it declares none; it may send no more) before its body is
+read, until it is stored, within
 ``BODY_MEMORY_BYTES`` (at least one upload of the largest size); one that does not fit is refused
 at once with the same 503, its body never read (40 slow uploads of 25 MB held 1 GB before).
 """

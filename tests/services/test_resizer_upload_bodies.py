@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -51,3 +52,29 @@ async def test_an_upload_whose_body_does_not_fit_beside_those_held_is_refused_at
 
 async def _once(data: bytes):
     yield data
+
+
+async def test_a_body_stays_counted_until_it_is_stored(tmp_path):
+    app = create_resizer_app(Settings(db_url=f"sqlite:///{tmp_path / 'r.db'}"))
+    photo = images.jpeg(64, 64)
+    entered, go = threading.Event(), threading.Event()
+    async with asgi_client(app) as c:
+        slots, store = app.state.decode_slots, app.state.store
+        slots.body_budget = len(photo) + 10
+        insert = store.insert_original
+
+        def slow_insert(row, data):  # a database that keeps the upload waiting for a connection
+            entered.set()
+            go.wait(30)
+            return insert(row, data)
+
+        store.insert_original = slow_insert
+        held = asyncio.create_task(c.post("/images", content=photo))
+        deadline = time.monotonic() + 30
+        while not entered.is_set():
+            assert time.monotonic() < deadline, "the upload never reached its insert"
+            await asyncio.sleep(0.01)
+        assert slots.held_bytes == len(photo) and slots.decoding == 0  # decoded, not stored: still held
+        assert (await c.post("/images", content=photo)).status_code == 503
+        go.set()
+        assert (await held).status_code == 201 and slots.held_bytes == 0
