@@ -24,11 +24,15 @@ Unstarted change points contribute their weight times 1 (their martingales have 
 Within a bin (``peak_within_bin``)
 ----------------------------------
 The router counts per bin, so a bin's bad events arrive together; the e-process is still a test
-martingale event by event, in any order chosen without looking at the events' tracks.  Under
-"no worse" every ordering of a bin's events that is drawn uniformly at random (here: pseudo-random,
-seeded by what the null fixes, never by the tracks) gives a sequence of independent events, each
-on the canary with the null share, so Ville's inequality holds for the process read after every
-event, not only at the bins' ends.  Reading it there rolls a total break back in the bin where
+martingale event by event, in any order chosen without looking at the events' tracks, where the
+null share is the design weight (the router put each request on the canary independently with
+that weight, so under "no worse" each bad event is, independently).  An ordering of a bin's
+events drawn uniformly at random (here: pseudo-random, seeded by what the null fixes, never by the
+tracks) then gives a sequence of independent events, each on the canary with the null share, so
+Ville's inequality holds for the process read after every event, not only at the bins' ends.
+Where the share is a bin's realised split (sticky routing, a weight the router did not confirm),
+a bin's events are a draw without replacement from its requests, and the bin is read at its end
+only (``ordered``).  Reading it there rolls a total break back in the bin where
 its evidence first suffices, not one where stable's bad events that came after have pulled it
 back down (the headline's median falls from 10 s to 9 s).  At most ``PREFIX_CHECKS`` events of a
 bin are read one by one (reading fewer times keeps the guarantee); the bin's end is always read.
@@ -160,19 +164,21 @@ def peak_within_bin(
     weights: Array,
     seed: list[int],
     floor: float,
+    ordered: npt.NDArray[np.bool_],
 ) -> Array:
     """The largest log E the process reaches after any of the bin's first events, in a random order
     (module docstring), before the bin is added: (runs,), ``-inf`` where no event can take it past
     ``floor`` (the lowest level a verdict compares it with), or the bin's order cannot matter.
 
-    Call it after ``open_due`` and before ``update`` with the same bin.
+    Call it after ``open_due`` and before ``update`` with the same bin; ``ordered``: the runs whose
+    ``share`` is the design weight (the others are read at the bin's end only).
     """
     xc, xs = canary_bad, stable_bad
     peak = np.full(len(xc), NEG_INF)
     per_event = np.log1p((ratios[None, :] - 1.0) * np.clip(share, 1e-12, 1.0)[:, None])
     # the best order puts the canary's events first: where even that stays under the floor, or
     # one track has no event (the extremes are the bin's ends, read anyway), nothing to read
-    rows = np.flatnonzero((share > 0) & (share < 1) & (xc > 0) & (xs > 0))
+    rows = np.flatnonzero(ordered & (share > 0) & (share < 1) & (xc > 0) & (xs > 0))
     if not len(rows):
         return peak
     sub = process.rows(rows)

@@ -5,8 +5,8 @@ The live judge (``canary.analysis.facade.RolloutJudge``) is this with one run; t
 
 Per metric the tests are: the regression test (per request: the change-point mixture of
 ``canary.analysis.eprocess`` on the canary's share of bad events, at the design weight when the
-router routes per request and says what weight it applied, else the bin's realised split, read
-after each of a bin's events in a random order, ``eprocess.peak_within_bin``; sticky:
+router routes per request and says what weight it applied, then read after each of a bin's events
+in a random order, ``eprocess.peak_within_bin``, else the bin's realised split; sticky:
 one test per bucket group, ``canary.analysis.sticky``); the objective test when the metric has
 one (the canary alone against its objective, never when stable misses it too); for latency, a
 test on the whole histogram (the mixture over every bucket boundary of the regression test on
@@ -320,9 +320,11 @@ def update(
             b.canary_bad + b.stable_bad,
         )
         floor = EARLIER_STEP_SHARE * math.log(1 / spec.alpha)  # the lowest level a verdict reads
-        ms.peak = _judged(ms.regression, b, share, seconds, seed, floor)
-        if ms.spread is not None:
-            ms.spread_peak = _judged(ms.spread, b, null_share(share), seconds, seed, floor)
+        # event by event where the share is the design weight (eprocess: "Within a bin")
+        by_design = known & (not spec.sticky)
+        ms.peak = _judged(ms.regression, b, share, seconds, seed, floor, by_design)
+        if ms.spread is not None:  # sticky: a realised split
+            ms.spread_peak = _judged(ms.spread, b, null_share(share), seconds, seed, floor, np.zeros_like(known))
         ms.clear -= share_log_lr(b.canary_bad, b.stable_bad, share, np.asarray([rule.min_regression]))[:, 0]
         if ms.groups is not None and b.group_n is not None and b.group_bad is not None:
             ms.groups.update(b.group_n, b.group_bad, canary_groups(step, ms.groups.groups + 1)[:, :-1])
@@ -345,11 +347,18 @@ def update(
 
 
 def _judged(
-    process: ChangePointProcess, b: BinArrays, share: Array, seconds: Array, seed: list[int], floor: float
+    process: ChangePointProcess,
+    b: BinArrays,
+    share: Array,
+    seconds: Array,
+    seed: list[int],
+    floor: float,
+    ordered: npt.NDArray[np.bool_],
 ) -> Array:
-    """Add the bin to a regression test; its largest log e at any of the bin's events (or its end)."""
+    """Add the bin to a regression test; its largest log e at any of the bin's events (where
+    ``ordered``) or its end."""
     process.open_due()
-    peak = peak_within_bin(process, b.canary_bad, b.stable_bad, share, RATIOS, RATIO_WEIGHTS, seed, floor)
+    peak = peak_within_bin(process, b.canary_bad, b.stable_bad, share, RATIOS, RATIO_WEIGHTS, seed, floor, ordered)
     process.update(share_log_lr(b.canary_bad, b.stable_bad, share, RATIOS), seconds)
     out: Array = np.maximum(peak, process.log_e(RATIO_WEIGHTS))
     return out
