@@ -34,7 +34,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     # Bearer token for admin endpoints; empty means admin endpoints refuse everyone.  A service's
-    # releases get the controller's service_token as theirs, never the controller's admin token.
+    # releases get their service's token derived from the controller's service_token as theirs
+    # (core.scoped_tokens), never the controller's admin token.
     admin_token: str = ""
     # HMAC key for tracking tokens (opens).  Must be the same for every release of a service.
     token_secret: str = ""
@@ -55,10 +56,12 @@ class Settings:
     route_table: str = ""
     track: str = "stable"
     # Routers and queue consumers: the token they present to read the route table; the controller:
-    # the token it accepts for reading it (its admin token reads it too).  It reads, never commands.
+    # the secret each service's table token is derived from (core.scoped_tokens; its admin token
+    # reads the table too).  It reads, never commands.
     table_token: str = ""
-    # Controller: the token a service's releases (canaries included) get for their own admin
-    # endpoints, and that its hooks present to them: the catalog's {settings.service_token}
+    # Controller: the secret from which each service's token is derived (core.scoped_tokens), the
+    # one its releases (canaries included) get for their own admin endpoints and its hooks present
+    # to them: the catalog's {settings.service_token}
     service_token: str = ""
     # Controller: where its metrics come from (empty: the router's own counters), and the token
     # Alertmanager presents to POST /api/alerts (the admin token is accepted there too)

@@ -1,6 +1,6 @@
 """The controller's HTTP API (every ``/api`` endpoint here needs the admin token, ``GET /api/routes``
-also takes the table token, ``POST /api/alerts`` the alert token, the dashboard's reads the read
-token: ``canary.controller.dashboard.views``; open are only the app
+also takes each service's table token, ``POST /api/alerts`` the alert token, ``GET /api/targets``
+and the dashboard's reads the read token: ``canary.controller.read_access``; open are only the app
 factory's ``/healthz``, ``/readyz`` and ``/metrics``, for Prometheus's scrape: rollout ids, services,
 releases and phases, no consumer's data, and the dashboard's page, which holds none).
 
@@ -23,8 +23,9 @@ releases and phases, no consumer's data, and the dashboard's page, which holds n
 - ``GET /api/routes``: the route table routers and queue consumers poll, with headers
   ``X-Table-Reader: router/<id>`` (or ``consumer/<id>``) and ``X-Table-Version: <version served>``:
   the controller acts on a new weight only once every reader confirms it (``canary.controller.routing``).
-  The table token reads it, and may speak for a queue consumer the catalog names (it confirms its
-  own service's route only); a router (it confirms every service's) polls with the admin token
+  Any service's table token (derived from the controller's: ``core.scoped_tokens``) reads it; a
+  queue consumer the catalog names speaks with its own service's only (it confirms that service's
+  route); a router (it confirms every service's) polls with the admin token
 - ``GET /api/readers``: every reader of the table, the version it serves, seconds since its last poll
 - ``/api/groups...``: release groups (``group_api``)
 - ``POST /api/alerts``: the Alertmanager webhook, ``GET /api/targets``: Prometheus's service
