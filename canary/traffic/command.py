@@ -48,10 +48,10 @@ def _load(args: argparse.Namespace) -> int:
         duration=args.duration,
         accounts=args.accounts,
         seed=args.seed,
-        # the opens service's own token: under `canary up` derived from the service token (each
-        # service has its own), the controller's admin token being another
+        # the opens service's own token: under `canary up` derived from the stack's service token
+        # (each service has its own), the controller's admin token being another
         admin_token=args.admin_token
-        or scoped_token(os.environ.get("CANARY_SERVICE_TOKEN", ""), "service_token", "opens")
+        or scoped_token(os.environ.get("CANARY_SERVICE_TOKEN", "") or _kept(args.state_dir), "service_token", "opens")
         or os.environ.get("CANARY_ADMIN_TOKEN", ""),
     )
     if args.mix:
@@ -60,7 +60,8 @@ def _load(args: argparse.Namespace) -> int:
         raise LoadUsageError("give at least one of --importer, --opens, --resizer (with a share above 0 in --mix)")
     if config.opens and not config.admin_token:
         raise LoadUsageError(
-            "--opens needs --admin-token (or CANARY_SERVICE_TOKEN, or CANARY_ADMIN_TOKEN) to mint tracking tokens"
+            "--opens needs --admin-token (or CANARY_SERVICE_TOKEN, STATE/service-token, or CANARY_ADMIN_TOKEN) "
+            "to mint tracking tokens"
         )
     try:
         report = run(config, progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True))
@@ -74,6 +75,16 @@ def _load(args: argparse.Namespace) -> int:
         raise
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _kept(state_dir: str) -> str:
+    """The service token `canary up` keeps in ``state_dir`` ("" when it keeps none: never made here)."""
+    from pathlib import Path
+
+    try:
+        return (Path(state_dir) / "service-token").read_text().strip()
+    except OSError:
+        return ""
 
 
 def add_load_command(sub: Any, _positive_float: Callable[[str], float], _positive_int: Callable[[str], int]) -> None:
@@ -90,9 +101,9 @@ def add_load_command(sub: Any, _positive_float: Callable[[str], float], _positiv
     load.add_argument("--seed", type=int, default=1)
     load.add_argument(
         "--admin-token",
-        help="the opens service's admin token, to mint tracking tokens (or one derived from "
-        "CANARY_SERVICE_TOKEN, the stack's service token, STATE/service-token under `canary up`; "
-        "or CANARY_ADMIN_TOKEN)",
+        help="the opens service's admin token, to mint tracking tokens (default: derived from the "
+        "stack's service token, CANARY_SERVICE_TOKEN or STATE/service-token; else CANARY_ADMIN_TOKEN)",
     )
+    load.add_argument("--state-dir", default="state", help="where `canary up` keeps its tokens (default state)")
     load.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     load.set_defaults(func=_load)

@@ -66,8 +66,8 @@ async def prepare_opens(client: httpx.AsyncClient, accounts: int, pool: int, adm
         )
         if r.status_code == 401:
             raise PermissionError(
-                "the opens service refused the admin token: pass its own (or set CANARY_SERVICE_TOKEN to the stack's "
-                "service token, STATE/service-token under `canary up`, from which it is derived)"
+                "the opens service refused the admin token: pass its own (or the stack's service token, from "
+                "which it is derived: CANARY_SERVICE_TOKEN, or --state-dir where `canary up` keeps service-token)"
             )
         r.raise_for_status()
         tokens.extend(t["url"] for t in r.json()["tokens"])

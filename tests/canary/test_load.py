@@ -3,6 +3,7 @@ in the numbers consumers saw (and the service reports), each reworked release sh
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -90,19 +91,20 @@ def test_resizer_release_under_load(tmp_path, release, faulty):
         assert seen["wrong_images"] == 0 and seen["errors"] == {}
 
 
-def test_cli_refuses_missing_targets_and_tokens():
+def test_cli_refuses_missing_targets_and_tokens(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "canary.cli", "load", "--duration", "1"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2 and "give at least one of --importer" in out.stderr
     out = subprocess.run(
-        [sys.executable, "-m", "canary.cli", "load", "--opens", "http://127.0.0.1:9"],
+        [sys.executable, "-m", "canary.cli", "load", "--opens", "http://127.0.0.1:9", "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
         env={"PATH": "/usr/bin"},
     )
     assert out.returncode == 2 and "--admin-token" in out.stderr
+    assert not (tmp_path / "service-token").exists()  # looked for, never made
     out = subprocess.run(
         [sys.executable, "-m", "canary.cli", "load", "--importer", "http://127.0.0.1:9", "--mix", "importer=x"],
         capture_output=True,
@@ -110,3 +112,26 @@ def test_cli_refuses_missing_targets_and_tokens():
         timeout=60,
     )
     assert out.returncode == 2 and "must be a number" in out.stderr
+
+
+def test_cli_mints_with_the_opens_token_derived_from_the_stacks_service_token(tmp_path):
+    """Under `canary up` the opens' releases hold their own service's token: `canary load` derives
+    it from STATE/service-token, as the controller does."""
+    from core.scoped_tokens import scoped_token
+
+    (tmp_path / "service-token").write_text("the-stack-service-token\n")
+    opens = scoped_token("the-stack-service-token", "service_token", "opens")
+    procs = started(tmp_path, ("opens", "1.2"), ("opens-processor", "1.2"), env={"CANARY_ADMIN_TOKEN": opens})
+    try:
+        argv = ["load", "--opens", procs[0].url, "--mix", "opens=1", "--rate", "10", "--duration", "1"]
+        out = subprocess.run(
+            [sys.executable, "-m", "canary.cli", *argv, "--state-dir", str(tmp_path), "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": "/usr/bin"},
+        )
+    finally:
+        stop(procs)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["services"]["opens"]["requests"] > 0
