@@ -23,7 +23,7 @@ import httpx
 
 from canary.catalog import templates
 from canary.catalog.model import PYTHON_NAMES, CommandCall, Hook, HttpCall, Moment, OnFailure
-from core.scoped_tokens import setting_value
+from core.scoped_tokens import SCOPED_SETTINGS, setting_value
 from core.settings import Settings
 
 MAX_OUTPUT = 64 << 10
@@ -84,7 +84,8 @@ async def run_hook(hook: Hook, context: HookContext, *, timeout: float | None = 
         if isinstance(hook.action, HttpCall):
             status, output = await asyncio.wait_for(_http(hook.action, context, limit), limit)
             if status >= 400:
-                return result(False, f"{what} answered {status}: {output[:300]}", status, output)
+                hint = _token_hint(hook.action, context) if status == 401 else ""
+                return result(False, f"{what} answered {status}: {output[:300]}{hint}", status, output)
         else:
             status, output = await _command(hook.action, context, limit)
             if status != 0:
@@ -114,6 +115,16 @@ async def _http(call: HttpCall, context: HookContext, limit: float) -> tuple[int
             if len(kept) >= MAX_OUTPUT:
                 break
         return answer.status_code, kept.decode("utf-8", errors="replace")
+
+
+def _token_hint(call: HttpCall, context: HookContext) -> str:
+    """Why a service may refuse the token a hook presents: it is derived per service."""
+    if call.token_setting not in SCOPED_SETTINGS:
+        return ""
+    return (
+        f" (the hook presents {context.service}'s {call.token_setting}, derived from the controller's: the "
+        f"service must hold `python -m core.scoped_tokens {context.service} {call.token_setting}` of it)"
+    )
 
 
 def _fill(value: Any, values: dict[str, str]) -> Any:

@@ -146,6 +146,8 @@ async def test_opens_runs_from_its_entry_and_its_hook_reprocesses(catalog, tmp_p
             hook, dataclasses.replace(context, settings=Settings(admin_token="hook-token", service_token="x"))
         )
         assert not wrong.ok and wrong.status == 401 and "reprocess-canary-events" in wrong.reason
+        # what to check: the service's token is the controller's, derived for it
+        assert "python -m core.scoped_tokens opens service_token" in wrong.reason
 
 
 def test_a_platform_launches_services_and_consumers_by_name(catalog, tmp_path):
