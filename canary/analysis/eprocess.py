@@ -30,11 +30,11 @@ that weight, so under "no worse" each bad event is, independently).  An ordering
 events drawn uniformly at random (here: pseudo-random, seeded by what the null fixes, never by the
 tracks) then gives a sequence of independent events, each on the canary with the null share, so
 Ville's inequality holds for the process read after every event, not only at the bins' ends.
-Where the share is a bin's realised split (sticky routing, a weight the router did not confirm),
-a bin's events are a draw without replacement from its requests, and the bin is read at its end
-only (``ordered``).  Reading it there rolls a total break back in the bin where
-its evidence first suffices, not one where stable's bad events that came after have pulled it
-back down (the headline's median falls from 10 s to 9 s).  At most ``PREFIX_CHECKS`` events of a
+Reading it there rolls a total break back in the bin where its evidence first suffices, not one
+where stable's bad events that came after have pulled it back down (the headline's median falls
+from 10 s to 9 s).  Where the share is a bin's realised split (sticky routing, a weight the router
+did not confirm), a bin's events are a draw without replacement from its requests, and the bin is
+read at its end only (``ordered``).  At most ``PREFIX_CHECKS`` events of a
 bin are read one by one (reading fewer times keeps the guarantee); the bin's end is always read.
 """
 
@@ -175,18 +175,19 @@ def peak_within_bin(
     """
     xc, xs = canary_bad, stable_bad
     peak = np.full(len(xc), NEG_INF)
-    per_event = np.log1p((ratios[None, :] - 1.0) * np.clip(share, 1e-12, 1.0)[:, None])
     # the best order puts the canary's events first: where even that stays under the floor, or
     # one track has no event (the extremes are the bin's ends, read anyway), nothing to read
     rows = np.flatnonzero(ordered & (share > 0) & (share < 1) & (xc > 0) & (xs > 0))
     if not len(rows):
         return peak
+    per_event = np.log1p((ratios[None, :] - 1.0) * share[rows, None])  # log(1 + (r-1) w) per event
     sub = process.rows(rows)
-    best = sub.log_e(weights, xc[rows, None] * (np.log(ratios)[None, :] - per_event[rows]))
-    rows, sub = rows[best >= floor], sub.rows(np.flatnonzero(best >= floor))
+    best = sub.log_e(weights, xc[rows, None] * (np.log(ratios)[None, :] - per_event))
+    keep = best >= floor
+    rows, sub, per_event = rows[keep], sub.rows(np.flatnonzero(keep)), per_event[keep]
     if not len(rows):
         return peak
-    xc, k, per_event = xc[rows], xc[rows] + xs[rows], per_event[rows]
+    xc, k = xc[rows], xc[rows] + xs[rows]
     rng = np.random.default_rng(seed)
     seen = np.zeros(len(rows))
     top = np.full(len(rows), NEG_INF)

@@ -75,7 +75,7 @@ def read_metric(spec: JudgeSpec, rule: MetricRule, ms: MetricState, tests: Array
     if by_customer(spec, rule):
         # a run whose first group had no history before the canary is judged per request, by the
         # test that allows its customers to differ (sticky_fallback); the plain test still holds
-        fallback = ms.spread_peak if ms.spread_peak is not None else plain
+        fallback = ms.spread.log_e(RATIO_WEIGHTS) if ms.spread is not None else plain
         log_e, hold = fallback, np.maximum(fallback, plain)
     if ms.groups is not None and ms.groups.seen:
         per_group = ms.groups.log_e().max(axis=1)

@@ -142,17 +142,14 @@ class MetricState:
     latency: ChangePointProcess | None = None
     # sticky: the request-level test that allows the canary's customers to differ (sticky_fallback)
     spread: ChangePointProcess | None = None
-    # the largest log e of ``regression`` (and ``spread``) at any event of the last bin, its end
-    # included (``eprocess.peak_within_bin``): what the failing test reads
+    # the largest log e of ``regression`` at any event of the last bin, its end included
+    # (``eprocess.peak_within_bin``): what the failing test reads
     peak: Array | None = None
-    spread_peak: Array | None = None
 
     def __post_init__(self) -> None:
-        # stored before the fields existed: the bin's end, as then
+        # stored before the field existed: the bin's end, as then
         if self.peak is None:
             self.peak = self.regression.log_e(RATIO_WEIGHTS)
-        if self.spread_peak is None and self.spread is not None:
-            self.spread_peak = self.spread.log_e(RATIO_WEIGHTS)
 
     @classmethod
     def new(cls, runs: int, spec: JudgeSpec, rule: MetricRule, boundaries: int) -> MetricState:
@@ -184,7 +181,6 @@ class MetricState:
             "objective",
             "stable_objective",
             "peak",
-            "spread_peak",
         ):
             v = getattr(self, k)
             out[k] = None if v is None else floats(v)
@@ -211,7 +207,6 @@ class MetricState:
             latency=None if data.get("latency") is None else ChangePointProcess.from_dict(data["latency"]),
             spread=None if data.get("spread") is None else ChangePointProcess.from_dict(data["spread"]),
             peak=opt("peak"),
-            spread_peak=opt("spread_peak"),
         )
 
 
@@ -323,8 +318,8 @@ def update(
         # event by event where the share is the design weight (eprocess: "Within a bin")
         by_design = known & (not spec.sticky)
         ms.peak = _judged(ms.regression, b, share, seconds, seed, floor, by_design)
-        if ms.spread is not None:  # sticky: a realised split
-            ms.spread_peak = _judged(ms.spread, b, null_share(share), seconds, seed, floor, np.zeros_like(known))
+        if ms.spread is not None:  # sticky: a realised split, read at the bin's end
+            ms.spread.update(share_log_lr(b.canary_bad, b.stable_bad, null_share(share), RATIOS), seconds)
         ms.clear -= share_log_lr(b.canary_bad, b.stable_bad, share, np.asarray([rule.min_regression]))[:, 0]
         if ms.groups is not None and b.group_n is not None and b.group_bad is not None:
             ms.groups.update(b.group_n, b.group_bad, canary_groups(step, ms.groups.groups + 1)[:, :-1])
