@@ -33,6 +33,7 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.common import report
+from canary.analysis.eprocess import canary_among_first
 from canary.analysis.rollout import RATIO_WEIGHTS, RATIOS
 
 RATE, SHARE, STABLE, CANARY, ALPHA = 100, 0.05, 0.001, 0.05, 0.01
@@ -91,8 +92,7 @@ def first_crossing(
         xc, total = cb[:, t].astype(np.float64), (cb[:, t] + sb[:, t]).astype(np.float64)
         seen = np.zeros(runs)
         for j in range(1, int(total.max(initial=0)) + 1):
-            p = np.where(total >= j, (xc - seen) / np.maximum(total - j + 1, 1.0), 0.0)
-            seen = seen + (rng.random(runs) < p)
+            seen = canary_among_first(j, seen, xc, total, rng)
             hit = (total >= j) & (stat(x + seen, k + j) >= log_c) & (at == 0)
             at = np.where(hit, t + 1, at)
         x, k = x + xc, k + total

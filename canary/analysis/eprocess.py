@@ -192,14 +192,20 @@ def peak_within_bin(
     seen = np.zeros(len(rows))
     top = np.full(len(rows), NEG_INF)
     for j in range(1, int(min(k.max(), PREFIX_CHECKS)) + 1):
-        # the j-th event is on the canary with the share of canary events among those left
-        left = k - (j - 1)
-        p = np.where(left > 0, (xc - seen) / np.maximum(left, 1.0), 0.0)
-        seen = seen + (rng.random(len(rows)) < p)
+        seen = canary_among_first(j, seen, xc, k, rng)
         now = sub.log_e(weights, seen[:, None] * np.log(ratios)[None, :] - j * per_event)
         top = np.where(j <= k, np.maximum(top, now), top)
     peak[rows] = top
     return peak
+
+
+def canary_among_first(j: int, seen: Array, canary: Array, total: Array, rng: np.random.Generator) -> Array:
+    """How many of a bin's first ``j`` events, in a uniformly random order, are on the canary, given
+    ``seen`` among the first ``j - 1``: the ``j``-th is with the share of canary events left."""
+    left = total - (j - 1)
+    p = np.where(left > 0, (canary - seen) / np.maximum(left, 1.0), 0.0)
+    out: Array = seen + (rng.random(len(seen)) < p)
+    return out
 
 
 def bin_order_seed(*levels: Array) -> list[int]:
