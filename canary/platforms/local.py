@@ -121,6 +121,8 @@ class LocalPlatform:
         records = []
         for (service, release), e in self.entries.items():
             if e.proc.alive():
+                # the environment it would be given on its track now (a promoted canary's is
+                # stable's, as the next controller compares it), not the one it was launched with
                 launch = self._launch_of(service, release, e.track, e.proc.port)
                 records.append(ProcessRecord.of(e.proc, e.track, "" if launch is None else self._given(launch)))
         self.records.save(records)
