@@ -35,9 +35,9 @@ from canary.catalog import Catalog, Moment, OnFailure
 from canary.controller import judging as jg
 from canary.controller import machine
 from canary.controller.group_engine import GroupRunner
+from canary.controller.moment_hooks import failure, handed_back, run_moment
 from canary.controller.observing import Observer, Waiting
 from canary.controller.publishing import TablePublisher
-from canary.controller.reprocess import failure, handed_back, run_moment
 from canary.controller.routing import Confirmation, Readers
 from canary.controller.spec import load_spec
 from canary.controller.starts import Starts
