@@ -72,6 +72,14 @@ def create_opens_app(settings: Settings) -> Starlette:
     return app
 
 
+def client_address(request: Request) -> str:
+    """The address the nearest proxy (the router) saw: the last ``X-Forwarded-For`` entry, the one it
+    appended; entries before it are whatever the client sent, and anyone can write them."""
+    forwarded = request.headers.get("x-forwarded-for", "")
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    return last or (request.client.host if request.client else "")
+
+
 async def pixel(request: Request) -> Response:
     app = request.app
     s: Settings = app.state.settings
@@ -80,8 +88,7 @@ async def pixel(request: Request) -> Response:
         app.state.pixel_hits.labels(s.service, s.release, "bad_token").inc()
         return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
     event_id = uuid.uuid4().hex
-    forwarded = request.headers.get("x-forwarded-for", "")
-    client_ip = forwarded.split(",")[0].strip() if forwarded else (request.client.host if request.client else "")
+    client_ip = client_address(request)
     event = {
         "event_id": event_id,
         "campaign_id": send.campaign_id,

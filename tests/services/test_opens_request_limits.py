@@ -1,6 +1,7 @@
 """What the open tracker takes and refuses at its edges: ids no column holds, request bodies that
 JSON or the ids refuse, the mint endpoint's stated 2 MiB beside the other endpoints' small limits,
-and a release PostgreSQL cannot hold; each a clear 4xx, never a 500.  The tracker's contract is in
+and a release PostgreSQL cannot hold; each a clear 4xx, never a 500.  And the client addresses in
+``X-Forwarded-For`` it does not record (only the router's own entry is vouched for).  The tracker's contract is in
 test_opens; its helpers in tests.services.opens_world."""
 
 from __future__ import annotations
@@ -8,12 +9,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import select
 
+from core.db import make_engine
 from core.settings import Settings
 from services.opens import tokens
 from services.opens.app import create_opens_app
+from services.opens.schema import raw_events
 from tests.conftest import asgi_client
-from tests.services.opens_world import ADMIN, settings
+from tests.services.opens_world import ADMIN, mint, settings
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +99,17 @@ async def test_a_release_with_nul_which_postgresql_cannot_hold_is_a_422(db_url, 
         r = await c.post("/admin/reprocess", json={"release": "1.1\x00"}, headers=ADMIN)
         assert r.status_code == 422, r.text
         assert "release" in r.json()["error"]["message"]
+
+
+async def test_the_recorded_address_is_the_one_the_router_appended_not_the_clients_words(db_url, tmp_path):
+    """The router appends the address it saw to ``X-Forwarded-For``; what came before is the client's."""
+    async with asgi_client(create_opens_app(settings(db_url, tmp_path))) as c:
+        (url,) = await mint(c, [{"campaign_id": 3, "contact_id": 1, "send_id": 1}])
+        forged = {"X-Forwarded-For": "6.6.6.6, 7.7.7.7,10.0.0.7"}
+        assert (await c.get(url, headers=forged)).status_code == 200
+        assert (await c.get(url)).status_code == 200  # no proxy: the peer's address
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        seen = [row.client_ip for row in conn.execute(select(raw_events.c.client_ip).order_by(raw_events.c.id))]
+    engine.dispose()
+    assert seen == ["10.0.0.7", "127.0.0.1"]
