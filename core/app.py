@@ -48,16 +48,18 @@ def create_app(
     max_body_bytes: int | None = None,
     metrics: AppMetrics | None = None,
     metadata: MetaData | None = None,
+    durable_commits: bool = False,
 ) -> Starlette:
     """With ``metadata``, the lifespan makes the database engine (``app.state.engine``) and the
-    schema before the app's own ``lifespan`` runs, and disposes of the engine after it."""
+    schema before the app's own ``lifespan`` runs, and disposes of the engine after it
+    (``durable_commits``: see ``core.db.make_engine``)."""
     metrics = metrics or AppMetrics(settings.service, settings.release)
 
     @contextlib.asynccontextmanager
     async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = None
         if metadata is not None:
-            engine = engine_for(settings)
+            engine = engine_for(settings, durable_commits=durable_commits)
             await run_in_threadpool(create_schema, engine, metadata)
             app.state.engine = engine
         try:

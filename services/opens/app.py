@@ -66,6 +66,7 @@ def create_opens_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         metadata=metadata,
         max_body_bytes=max(settings.max_body_bytes, MINT_MAX_BYTES),
+        durable_commits=True,  # a pixel answered is an open no mail client will send again
     )
     m = app.state.metrics
     app.state.pixel_hits = m.counter("opens_pixel_hits_total", "Pixel hits by outcome.", ["outcome"])

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from core.db import make_engine
 from core.settings import Settings
+from services.importer.app import create_importer_app
 from services.opens import tokens
 from services.opens.app import create_opens_app
 from services.opens.schema import raw_events
@@ -113,3 +114,22 @@ async def test_the_recorded_address_is_the_one_the_router_appended_not_the_clien
         seen = [row.client_ip for row in conn.execute(select(raw_events.c.client_ip).order_by(raw_events.c.id))]
     engine.dispose()
     assert seen == ["10.0.0.7", "127.0.0.1"]
+
+
+async def test_a_pixel_answered_is_synced_to_disk_the_other_services_only_written(tmp_path):
+    """An answered open must survive a power loss (no mail client sends the pixel again): the
+    opens app's SQLite syncs its WAL on every (group) commit; a service whose callers retry is only
+    written to the OS on commit (``synchronous``: 2 FULL, 1 NORMAL)."""
+
+    def synchronous(app) -> int:
+        with app.state.engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA synchronous").scalar())
+
+    opens = create_opens_app(settings(f"sqlite:///{tmp_path / 'opens.db'}", tmp_path))
+    async with asgi_client(opens) as c:
+        (url,) = await mint(c, [{"campaign_id": 4, "contact_id": 1, "send_id": 1}])
+        assert (await c.get(url)).status_code == 200
+        assert synchronous(opens) == 2
+    importer = create_importer_app(Settings(db_url=f"sqlite:///{tmp_path / 'importer.db'}", state_dir=str(tmp_path)))
+    async with asgi_client(importer):
+        assert synchronous(importer) == 1
