@@ -1,12 +1,16 @@
 """Where each value of a YAML document starts, so that an error can name its field and line.
 
 The guard every part that reads YAML written by people needs first (webhook settings, catalog
-entries, rollout and group specs): :func:`expanded_size` against alias bombs; and
-:func:`line_map` for the webhook settings (the spec and catalog loaders keep their own walk).
+entries, rollout and group specs): :func:`expanded_size` against alias bombs; :func:`duplicate_keys`
+(YAML keeps the last of two equal keys silently) and :func:`non_finite_numbers` (``.nan`` passes
+every range check) for what a schema cannot see; and :func:`line_map` for the webhook settings
+(the spec and catalog loaders keep their own walk).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -50,3 +54,31 @@ def line_of(lines: dict[Path, int], path: Path) -> int | None:
     while path not in lines and path:
         path = path[:-1]
     return lines.get(path)
+
+
+def duplicate_keys(node: yaml.Node, at: Path = ()) -> Iterator[tuple[Path, str]]:
+    """(path, problem) for each key given twice in one mapping: YAML takes the last one silently, and
+    the first is lost (``service: importer`` then ``service: opens`` releases the opens)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                yield (*at, key.value), "given twice"
+            seen.add(key.value)
+            yield from duplicate_keys(value, (*at, key.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from duplicate_keys(item, (*at, i))
+
+
+def non_finite_numbers(data: Any, at: Path = ()) -> Iterator[tuple[Path, str]]:
+    """(path, problem) for each ``.nan`` or ``.inf`` in the document: every comparison with NaN is
+    false, so NaN passes a schema's minimum and maximum alike, and reaches arithmetic that fails."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield at, "must be a finite number"
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from non_finite_numbers(value, (*at, key))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            yield from non_finite_numbers(item, (*at, i))

@@ -25,7 +25,7 @@ from canary.catalog.schema import SCHEMA
 from canary.controller.spec import Metric, Step, _line_of, _lines, _message, _path, sticky_fields
 from canary.providers.base import ConservationCounters
 from core.errors import ConfigError
-from core.yaml_lines import MAX_NODES, expanded_size
+from core.yaml_lines import MAX_NODES, duplicate_keys, expanded_size, non_finite_numbers
 
 MAX_FILE_BYTES = 1 << 20
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed: 10x faster
@@ -123,7 +123,8 @@ def check_file(path: Path) -> tuple[ServiceEntry | None, list[Problem]]:
     if expanded_size(nodes[0], MAX_NODES) > MAX_NODES:
         return None, [Problem(source, "(document)", f"more than {MAX_NODES} values once YAML aliases are expanded")]
     lines = _lines(nodes[0])
-    found = [Problem(source, _path(p), m, _line_of(lines, p)) for p, m in _duplicate_keys(nodes[0], ())]
+    refused = [*duplicate_keys(nodes[0]), *non_finite_numbers(data)]
+    found = [Problem(source, _path(p), m, _line_of(lines, p)) for p, m in refused]
     found += [Problem(source, _path(p), m, _line_of(lines, p)) for p, m in _schema_problems(data, lines)]
     if not found and isinstance(data, dict):
         at = [(p, m) for p, m in checks.entry_problems(data, path.resolve().parent)]
@@ -131,20 +132,6 @@ def check_file(path: Path) -> tuple[ServiceEntry | None, list[Problem]]:
     if found:
         return None, sorted(found, key=lambda p: (p.line or 0, p.field))
     return build_entry(data, path), []
-
-
-def _duplicate_keys(node: yaml.Node, at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """YAML takes the last of two equal keys silently; a catalog refuses them (one would be lost)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                yield (*at, key.value), "given twice"
-            seen.add(key.value)
-            yield from _duplicate_keys(value, (*at, key.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*at, i))
 
 
 def _schema_problems(data: Any, lines: dict[tuple[Any, ...], int]) -> Iterator[tuple[tuple[Any, ...], str]]:

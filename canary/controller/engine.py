@@ -146,9 +146,15 @@ class Controller:
         return self.observer.waiting.get(r.id) if r.phase == machine.PENDING else None
 
     async def create_rollout(self, spec_text: str) -> machine.Rollout:
-        """A new rollout; refused at once when the platform knows the service's releases and the
-        canary is not one of them (a typo must not reach the loop)."""
+        """A new rollout; refused at once for a service this controller does not run, or when the
+        platform knows the service's releases and the canary is not one of them (a typo must not
+        reach the loop)."""
         spec = await asyncio.to_thread(load_spec, spec_text, "spec")  # a big spec must not hold the loop
+        if spec.service not in self.stable:
+            raise Unprocessable(
+                f"no service {spec.service!r} here; the services it runs: {', '.join(sorted(self.stable))}",
+                code="unknown_service",
+            )
         known = await self.known_releases(spec.service)
         if known is not None and spec.canary not in known:
             raise Unprocessable(

@@ -152,12 +152,17 @@ def _rollout_body(
     if base is None or ref is None:
         return None, "", ""
     path = base / ref
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), [Problem("(file)", "not UTF-8 text")]) from exc
     _, doc, _, refused = parse(text)
     if refused:
         raise SpecError(str(path), refused)
-    body = dict(doc.get("spec") or {}) if isinstance(doc, dict) else {}
-    return body, text, str(path)
+    body = doc.get("spec") if isinstance(doc, dict) else None
+    if not isinstance(body, dict):
+        raise SpecError(str(path), [Problem("spec", "a rollout file holds a `spec` mapping (see manifests/rollouts)")])
+    return dict(body), text, str(path)
 
 
 def check(

@@ -12,6 +12,7 @@ every reader of a service's route serves the version that last changed it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +21,8 @@ from canary.controller.routing import Confirmation, Readers, route_for
 from canary.platforms.base import Platform
 from core.errors import ServiceUnavailable
 from core.routes import RouteTable, ServiceRoute
+
+log = logging.getLogger("releasewarden.controller")
 
 
 class TablePublisher:
@@ -63,7 +66,11 @@ class TablePublisher:
         services: dict[str, ServiceRoute] = {}
         for service, release in stable.items():
             urls = {rel: url for (name, rel), url in upstreams.items() if name == service}
-            route = route_for(service, release, urls, by_service.get(service))
+            try:
+                route = route_for(service, release, urls, by_service.get(service))
+            except Exception as exc:  # one rollout the table cannot hold must not take every service's down
+                log.error("%s: its rollout cannot be routed (%s: %s): stable alone", service, type(exc).__name__, exc)
+                route = route_for(service, release, urls, None)
             if route is not None:
                 services[service] = route
         if services == self.table.services:

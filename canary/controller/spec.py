@@ -12,6 +12,7 @@ billions), or nests deeper than ``MAX_DEPTH``, is refused before anything walks 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -22,8 +23,9 @@ import yaml
 
 from canary.controller.spec_schema import DEFAULT_STICKY, SCHEMA
 from core.errors import ConfigError
-from core.yaml_lines import MAX_NODES, expanded_size
+from core.yaml_lines import MAX_NODES, duplicate_keys, expanded_size, non_finite_numbers
 
+log = logging.getLogger("releasewarden.controller")
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed: 10x faster
 MAX_DEPTH = 32  # levels of mappings and lists: a spec needs 5, a group 7
 
@@ -138,9 +140,12 @@ def _message(error: jsonschema.ValidationError) -> str:
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         lo = schema.get("minimum", schema.get("exclusiveMinimum"))
         hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+        above = f"above {lo:g}" if "exclusiveMinimum" in schema else f"at least {lo:g}"
+        below = f"below {hi:g}" if "exclusiveMaximum" in schema else f"at most {hi:g}"
         if lo is not None and hi is not None:
-            return f"must be between {lo:g} and {hi:g}"
-        return f"must be above {lo:g}" if lo is not None else f"must be at most {hi:g}"
+            exclusive = {"exclusiveMinimum", "exclusiveMaximum"} & set(schema)
+            return f"must be {above} and {below}" if exclusive else f"must be between {lo:g} and {hi:g}"
+        return f"must be {above}" if lo is not None else f"must be {below}"
     if v == "required":
         return str(error.message).replace(" is a required property", ": required")
     if v == "enum":
@@ -176,7 +181,8 @@ def _lines(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[A
 def parse(text: str) -> tuple[yaml.Node | None, Any, dict[tuple[Any, ...], int], list[Problem]]:
     """(node, data, lines, problems): one YAML document read once, or the problem that refuses it
     (not YAML; more than ``MAX_NODES`` values once its aliases are expanded, counted before they
-    are; nested deeper than ``MAX_DEPTH``).  Problems name the document's line where they can."""
+    are; nested deeper than ``MAX_DEPTH``; a key given twice; ``.nan`` or ``.inf`` anywhere).
+    Problems name the document's line where they can."""
     loader = LOADER(text)
     try:
         node = loader.get_single_node()
@@ -198,6 +204,9 @@ def parse(text: str) -> tuple[yaml.Node | None, Any, dict[tuple[Any, ...], int],
     if len(deepest) > MAX_DEPTH:
         at = deepest[: MAX_DEPTH + 1]
         return None, None, {}, [Problem(_path(at), f"nested deeper than {MAX_DEPTH} levels", lines.get(at))]
+    refused = [*(duplicate_keys(node) if node is not None else ()), *non_finite_numbers(data)]
+    if refused:
+        return None, None, {}, [Problem(_path(p), m, _line_of(lines, p)) for p, m in refused]
     return node, data, lines, []
 
 
@@ -295,6 +304,20 @@ def _rules(spec: dict[str, Any]) -> list[tuple[str, str, tuple[Any, ...]]]:
                     ("spec", "steps", i, "weight"),
                 )
             )
+    phases: list[tuple[tuple[Any, ...], dict[str, Any], Step | MirrorSpec]]
+    phases = [(("spec", "steps", i), step, Step(0)) for i, step in enumerate(spec["steps"])]
+    phases += [(("spec", "mirror"), spec["mirror"], MirrorSpec())] if "mirror" in spec else []
+    for at, phase, defaults in phases:
+        shortest = phase.get("min_seconds", defaults.min_seconds)
+        longest = phase.get("max_seconds", defaults.max_seconds)
+        if shortest > longest:
+            out.append(
+                (
+                    f"{_path(at)}.min_seconds",
+                    f"{shortest:g} is longer than max_seconds ({longest:g}): the phase could never pass",
+                    (*at, "min_seconds"),
+                )
+            )
     for i, m in enumerate(spec["metrics"]):
         if m["kind"] == "latency" and "threshold_ms" not in m:
             out.append((f"spec.metrics[{i}].threshold_ms", "required for a latency metric", ("spec", "metrics", i)))
@@ -321,6 +344,27 @@ def load_spec(text: str, source: str = "<spec>") -> RolloutSpec:
     data, problems = check(text, source)
     if problems or data is None:
         raise SpecError(source, problems)
+    return _build(data)
+
+
+def load_stored_spec(text: str, source: str) -> RolloutSpec:
+    """A spec the store holds: checked when it was stored, perhaps by an older version whose checks
+    were looser (a step at 100%, a key given twice).  What this version refuses is logged once, and
+    the spec is read as it was stored: an active rollout must stay readable, abortable and able to
+    end, or every tick and every listing would fail on it."""
+    try:
+        return load_spec(text, source)
+    except SpecError as exc:
+        if source not in _WARNED:
+            _WARNED.add(source)
+            log.warning("%s: its stored spec is one this version refuses (read as stored; abort it): %s", source, exc)
+        return _build(yaml.load(text, Loader=LOADER))
+
+
+_WARNED: set[str] = set()
+
+
+def _build(data: dict[str, Any]) -> RolloutSpec:
     s = data["spec"]
     return RolloutSpec(
         name=str(data.get("metadata", {}).get("name") or f"{s['service']}-{s['canary']}"),

@@ -13,7 +13,12 @@ _STEP = {
     "additionalProperties": False,
     "required": ["weight"],
     "properties": {
-        "weight": {"type": "number", "minimum": 0, "maximum": 100, "description": "percent of live traffic"},
+        "weight": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 100,
+            "description": "percent of live traffic (promotion takes it to 100; the judge compares below that)",
+        },
         "min_requests": {"type": "integer", "minimum": 0, "default": 100},
         "min_seconds": {"type": "number", "minimum": 0, "default": 30},
         "max_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 900},

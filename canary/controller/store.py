@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from canary.controller import machine
-from canary.controller.spec import load_spec
+from canary.controller.spec import load_spec, load_stored_spec
 from canary.controller.spec_schema import SERVICE_NAME_MAX
 from core.db import write_transaction
 from core.errors import Conflict, NotFound
@@ -145,7 +145,8 @@ def _state(r: machine.Rollout) -> str:
 def _rollout(row: Any) -> machine.Rollout:
     state = json.loads(row.state)
     state["phase"] = machine.Phase(state["phase"])
-    return machine.Rollout(id=row.id, spec=load_spec(row.spec, f"rollout {row.id}"), revision=row.revision, **state)
+    spec = load_stored_spec(row.spec, f"rollout {row.id}")
+    return machine.Rollout(id=row.id, spec=spec, revision=row.revision, **state)
 
 
 class Store:

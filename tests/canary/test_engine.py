@@ -12,11 +12,12 @@ import dataclasses
 import logging
 
 import pytest
+from sqlalchemy import select, update
 
 from canary.controller import machine as m
 from canary.controller.engine import LEASE_TTL_S
 from canary.controller.observing import Waiting
-from canary.controller.store import Store
+from canary.controller.store import Store, rollouts
 from canary.platforms.base import NotReady
 from core.errors import ServiceUnavailable, Unprocessable
 from tests.canary.engine_world import SPEC, FakePlatform, World, drive
@@ -27,6 +28,48 @@ def test_an_unknown_release_is_refused_at_once_naming_the_known_ones(tmp_path):
     with pytest.raises(Unprocessable, match=r"importer has no release '9\.9'.*1\.0, 1\.1, 1\.2"):
         w.release(canary="9.9")
     assert w.store.list_rollouts() == []
+
+
+def test_a_service_this_controller_does_not_run_is_refused_at_once(tmp_path):
+    w = World(tmp_path)
+    with pytest.raises(Unprocessable, match=r"no service 'nosuch' here; the services it runs: importer, resizer"):
+        w.release(service="nosuch")
+    assert w.store.list_rollouts() == []
+
+
+def _store_as_an_older_version_did(w: World, r: m.Rollout, old: str, new: str) -> None:
+    """Rewrite a stored spec past today's checks, as a version with looser ones would have stored it."""
+    with w.engine.begin() as conn:
+        text = conn.execute(select(rollouts.c.spec).where(rollouts.c.id == r.id)).scalar_one()
+        assert old in text
+        conn.execute(update(rollouts).where(rollouts.c.id == r.id).values(spec=text.replace(old, new)))
+
+
+def test_a_stored_spec_this_version_refuses_neither_wedges_the_loop_nor_the_other_services(tmp_path, caplog):
+    """A step at 100% (no stable left to compare with) was accepted once; NaN passed every range
+    check and failed every tick's table, at start too.  Stored before an upgrade, such a rollout is
+    read as stored, its service is routed to stable alone if its table cannot be made, and it ends."""
+    w = World(tmp_path)
+    hundred, nan = w.release("importer", "1.1"), w.release("resizer", "2.1")
+    _store_as_an_older_version_did(w, hundred, "weight: 50,", "weight: 100,")
+    _store_as_an_older_version_did(w, nan, "weight: 10,", "weight: .nan,")
+    caplog.set_level(logging.INFO)
+    w.controller = w.new_controller()  # a restart: start_stable publishes the table at once
+    assert [r.spec.steps[-1].weight for r in w.store.list_rollouts()] == [100, 50]
+    for _ in range(4):
+        w.traffic("importer", "1.1")
+        w.tick(reader="router/a")
+    assert w.controller.table.services["resizer"].weight == 0  # stable alone
+    assert "controller tick failed" not in caplog.text and "Traceback" not in caplog.text
+    assert "stored spec is one this version refuses" in caplog.text
+    for r in (hundred, nan):
+        w.controller.command(r.id, "abort")
+    for _ in range(20):
+        w.tick(reader="router/a")
+        if all(w.get(r).phase in m.TERMINAL for r in (hundred, nan)):
+            break
+    assert w.get(hundred).phase in m.TERMINAL, w.get(hundred)
+    assert w.get(nan).phase in m.TERMINAL, w.get(nan)
 
 
 def test_a_release_that_cannot_start_fails_alone_and_the_loop_goes_on(tmp_path, caplog):

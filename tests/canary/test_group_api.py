@@ -28,7 +28,7 @@ async def test_group_endpoints_need_the_token_and_refuse_bad_groups_in_words(db_
         r = await c.post("/api/groups", content=GROUP.replace("weight: 10", "weight: 110"), headers=AUTH)
         assert r.status_code == 422
         assert r.json()["error"]["detail"] == [
-            "group:8: spec.members[0].rollout.steps[0].weight: must be between 0 and 100"
+            "group:8: spec.members[0].rollout.steps[0].weight: must be above 0 and below 100"
         ]
         r = await c.post("/api/groups", content=GROUP, headers=AUTH)  # this controller runs no service
         assert r.status_code == 422 and r.json()["error"]["message"].startswith(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from canary.catalog.settings import shipped_catalog
 from canary.controller.group_spec import SCHEMA, Policy, Promote, check, inline, load_group
 
@@ -117,3 +119,25 @@ def test_a_member_spec_file_nested_too_deeply_is_a_problem_of_that_member_not_a_
     assert [p.render("g.yaml") for p in problems] == [
         f"g.yaml:8: {tmp_path / 'deep.yaml'}:1 (document): not valid YAML: exceeded maximum nesting depth"
     ]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"spec: [1, 2]\n", "spec: a rollout file holds a `spec` mapping (see manifests/rollouts)"),
+        (b"just a line of text\n", "spec: a rollout file holds a `spec` mapping (see manifests/rollouts)"),
+        (b"spec: {steps: [{weight: 10}]}\n\xff\n", "(file): not UTF-8 text"),
+        (b"spec:\n  steps: [{weight: .nan}]\n", "spec.steps[0].weight: must be a finite number"),
+    ],
+)
+def test_a_member_spec_file_that_is_no_rollout_spec_is_a_problem_of_that_member(tmp_path, content, problem):
+    """Each was a traceback from `canary lint` and `canary release --group` (a list, a plain string,
+    bytes that are not UTF-8), or a NaN that reached the controller."""
+    (tmp_path / "member.yaml").write_bytes(content)
+    _, problems = check(group('    - {service: importer, release: "1.1", rollout: member.yaml}'), "g.yaml", tmp_path)
+    rendered = [p.render("g.yaml") for p in problems]
+    assert (
+        len(rendered) == 1
+        and rendered[0].startswith(f"g.yaml:8: {tmp_path / 'member.yaml'}:")
+        and problem in rendered[0]
+    )

@@ -33,7 +33,28 @@ def test_published_schema_matches_the_code():
     [
         (
             ("    - {weight: 25, min_requests: 1000, min_seconds: 60}", "    - {weight: 125}"),
-            "spec.steps[2].weight: must be between 0 and 100",
+            "spec.steps[2].weight: must be above 0 and below 100",
+        ),
+        (  # at 100% there is no stable to compare with: the judge would see nothing and promote
+            ("    - {weight: 25, min_requests: 1000, min_seconds: 60}", "    - {weight: 100}"),
+            "spec.steps[2].weight: must be above 0 and below 100",
+        ),
+        (  # NaN passes every minimum and maximum; it wedged every tick of the controller
+            ("    - {weight: 25, min_requests: 1000, min_seconds: 60}", "    - {weight: .nan}"),
+            "spec.steps[2].weight: must be a finite number",
+        ),
+        (("    max_seconds: 600", "    max_seconds: .inf"), "spec.mirror.max_seconds: must be a finite number"),
+        (("  service: resizer", "  service: resizer\n  service: opens"), "spec.service: given twice"),
+        (
+            (
+                "    - {weight: 1, min_requests: 200, min_seconds: 60}",
+                "    - {weight: 1, min_seconds: 60, max_seconds: 30}",
+            ),
+            "spec.steps[0].min_seconds: 60 is longer than max_seconds (30): the phase could never pass",
+        ),
+        (
+            ("    min_seconds: 30", "    min_seconds: 900"),
+            "spec.mirror.min_seconds: 900 is longer than max_seconds (600)",
         ),
         (('  canary: "2.0"', '  canary: "1.0"'), "spec.canary: must differ from spec.stable"),
         (

@@ -124,7 +124,7 @@ def test_a_good_entry_loads(tmp_path):
         ),
         (
             ("      timeout_s: 5", "      timeout_s: -1"),
-            "x.yaml:17: hooks.before_traffic[0].timeout_s: must be between 0 and 3600",
+            "x.yaml:17: hooks.before_traffic[0].timeout_s: must be above 0 and at most 3600",
         ),
         (
             ("kubernetes:\n  image: registry.example/plain\n", "kubernetes:\n  tag: 'v{version}'\n"),
