@@ -107,13 +107,40 @@ def _sniff_delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
+def _line_of_bad_byte(upload: IO[bytes]) -> int:
+    """The physical line (as csv counts them: LF, CRLF or CR) of the file's first byte that is not UTF-8.
+
+    The text stream decodes a chunk ahead of what it hands out, so its position says nothing of where
+    the byte is; this reads the upload again, a chunk at a time, on the error's path only.
+    """
+    upload.seek(0)
+    line, pending = 1, b""
+    while True:
+        chunk = upload.read(64 * 1024)
+        data = pending + chunk
+        try:
+            _, used = codecs.utf_8_decode(data, "strict", not chunk)
+        except UnicodeDecodeError as exc:
+            return line + _line_breaks(data[: exc.start])
+        if chunk and data[:used].endswith(b"\r"):  # a CR whose LF may start the next chunk
+            used -= 1
+        line += _line_breaks(data[:used])
+        pending = data[used:]
+        if not chunk:
+            return line
+
+
+def _line_breaks(data: bytes) -> int:
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
 def read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[ContactRow | tuple[int, str]]:
     """Yield a contact or ``(line, reason)`` per data row, in file order."""
     text = _text_stream(upload)
     try:
         header_line = text.readline()
     except UnicodeDecodeError:
-        raise Unprocessable("file is not UTF-8 text (line 1)", code="not_utf8") from None
+        raise Unprocessable(f"file is not UTF-8 text (line {_line_of_bad_byte(upload)})", code="not_utf8") from None
     if not header_line.strip():
         raise Unprocessable("file is empty: a header row is required", code="empty_file")
     delimiter = _sniff_delimiter(header_line)
@@ -182,7 +209,7 @@ def read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[Co
                 continue
             yield ContactRow(line, email, first, last, data)
     except UnicodeDecodeError:
-        raise Unprocessable(f"file is not UTF-8 text (near line {reader.line_num + 1})", code="not_utf8") from None
+        raise Unprocessable(f"file is not UTF-8 text (line {_line_of_bad_byte(upload)})", code="not_utf8") from None
     except csv.Error as exc:
         raise Unprocessable(f"CSV error near line {reader.line_num + 1}: {exc}", code="bad_csv") from None
 

@@ -123,6 +123,21 @@ async def test_bom_and_semicolons_are_accepted(db_url, release):
         assert (await contacts_of(c))["ann@example.com"]["data"] == {"city": "Lyon"}
 
 
+@pytest.mark.parametrize("bad_line", [2, 3, 5000])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+async def test_a_byte_that_is_not_utf8_is_reported_on_its_own_line(db_url, release, bad_line, newline):
+    # the header's read decoded a whole chunk ahead: a bad byte on line 2 was reported as "line 1"
+    lines = [b"Email,First"] + [f"u{i}@example.com,U".encode() for i in range(2, 5002)]
+    lines[bad_line - 1] = lines[bad_line - 1].replace(b",U", b",J\xe9r\xf4me")
+    payload = b"\xef\xbb\xbf" + newline.encode().join(lines) + newline.encode()
+    async with asgi_client(app_for(db_url, release)) as c:
+        r = await upload(c, payload, mapping=json.dumps({"Email": "email", "First": "first_name"}))
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "not_utf8" and error["message"] == f"file is not UTF-8 text (line {bad_line})"
+        assert await contacts_of(c) == {}
+
+
 @pytest.mark.parametrize(
     ("payload", "mapping", "status", "code"),
     [
