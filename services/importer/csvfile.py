@@ -3,6 +3,11 @@
 Rows are parsed as a stream from the spooled upload (never the whole file as one string).  Each
 row becomes either a :class:`ContactRow` or a rejection with its line number and reason; what
 makes the whole file unusable (not UTF-8, a mapped column missing, empty) raises ``Unprocessable``.
+
+The delimiter is chosen by parsing, never by counting characters: each of ``DELIMITERS`` reads the
+header (quotes respected, so a quoted name may hold other delimiters or a newline) and the first
+rows, from lines read once and kept (the header and at most ``SNIFF_CHARS`` more), which the rows'
+reader then parses again.  A header quote that never closes is a 422 ``bad_csv``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -26,11 +32,16 @@ MAX_NAME = 255
 MAX_DATA_VALUE = 1000
 MAX_COLUMNS = 200
 DELIMITERS = (",", ";", "\t", "|")
+FIELD_LIMIT = 64 * 1024  # characters in one field (csv's own limit, set below)
+# past this, a header has a field over the limit or more than MAX_COLUMNS fields: refused either way
+MAX_HEADER_CHARS = MAX_COLUMNS * (FIELD_LIMIT + 3)
+SNIFF_ROWS = 10  # data rows a delimiter is tried on, after the header ...
+SNIFF_CHARS = 64 * 1024  # ... within this many characters
 EMAIL_RE = re.compile(  # no control characters either: PostgreSQL refuses NUL in text
     r"^[^@\s\"(),:;<>\[\]\\\x00-\x1f\x7f]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
 )
 
-csv.field_size_limit(64 * 1024)
+csv.field_size_limit(FIELD_LIMIT)
 
 
 @dataclass(slots=True)
@@ -101,10 +112,95 @@ def _text_stream(upload: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(upload, encoding="utf-8-sig", newline="", errors="strict")
 
 
-def _sniff_delimiter(header_line: str) -> str:
-    counts = {d: header_line.count(d) for d in DELIMITERS}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
+class _Lookahead:
+    """The first physical lines of the file, read once and kept: each delimiter is tried on them, and
+    the rows' reader parses them again before it goes on with the rest of the file.
+
+    Each iteration starts at the first line; it reads a new line only while fewer than ``limit``
+    characters are kept, and sets ``cut`` when it stops for that reason rather than at the file's end.
+    """
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self.text = text
+        self.lines: list[str] = []
+        self.chars = 0
+        self.limit = MAX_HEADER_CHARS
+        self.cut = False
+
+    def __iter__(self) -> Iterator[str]:
+        i = 0
+        while i < len(self.lines) or self.read_line():
+            yield self.lines[i]
+            i += 1
+
+    def read_line(self) -> bool:
+        if self.chars >= self.limit:
+            self.cut = True
+            return False
+        line = self.text.readline()
+        if not line:
+            return False
+        self.lines.append(line)
+        self.chars += len(line)
+        return True
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What one delimiter makes of the file's start: an error in the header, or its names and how
+    many of the first rows have as many fields."""
+
+    delimiter: str
+    error: str = ""
+    # no name holds an odd number of quotes: a delimiter that splits a quoted name leaves its opening
+    # quote (and any doubled ones) in one piece, which a name quoted whole (``"Say ""hi"""``) never has
+    clean: bool = False
+    agreeing: int = 0
+    width: int = 0
+
+
+def _fit(ahead: _Lookahead, delimiter: str) -> _Fit:
+    # The header is parsed strictly: a quote that opens a field and never closes would otherwise take
+    # the rest of the file as one column name.
+    ahead.limit, ahead.cut = MAX_HEADER_CHARS, False
+    too_long = f"the header row is longer than {MAX_HEADER_CHARS} characters"
+    reader = csv.reader(ahead, delimiter=delimiter, strict=True)
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        return _Fit(
+            delimiter, too_long if ahead.cut else f"CSV error in the header row (line {reader.line_num}): {exc}"
+        )
+    if ahead.cut:
+        return _Fit(delimiter, too_long)
+    ahead.limit = sum(len(line) for line in ahead.lines[: reader.line_num]) + SNIFF_CHARS
+    agreeing = 0
+    try:
+        for _, raw in zip(range(SNIFF_ROWS), reader, strict=False):
+            if ahead.cut:  # the record may be cut short where the look-ahead stopped
+                break
+            agreeing += len(header) > 1 and len(raw) == len(header)
+    except csv.Error:
+        pass  # the rows are not read this strictly; an odd row only ends the sample
+    clean = not any(name.count('"') % 2 for name in header)
+    return _Fit(delimiter, clean=clean, agreeing=agreeing, width=len(header))
+
+
+def _choose_delimiter(ahead: _Lookahead) -> str:
+    """The delimiter under which the header, quotes respected, parses cleanly into as many fields as
+    most of the first rows have; then the one giving the most columns; ties go to ``DELIMITERS``' order.
+
+    With no clean reading, the first header error is the answer (a quote left open, a name over the
+    field limit), else the best of the readings that leave a lone quote in a name (``5" long``).
+    """
+    fits = [_fit(ahead, d) for d in DELIMITERS]
+    clean = [f for f in fits if f.clean]
+    errors = [f.error for f in fits if f.error]
+    if not clean and errors:
+        raise Unprocessable(errors[0], code="bad_csv")
+    # max() keeps the first of equals
+    best = max(clean or [f for f in fits if not f.error], key=lambda f: (f.agreeing, f.width))
+    return best.delimiter
 
 
 def _line_of_bad_byte(upload: IO[bytes]) -> int:
@@ -136,18 +232,20 @@ def _line_breaks(data: bytes) -> int:
 
 def read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[ContactRow | tuple[int, str]]:
     """Yield a contact or ``(line, reason)`` per data row, in file order."""
-    text = _text_stream(upload)
     try:
-        header_line = text.readline()
+        yield from _read_rows(upload, mapping, max_rows)
     except UnicodeDecodeError:
         raise Unprocessable(f"file is not UTF-8 text (line {_line_of_bad_byte(upload)})", code="not_utf8") from None
-    if not header_line.strip():
+
+
+def _read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[ContactRow | tuple[int, str]]:
+    ahead = _Lookahead(_text_stream(upload))
+    if not ahead.read_line() or not ahead.lines[0].strip():
         raise Unprocessable("file is empty: a header row is required", code="empty_file")
-    delimiter = _sniff_delimiter(header_line)
-    try:
-        header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
-    except csv.Error as exc:
-        raise Unprocessable(f"CSV error in the header row (line 1): {exc}", code="bad_csv") from None
+    delimiter = _choose_delimiter(ahead)
+    # the rows' reader parses the kept lines again, so its line_num counts every physical line
+    reader = csv.reader(itertools.chain(ahead.lines, ahead.text), delimiter=delimiter)
+    header = [h.strip() for h in next(reader)]
     if len(header) > MAX_COLUMNS:
         raise Unprocessable(f"too many columns ({len(header)} > {MAX_COLUMNS})", code="too_many_columns")
     missing = [c for c in mapping.columns if c not in header]
@@ -163,12 +261,11 @@ def read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[Co
     last_at = index.pop("last_name", None)
     data_at = [(target[len(DATA_PREFIX) :], at) for target, at in index.items()]
     width = len(header)
-    reader = csv.reader(text, delimiter=delimiter)
     rows = 0
     seen: dict[str, int] = {}
     try:
         for raw in reader:
-            line = reader.line_num + 1
+            line = reader.line_num
             if not raw or (len(raw) == 1 and not raw[0].strip()):
                 continue
             rows += 1
@@ -208,10 +305,8 @@ def read_rows(upload: IO[bytes], mapping: Mapping, max_rows: int) -> Iterator[Co
                 yield line, f"value of {too_long!r} longer than {MAX_DATA_VALUE} characters"
                 continue
             yield ContactRow(line, email, first, last, data)
-    except UnicodeDecodeError:
-        raise Unprocessable(f"file is not UTF-8 text (line {_line_of_bad_byte(upload)})", code="not_utf8") from None
     except csv.Error as exc:
-        raise Unprocessable(f"CSV error near line {reader.line_num + 1}: {exc}", code="bad_csv") from None
+        raise Unprocessable(f"CSV error near line {reader.line_num}: {exc}", code="bad_csv") from None
 
 
 def jsonable(value: Any) -> str:

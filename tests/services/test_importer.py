@@ -123,6 +123,60 @@ async def test_bom_and_semicolons_are_accepted(db_url, release):
         assert (await contacts_of(c))["ann@example.com"]["data"] == {"city": "Lyon"}
 
 
+@pytest.mark.parametrize(
+    ("payload", "columns"),
+    [
+        # the audit's file: the delimiter was chosen by counting characters in the raw line, quotes and all
+        (b'email,"Notes; comments; misc"\nann@example.com,hello\n', ["email", "Notes; comments; misc"]),
+        (b'email,"Notes; comments; misc"\n', ["email", "Notes; comments; misc"]),  # no row to agree with
+        (b'email;"Notes, comments, misc"\nann@example.com;hello\n', ["email", "Notes, comments, misc"]),
+        (b'email|"a;b;c;d"|"e,f,g"\nann@example.com|hello|x\n', ["email", "a;b;c;d", "e,f,g"]),
+        (b'email\t"x,y;z|w"\nann@example.com\thello\n', ["email", "x,y;z|w"]),
+        (b'"email";"Say ""hi""; or ""bye"""\nann@example.com;hello\n', ["email", 'Say "hi"; or "bye"']),
+        (b'email,Size 5" long\nann@example.com,hello\n', ["email", 'Size 5" long']),  # a lone quote, as before
+    ],
+)
+async def test_delimiters_inside_quoted_header_names_do_not_choose_the_delimiter(db_url, release, payload, columns):
+    mapping = json.dumps({"email": "email", columns[1]: "data.notes"})
+    async with asgi_client(app_for(db_url, release)) as c:
+        r = await upload(c, payload, mapping=mapping)
+        assert r.status_code == 201, r.text
+        stored = await contacts_of(c)
+        if b"ann@" in payload:
+            assert r.json()["created"] == 1 and stored["ann@example.com"]["data"] == {"notes": "hello"}
+        else:
+            assert r.json()["created"] == 0 and stored == {}
+
+
+async def test_a_quoted_newline_in_a_header_name_is_read_as_one_name_and_lines_count_on(db_url, release):
+    payload = (
+        b'email,"Notes\nmore"\r\nann@example.com,hello\r\nnot-an-email,x\r\nbo@example.com,"two\nlines"\r\nbad,y\r\n'
+    )
+    async with asgi_client(app_for(db_url, release)) as c:
+        r = await upload(c, payload, mapping=json.dumps({"email": "email", "Notes\nmore": "data.notes"}))
+        assert r.status_code == 201, r.text
+        assert r.json()["created"] == 2
+        assert [(x["line"], x["reason"][:5]) for x in r.json()["rejections"]] == [(4, "email"), (7, "email")]
+        stored = await contacts_of(c)
+        assert stored["bo@example.com"]["data"] == {"notes": "two\nlines"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'email,"Notes\nann@example.com,hello\nbo@example.com,x\n',  # the quote never closes: not one long name
+        b'email;"Notes\nann@example.com;hello\n',
+    ],
+)
+async def test_a_header_quote_that_never_closes_is_a_422_not_a_header_of_the_whole_file(db_url, release, payload):
+    async with asgi_client(app_for(db_url, release)) as c:
+        r = await upload(c, payload, mapping=json.dumps({"email": "email"}))
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "bad_csv" and "header row" in error["message"]
+        assert await contacts_of(c) == {}
+
+
 @pytest.mark.parametrize("bad_line", [2, 3, 5000])
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 async def test_a_byte_that_is_not_utf8_is_reported_on_its_own_line(db_url, release, bad_line, newline):
