@@ -2,6 +2,8 @@
 
 Each policy takes per-second counts for many runs, shape (runs, seconds), and returns for every run
 the second at which it rolled back (``nan`` when it never did).  All policies see the same traffic.
+A policy judges whole intervals only: one whose interval is longer than the scenario never
+decides, and reports no rollback in any run.
 
 (``sequential``, ours, is the rollout judge itself and runs through ``canary.analysis.loop``.)
 - ``flagger``: every 60 s the canary's success rate over the last minute; below 99% or no data is a
@@ -25,6 +27,8 @@ Policy = Callable[[Traffic, Scenario], FloatArray]
 
 
 def _first(condition: npt.NDArray[np.bool_], seconds_per_step: float) -> FloatArray:
+    if condition.shape[1] == 0:  # not one whole interval: the policy never decided
+        return np.full(condition.shape[0], np.nan)
     hit = condition.any(axis=1)
     first = np.argmax(condition, axis=1).astype(np.float64)
     return np.where(hit, (first + 1) * seconds_per_step, np.nan)

@@ -143,3 +143,35 @@ def test_new_scenario_fields_name_the_field(change, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         scenario = Scenario.from_dict({**BASE, **change})
         simulate.run(scenario, runs=2)
+
+
+def _simulate(tmp_path, capsys, text: str, *argv: str) -> tuple[int, str, str]:
+    """``canary simulate`` in this process on a scenario file: (exit code, stdout, stderr)."""
+    from canary import cli
+
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    code = cli.main(["simulate", "--scenario", str(path), *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+SHORT = "duration: 60\nrate: 10\nbaseline_error_rate: 0.001\ncanary_error_rate: 0.05\nruns: 5\n"
+
+
+@pytest.mark.parametrize("duration", [1, 60, 299])
+def test_a_scenario_shorter_than_a_policys_interval_runs_and_that_policy_never_decides(tmp_path, capsys, duration):
+    code, out, err = _simulate(tmp_path, capsys, SHORT.replace("60", str(duration)), "--json")
+    assert (code, err) == (0, "")
+    policies = json.loads(out)["policies"]
+    assert set(policies) == {"sequential", "flagger", "argo", "argo-tight"}
+    argo = policies["argo"]  # every 5 minutes: not one whole interval
+    assert argo["rolled_back_share"] == 0.0 and argo["ttr_median_s"] is None and argo["failed_median"] is None
+    if duration < 60:
+        assert all(policies[p]["rolled_back_share"] == 0.0 for p in ("flagger", "argo-tight"))
+
+
+def test_argo_alone_on_a_one_minute_scenario(tmp_path, capsys):
+    code, out, err = _simulate(tmp_path, capsys, SHORT, "--policy", "argo")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[2].split()[:3] == ["argo", "0.0%", "-"]
