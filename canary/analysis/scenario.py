@@ -42,6 +42,27 @@ class ScenarioError(ValueError):
     """A scenario field that cannot be used; the message names the field."""
 
 
+FIELDS = (
+    "name",
+    "duration",
+    "rate",
+    "canary_share",
+    "baseline_error_rate",
+    "canary_error_rate",
+    "onset",
+    "bursts",
+    "runs",
+    "seed",
+    "objective",
+    "customers",
+    "restarts",
+    "metrics",
+    "rollout",
+    "latency",
+    "faulty_metrics",
+)
+
+
 @dataclass(frozen=True)
 class Burst:
     start: float
@@ -105,32 +126,14 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, data: Any, read_spec: Callable[[str], Any] | None = None) -> Scenario:
-        """``read_spec`` reads ``rollout.spec`` (a path) into its mapping; the caller does the I/O."""
+        """``read_spec`` reads ``rollout.spec`` (a path) into its mapping; the caller does the I/O.
+
+        Every mapping refuses a field it does not know, and a count (``duration``, ``runs``,
+        ``seed``, ``metrics``, ``customers.count``) is a whole number: errors name the field."""
         if not isinstance(data, dict):
             raise ScenarioError("a scenario is a mapping of fields (name, duration, rate, ...)")
-        known = {
-            "name",
-            "duration",
-            "rate",
-            "canary_share",
-            "baseline_error_rate",
-            "canary_error_rate",
-            "onset",
-            "bursts",
-            "runs",
-            "seed",
-            "objective",
-            "customers",
-            "restarts",
-            "metrics",
-            "rollout",
-            "latency",
-            "faulty_metrics",
-        }
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ScenarioError(f"{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
-        duration = int(_number(data, "duration", 1, 7 * 86400))
+        _known_fields(data, FIELDS)
+        duration = _integer(data, "duration", 1, 7 * 86400)
         share_raw = data.get("canary_share", 0.05)
         if isinstance(share_raw, list):
             steps = []
@@ -150,6 +153,7 @@ class Scenario:
         for i, b in enumerate(data.get("bursts") or []):
             if not isinstance(b, dict):
                 raise ScenarioError(f"bursts[{i}]: must be a mapping with start, duration, error_rate")
+            _known_fields(b, ("start", "duration", "error_rate"), f"bursts[{i}].")
             bursts.append(
                 Burst(
                     _number(b, "start", 0, duration, f"bursts[{i}]."),
@@ -181,12 +185,12 @@ class Scenario:
             canary_error_rate=_number(data, "canary_error_rate", 0, 1),
             onset=_number(data, "onset", 0, duration, default=0.0),
             bursts=tuple(bursts),
-            runs=int(_number(data, "runs", 1, 1_000_000, default=400)),
-            seed=int(_number(data, "seed", 0, 2**32 - 1, default=1)),
+            runs=_integer(data, "runs", 1, 1_000_000, default=400),
+            seed=_integer(data, "seed", 0, 2**32 - 1, default=1),
             objective=None if objective is None else _check("objective", objective, 0, 1),
             customers=customers,
             restarts=tuple(_check(f"restarts[{i}]", v, 0, duration) for i, v in enumerate(_list(data, "restarts"))),
-            metrics=int(_number(data, "metrics", 1, 20, default=1)),
+            metrics=_integer(data, "metrics", 1, 20, default=1),
             rollout=rollout,
             latency=_latency(data.get("latency")),
             faulty_metrics=_faulty_metrics(data.get("faulty_metrics"), rollout),
@@ -205,11 +209,9 @@ def _customers(raw: Any) -> Customers | None:
         return None
     if not isinstance(raw, dict):
         raise ScenarioError("customers: must be a mapping with count, traffic_spread, error_spread")
-    unknown = sorted(set(raw) - {"count", "traffic_spread", "error_spread", "history"})
-    if unknown:
-        raise ScenarioError(f"customers.{unknown[0]}: unknown field")
+    _known_fields(raw, ("count", "traffic_spread", "error_spread", "history"), "customers.")
     return Customers(
-        count=int(_number(raw, "count", 1, 1_000_000, "customers.", 1000)),
+        count=_integer(raw, "count", 1, 1_000_000, "customers.", 1000),
         traffic_spread=_number(raw, "traffic_spread", 0, 5, "customers.", 1.0),
         error_spread=_number(raw, "error_spread", 0, 20, "customers.", 1.0),
         history=_number(raw, "history", 0, 86400, "customers.", 600.0),
@@ -235,7 +237,10 @@ def _latency(raw: Any) -> Latency | None:
         return None
     if not isinstance(raw, dict) or not isinstance(raw.get("stable"), dict) or not isinstance(raw.get("canary"), dict):
         raise ScenarioError("latency: must be a mapping with stable: {median, sigma} and canary: {median, sigma}")
+    _known_fields(raw, ("stable", "canary", "threshold_ms"), "latency.")
     s, c = raw["stable"], raw["canary"]
+    _known_fields(s, ("median", "sigma"), "latency.stable.")
+    _known_fields(c, ("median", "sigma"), "latency.canary.")
     return Latency(
         stable_median=_number(s, "median", 0.001, 1e6, "latency.stable."),
         stable_sigma=_number(s, "sigma", 0, 5, "latency.stable.", 0.5),
@@ -274,6 +279,21 @@ def _valid_rollout(spec: dict[str, Any]) -> dict[str, Any]:
     except SpecError as exc:
         raise ScenarioError(f"rollout: {exc}") from None
     return spec
+
+
+def _known_fields(raw: dict[str, Any], known: tuple[str, ...], prefix: str = "") -> None:
+    """Every mapping of a scenario refuses a field it does not know (a typo is not a default)."""
+    unknown = sorted(str(k) for k in set(raw) - set(known))
+    if unknown:
+        raise ScenarioError(f"{prefix}{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
+
+
+def _integer(data: dict[str, Any], key: str, lo: int, hi: int, prefix: str = "", default: int | None = None) -> int:
+    """A count: a whole number (``2.0`` is 2, as JSON schema's integer), never a fraction cut short."""
+    value = _number(data, key, lo, hi, prefix, None if default is None else float(default))
+    if not value.is_integer():
+        raise ScenarioError(f"{prefix}{key}: must be a whole number, got {data[key]!r}")
+    return int(value)
 
 
 def _check(field: str, value: Any, lo: float, hi: float) -> float:

@@ -175,3 +175,33 @@ def test_argo_alone_on_a_one_minute_scenario(tmp_path, capsys):
     code, out, err = _simulate(tmp_path, capsys, SHORT, "--policy", "argo")
     assert (code, err) == (0, "")
     assert out.splitlines()[2].split()[:3] == ["argo", "0.0%", "-"]
+
+
+LATENCY = "latency: {stable: {median: 80}, canary: {median: 80}, threshold_ms: 1000}\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (LATENCY.replace("threshold_ms: 1000", "threshold_ms: 1, extra: 2"), "latency.extra: unknown field"),
+        (LATENCY.replace("{median: 80}, canary", "{median: 80, foo: 1}, canary"), "latency.stable.foo: unknown field"),
+        (LATENCY.replace("canary: {median: 80}", "canary: {median: 80, sigmaa: 1}"), "latency.canary.sigmaa: unknown"),
+        ("bursts: [{start: 0, duration: 10, error_rate: 0.5, colour: red}]", "bursts[0].colour: unknown field"),
+        ("metrics: 2.7", "metrics: must be a whole number, got 2.7"),
+        ("customers: {count: 1.5}", "customers.count: must be a whole number, got 1.5"),
+        ("runs: 4.5", "runs: must be a whole number, got 4.5"),
+        ("seed: 0.5", "seed: must be a whole number, got 0.5"),
+    ],
+)
+def test_every_scenario_mapping_refuses_unknown_fields_and_counts_are_whole(tmp_path, capsys, extra, message):
+    code, out, err = _simulate(tmp_path, capsys, SHORT + extra + "\n", "--policy", "sequential")
+    path = tmp_path / "s.yaml"
+    assert (code, out) == (2, "") and err.startswith(f"error: {path}: {message}"), err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_duration_is_whole_and_a_whole_float_is_a_whole_number(tmp_path, capsys):
+    code, _out, err = _simulate(tmp_path, capsys, SHORT.replace("60", "60.5"), "--policy", "sequential")
+    assert (code, err) == (2, f"error: {tmp_path / 's.yaml'}: duration: must be a whole number, got 60.5\n")
+    code, _out, err = _simulate(tmp_path, capsys, SHORT + "metrics: 2.0\n" + LATENCY, "--policy", "sequential")
+    assert (code, err) == (0, "")
