@@ -9,10 +9,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from canary.traffic.command import LoadUsageError
 from core.errors import ReleaseWardenError
+
+if TYPE_CHECKING:
+    from canary.controller.spec import Problem
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -48,6 +51,18 @@ def _read_yaml(file: Path) -> object:
     return data
 
 
+def _check_rollout(spec: dict[str, Any]) -> list[Problem]:
+    """A scenario's rollout checked as ``canary lint`` checks a spec (``canary.controller.spec.check``,
+    which ``canary.analysis`` may not import): its ``spec:`` mapping in a manifest."""
+    import yaml
+
+    from canary.controller.spec import check
+    from canary.controller.spec_schema import SCHEMA
+
+    manifest = {"apiVersion": SCHEMA["properties"]["apiVersion"]["const"], "kind": "Rollout", "spec": spec}
+    return check(yaml.safe_dump(manifest, sort_keys=False), "rollout")[1]
+
+
 def _simulate(args: argparse.Namespace) -> int:
     import json
 
@@ -66,7 +81,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 # a rollout spec named by a scenario: relative to the working directory, else to the scenario
                 return _read_yaml(Path(name) if Path(name).exists() else base / name)
 
-            scenario = Scenario.from_dict(data, read_spec)
+            scenario = Scenario.from_dict(data, read_spec, _check_rollout)
         except OSError as exc:
             raise UsageError(f"cannot read scenario {path}: {exc.strerror}") from None
         except UnicodeDecodeError:

@@ -28,9 +28,9 @@ Optional fields (all documented in ``benchmarks/scenarios/README.md``):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +40,25 @@ IntArray = npt.NDArray[np.int64]
 
 class ScenarioError(ValueError):
     """A scenario field that cannot be used; the message names the field."""
+
+
+class SpecProblem(Protocol):
+    """What a rollout spec check refuses: the field, as ``canary lint`` names it (``spec.steps[0].weight``)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+CheckSpec = Callable[[dict[str, Any]], Sequence[SpecProblem]]
+"""A rollout's ``spec:`` mapping -> what the controller's spec check (``canary lint``) refuses in it.
+The command line hands in ``canary.controller.spec.check``, which this pure module cannot import."""
+
+# a scenario's rollout is simulated: it releases no service, and may set the rollout's alpha itself
+SIMULATED_RELEASE = {"service": "simulated", "stable": "stable", "canary": "canary"}
+SIMULATION_ONLY = ("alpha",)
 
 
 FIELDS = (
@@ -125,8 +144,13 @@ class Scenario:
         return share
 
     @classmethod
-    def from_dict(cls, data: Any, read_spec: Callable[[str], Any] | None = None) -> Scenario:
+    def from_dict(
+        cls, data: Any, read_spec: Callable[[str], Any] | None = None, check_spec: CheckSpec | None = None
+    ) -> Scenario:
         """``read_spec`` reads ``rollout.spec`` (a path) into its mapping; the caller does the I/O.
+        With ``check_spec``, ``rollout:`` (inline, or the spec file with its overrides) must also pass
+        the controller's spec check, as ``canary lint`` runs it; without, only what the judge reads
+        is checked (``JudgeSpec``).
 
         Every mapping refuses a field it does not know, and a count (``duration``, ``runs``,
         ``seed``, ``metrics``, ``customers.count``) is a whole number: errors name the field."""
@@ -162,7 +186,7 @@ class Scenario:
                 )
             )
         objective = data.get("objective")
-        rollout = _rollout(data.get("rollout"), read_spec)
+        rollout = _rollout(data.get("rollout"), read_spec, check_spec)
         customers = _customers(data.get("customers"))
         if rollout is not None and customers is not None:
             if rollout.get("sticky") == "none":  # the world routes by customer: the spec must say so
@@ -250,7 +274,7 @@ def _latency(raw: Any) -> Latency | None:
     )
 
 
-def _rollout(raw: Any, read_spec: Callable[[str], Any] | None) -> dict[str, Any] | None:
+def _rollout(raw: Any, read_spec: Callable[[str], Any] | None, check_spec: CheckSpec | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -267,13 +291,20 @@ def _rollout(raw: Any, read_spec: Callable[[str], Any] | None) -> dict[str, Any]
             raise ScenarioError("rollout.spec: not a rollout manifest")
         merged = dict(spec)
         merged.update({k: v for k, v in raw.items() if k != "spec"})
-        return _valid_rollout(merged)
-    return _valid_rollout(dict(raw))
+        return _valid_rollout(merged, check_spec)
+    return _valid_rollout(dict(raw), check_spec)
 
 
-def _valid_rollout(spec: dict[str, Any]) -> dict[str, Any]:
+def _valid_rollout(spec: dict[str, Any], check_spec: CheckSpec | None) -> dict[str, Any]:
     from canary.analysis.spec import JudgeSpec, SpecError
 
+    if check_spec is not None:
+        released = {**SIMULATED_RELEASE, **{k: v for k, v in spec.items() if k not in SIMULATION_ONLY}}
+        problems = check_spec(released)
+        if problems:
+            where = problems[0].path
+            field = "rollout" + where.removeprefix("spec") if where.startswith("spec") else f"rollout: {where}"
+            raise ScenarioError(f"{field}: {problems[0].message}")
     try:
         JudgeSpec.from_mapping(spec)
     except SpecError as exc:

@@ -205,3 +205,41 @@ def test_a_duration_is_whole_and_a_whole_float_is_a_whole_number(tmp_path, capsy
     assert (code, err) == (2, f"error: {tmp_path / 's.yaml'}: duration: must be a whole number, got 60.5\n")
     code, _out, err = _simulate(tmp_path, capsys, SHORT + "metrics: 2.0\n" + LATENCY, "--policy", "sequential")
     assert (code, err) == (0, "")
+
+
+STEPS = "steps: [{weight: 5}], "
+ERRORS = "metrics: [{name: errors, kind: errors}]"
+
+
+@pytest.mark.parametrize(
+    ("rollout", "message"),
+    [
+        (STEPS + ERRORS + ", bogus_field: 1", "rollout.bogus_field: unknown field"),
+        (STEPS + "metrics: [{name: errors, kind: nope}]", "rollout.metrics[0].kind: must be one of errors, latency"),
+        (STEPS + "metrics: [{name: slow, kind: latency}]", "rollout.metrics[0].threshold_ms: required for a latency"),
+        ("steps: [{weight: 5, max_seconds: 0}], " + ERRORS, "rollout.steps[0].max_seconds: must be above 0"),
+        ("steps: [{weight: 5, min_requests: 2.5}], " + ERRORS, "rollout.steps[0].min_requests: must be an integer"),
+        (STEPS + ERRORS + ", sticky: {header: X-Account-Id, oops: 1}", "rollout.sticky.oops: unknown field"),
+    ],
+)
+def test_an_inline_rollout_is_refused_where_canary_lint_refuses_the_spec(tmp_path, capsys, rollout, message):
+    from canary import cli
+
+    manifest = tmp_path / "spec.yaml"
+    manifest.write_text(
+        "apiVersion: releasewarden/v1\nkind: Rollout\nmetadata: {name: t}\n"
+        f"spec: {{service: t, stable: '1', canary: '2', {rollout}}}\n"
+    )
+    assert cli.main(["lint", str(manifest)]) == 1
+    assert message.removeprefix("rollout") in capsys.readouterr().out
+    for written in (rollout, f"spec: {manifest}"):
+        code, out, err = _simulate(tmp_path, capsys, SHORT + f"rollout: {{{written}}}\n")
+        assert (code, out) == (2, "") and err.startswith(f"error: {tmp_path / 's.yaml'}: {message}"), err
+        assert len(err.splitlines()) == 1
+
+
+def test_an_inline_rollout_that_lint_would_accept_runs_with_its_alpha(tmp_path, capsys):
+    rollout = "rollout: {steps: [{weight: 5, max_seconds: 30}], metrics: [{name: errors, kind: errors}], alpha: 0.02}\n"
+    code, out, err = _simulate(tmp_path, capsys, SHORT + rollout, "--json")
+    assert (code, err) == (0, "")
+    assert set(json.loads(out)["policies"]) == {"sequential"}
