@@ -140,8 +140,8 @@ def _message(error: jsonschema.ValidationError) -> str:
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         lo = schema.get("minimum", schema.get("exclusiveMinimum"))
         hi = schema.get("maximum", schema.get("exclusiveMaximum"))
-        above = f"above {lo:g}" if "exclusiveMinimum" in schema else f"at least {lo:g}"
-        below = f"below {hi:g}" if "exclusiveMaximum" in schema else f"at most {hi:g}"
+        above = f"{'above' if 'exclusiveMinimum' in schema else 'at least'} {lo if lo is None else format(lo, 'g')}"
+        below = f"{'below' if 'exclusiveMaximum' in schema else 'at most'} {hi if hi is None else format(hi, 'g')}"
         if lo is not None and hi is not None:
             exclusive = {"exclusiveMinimum", "exclusiveMaximum"} & set(schema)
             return f"must be {above} and {below}" if exclusive else f"must be between {lo:g} and {hi:g}"

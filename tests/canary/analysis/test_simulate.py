@@ -194,7 +194,8 @@ LATENCY = "latency: {stable: {median: 80}, canary: {median: 80}, threshold_ms: 1
     ],
 )
 def test_every_scenario_mapping_refuses_unknown_fields_and_counts_are_whole(tmp_path, capsys, extra, message):
-    code, out, err = _simulate(tmp_path, capsys, SHORT + extra + "\n", "--policy", "sequential")
+    base = SHORT.replace("runs: 5\n", "") if extra.startswith("runs:") else SHORT  # a key given twice is refused
+    code, out, err = _simulate(tmp_path, capsys, base + extra + "\n", "--policy", "sequential")
     path = tmp_path / "s.yaml"
     assert (code, out) == (2, "") and err.startswith(f"error: {path}: {message}"), err
     assert len(err.splitlines()) == 1
