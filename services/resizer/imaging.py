@@ -83,6 +83,14 @@ def target_size(src: tuple[int, int], spec: VariantSpec) -> tuple[int, int]:
     return max(1, round(sw * scale)), max(1, round(sh * scale))
 
 
+def resize(im: Image.Image, spec: VariantSpec) -> Image.Image:
+    """``im`` at ``target_size``, the one sizing rule of every release (at least 1 px a side)."""
+    want = target_size(im.size, spec)
+    if im.size == want:
+        return im
+    return im.resize(want, Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
 def render(data: bytes, spec: VariantSpec) -> tuple[bytes, str]:
     source = Image.open(io.BytesIO(data))
     fmt = source.format or "PNG"
@@ -92,10 +100,7 @@ def render(data: bytes, spec: VariantSpec) -> tuple[bytes, str]:
     if fmt == "JPEG":
         stored_want = (want[1], want[0]) if orientation in SWAPS_AXES else want
         source.draft(None, stored_want)
-    im = normalise_mode(upright(source))
-    if im.size != want:
-        want = target_size(im.size, spec)  # draft may have changed the source size
-        im = im.resize(want, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    im = resize(normalise_mode(upright(source)), spec)  # from the size decoded: draft may have changed it
     if spec.fit == "cover" and spec.width and spec.height:
         im = _centre_crop(im, min(spec.width, im.width), min(spec.height, im.height))
     return encode(im, fmt, spec)

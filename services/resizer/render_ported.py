@@ -1,7 +1,9 @@
 """Release 2.0's rendering, from the port to the new framework: Pillow's ``ImageOps`` helpers.
 
-``ImageOps.contain`` and ``ImageOps.fit`` size and crop in one call each, replacing the hand-written
-arithmetic of 1.0; the JPEG decoder is still asked for a reduced size first.
+``ImageOps.fit`` sizes and crops a cover variant in one call, replacing the hand-written arithmetic
+of 1.0; a contain variant is sized by 1.0's own rule (``imaging.resize``), not ``ImageOps.contain``,
+which rounds differently and rounded a thin strip's short side to 0 px (2000x4 at w=100: 100x0,
+refused by every encoder, a 500).  The JPEG decoder is still asked for a reduced size first.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import io
 
 from PIL import Image, ImageOps
 
-from services.resizer.imaging import VariantSpec, encode, normalise_mode, target_size
+from services.resizer.imaging import VariantSpec, encode, normalise_mode, resize, target_size
 
 
 def decode(data: bytes, spec: VariantSpec) -> Image.Image:
@@ -25,7 +27,7 @@ def fit(im: Image.Image, spec: VariantSpec) -> Image.Image:
     if spec.fit == "cover" and spec.width and spec.height:
         box = (min(spec.width, im.width), min(spec.height, im.height))
         return ImageOps.fit(im, box, Image.Resampling.LANCZOS)
-    return ImageOps.contain(im, target_size(im.size, spec), Image.Resampling.LANCZOS)
+    return resize(im, spec)
 
 
 def render(data: bytes, spec: VariantSpec) -> tuple[bytes, str]:
