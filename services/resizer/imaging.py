@@ -5,7 +5,8 @@ decompression-bomb limit), then a full decode proves the file is complete.  Rend
 JPEG decoder for a reduced size first (``draft``: DCT scaling, many times faster than decoding
 every pixel), applies EXIF orientation, converts every mode to RGB, RGBA or L (transparent colours
 becoming alpha, 16-bit grey scaled to 8 bits), and resizes with
-``reducing_gap`` so that large reductions run in integer steps before the final filter.
+``reducing_gap`` so that large reductions run in integer steps before the final filter.  A variant
+larger than its output format holds (``MAX_SIDE``) is refused with a 422 before it is encoded.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from core.errors import Unprocessable, UnsupportedMedia
 ACCEPTED = {"JPEG", "PNG", "GIF", "WEBP"}
 OUTPUTS = {"jpeg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp")}
 DEFAULT_OUTPUT = {"JPEG": "jpeg", "PNG": "png", "GIF": "png", "WEBP": "webp"}
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "PNG": 2**31 - 1}
+"""Pixels a side that each output format holds: WebP's 14-bit sizes; libjpeg's ``JPEG_MAX_DIMENSION``
+(the JPEG format itself has 16 bits, 65535); PNG's 31 bits.  The encoders refused larger with a
+``ValueError`` (WebP) or an ``OSError`` (JPEG), which answered 500."""
 SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
 ORIENTATION_TAG = 0x0112
 
@@ -110,12 +115,28 @@ def encode(im: Image.Image, source_format: str, spec: VariantSpec) -> tuple[byte
     """Encode a rendered variant in the asked format (default: the source's, GIF becoming PNG)."""
     output = spec.output or DEFAULT_OUTPUT.get(source_format, "png")
     pil_format, content_type = OUTPUTS[output]
+    _check_fits(im.size, output)
     if pil_format == "JPEG" and im.mode not in ("RGB", "L"):
         im = _flatten(im)
     buf = io.BytesIO()
     options = {"quality": spec.quality} if pil_format in ("JPEG", "WEBP") else {"compress_level": 3}
     im.save(buf, pil_format, **options)
     return buf.getvalue(), content_type
+
+
+def _check_fits(size: tuple[int, int], output: str) -> None:
+    """A 422 naming the format's limit, the variant's size and what would fit, if it is over the limit."""
+    width, height = size
+    limit = MAX_SIDE[OUTPUTS[output][0]]
+    if max(size) <= limit:
+        return
+    holding = [name for name, (pil_format, _) in OUTPUTS.items() if MAX_SIDE[pil_format] >= max(size)]
+    raise Unprocessable(
+        f"a {output} image is at most {limit} pixels a side and this variant is {width}x{height}: "
+        f"ask for a smaller w or h{''.join(f', or format={name}' for name in holding)}",
+        code="too_large_for_format",
+        detail={"format": output, "max_side": limit, "width": width, "height": height},
+    )
 
 
 def upright(im: Image.Image) -> Image.Image:

@@ -72,3 +72,38 @@ async def test_the_ported_releases_size_thin_and_ordinary_images_as_1_0_does(tmp
                     assert r.status_code == 200, (release, params, r.text)
                     sizes[release].append(decode(r.content).size)
     assert sizes["2.0"] == sizes["1.0"] and sizes["2.1"] == sizes["1.0"]
+
+
+TOO_LARGE = [
+    ((20000, 100), {"format": "webp"}, "webp", 16383),
+    ((100, 20000), {"format": "webp"}, "webp", 16383),  # per side, whichever it is
+    ((16384, 1), {"format": "webp"}, "webp", 16383),
+    ((70000, 10), {"format": "jpeg"}, "jpeg", 65500),  # libjpeg's limit, under the format's 65535
+    ((65501, 1), {"format": "jpeg"}, "jpeg", 65500),
+]
+FITS = [
+    ((20000, 100), {"format": "png"}, (20000, 100)),
+    ((20000, 100), {"format": "jpeg"}, (20000, 100)),
+    ((20000, 100), {"w": 300, "format": "webp"}, (300, 2)),
+    ((16383, 1), {"format": "webp"}, (16383, 1)),
+    ((65500, 1), {"format": "jpeg"}, (65500, 1)),
+    ((70000, 10), {}, (70000, 10)),  # a PNG stays a PNG, which holds it
+]
+
+
+async def test_a_variant_larger_than_its_format_holds_is_a_422_that_says_the_limit(db_url, release):
+    async with asgi_client(app_for(db_url, release)) as c:
+        sizes = {size for size, *_ in TOO_LARGE + FITS}
+        ids = {size: await upload(c, png(*size)) for size in sizes}
+        for size, params, output, limit in TOO_LARGE:
+            r = await c.get(f"/images/{ids[size]}", params=params)
+            assert r.status_code == 422, (size, params, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "too_large_for_format"
+            assert str(limit) in error["message"] and f"{size[0]}x{size[1]}" in error["message"], error
+            assert error["detail"] == {"format": output, "max_side": limit, "width": size[0], "height": size[1]}
+            assert (await c.head(f"/images/{ids[size]}", params=params)).status_code == 422
+        for size, params, expected in FITS:
+            r = await c.get(f"/images/{ids[size]}", params=params)
+            assert r.status_code == 200, (size, params, r.text)
+            assert decode(r.content).size == expected, (size, params)
