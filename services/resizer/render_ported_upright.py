@@ -1,7 +1,7 @@
 """Release 2.1's rendering: the ported ``ImageOps`` path, with the photo turned upright first.
 
-``ImageOps.contain`` and ``fit`` work on the stored pixels and ignore the EXIF orientation tag, so
-a phone photo taken sideways must be transposed before it is sized.
+The ported ``fit`` (``ImageOps.fit``, and 1.0's sizing rule) works on the stored pixels and ignores
+the EXIF orientation tag, so a phone photo taken sideways must be transposed before it is sized.
 """
 
 from __future__ import annotations
