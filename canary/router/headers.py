@@ -1,5 +1,8 @@
 """Headers across the proxy: hop-by-hop headers dropped, ``X-Forwarded-*`` set.
 
+Hop-by-hop, in both directions: the fixed ``HOP_BY_HOP`` set and every header the message's own
+``Connection`` header names (RFC 9110 7.6.1), found by one function, :func:`connection_named`.
+
 One pass over the request's headers gives both what the split reads (lower-cased names) and the
 header block sent upstream, already encoded: header work is a good part of a proxied request's cost.
 Both directions remember their last few hundred results: a keep-alive client sends the same
@@ -62,17 +65,25 @@ def _raw_bytes(raw: list[tuple[bytes, bytes]]) -> int:
     return sum(len(name) + len(value) for name, value in raw)
 
 
+def connection_named(raw: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The header names (lower-cased) that the message's ``Connection`` headers list: hop-by-hop
+    for this one message, never forwarded.  Empty without a Connection header."""
+    named: set[bytes] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(named)
+
+
 def _request_headers(raw: list[tuple[bytes, bytes]], client: str, scheme: str) -> tuple[dict[str, str], bytes]:
     named: dict[bytes, bytes] = {}
-    dropped: set[bytes] = set()
     for name, value in raw:
         lower = name.lower()
         if lower in named:
             named[lower] += (b"; " if lower == b"cookie" else b", ") + value
         else:
             named[lower] = value
-        if lower == b"connection":
-            dropped.update(v.strip().lower() for v in value.split(b","))
+    dropped = connection_named(raw)
     forwarded_for = named.pop(b"x-forwarded-for", None)
     host = named.get(b"host")
     block = [
@@ -91,7 +102,8 @@ def _request_headers(raw: list[tuple[bytes, bytes]], client: str, scheme: str) -
 
 
 def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's answer headers for the client: hop-by-hop ones dropped, content-length kept.
+    """The upstream's answer headers for the client: hop-by-hop ones (and those its Connection
+    header names) dropped, content-length kept.
     A new list each time (the caller adds to it)."""
     if len(raw) > CACHED_HEADERS:
         return _response_headers(raw)
@@ -107,9 +119,10 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
 
 
 def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    dropped = connection_named(raw)
     out = []
     for name, value in raw:
         lower = name.lower()
-        if lower == b"content-length" or lower not in HOP_BY_HOP:
+        if lower == b"content-length" or (lower not in HOP_BY_HOP and lower not in dropped):
             out.append((lower, value))
     return out

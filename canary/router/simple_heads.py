@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from canary.router.headers import HOP_BY_HOP, request_headers
+from canary.router.headers import HOP_BY_HOP, connection_named, request_headers
 from canary.router.wire import REASONS
 
 _REQUEST_LINE = re.compile(rb"GET (/[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*) HTTP/1\.1")
@@ -184,6 +184,7 @@ def _analyse_answer(head: bytes) -> SimpleAnswer | None:
         return None
     keep_alive_s = None
     headers = []
+    dropped = connection_named(raw)  # none today (only keep-alive or close are simple): the one rule anyway
     for name, value in raw:
         lower = name.lower()
         if lower == b"keep-alive":
@@ -191,6 +192,6 @@ def _analyse_answer(head: bytes) -> SimpleAnswer | None:
                 key, _, number = part.strip().partition(b"=")
                 if key.lower() == b"timeout" and number.strip().isdigit():
                     keep_alive_s = float(number.strip())
-        if lower not in HOP_BY_HOP:
+        if lower not in HOP_BY_HOP and lower not in dropped:
             headers.append((lower, value))
     return SimpleAnswer(status, int(lengths[0]), not close, keep_alive_s, headers)
