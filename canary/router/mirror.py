@@ -80,8 +80,10 @@ class Mirror:
         attempt: Attempt | None = None
         try:
             async with asyncio.timeout(route.timeout_s * DEADLINE_FACTOR):
+                # what is mirrored is safe to send again by the table's word (GET/HEAD, or a
+                # route of ``mirror.safe_routes``): it already is a second sending
                 attempt = await self.client.send(
-                    method, route.upstreams[track], path_qs, headers, body, route.timeout_s
+                    method, route.upstreams[track], path_qs, headers, body, route.timeout_s, repeatable=True
                 )
                 if not attempt.answered:
                     return Answer(FAILED, "", attempt.error.encode())

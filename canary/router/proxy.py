@@ -6,8 +6,8 @@ adapter in ``canary.router.app``), which parses and frames, and the upstream poo
 failover, mirroring, counting (``canary.router.stats``).
 
 Failover: when the canary answers 5xx, resets, times out or answers malformed, and the request is
-safe to repeat (GET/HEAD, or it carries an ``Idempotency-Key``: its body is then buffered), the
-request is re-sent to stable and the consumer gets stable's answer; the canary's failure still
+safe to repeat (:func:`safe_to_repeat`: GET/HEAD, or it carries an ``Idempotency-Key``; its body is
+then buffered), the request is re-sent to stable and the consumer gets stable's answer; the canary's failure still
 counts against it.  Bodies that need no second send stream through as they arrive; a chunked
 body is first read up to ``CHUNKED_PREFETCH`` bytes, so that a small one goes upstream whole with a
 Content-Length (its framing checked before any byte is forwarded), and a large one's framing error
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 
 from canary.router.compare import Answer
 from canary.router.headers import request_headers, response_headers
@@ -155,7 +156,8 @@ class Proxy:
         if not conn.status or (failover and conn.status >= 500):
             conn.close()
             if not conn.status and conn.error == "reset" and not conn.got_bytes:
-                # an idle connection the upstream had just closed: send it again, on a fresh one
+                # an idle connection the upstream had just closed: send it again, on a fresh one (a GET:
+                # safe_to_repeat, as UpstreamPool.send asks)
                 client.continue_async(self.handle(head, body, client, track, group=group))
             elif failover:
                 self._count(route, "canary", template, True, started, group)
@@ -220,7 +222,7 @@ class Proxy:
         if body.length is not None and body.length > self.max_body:
             await client.answer(*_too_large(self.max_body))
             return
-        repeatable = method in SAFE or "idempotency-key" in headers
+        repeatable = safe_to_repeat(method, headers)
         mirror = (
             path not in NEVER_MIRRORED
             and track == "stable"
@@ -239,14 +241,16 @@ class Proxy:
             else:
                 sent = _Limited(body, self.max_body)
             started = time.perf_counter()
-            attempt = await self.pool.send(method, route.upstreams[track], path_qs, up_headers, sent, route.timeout_s)
+            attempt = await self.pool.send(
+                method, route.upstreams[track], path_qs, up_headers, sent, route.timeout_s, repeatable=repeatable
+            )
             if track == "canary" and attempt.failed and route.failover and repeatable:
                 self._count(route, "canary", template, True, started, group)
                 self.stats.failover((service, "canary", route.release("canary"), template))
                 attempt.release()
                 track, failed_over, started = "stable", True, time.perf_counter()
                 attempt = await self.pool.send(
-                    method, route.upstreams["stable"], path_qs, up_headers, sent, route.timeout_s
+                    method, route.upstreams["stable"], path_qs, up_headers, sent, route.timeout_s, repeatable=True
                 )
         except BodyError as exc:
             if exc.kind == "too_large":
@@ -349,6 +353,13 @@ class Proxy:
             attempt.release()
         await client.end()
         return None if copy is None else Answer(attempt.status, attempt.content_type, b"".join(copy))
+
+
+def safe_to_repeat(method: str, headers: Mapping[str, str]) -> bool:
+    """Whether a request may reach an upstream twice: a safe method, or one that carries an
+    ``Idempotency-Key`` (the service answers a repeat as a replay).  The one rule for failover and
+    for sending again on a fresh connection when a reused one closed without an answer."""
+    return method in SAFE or "idempotency-key" in headers
 
 
 class _Limited:

@@ -7,7 +7,8 @@ parsed is handed over whole (one write to the client); any other is read chunk b
 :meth:`Attempt.read`, and the upstream socket stops being read while the router holds more than
 ``HIGH_WATER`` bytes of it, so memory is bounded whatever the answer's size.
 
-Safety: ``https://`` upstreams are verified (the system's CAs, or ``router_ca_bundle``); an idle
+Safety: a request is sent twice only when its caller says it is safe to repeat (see
+:meth:`UpstreamPool.send`); ``https://`` upstreams are verified (the system's CAs, or ``router_ca_bundle``); an idle
 connection is dropped before the upstream's keep-alive would close it (``router_upstream_idle_s``,
 or less when the upstream says ``Keep-Alive: timeout=N``); a connection is reused only after a
 complete, well-framed answer with nothing after it, so one request's bytes never reach another's
@@ -216,8 +217,15 @@ class UpstreamPool:
         headers: bytes,
         body: bytes | BodySource | None,
         timeout_s: float,
+        *,
+        repeatable: bool,
     ) -> Attempt:
-        """``headers``: the encoded header block (``canary.router.headers.request_headers``)."""
+        """``headers``: the encoded header block (``canary.router.headers.request_headers``).
+
+        ``repeatable``: the request is safe to send twice (the proxy's ``safe_to_repeat``, the rule
+        failover follows).  Only such a request, with its body at hand, is sent again on a fresh
+        connection when a reused one closes before any answer: the upstream may have done the work
+        (a POST charged a card) and died before answering, so any other gets the error."""
         origin = origin_of(url)
         request = request_bytes(method, origin, path_qs, headers, body)
         for try_no in range(2):
@@ -235,7 +243,7 @@ class UpstreamPool:
                     raise
                 conn.close()
                 retry = reused and try_no == 0 and exc.kind == "reset" and not conn.got_bytes
-                if retry and (body is None or isinstance(body, bytes)):
+                if retry and repeatable and (body is None or isinstance(body, bytes)):
                     continue  # the upstream closed an idle connection as we sent: once more, fresh
                 return Attempt(error=exc.kind)
         return Attempt(error="reset")
