@@ -1,6 +1,8 @@
 """``python -m canary.router --table FILE_OR_URL --port N [--table-state FILE]``: run the router's protocol
 server; with ``--table-state`` it keeps the last table it served there and serves it at once when it
-starts again (also while the controller is down)."""
+starts again (also while the controller is down); ``--failover-buffer-bytes`` (or
+``CANARY_ROUTER_FAILOVER_BUFFER_BYTES``) bounds the request bodies held for failover, all requests
+together (256 MiB by default)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 from canary.router.app import create_router, run_router
+from canary.router.request_bodies import FAILOVER_BUFFER_BYTES
 from core.errors import ConfigError
 from core.settings import load_settings
 
@@ -27,10 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--config", help="YAML settings file (also CANARY_CONFIG)")
+    parser.add_argument(
+        "--failover-buffer-bytes",
+        type=int,
+        default=int(os.environ.get("CANARY_ROUTER_FAILOVER_BUFFER_BYTES", FAILOVER_BUFFER_BYTES)),
+        help="the most of request bodies held for failover at once, all requests together; a body over"
+        " what is left goes to its track without failover (or CANARY_ROUTER_FAILOVER_BUFFER_BYTES;"
+        f" default {FAILOVER_BUFFER_BYTES})",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(config_file=args.config, port=args.port, host=args.host)
-        router = create_router(settings, args.table, args.table_token)
+        router = create_router(settings, args.table, args.table_token, args.failover_buffer_bytes)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from canary.router.asgi_bridge import AsgiBody, AsgiClient, call_asgi, head_of
 from canary.router.listener import RouterServer, loop_in_thread, new_loop
 from canary.router.mirror import Mirror
 from canary.router.proxy import Proxy
+from canary.router.request_bodies import FAILOVER_BUFFER_BYTES, HeldBodies
 from canary.router.server import ADMIN_BODY_MAX, ADMIN_PATHS
 from canary.router.source import TableHolder
 from canary.router.stats import RouterStats
@@ -42,7 +43,15 @@ from core.settings import Settings
 
 
 class Router:
-    def __init__(self, settings: Settings, table_source: str = "", table_token: str = "") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        table_source: str = "",
+        table_token: str = "",
+        failover_buffer_bytes: int = FAILOVER_BUFFER_BYTES,
+    ) -> None:
+        """``failover_buffer_bytes``: the most of request bodies held for failover at once, all
+        requests together (``canary.router.request_bodies``; ``--failover-buffer-bytes``)."""
         self.settings = settings.with_overrides(service="router")
         if settings.router_ca_bundle and not Path(settings.router_ca_bundle).is_file():
             raise ConfigError(f"router_ca_bundle: no such file {settings.router_ca_bundle!r}")
@@ -57,6 +66,7 @@ class Router:
             self.mirror,
             self.settings.import_max_bytes,
             settings.router_buffer_max_bytes,
+            HeldBodies(failover_buffer_bytes),
         )
         self.admin = self._admin_app()
         self._running = 0
@@ -162,8 +172,13 @@ def is_admin_path(path: str) -> bool:
     return path.startswith(ADMIN_PATHS) and "/" + path[1:].partition("/")[0] in ADMIN_PATHS
 
 
-def create_router(settings: Settings, table_source: str = "", table_token: str = "") -> Router:
-    return Router(settings, table_source, table_token)
+def create_router(
+    settings: Settings,
+    table_source: str = "",
+    table_token: str = "",
+    failover_buffer_bytes: int = FAILOVER_BUFFER_BYTES,
+) -> Router:
+    return Router(settings, table_source, table_token, failover_buffer_bytes)
 
 
 @contextlib.contextmanager

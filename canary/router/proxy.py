@@ -8,8 +8,10 @@ failover, mirroring, counting (``canary.router.stats``).
 Failover: when the canary answers 5xx, resets, times out or answers malformed, and the request is
 safe to repeat (:func:`safe_to_repeat`: GET/HEAD, or it carries an ``Idempotency-Key``; its body is
 then buffered), the request is re-sent to stable and the consumer gets stable's answer; the canary's failure still
-counts against it.  Bodies that need no second send stream through as they arrive; a chunked
-body is first read up to ``CHUNKED_PREFETCH`` bytes, so that a small one goes upstream whole with a
+counts against it.  The bodies held for it share one budget across requests
+(``canary.router.request_bodies``): a body over what is left streams to the canary without failover,
+counted as ``unbuffered``.  Bodies that need no second send stream through as they arrive; a chunked
+body is first read up to ``request_bodies.CHUNKED_PREFETCH`` bytes, so that a small one goes upstream whole with a
 Content-Length (its framing checked before any byte is forwarded), and a large one's framing error
 aborts the upstream request before it is complete.
 """
@@ -23,6 +25,7 @@ from collections.abc import Mapping
 from canary.router.compare import Answer
 from canary.router.headers import request_headers, response_headers
 from canary.router.mirror import Mirror
+from canary.router.request_bodies import HeldBodies, Limited, prefetch
 from canary.router.route_plan import PathPlan, RoutePlan, TablePlans
 from canary.router.simple_heads import SimpleAnswer, SimpleRequest
 from canary.router.source import TableHolder
@@ -44,7 +47,6 @@ from canary.router.wire import (
 from core.routes import ServiceRoute
 
 SAFE = frozenset({"GET", "HEAD"})
-CHUNKED_PREFETCH = 256 * 1024
 ADMIN_TARGETS = (b"/healthz", b"/readyz", b"/metrics", b"/_router")  # the admin app's (server.ADMIN_PATHS)
 # Operational endpoints name their release by design: comparing them would only report noise.
 NEVER_MIRRORED = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -64,14 +66,24 @@ _FastContext = tuple[FastClientSide, RoutePlan, str, PathPlan, int, str, str, Si
 
 class Proxy:
     def __init__(
-        self, tables: TableHolder, stats: RouterStats, pool: UpstreamPool, mirror: Mirror, max_body: int, copy_cap: int
+        self,
+        tables: TableHolder,
+        stats: RouterStats,
+        pool: UpstreamPool,
+        mirror: Mirror,
+        max_body: int,
+        copy_cap: int,
+        held: HeldBodies | None = None,
     ) -> None:
+        """``held``: the budget of bodies held for failover (``request_bodies``; its default limit
+        when None)."""
         self.tables = tables
         self.stats = stats
         self.pool = pool
         self.mirror = mirror
         self.max_body = max_body
         self.copy_cap = copy_cap  # the most of a stable answer kept to compare with the canary's
+        self.held = held or HeldBodies()
         self.plans = TablePlans(stats)
         self._answered = self._fast_answered  # bound once: the fast path hands it to every exchange
 
@@ -230,21 +242,28 @@ class Proxy:
             and (method in SAFE or template in route.mirror.safe_routes)
             and random.random() < route.mirror.share
         )
+        failover = track == "canary" and route.failover and repeatable
         sent: bytes | RequestBody | None
+        reserved = 0  # bytes of the failover budget this request's body holds
         try:
             if body.length == 0:
                 sent = None if method in SAFE else b""
-            elif (track == "canary" and route.failover and repeatable) or mirror:
+            elif mirror:
                 sent = await read_all(body, self.max_body)
+            elif failover:
+                sent, reserved = await self.held.hold(body, self.max_body)
+                if not isinstance(sent, bytes):  # over what the budget has left: streamed, no second send
+                    failover = False
+                    self.stats.unbuffered((service, track, route.release(track), template))
             elif body.length is None:
-                sent = await _prefetch(body, self.max_body)
+                sent = await prefetch(body, self.max_body)
             else:
-                sent = _Limited(body, self.max_body)
+                sent = Limited(body, self.max_body)
             started = time.perf_counter()
             attempt = await self.pool.send(
                 method, route.upstreams[track], path_qs, up_headers, sent, route.timeout_s, repeatable=repeatable
             )
-            if track == "canary" and attempt.failed and route.failover and repeatable:
+            if failover and attempt.failed:
                 self._count(route, "canary", template, True, started, group)
                 self.stats.failover((service, "canary", route.release("canary"), template))
                 attempt.release()
@@ -258,6 +277,10 @@ class Proxy:
             elif exc.kind == "bad_body":
                 await client.answer(*json_error(400, "bad_request", "malformed request body (chunked encoding)"))
             return  # "client_gone": nobody to answer
+        finally:
+            if reserved:  # sent as often as it will be: the body and its share of the budget go
+                self.held.give_back(reserved)
+                sent = None
         copy = await self._deliver(client, route, track, template, method, attempt, started, failed_over, mirror, group)
         if mirror and copy is not None:
             body_sent = sent if isinstance(sent, bytes) else None
@@ -360,38 +383,6 @@ def safe_to_repeat(method: str, headers: Mapping[str, str]) -> bool:
     ``Idempotency-Key`` (the service answers a repeat as a replay).  The one rule for failover and
     for sending again on a fresh connection when a reused one closed without an answer."""
     return method in SAFE or "idempotency-key" in headers
-
-
-class _Limited:
-    """A streamed request body that stops with ``too_large`` past the router's limit."""
-
-    def __init__(self, body: RequestBody, limit: int, first: bytes = b"") -> None:
-        self.body = body
-        self.length = body.length
-        self.limit = limit
-        self.size = 0
-        self.first = first
-
-    async def read(self) -> bytes:
-        chunk, self.first = (self.first, b"") if self.first else (await self.body.read(), b"")
-        self.size += len(chunk)
-        if self.size > self.limit:
-            raise BodyError("too_large")
-        return chunk
-
-
-async def _prefetch(body: RequestBody, limit: int) -> bytes | _Limited:
-    """A chunked body whole when it is small (then sent with a Content-Length: bad chunking is found
-    before anything goes upstream), else streamed on from what was read."""
-    parts: list[bytes] = []
-    size = 0
-    while size <= CHUNKED_PREFETCH:
-        chunk = await body.read()
-        if not chunk:
-            return b"".join(parts)
-        parts.append(chunk)
-        size += len(chunk)
-    return _Limited(body, limit, b"".join(parts))
 
 
 def _admin_target(target: bytes) -> bool:

@@ -1,7 +1,8 @@
 """The router's per-track counts, kept once and shown twice: Prometheus metrics and a JSON snapshot.
 
 Per service, track, release and route template: requests, errors (5xx answers, connection
-failures, timeouts), failovers, latency; per route, mirrored comparisons and differences (the
+failures, timeouts), failovers, requests that could not fail over because their body was over the
+failover budget (``unbuffered``), latency; per route, mirrored comparisons and differences (the
 canary's answers against stable's, and the baseline's: the noise); and,
 for a service whose table asks for sticky bucket groups (``sticky.groups``), requests, errors and
 canary-served requests per group of the rollout's salted hash space (the judge's sticky test), and
@@ -65,6 +66,8 @@ class RouterStats(Collector):
         self.requests: dict[Key, int] = defaultdict(int)
         self.errors: dict[Key, int] = defaultdict(int)
         self.failovers: dict[Key, int] = defaultdict(int)
+        # safe to repeat, but sent without failover: the body did not fit the failover budget
+        self.unbuffered_sends: dict[Key, int] = defaultdict(int)
         self.latency: dict[tuple[str, str, str], list[float]] = {}  # bucket counts..., then sum
         self._latency_of: dict[Key, list[float]] = {}  # each counter key's row of ``latency``
         self.mirror_compared: dict[tuple[str, str], int] = defaultdict(int)
@@ -108,6 +111,10 @@ class RouterStats(Collector):
     def failover(self, key: Key) -> None:
         self.failovers[key] += 1
 
+    def unbuffered(self, key: Key) -> None:
+        """A request safe to repeat sent without failover: its body did not fit the failover budget."""
+        self.unbuffered_sends[key] += 1
+
     def mirrored(
         self, service: str, route: str, different: bool, track: Literal["canary", "baseline"] = "canary"
     ) -> None:
@@ -131,6 +138,7 @@ class RouterStats(Collector):
                 "requests": n,
                 "errors": self.errors.get(k, 0),
                 "failovers": self.failovers.get(k, 0),
+                "unbuffered": self.unbuffered_sends.get(k, 0),
             }
             for k, n in sorted(self.requests.items())
         ]
@@ -175,6 +183,11 @@ class RouterStats(Collector):
             ("router_requests_total", "Requests answered, by the track that served them.", self.requests),
             ("router_errors_total", "5xx answers, connection failures and timeouts, by track.", self.errors),
             ("router_failovers_total", "Canary failures re-sent to stable.", self.failovers),
+            (
+                "router_failover_unbuffered_total",
+                "Requests safe to repeat sent without failover: their body did not fit the failover budget.",
+                self.unbuffered_sends,
+            ),
         ):
             family = CounterMetricFamily(name, doc, labels=labels)
             for key, value in data.items():

@@ -32,6 +32,7 @@ from canary.router.upstream_connection import UpstreamConnection, UpstreamError
 
 MAX_IDLE_PER_ORIGIN = 256
 CONNECT_TIMEOUT_S = 5.0
+WRITE_JOINED = 64 * 1024  # request bodies up to this go out in one write with their head (one syscall)
 
 
 class BodySource(Protocol):
@@ -253,7 +254,10 @@ class UpstreamPool:
     ) -> Attempt:
         assert conn.transport is not None
         if isinstance(body, bytes) or body is None:
-            conn.transport.write(request + body if body else request)
+            if body and len(body) > WRITE_JOINED:
+                conn.transport.writelines((request, body))  # not copied: a held body can be 64 MB
+            else:
+                conn.transport.write(request + body if body else request)
         else:
             conn.transport.write(request)
             # answered before it took the whole body: the upstream still waits for the rest, and would

@@ -31,7 +31,7 @@ from tests.canary.router.test_framing_and_upstream_safety import TOKEN, ok, rout
 from tests.canary.router.upstreams import RawUpstream
 
 KIB = 1024
-PREFETCH = 256 * KIB  # the README's figure (canary.router.proxy.CHUNKED_PREFETCH)
+PREFETCH = 256 * KIB  # the README's figure (canary.router.request_bodies.CHUNKED_PREFETCH)
 IDLE_S = 0.5  # router_upstream_idle_s for the idle test: far from the 4 s default
 
 
