@@ -4,7 +4,8 @@ table rather than once per request.
 Where it sits: the proxy (``canary.router.proxy``) asks :meth:`TablePlans.plan` for the service of
 each request and gets a :class:`RoutePlan`: the split (``canary.router.split.Splitter``), per track
 the upstream's origin and the encoded pieces of a request line to it, and per path seen its
-route template and the keys it is counted under (``canary.router.stats``).  A new table (a new
+route template and the keys it is counted under (``canary.router.stats``: past a service's bound
+on route labels, the template is ``OTHER_ROUTE``).  A new table (a new
 object from the table source) gets new plans at its first request.
 """
 
@@ -62,6 +63,8 @@ class RoutePlan:
                 b" HTTP/1.1\r\nhost: " + origin.host_header + b"\r\n",
             )
         self.paths: dict[str, PathPlan] = {}  # by path (the proxy looks here first)
+        self.stats = stats
+        self.configured = frozenset(route.routes) | frozenset(route.mirror.safe_routes)
 
     def path(self, rest: str) -> PathPlan:
         """``rest``: the request's path after the service's name, without its slash and the query."""
@@ -70,6 +73,8 @@ class RoutePlan:
             if len(self.paths) >= PATHS_CACHED:
                 self.paths.clear()
             template = route_template(self.route, "/" + rest)
+            if self.stats is not None:  # the label it is counted under: bounded per service
+                template = self.stats.route_label(self.name, template, self.configured)
             keys = {t.track: (self.name, t.track, t.release, template) for t in self.targets.values()}
             plan = PathPlan(template, keys)
             if len(rest) <= PATH_CACHED_CHARS:

@@ -8,6 +8,11 @@ for a service whose table asks for sticky bucket groups (``sticky.groups``), req
 canary-served requests per group of the rollout's salted hash space (the judge's sticky test), and
 the distinct customers seen per group (a level, up to ``CUSTOMERS_TRACKED`` customers: the
 judge's sample-ratio check on customers, ``canary.analysis.customers``).
+Route labels are bounded: a service's route templates configured in the table (``routes``,
+``mirror.safe_routes``) are always its own labels, and up to ``ROUTES_PER_SERVICE`` others, as
+they first come (paths whose ids ``canary.router.split.route_template`` did not fold: probes,
+typos); any further one is counted as ``OTHER_ROUTE``, so no consumer can grow the counters, the
+snapshot or /metrics without end.  The judge's metrics sum over routes, so folding changes none.
 Counting is a dict increment on the hot path; the Prometheus collector reads the dicts when
 scraped.  The snapshot is cumulative, for the builtin metric provider to take differences of.
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +36,8 @@ Key = tuple[str, str, str, str]  # service, track, release, route
 # per service and rollout: beyond this many customers the count stops (about 5 MB of hashes; the
 # customers counted are still the first ones to arrive, a fair sample of the hash)
 CUSTOMERS_TRACKED = 100_000
+ROUTES_PER_SERVICE = 100  # route labels per service besides the configured ones (label sets: x tracks, releases)
+OTHER_ROUTE = "other"  # the label of any route past those (no template is one: they begin with "/")
 
 
 def slow_bucket(threshold_s: float) -> str:
@@ -78,7 +85,24 @@ class RouterStats(Collector):
         # per service, for the salt and boundaries of its current table: per bucket group
         # [requests, errors, canary-served]; a new salt (a new rollout) starts them afresh
         self.groups: dict[str, StickyGroupCounts] = {}
+        self.routes: dict[str, set[str]] = {}  # per service, the unconfigured route labels admitted
         self.started = time.time()
+
+    def route_label(self, service: str, template: str, configured: Collection[str]) -> str:
+        """The label a request of route ``template`` is counted under: the template itself when the
+        table configures it (``configured``) or it is one of the service's first ``ROUTES_PER_SERVICE``
+        others, else ``OTHER_ROUTE``.  Once per path per table (``canary.router.route_plan``)."""
+        if template in configured:
+            return template
+        seen = self.routes.get(service)
+        if seen is None:
+            seen = self.routes[service] = set()
+        if template in seen:
+            return template
+        if len(seen) >= ROUTES_PER_SERVICE:
+            return OTHER_ROUTE
+        seen.add(template)
+        return template
 
     def record(self, key: Key, error: bool, seconds: float) -> None:
         self.requests[key] += 1
