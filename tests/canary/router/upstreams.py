@@ -20,7 +20,7 @@ def echo_app(track: str, fail: bool = False, delay_s: float = 0.0) -> Starlette:
             await asyncio.sleep(delay_s)
         body = await request.body()
         if fail or request.url.path.startswith("/fail"):
-            return JSONResponse({"track": track, "error": "boom"}, status_code=500)
+            return JSONResponse({"track": track, "error": "boom", "body_bytes": len(body)}, status_code=500)
         return JSONResponse(
             {
                 "track": track,
@@ -130,3 +130,76 @@ def http_exchange(url: str, raw: bytes, timeout_s: float = 10.0) -> bytes:
         while chunk := s.recv(65536):
             out += chunk
         return out
+
+
+class CloseSecondUpstream:
+    """A TCP upstream that answers the first request of each connection (201, kept open) and, on
+    the second, reads it whole, records it and closes without answering: a process that did the work
+    and died before it answered.  ``received``: each request's target and body, in arrival order."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        with contextlib.suppress(OSError), conn:
+            for number in (1, 2):
+                request = _read_request(conn, buffer)
+                if request is None:
+                    return
+                target, body, buffer = request
+                self.received.append((target, body))
+                if number == 1:
+                    conn.sendall(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok")
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _read_request(conn: socket.socket, buffer: bytes) -> tuple[str, bytes, bytes] | None:
+    """(target, body, what followed) of the next request, its body framed by length or chunks."""
+
+    def more() -> bytes:
+        data = conn.recv(65536)
+        if not data:
+            raise OSError("closed")
+        return data
+
+    try:
+        while b"\r\n\r\n" not in buffer:
+            buffer += more()
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        if b"transfer-encoding: chunked" in head.lower():
+            body = b""
+            while True:
+                while b"\r\n" not in buffer:
+                    buffer += more()
+                size_line, _, buffer = buffer.partition(b"\r\n")
+                size = int(size_line, 16)
+                while len(buffer) < size + 2:
+                    buffer += more()
+                body, buffer = body + buffer[:size], buffer[size + 2 :]
+                if size == 0:
+                    break
+        else:
+            length = _content_length(head)
+            while len(buffer) < length:
+                buffer += more()
+            body, buffer = buffer[:length], buffer[length:]
+    except OSError:
+        return None
+    return head.split(b" ")[1].decode("latin-1"), body, buffer
