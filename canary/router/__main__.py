@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--failover-buffer-bytes",
         type=int,
-        default=int(os.environ.get("CANARY_ROUTER_FAILOVER_BUFFER_BYTES", FAILOVER_BUFFER_BYTES)),
+        default=os.environ.get("CANARY_ROUTER_FAILOVER_BUFFER_BYTES", str(FAILOVER_BUFFER_BYTES)),  # type applies
         help="the most of request bodies held for failover at once, all requests together; a body over"
         " what is left goes to its track without failover (or CANARY_ROUTER_FAILOVER_BUFFER_BYTES;"
         f" default {FAILOVER_BUFFER_BYTES})",
