@@ -85,11 +85,14 @@ class Settings:
     traffic: str = "router"
     # Router: CA bundle for https:// upstreams (empty: the system's CAs; certificates are always
     # verified), how long an idle upstream connection is kept (shorter than the upstreams' own
-    # keep-alive: uvicorn's default is 5 s), and the most of an answer it holds in memory (a copy
-    # of stable's answer to compare with the canary's; larger answers are streamed, not compared)
+    # keep-alive: uvicorn's default is 5 s), the most of an answer it holds in memory (a copy
+    # of stable's answer to compare with the canary's; larger answers are streamed, not compared),
+    # and the most of request bodies held for failover, all requests together (a body over what is
+    # left goes to its track as it arrives, without failover: canary.router.request_bodies)
     router_ca_bundle: str = ""
     router_upstream_idle_s: float = 4.0
     router_buffer_max_bytes: int = 8 << 20
+    router_failover_buffer_bytes: int = 256 << 20
     # The service catalog: directories of entries or files, comma-separated (empty: the shipped
     # catalog, manifests/services/ of this project)
     catalog: str = ""

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from canary.router.app import create_router, run_router
-from canary.router.request_bodies import FAILOVER_BUFFER_BYTES
 from core.errors import ConfigError
 from core.settings import load_settings
 
@@ -33,15 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--failover-buffer-bytes",
         type=int,
-        default=os.environ.get("CANARY_ROUTER_FAILOVER_BUFFER_BYTES", str(FAILOVER_BUFFER_BYTES)),  # type applies
         help="the most of request bodies held for failover at once, all requests together; a body over"
-        " what is left goes to its track without failover (or CANARY_ROUTER_FAILOVER_BUFFER_BYTES;"
-        f" default {FAILOVER_BUFFER_BYTES})",
+        " what is left goes to its track without failover (setting router_failover_buffer_bytes, or"
+        " CANARY_ROUTER_FAILOVER_BUFFER_BYTES; default 256 MiB)",
     )
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(config_file=args.config, port=args.port, host=args.host)
-        router = create_router(settings, args.table, args.table_token, args.failover_buffer_bytes)
+        settings = load_settings(
+            config_file=args.config,
+            port=args.port,
+            host=args.host,
+            router_failover_buffer_bytes=args.failover_buffer_bytes,
+        )
+        router = create_router(settings, args.table, args.table_token)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from canary.router.asgi_bridge import AsgiBody, AsgiClient, call_asgi, head_of
 from canary.router.listener import RouterServer, loop_in_thread, new_loop
 from canary.router.mirror import Mirror
 from canary.router.proxy import Proxy
-from canary.router.request_bodies import FAILOVER_BUFFER_BYTES, HeldBodies
+from canary.router.request_bodies import HeldBodies
 from canary.router.server import ADMIN_BODY_MAX, ADMIN_PATHS
 from canary.router.source import TableHolder
 from canary.router.stats import RouterStats
@@ -48,10 +48,7 @@ class Router:
         settings: Settings,
         table_source: str = "",
         table_token: str = "",
-        failover_buffer_bytes: int = FAILOVER_BUFFER_BYTES,
     ) -> None:
-        """``failover_buffer_bytes``: the most of request bodies held for failover at once, all
-        requests together (``canary.router.request_bodies``; ``--failover-buffer-bytes``)."""
         self.settings = settings.with_overrides(service="router")
         if settings.router_ca_bundle and not Path(settings.router_ca_bundle).is_file():
             raise ConfigError(f"router_ca_bundle: no such file {settings.router_ca_bundle!r}")
@@ -66,7 +63,7 @@ class Router:
             self.mirror,
             self.settings.import_max_bytes,
             settings.router_buffer_max_bytes,
-            HeldBodies(failover_buffer_bytes),
+            HeldBodies(settings.router_failover_buffer_bytes),
         )
         self.admin = self._admin_app()
         self._running = 0
@@ -176,9 +173,8 @@ def create_router(
     settings: Settings,
     table_source: str = "",
     table_token: str = "",
-    failover_buffer_bytes: int = FAILOVER_BUFFER_BYTES,
 ) -> Router:
-    return Router(settings, table_source, table_token, failover_buffer_bytes)
+    return Router(settings, table_source, table_token)
 
 
 @contextlib.contextmanager

@@ -73,17 +73,16 @@ class Proxy:
         mirror: Mirror,
         max_body: int,
         copy_cap: int,
-        held: HeldBodies | None = None,
+        held: HeldBodies,
     ) -> None:
-        """``held``: the budget of bodies held for failover (``request_bodies``; its default limit
-        when None)."""
+        """``held``: the budget of bodies held for failover (``request_bodies``)."""
         self.tables = tables
         self.stats = stats
         self.pool = pool
         self.mirror = mirror
         self.max_body = max_body
         self.copy_cap = copy_cap  # the most of a stable answer kept to compare with the canary's
-        self.held = held or HeldBodies()
+        self.held = held
         self.plans = TablePlans(stats)
         self._answered = self._fast_answered  # bound once: the fast path hands it to every exchange
 

@@ -6,7 +6,7 @@ upstream pool (``canary.router.upstream``) sends bytes whole or reads a :class:`
 
 Failover budget: a body that may have to be sent a second time (to stable, when the canary fails)
 is held whole until it has been; all such bodies together hold at most ``HeldBodies.limit`` bytes
-(``FAILOVER_BUFFER_BYTES`` by default).  A body that does not fit what is left is not refused: it
+(``router_failover_buffer_bytes``, 256 MiB by default).  A body that does not fit what is left is not refused: it
 streams to its track as any other (what was read of it first, then the rest), without failover,
 and the proxy counts it (``unbuffered``).  A reservation lasts until the body is no longer needed
 and is given back however the request ends (an error, a client gone, a cancellation).
@@ -17,7 +17,6 @@ from __future__ import annotations
 from canary.router.wire import BodyError, RequestBody, read_all
 
 CHUNKED_PREFETCH = 256 * 1024
-FAILOVER_BUFFER_BYTES = 256 << 20  # bodies held for failover, all requests together
 
 
 class Limited:
@@ -56,7 +55,7 @@ async def prefetch(body: RequestBody, limit: int) -> bytes | Limited:
 class HeldBodies:
     """The bytes of request bodies held for failover, against one limit for the whole router."""
 
-    def __init__(self, limit: int = FAILOVER_BUFFER_BYTES) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
 

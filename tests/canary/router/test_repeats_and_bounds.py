@@ -17,7 +17,7 @@ import pytest
 from canary.router.app import Router, create_router, serve_router_in_thread
 from canary.router.stats import OTHER_ROUTE, ROUTES_PER_SERVICE
 from core.serve import serve_in_thread
-from core.settings import Settings
+from core.settings import Settings, load_settings
 from tests.canary.router.upstreams import CloseSecondUpstream, RawUpstream, echo_app
 
 TOKEN = "t"
@@ -75,7 +75,7 @@ def _stats_rows(url: str) -> list[dict[str, object]]:
 
 def test_bodies_held_for_failover_stay_within_one_budget_and_the_rest_stream_without_failover():
     budget = 1 << 20
-    router = create_router(Settings(admin_token=TOKEN), failover_buffer_bytes=budget)
+    router = create_router(Settings(admin_token=TOKEN, router_failover_buffer_bytes=budget))
     with (
         serve_in_thread(echo_app("stable")) as stable,
         serve_in_thread(echo_app("canary", fail=True, delay_s=0.5)) as canary,
@@ -158,3 +158,17 @@ def test_route_labels_stay_bounded_and_known_routes_keep_theirs():
         assert counts[OTHER_ROUTE] == probes - (ROUTES_PER_SERVICE - 1)
         assert sum(counts.values()) == 7 + probes
         assert len(router.stats.requests) == ROUTES_PER_SERVICE + 2
+
+
+def test_the_failover_budget_is_a_setting_and_a_bad_one_is_a_one_line_error(capsys, monkeypatch):
+    from canary.router.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--failover-buffer-bytes", "lots"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith("error: argument --failover-buffer-bytes: invalid int value: 'lots'\n")
+    monkeypatch.setenv("CANARY_ROUTER_FAILOVER_BUFFER_BYTES", "1e9")
+    assert main([]) == 2
+    assert "CANARY_ROUTER_FAILOVER_BUFFER_BYTES: router_failover_buffer_bytes must be int" in capsys.readouterr().err
+    monkeypatch.setenv("CANARY_ROUTER_FAILOVER_BUFFER_BYTES", "4096")
+    assert create_router(load_settings()).proxy.held.limit == 4096
