@@ -202,7 +202,10 @@ class Controller:
             self.owed_paid, self.owed_due = True, now + OWED_RETRY_S  # a failure below makes it False again
             for owed in await asyncio.to_thread(self.store.after_rollback_owing):
                 await self._guarded(owed, self._reprocess(owed), "running the after_rollback hooks it owed")
-        await self.groups.tick(now)  # groups first: the member rollouts they start are stepped this tick
+        try:  # groups first: the member rollouts they start are stepped this tick
+            await self.groups.tick(now)
+        except Exception as exc:  # groups failing must not stop the rollouts nor the table
+            log.error("the groups' tick failed: %s: %s", type(exc).__name__, exc)
         active = await asyncio.to_thread(self.store.list_rollouts, True)
         for rollout in active:
             await self._guarded(rollout, self._apply(rollout), "making the world match")

@@ -12,6 +12,7 @@ The JSON schema is published as ``manifests/group.schema.json``.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,6 +27,8 @@ from canary.controller.spec import Problem, SpecError, _line_of, _message, _path
 
 if TYPE_CHECKING:
     from canary.catalog import Catalog
+
+log = logging.getLogger("releasewarden.controller")
 
 NAME = "^[a-z0-9][a-z0-9-]{0,62}$"
 _AFTER = {
@@ -299,6 +302,24 @@ def load_group(
     if problems or group is None:
         raise SpecError(source, problems)
     return group
+
+
+def load_stored_group(text: str, source: str) -> GroupSpec:
+    """A group the store holds, checked when it was stored, perhaps by an older version whose checks
+    were looser (as ``spec.load_stored_spec``): what this version refuses is logged once, and the
+    group is read as stored, so that it stays readable and abortable; a member whose rollout this
+    version refuses is refused when it starts, and the others go on."""
+    try:
+        return load_group(text, source)
+    except SpecError as exc:
+        if source not in _WARNED:
+            _WARNED.add(source)
+            log.warning("%s: its stored spec is one this version refuses (read as stored; abort it): %s", source, exc)
+        group, _ = _build(yaml.load(text, Loader=rollout_spec.LOADER), {}, None, None)
+        return group
+
+
+_WARNED: set[str] = set()
 
 
 def inline(group: GroupSpec) -> str:

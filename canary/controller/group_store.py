@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from canary.controller.group_machine import Group, GroupDecision, GroupPhase, MemberLink
-from canary.controller.group_spec import GroupSpec, load_group
+from canary.controller.group_spec import GroupSpec, load_group, load_stored_group
 from canary.controller.store import StaleWrite, metadata
 from core.db import write_transaction
 from core.errors import Conflict, NotFound
@@ -79,7 +79,7 @@ def group_from_row(row: Any, links: dict[str, MemberLink], spec: GroupSpec | Non
     """A ``groups`` row and its members' links as the machine's ``Group`` (``spec``: already parsed)."""
     return Group(
         id=row.id,
-        spec=spec if spec is not None else load_group(row.spec, f"group {row.id}"),
+        spec=spec if spec is not None else load_stored_group(row.spec, f"group {row.id}"),
         members=links,
         phase=GroupPhase(row.phase),
         settled=row.settled,

@@ -12,6 +12,7 @@ every reader of a service's route serves the version that last changed it.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -68,6 +69,8 @@ class TablePublisher:
             urls = {rel: url for (name, rel), url in upstreams.items() if name == service}
             try:
                 route = route_for(service, release, urls, by_service.get(service))
+                if route is not None:
+                    _servable(route)
             except Exception as exc:  # one rollout the table cannot hold must not take every service's down
                 log.error("%s: its rollout cannot be routed (%s: %s): stable alone", service, type(exc).__name__, exc)
                 route = route_for(service, release, urls, None)
@@ -92,3 +95,9 @@ class TablePublisher:
         catalog's names) applied the version that last changed it?"""
         version, since = self.published.get(service, (self.table.version, 0.0))
         return self.readers.confirm(service, version, since, self.clock(), consumers)
+
+
+def _servable(route: ServiceRoute) -> None:
+    """Raises unless every reader could take the route: a NaN (a stored spec an older version let
+    through) would make every poll of the table fail, for every service."""
+    json.dumps(RouteTable(0, {route.name: route}).to_dict(), allow_nan=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy import select, update
 
 from canary.controller import machine as m
 from canary.controller.engine import LEASE_TTL_S
+from canary.controller.group_store import groups
 from canary.controller.observing import Waiting
 from canary.controller.store import Store, rollouts
 from canary.platforms.base import NotReady
@@ -60,6 +62,7 @@ def test_a_stored_spec_this_version_refuses_neither_wedges_the_loop_nor_the_othe
         w.traffic("importer", "1.1")
         w.tick(reader="router/a")
     assert w.controller.table.services["resizer"].weight == 0  # stable alone
+    json.dumps(w.controller.poll_table(("router/a", 0)), allow_nan=False)  # what every poll answers
     assert "controller tick failed" not in caplog.text and "Traceback" not in caplog.text
     assert "stored spec is one this version refuses" in caplog.text
     for r in (hundred, nan):
@@ -70,6 +73,52 @@ def test_a_stored_spec_this_version_refuses_neither_wedges_the_loop_nor_the_othe
             break
     assert w.get(hundred).phase in m.TERMINAL, w.get(hundred)
     assert w.get(nan).phase in m.TERMINAL, w.get(nan)
+
+
+def test_a_nan_weight_routed_per_request_never_reaches_the_table_it_would_make_unservable(tmp_path):
+    """Sticky routing raised on a NaN weight; per-request routing published it, and every poll of
+    the table (all services') then failed as JSON: the route is checked as readers would take it."""
+    w = World(tmp_path)
+    r = w.release("resizer", "2.1")
+    _store_as_an_older_version_did(w, r, "  watch:", "  sticky: none\n  watch:")
+    _store_as_an_older_version_did(w, r, "weight: 10,", "weight: .nan,")
+    w.controller = w.new_controller()
+    for _ in range(4):
+        w.traffic("resizer", "2.1")
+        w.tick(reader="router/a")
+    table = json.loads(json.dumps(w.controller.poll_table(("router/a", 0)), allow_nan=False))
+    assert table["services"]["resizer"]["weight"] == 0 and set(table["services"]) == {"importer", "resizer"}
+
+
+GROUP = """apiVersion: releasewarden/v1
+kind: Group
+metadata: {name: april}
+spec:
+  members:
+    - service: importer
+      release: "1.1"
+      rollout:
+        steps: [{weight: 10, min_requests: 20, min_seconds: 2}, {weight: 50}]
+        metrics: [{name: errors, kind: errors}]
+"""
+
+
+def test_a_stored_group_this_version_refuses_is_read_as_stored_and_stops_nothing_else(tmp_path, caplog):
+    """A group an older version stored with a member step at 100% failed every tick before any
+    rollout was stepped or the table was built: routers got 503 table_not_ready for ever."""
+    w = World(tmp_path)
+    g = asyncio.run(w.controller.groups.create(GROUP))
+    other = w.release("resizer", "2.1")
+    with w.engine.begin() as conn:
+        conn.execute(
+            update(groups).where(groups.c.id == g.id).values(spec=GROUP.replace("{weight: 50}", "{weight: 100}"))
+        )
+    caplog.set_level(logging.INFO)
+    w.controller = w.new_controller()
+    drive(w, other, lambda r: r.phase == m.PROGRESSING)
+    w.controller.poll_table(("router/a", 0))  # the table is served
+    assert "tick failed" not in caplog.text and "stored spec is one this version refuses" in caplog.text
+    assert asyncio.run(w.controller.groups.group(g.id)).spec.members[0].rollout["steps"][1]["weight"] == 100
 
 
 def test_a_release_that_cannot_start_fails_alone_and_the_loop_goes_on(tmp_path, caplog):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, select
 
 from canary.controller.group_machine import Group, GroupDecision, MemberLink
-from canary.controller.group_spec import GroupSpec, load_group
+from canary.controller.group_spec import GroupSpec, load_stored_group
 from canary.controller.group_store import group_decisions, group_from_row, group_members, groups
 
 if TYPE_CHECKING:
@@ -70,5 +70,5 @@ class GroupReader:
     def _group(self, row: Any, links: dict[str, MemberLink]) -> Group:
         spec = self._specs.get(row.id)
         if spec is None:
-            spec = self._specs[row.id] = load_group(row.spec, f"group {row.id}")
+            spec = self._specs[row.id] = load_stored_group(row.spec, f"group {row.id}")
         return group_from_row(row, links, spec)
