@@ -12,7 +12,6 @@ The JSON schema is published as ``manifests/group.schema.json``.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,7 +27,6 @@ from canary.controller.spec import Problem, SpecError, _line_of, _message, _path
 if TYPE_CHECKING:
     from canary.catalog import Catalog
 
-log = logging.getLogger("releasewarden.controller")
 
 NAME = "^[a-z0-9][a-z0-9-]{0,62}$"
 _AFTER = {
@@ -309,17 +307,11 @@ def load_stored_group(text: str, source: str) -> GroupSpec:
     were looser (as ``spec.load_stored_spec``): what this version refuses is logged once, and the
     group is read as stored, so that it stays readable and abortable; a member whose rollout this
     version refuses is refused when it starts, and the others go on."""
-    try:
-        return load_group(text, source)
-    except SpecError as exc:
-        if source not in _WARNED:
-            _WARNED.add(source)
-            log.warning("%s: its stored spec is one this version refuses (read as stored; abort it): %s", source, exc)
-        group, _ = _build(yaml.load(text, Loader=rollout_spec.LOADER), {}, None, None)
-        return group
 
+    def as_stored() -> GroupSpec:
+        return _build(yaml.load(text, Loader=rollout_spec.LOADER), {}, None, None)[0]
 
-_WARNED: set[str] = set()
+    return rollout_spec.read_as_stored(source, lambda: load_group(text, source), as_stored)
 
 
 def inline(group: GroupSpec) -> str:

@@ -13,10 +13,11 @@ billions), or nests deeper than ``MAX_DEPTH``, is refused before anything walks 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -26,6 +27,7 @@ from core.errors import ConfigError
 from core.yaml_lines import MAX_NODES, duplicate_keys, expanded_size, non_finite_numbers
 
 log = logging.getLogger("releasewarden.controller")
+T = TypeVar("T")
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed: 10x faster
 MAX_DEPTH = 32  # levels of mappings and lists: a spec needs 5, a group 7
 
@@ -352,13 +354,19 @@ def load_stored_spec(text: str, source: str) -> RolloutSpec:
     were looser (a step at 100%, a key given twice).  What this version refuses is logged once, and
     the spec is read as it was stored: an active rollout must stay readable, abortable and able to
     end, or every tick and every listing would fail on it."""
+    return read_as_stored(source, lambda: load_spec(text, source), lambda: _build(yaml.load(text, Loader=LOADER)))
+
+
+def read_as_stored(source: str, checked: Callable[[], T], as_stored: Callable[[], T]) -> T:
+    """``checked()``, or, when this version refuses what the store holds, ``as_stored()`` (logged
+    once per ``source``): for what an older version with looser checks stored."""
     try:
-        return load_spec(text, source)
+        return checked()
     except SpecError as exc:
         if source not in _WARNED:
             _WARNED.add(source)
             log.warning("%s: its stored spec is one this version refuses (read as stored; abort it): %s", source, exc)
-        return _build(yaml.load(text, Loader=LOADER))
+        return as_stored()
 
 
 _WARNED: set[str] = set()

@@ -12,7 +12,7 @@ import tracemalloc
 
 import pytest
 
-from services.importer import RELEASES, csvfile
+from services.importer import RELEASES, csv_header
 from tests.conftest import asgi_client
 from tests.services.test_importer import app_for, contacts_of, upload
 
@@ -69,7 +69,7 @@ async def test_a_semicolon_file_whose_quoted_names_hold_many_commas_is_read_with
         assert (await contacts_of(c))["ann@example.com"]["data"] == {"last": "v"}
 
 
-HUGE = csvfile.MAX_HEADER_CHARS + 3 * 1024 * 1024  # characters in the first line: more than a header may have
+HUGE = csv_header.MAX_HEADER_CHARS + 3 * 1024 * 1024  # characters in the first line: more than a header may have
 
 
 @pytest.mark.parametrize(
@@ -88,20 +88,20 @@ async def test_a_huge_first_line_is_refused_without_being_read_whole(db_url, uni
         # read whole, the line alone is len(payload) characters, and parsed a list item per field (before:
         # 157-302 MB here); the look-ahead holds at most MAX_HEADER_CHARS + 1 of it (with the upload's own
         # copies: 26 MB)
-        assert peak < len(payload) + 3 * csvfile.MAX_HEADER_CHARS, peak
+        assert peak < len(payload) + 3 * csv_header.MAX_HEADER_CHARS, peak
         assert r.status_code == 422, r.text
         error = r.json()["error"]
-        assert error["code"] == code and str(csvfile.MAX_HEADER_CHARS) in error["message"]
+        assert error["code"] == code and str(csv_header.MAX_HEADER_CHARS) in error["message"]
         assert await contacts_of(c) == {}
 
 
 async def test_a_header_line_of_more_than_max_columns_fields_is_refused_as_too_many_columns(db_url):
-    payload = b"email" + b",x" * csvfile.MAX_COLUMNS + b"\nann@example.com\n"
+    payload = b"email" + b",x" * csv_header.MAX_COLUMNS + b"\nann@example.com\n"
     async with asgi_client(app_for(db_url)) as c:
         r = await upload(c, payload, mapping=json.dumps({"email": "email"}))
         assert r.status_code == 422, r.text
         error = r.json()["error"]
-        assert error["code"] == "too_many_columns" and f"({csvfile.MAX_COLUMNS + 1} > " in error["message"]
+        assert error["code"] == "too_many_columns" and f"({csv_header.MAX_COLUMNS + 1} > " in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -110,9 +110,9 @@ async def test_a_header_line_of_more_than_max_columns_fields_is_refused_as_too_m
         # a row longer than the look-ahead's room: its start is kept aside and the rows' reader reads it whole
         ("a@example.com," + "x" * 60_000 + "," + "y" * 60_000, "\n"),
         # exactly the room + 1 characters read: the limit falls between CR and LF, or after a whole line
-        ("a@example.com," + "x" * (csvfile.SNIFF_CHARS - 14), "\r\n"),
-        ("a@example.com," + "x" * (csvfile.SNIFF_CHARS - 14), "\r"),
-        ("a@example.com," + "x" * (csvfile.SNIFF_CHARS - 14), "\n"),
+        ("a@example.com," + "x" * (csv_header.SNIFF_CHARS - 14), "\r\n"),
+        ("a@example.com," + "x" * (csv_header.SNIFF_CHARS - 14), "\r"),
+        ("a@example.com," + "x" * (csv_header.SNIFF_CHARS - 14), "\n"),
     ],
 )
 async def test_a_row_longer_than_the_look_ahead_is_read_as_one_row(db_url, long_row, newline):
