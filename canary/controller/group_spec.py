@@ -27,7 +27,6 @@ from canary.controller.spec import Problem, SpecError, _line_of, _message, _path
 if TYPE_CHECKING:
     from canary.catalog import Catalog
 
-
 NAME = "^[a-z0-9][a-z0-9-]{0,62}$"
 _AFTER = {
     "oneOf": [

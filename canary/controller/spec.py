@@ -142,12 +142,12 @@ def _message(error: jsonschema.ValidationError) -> str:
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         lo = schema.get("minimum", schema.get("exclusiveMinimum"))
         hi = schema.get("maximum", schema.get("exclusiveMaximum"))
-        above = f"{'above' if 'exclusiveMinimum' in schema else 'at least'} {lo if lo is None else format(lo, 'g')}"
-        below = f"{'below' if 'exclusiveMaximum' in schema else 'at most'} {hi if hi is None else format(hi, 'g')}"
-        if lo is not None and hi is not None:
-            exclusive = {"exclusiveMinimum", "exclusiveMaximum"} & set(schema)
-            return f"must be {above} and {below}" if exclusive else f"must be between {lo:g} and {hi:g}"
-        return f"must be {above}" if lo is not None else f"must be {below}"
+        exclusive = {"exclusiveMinimum", "exclusiveMaximum"} & set(schema)
+        if lo is not None and hi is not None and not exclusive:
+            return f"must be between {lo:g} and {hi:g}"
+        above = [] if lo is None else [f"{'above' if 'exclusiveMinimum' in schema else 'at least'} {lo:g}"]
+        below = [] if hi is None else [f"{'below' if 'exclusiveMaximum' in schema else 'at most'} {hi:g}"]
+        return "must be " + " and ".join(above + below)
     if v == "required":
         return str(error.message).replace(" is a required property", ": required")
     if v == "enum":

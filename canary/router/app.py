@@ -43,12 +43,7 @@ from core.settings import Settings
 
 
 class Router:
-    def __init__(
-        self,
-        settings: Settings,
-        table_source: str = "",
-        table_token: str = "",
-    ) -> None:
+    def __init__(self, settings: Settings, table_source: str = "", table_token: str = "") -> None:
         self.settings = settings.with_overrides(service="router")
         if settings.router_ca_bundle and not Path(settings.router_ca_bundle).is_file():
             raise ConfigError(f"router_ca_bundle: no such file {settings.router_ca_bundle!r}")
@@ -169,11 +164,7 @@ def is_admin_path(path: str) -> bool:
     return path.startswith(ADMIN_PATHS) and "/" + path[1:].partition("/")[0] in ADMIN_PATHS
 
 
-def create_router(
-    settings: Settings,
-    table_source: str = "",
-    table_token: str = "",
-) -> Router:
+def create_router(settings: Settings, table_source: str = "", table_token: str = "") -> Router:
     return Router(settings, table_source, table_token)
 
 

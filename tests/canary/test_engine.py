@@ -23,6 +23,7 @@ from canary.controller.store import Store, rollouts
 from canary.platforms.base import NotReady
 from core.errors import ServiceUnavailable, Unprocessable
 from tests.canary.engine_world import SPEC, FakePlatform, World, drive
+from tests.canary.test_group_api import GROUP
 
 
 def test_an_unknown_release_is_refused_at_once_naming_the_known_ones(tmp_path):
@@ -90,19 +91,6 @@ def test_a_nan_weight_routed_per_request_never_reaches_the_table_it_would_make_u
     assert table["services"]["resizer"]["weight"] == 0 and set(table["services"]) == {"importer", "resizer"}
 
 
-GROUP = """apiVersion: releasewarden/v1
-kind: Group
-metadata: {name: april}
-spec:
-  members:
-    - service: importer
-      release: "1.1"
-      rollout:
-        steps: [{weight: 10, min_requests: 20, min_seconds: 2}, {weight: 50}]
-        metrics: [{name: errors, kind: errors}]
-"""
-
-
 def test_a_stored_group_this_version_refuses_is_read_as_stored_and_stops_nothing_else(tmp_path, caplog):
     """A group an older version stored with a member step at 100% failed every tick before any
     rollout was stepped or the table was built: routers got 503 table_not_ready for ever."""
@@ -111,14 +99,14 @@ def test_a_stored_group_this_version_refuses_is_read_as_stored_and_stops_nothing
     other = w.release("resizer", "2.1")
     with w.engine.begin() as conn:
         conn.execute(
-            update(groups).where(groups.c.id == g.id).values(spec=GROUP.replace("{weight: 50}", "{weight: 100}"))
+            update(groups).where(groups.c.id == g.id).values(spec=GROUP.replace("{weight: 10}", "{weight: 100}"))
         )
     caplog.set_level(logging.INFO)
     w.controller = w.new_controller()
     drive(w, other, lambda r: r.phase == m.PROGRESSING)
     w.controller.poll_table(("router/a", 0))  # the table is served
     assert "tick failed" not in caplog.text and "stored spec is one this version refuses" in caplog.text
-    assert asyncio.run(w.controller.groups.group(g.id)).spec.members[0].rollout["steps"][1]["weight"] == 100
+    assert asyncio.run(w.controller.groups.group(g.id)).spec.members[0].rollout["steps"][0]["weight"] == 100
 
 
 def test_a_release_that_cannot_start_fails_alone_and_the_loop_goes_on(tmp_path, caplog):
