@@ -71,14 +71,21 @@ def duplicate_keys(node: yaml.Node, at: Path = ()) -> Iterator[tuple[Path, str]]
             yield from duplicate_keys(item, (*at, i))
 
 
-def non_finite_numbers(data: Any, at: Path = ()) -> Iterator[tuple[Path, str]]:
-    """(path, problem) for each ``.nan`` or ``.inf`` in the document: every comparison with NaN is
-    false, so NaN passes a schema's minimum and maximum alike, and reaches arithmetic that fails."""
-    if isinstance(data, float) and not math.isfinite(data):
-        yield at, "must be a finite number"
-    elif isinstance(data, dict):
+def leaves(data: Any, at: Path = ()) -> Iterator[tuple[Path, Any]]:
+    """(path, value) for each value of the document that is neither a mapping nor a list."""
+    if isinstance(data, dict):
         for key, value in data.items():
-            yield from non_finite_numbers(value, (*at, key))
+            yield from leaves(value, (*at, key))
     elif isinstance(data, list):
         for i, item in enumerate(data):
-            yield from non_finite_numbers(item, (*at, i))
+            yield from leaves(item, (*at, i))
+    else:
+        yield at, data
+
+
+def non_finite_numbers(data: Any) -> Iterator[tuple[Path, str]]:
+    """(path, problem) for each ``.nan`` or ``.inf`` in the document: every comparison with NaN is
+    false, so NaN passes a schema's minimum and maximum alike, and reaches arithmetic that fails."""
+    for at, value in leaves(data):
+        if isinstance(value, float) and not math.isfinite(value):
+            yield at, "must be a finite number"

@@ -20,6 +20,7 @@ from typing import Any
 from canary.catalog import templates
 from canary.catalog.model import PYTHON_NAMES, RolloutDefaults
 from canary.controller.spec import _rules as rollout_rules
+from core.yaml_lines import leaves
 
 Found = Iterator[tuple[tuple[Any, ...], str]]
 
@@ -206,14 +207,7 @@ def _http_url(url: str, at: tuple[Any, ...]) -> Found:
 
 
 def _strings(value: Any, at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
-    if isinstance(value, str):
-        yield at, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(v, (*at, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, (*at, i))
+    return ((path, leaf) for path, leaf in leaves(value, at) if isinstance(leaf, str))
 
 
 DEFAULT_STEPS = [dataclasses.asdict(s) for s in RolloutDefaults().steps]
